@@ -1,0 +1,26 @@
+"""Inference side of edgeclf: the preprocessing contract and CPU backends.
+
+Never imports TensorFlow or Keras, directly or indirectly: this package is what ships to the device.
+"""
+
+from .errors import (
+    BackendUnavailableError,
+    ConfigError,
+    DataError,
+    EdgeclfError,
+    ImageDecodeError,
+)
+from .preprocess import PreprocessSpec, decode_image, load_image, preprocess_frame, resize_pixels
+
+__all__ = [
+    "BackendUnavailableError",
+    "ConfigError",
+    "DataError",
+    "EdgeclfError",
+    "ImageDecodeError",
+    "PreprocessSpec",
+    "decode_image",
+    "load_image",
+    "preprocess_frame",
+    "resize_pixels",
+]

@@ -1,0 +1,275 @@
+"""The preprocessing contract: one implementation used by training, evaluation, calibration and the runtime.
+
+Every edgeclf model takes RGB pixels in NHWC layout with values 0-255; its own normalisation (``x/127.5-1``,
+Caffe mean subtraction, ...) is baked into the model graph. What is left to do outside the model is decoding and
+resizing, and this module is the only place that does them, so that a file goes through exactly the same pixels
+whether it is fed to ``edgeclf train`` or to ``edgeclf predict``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ConfigError, ImageDecodeError
+
+ImageSource = Union[str, os.PathLike, bytes, BinaryIO]
+
+RESIZE_METHODS = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "bicubic": Image.Resampling.BICUBIC,
+    "area": Image.Resampling.BOX,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+# Pillow's own default; images above it are refused as decompression bombs rather than decoded.
+DEFAULT_MAX_PIXELS = 89_478_485
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """What a model expects as input, recorded in every run directory and artefact.
+
+    Args:
+        height: Input height in pixels.
+        width: Input width in pixels.
+        resize: Resampling filter, one of ``RESIZE_METHODS``. Pillow's filters antialias when downscaling.
+        color: Channel order fed to the model; always ``"RGB"``.
+        value_range: Range the 0-255 pixels are mapped to before the model. The models built by edgeclf bake
+            their normalisation into the graph, so this is ``(0, 255)`` for them.
+        layout: Tensor layout; always ``"NHWC"``.
+        background: RGB colour that transparent pixels are composited onto.
+        draft: Let JPEG decoding run at a reduced DCT scale that is still at least the target size.
+    """
+
+    height: int
+    width: int
+    resize: str = "bilinear"
+    color: str = "RGB"
+    value_range: tuple[float, float] = (0.0, 255.0)
+    layout: str = "NHWC"
+    background: tuple[int, int, int] = (255, 255, 255)
+    draft: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"Received: {name}={value!r}. Expected a positive integer.")
+        if self.resize not in RESIZE_METHODS:
+            raise ConfigError(f"Received: resize='{self.resize}'. Supported: {', '.join(RESIZE_METHODS)}.")
+        if self.color != "RGB":
+            raise ConfigError(f"Received: color='{self.color}'. Supported: RGB.")
+        if self.layout != "NHWC":
+            raise ConfigError(f"Received: layout='{self.layout}'. Supported: NHWC.")
+        lo, hi = self.value_range
+        if not hi > lo:
+            raise ConfigError(f"Received: value_range={self.value_range}. Expected (low, high) with high > low.")
+        object.__setattr__(self, "value_range", (float(lo), float(hi)))
+        object.__setattr__(self, "background", tuple(int(c) for c in self.background))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)``."""
+        return self.height, self.width
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict; ``from_dict`` reverses it."""
+        d = asdict(self)
+        d["value_range"] = list(self.value_range)
+        d["background"] = list(self.background)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessSpec":
+        """Builds a spec from ``to_dict`` output, rejecting unknown keys."""
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"Unknown preprocessing keys: {sorted(unknown)}. Supported: {sorted(cls.__dataclass_fields__)}.")
+        d = dict(d)
+        for key in ("value_range", "background"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+    def to_model_input(self, pixels: np.ndarray) -> np.ndarray:
+        """Maps uint8 pixels (N, H, W, 3) to float32 model input in ``value_range``."""
+        lo, hi = self.value_range
+        x = pixels.astype(np.float32)
+        if (lo, hi) != (0.0, 255.0):
+            x = x * np.float32((hi - lo) / 255.0) + np.float32(lo)
+        return x
+
+
+def _describe(source: ImageSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, bytes):
+        return f"<{len(source)} bytes>"
+    return getattr(source, "name", "<stream>")
+
+
+def _open(source: ImageSource, max_pixels: int) -> Image.Image:
+    name = _describe(source)
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            if os.path.getsize(source) == 0:
+                raise ImageDecodeError(name, "empty file (0 bytes)")
+        except OSError as exc:
+            raise ImageDecodeError(name, f"unreadable: {exc.strerror or exc}") from None
+    elif isinstance(source, bytes):
+        if not source:
+            raise ImageDecodeError(name, "empty file (0 bytes)")
+        source = io.BytesIO(source)
+    try:
+        img = Image.open(source)
+    except UnidentifiedImageError:
+        raise ImageDecodeError(name, "not an image (unrecognised format)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(name, f"decompression bomb refused ({exc})") from None
+    except OSError as exc:
+        raise ImageDecodeError(name, f"unreadable: {exc.strerror or exc}") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        img.close()
+        raise ImageDecodeError(
+            name, f"decompression bomb refused: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}"
+        )
+    return img
+
+
+def _to_rgb_array(img: Image.Image, background: tuple[int, int, int]) -> np.ndarray:
+    """Converts any Pillow mode to an (H, W, 3) uint8 RGB array."""
+    mode = img.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        # 16/32-bit greyscale: scale to 8 bits instead of letting Pillow clip everything above 255 to white.
+        arr = np.asarray(img)
+        if mode == "F":
+            grey = np.clip(arr, 0, 255)
+        else:
+            grey = np.clip(arr.astype(np.float64), 0, 65535) / 257.0
+        grey = np.rint(grey).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    has_alpha = mode in ("RGBA", "LA", "La", "RGBa", "PA") or (mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        canvas.alpha_composite(rgba)
+        return np.asarray(canvas.convert("RGB"))
+    if mode != "RGB":
+        img = img.convert("RGB")  # L, P, CMYK (incl. Adobe inverted JPEGs), YCbCr, 1
+    return np.asarray(img)
+
+
+def decode_image(
+    source: ImageSource,
+    *,
+    draft_size: tuple[int, int] | None = None,
+    background: tuple[int, int, int] = (255, 255, 255),
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Decodes an image file to an upright (H, W, 3) uint8 RGB array.
+
+    Handles EXIF orientation, CMYK, palette and greyscale images, 16-bit images and alpha (composited onto
+    ``background``).
+
+    Args:
+        source: A path, the encoded bytes, or a binary file object.
+        draft_size: ``(height, width)`` the caller will resize to. JPEGs are then decoded at the smallest DCT
+            scale that is still at least this size, which is several times faster for large photos.
+        background: RGB colour for transparent pixels.
+        max_pixels: Images with more pixels are refused as decompression bombs.
+
+    Returns:
+        The decoded pixels.
+
+    Raises:
+        ImageDecodeError: For an empty, unreadable, truncated, oversized or non-image file; ``reason`` says which.
+    """
+    name = _describe(source)
+    img = _open(source, max_pixels)
+    try:
+        with img:
+            if draft_size is not None and img.format == "JPEG":
+                h, w = draft_size
+                orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+                if orientation in (5, 6, 7, 8):  # the stored image is transposed relative to the upright one
+                    h, w = w, h
+                img.draft("RGB", (w, h))
+            img.load()
+            upright = ImageOps.exif_transpose(img)
+            return _to_rgb_array(upright, background)
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(name, f"decompression bomb refused ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(name, f"truncated or corrupt image data: {exc}") from None
+
+
+def resize_pixels(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Resizes an (H, W, 3) uint8 RGB array to the spec's size with its filter.
+
+    Returns:
+        A new (height, width, 3) uint8 array, or the input itself when it already has that size.
+    """
+    if pixels.shape[:2] == spec.size:
+        return pixels
+    img = Image.fromarray(pixels, "RGB")
+    return np.asarray(img.resize((spec.width, spec.height), RESIZE_METHODS[spec.resize]))
+
+
+def load_image(source: ImageSource, spec: PreprocessSpec, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decodes and resizes one image exactly as every edgeclf model expects it.
+
+    This is the single entry point that training, evaluation, calibration and the runtime call.
+
+    Returns:
+        (height, width, 3) uint8 RGB pixels.
+
+    Raises:
+        ImageDecodeError: If the image cannot be decoded.
+    """
+    pixels = decode_image(
+        source,
+        draft_size=spec.size if spec.draft else None,
+        background=spec.background,
+        max_pixels=max_pixels,
+    )
+    return resize_pixels(pixels, spec)
+
+
+def preprocess_frame(frame: np.ndarray, spec: PreprocessSpec, *, bgr: bool = False) -> np.ndarray:
+    """Resizes a decoded video frame or in-memory image to the spec's size.
+
+    Args:
+        frame: (H, W, 3) uint8 pixels, or (H, W) greyscale.
+        spec: The model's preprocessing contract.
+        bgr: The frame is in OpenCV's BGR order.
+
+    Returns:
+        (height, width, 3) uint8 RGB pixels.
+    """
+    if frame.dtype != np.uint8:
+        raise ConfigError(f"Received a frame of dtype {frame.dtype}. Expected uint8 pixels.")
+    if frame.ndim == 2:
+        frame = np.repeat(frame[:, :, None], 3, axis=2)
+    elif frame.ndim != 3 or frame.shape[2] != 3:
+        raise ConfigError(f"Received a frame of shape {frame.shape}. Expected (H, W, 3) or (H, W).")
+    if bgr:
+        frame = frame[:, :, ::-1]
+    return resize_pixels(np.ascontiguousarray(frame), spec)
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` has an image file extension edgeclf reads."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+

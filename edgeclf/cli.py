@@ -1,0 +1,238 @@
+"""The ``edgeclf`` command line. It parses options, builds specs and calls the library; nothing else.
+
+Commands that need TensorFlow import it when they run, so ``edgeclf --help`` works with only the runtime
+installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import contextmanager
+
+import click
+
+from . import __version__
+from edgeclf.edge_runtime.errors import EdgeclfError
+
+logger = logging.getLogger("edgeclf")
+
+
+class ClickReporter:
+    """Draws progress bars and stage lines on stderr (bars only on a terminal)."""
+
+    def __init__(self, verbose: bool):
+        self.verbose = verbose
+        self.tty = sys.stderr.isatty()
+        self.keras_verbose = 1 if sys.stdout.isatty() else 2
+
+    def stage(self, message: str) -> None:
+        click.secho(f"» {message}", fg="cyan", err=True)
+
+    def warn(self, message: str) -> None:
+        click.secho(f"! {message}", fg="yellow", err=True)
+
+    @contextmanager
+    def progress(self, total: int, label: str):
+        if not self.tty:
+            click.echo(f"» {label} ({total})", err=True)
+            yield lambda n=1: None
+            return
+        with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True, show_eta=True) as bar:
+            yield bar.update
+
+
+def _run(ctx: click.Context, fn, *args, **kwargs):
+    """Calls library code, turning edgeclf errors into one line and an exit code (traceback with --verbose)."""
+    verbose = ctx.find_root().obj.get("verbose", False) if ctx.find_root().obj else False
+    try:
+        return fn(*args, **kwargs)
+    except EdgeclfError as exc:
+        if verbose:
+            logger.exception("edgeclf error")
+        click.secho(f"Error: {exc}", fg="red", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.secho("Interrupted. Run the same command again to resume.", fg="yellow", err=True)
+        sys.exit(130)
+    except Exception as exc:  # last resort: one line unless --verbose
+        if verbose:
+            raise
+        click.secho(f"Error: unexpected {type(exc).__name__}: {exc} (run with --verbose for the traceback)",
+                    fg="red", err=True)
+        sys.exit(1)
+
+
+def _csv_ints(_ctx, _param, value):
+    if value is None or value == "":
+        return () if value == "" else None
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"Received: '{value}'. Expected comma-separated integers such as 256,128.") from None
+
+
+def _split(_ctx, _param, value):
+    try:
+        parts = [float(v) for v in value.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) != 3:
+        raise click.BadParameter(f"Received: '{value}'. Expected three fractions train,val,test such as 0.7,0.15,0.15.")
+    return parts
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="edgeclf")
+@click.option("-v", "--verbose", is_flag=True, help="Show debug logs and full tracebacks.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """edgeclf: train Keras image classifiers and ship them to CPUs and edge devices.
+
+    \b
+    Example:
+      edgeclf train data/helmets --backbone mobilenet_v2 --out runs/helmet
+      edgeclf evaluate runs/helmet/model.keras data/helmets_holdout
+    """
+    ctx.obj = {"verbose": verbose}
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("data", type=click.Path(exists=True))
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Run directory to write (resumed if unfinished).")
+@click.option("--backbone", default="mobilenet_v2", show_default=True, help="Backbone name (see `edgeclf backbones`).")
+@click.option("--img-size", type=int, help="Square input size in pixels [default: the backbone's].")
+@click.option("--weights", default="imagenet", show_default=True, help="imagenet, none, or a backbone .weights.h5 path.")
+@click.option("--epochs", type=int, default=10, show_default=True, help="Epochs (first phase).")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", "learning_rate", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--fine-tune-layers", type=int, default=20, show_default=True,
+              help="Top backbone layers unfrozen in phase 2 (pretrained only; 0 skips phase 2).")
+@click.option("--fine-tune-epochs", type=int, default=5, show_default=True, help="Epochs of phase 2.")
+@click.option("--fine-tune-lr", "fine_tune_learning_rate", type=float, help="Phase 2 learning rate [default: lr/10].")
+@click.option("--patience", type=int, default=5, show_default=True, help="Early-stopping patience in epochs.")
+@click.option("--monitor", type=click.Choice(["val_loss", "val_accuracy"]), default="val_loss", show_default=True)
+@click.option("--folds", type=int, default=1, show_default=True, help="K for stratified K-fold cross-validation.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--split", "split", default="0.7,0.15,0.15", show_default=True, callback=_split,
+              help="train,val,test fractions for data that is not pre-split.")
+@click.option("--pooling", type=click.Choice(["gap", "flatten"]), default="gap", show_default=True)
+@click.option("--dense", callback=_csv_ints, default="", help="Hidden Dense widths of the head, e.g. 256,128.")
+@click.option("--dropout", type=float, default=0.2, show_default=True)
+@click.option("--augment/--no-augment", default=True, show_default=True, help="Flip, rotation, shift, zoom, contrast.")
+@click.option("--randaugment", is_flag=True, help="Use RandAugment instead of the default augmentation.")
+@click.option("--class-weights", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="auto: on when the largest class is >1.5x the smallest.")
+@click.option("--mixed-precision", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="auto: on when a GPU is present.")
+@click.option("--deterministic/--no-deterministic", default=True, show_default=True,
+              help="TensorFlow op determinism (reproducible with --seed; slower on GPU).")
+@click.option("--dedup", is_flag=True, help="Remove val/test images that duplicate an earlier split's image.")
+@click.option("--leakage-threshold", type=int, default=8, show_default=True,
+              help="Hash distance (of 256 bits) counted as a near-duplicate.")
+@click.option("--keep-cache", is_flag=True, help="Keep the decoded-image cache in the run directory.")
+@click.option("--force", is_flag=True, help="Replace an existing run in --out.")
+@click.pass_context
+def train(ctx, data, out_dir, backbone, img_size, weights, pooling, dense, dropout, augment, randaugment, split, force,
+          **options):
+    """Train a classifier on DATA and write a run directory.
+
+    DATA is a folder of class folders (root/<class>/*.jpg), pre-split folders (root/{train,val,test}/<class>/),
+    a CSV manifest (path,label[,split]) or images.npy with labels.csv.
+
+    \b
+    Example:
+      edgeclf train data/helmets --backbone mobilenet_v2 --epochs 10 --out runs/helmet
+      edgeclf train data/fmnist --backbone simple_cnn --weights none --img-size 28 --out runs/fm
+    """
+
+    def go():
+        from edgeclf.models import HeadSpec
+        from edgeclf.toolkit.augment import AugmentSpec
+        from edgeclf.toolkit.data import SplitSpec
+        from edgeclf.toolkit.train import TrainSpec, train as run_train
+
+        aug = AugmentSpec(randaugment=True) if randaugment else (AugmentSpec() if augment else AugmentSpec.none())
+        spec = TrainSpec(augment=aug, split=SplitSpec(*split), **{k: v for k, v in options.items() if v is not None})
+        head = HeadSpec(pooling=pooling, dense=dense or (), dropout=dropout)
+        result = run_train(data, out_dir, backbone=backbone, img_size=img_size, weights=weights, head=head,
+                           spec=spec, force=force, reporter=ClickReporter(ctx.obj["verbose"]))
+        _print_train_summary(result)
+
+    _run(ctx, go)
+
+
+def _print_train_summary(result) -> None:
+    click.echo()
+    click.secho(f"Trained {result.model_path}", bold=True)
+    header = f"{'split':<6} {'n':>6} {'accuracy':>9} {'F1 macro':>9} {'ROC-AUC':>8}"
+    click.echo(header)
+    for name, m in result.metrics.items():
+        auc = f"{m['roc_auc']:.4f}" if m["roc_auc"] is not None else "n/a"
+        colour = "green" if m["accuracy"] >= 0.9 else ("yellow" if m["accuracy"] >= 0.7 else "red")
+        click.echo(f"{name:<6} {m['n']:>6} " + click.style(f"{m['accuracy']:>9.4f}", fg=colour)
+                   + f" {m['f1_macro']:>9.4f} {auc:>8}")
+    if len(result.folds) > 1:
+        accs = [f["val_accuracy"] for f in result.folds]
+        mean = sum(accs) / len(accs)
+        std = (sum((a - mean) ** 2 for a in accs) / len(accs)) ** 0.5
+        click.echo(f"{len(accs)}-fold val accuracy {mean:.4f} ± {std:.4f}")
+    if result.skipped:
+        click.secho(f"{len(result.skipped)} file(s) skipped (see report.md)", fg="yellow")
+    leaked = result.leakage["leaked_images"]
+    if leaked["val"] or leaked["test"]:
+        click.secho(f"Leakage: {leaked['val']} val and {leaked['test']} test images duplicate an earlier split"
+                    + (" (removed)" if result.leakage.get("removed") else " (see report.md; --dedup removes them)"),
+                    fg="yellow")
+    click.echo(f"Wall time {result.wall_time_s:.0f} s{' (resumed)' if result.resumed else ''}. "
+               f"Report: {result.run_dir / 'report.md'}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("data", type=click.Path(exists=True))
+@click.option("--split", default="all", show_default=True, help="all, or train/val/test of a pre-split dataset.")
+@click.option("--out", "out_dir", type=click.Path(), help="Write metrics.json and plots here.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.pass_context
+def evaluate(ctx, model, data, split, out_dir, batch_size):
+    """Evaluate a trained model.keras on DATA (any form `train` accepts).
+
+    \b
+    Example:
+      edgeclf evaluate runs/helmet/model.keras data/helmets_holdout --out runs/helmet/holdout
+    """
+
+    def go():
+        from edgeclf.toolkit.evaluate import evaluate as run_eval
+
+        result = run_eval(model, data, split=split, out_dir=out_dir, batch_size=batch_size,
+                          reporter=ClickReporter(ctx.obj["verbose"]))
+        m = result.metrics
+        auc = f"{m['roc_auc']:.4f}" if m["roc_auc"] is not None else "n/a"
+        click.echo(f"n={m['n']} accuracy={m['accuracy']:.4f} f1_macro={m['f1_macro']:.4f} roc_auc={auc}")
+        for name, v in m["per_class"].items():
+            click.echo(f"  {name:<20} precision={v['precision']:.4f} recall={v['recall']:.4f} f1={v['f1']:.4f} "
+                       f"support={v['support']}")
+        if result.skipped:
+            click.secho(f"{len(result.skipped)} file(s) skipped", fg="yellow")
+        if result.out_dir:
+            click.echo(f"Wrote {result.out_dir / 'metrics.json'}")
+
+    _run(ctx, go)
+
+
+@main.command()
+@click.argument("pattern", default="*")
+def backbones(pattern):
+    """List the registered backbones (optionally matching PATTERN, e.g. 'mobilenet*')."""
+    from edgeclf.models import get_backbone, list_backbones
+
+    for name in list_backbones(pattern):
+        bb = get_backbone(name)
+        click.echo(f"{name:<20} {bb.default_size:>4}px  {bb.description}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,116 @@
+"""Backbone registry: what each backbone is, its default input size and the normalisation it expects.
+
+Nothing here imports Keras at import time, so ``edgeclf`` can list backbones with only the runtime installed.
+Each backbone's normalisation is baked into the model graph with built-in layers only (no ``Lambda``), so every
+model and every exported artefact takes RGB pixels 0-255 and loads with Keras ``safe_mode`` on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from edgeclf.edge_runtime.errors import ConfigError
+from edgeclf.edge_runtime.registry import Registry
+
+# Normalisations, named after ``keras.applications.imagenet_utils.preprocess_input`` modes.
+#   unit:  x / 255                        (simple_cnn)
+#   tf:    x / 127.5 - 1                  (MobileNetV2)
+#   caffe: RGB -> BGR, minus ImageNet mean (VGG16/19, ResNet50)
+#   in_model: the Keras application normalises inside itself (MobileNetV3, EfficientNet)
+NORMALISATIONS = ("unit", "tf", "caffe", "in_model")
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A feature extractor the model builder can put under a classification head.
+
+    Args:
+        name: Registry name, e.g. ``"mobilenet_v2"``.
+        default_size: Square input size used when ``--img-size`` is not given.
+        normalisation: One of ``NORMALISATIONS``.
+        build: ``build(input_shape, weights) -> keras.Model`` without its top; ``weights`` is ``"imagenet"`` or None.
+        pretrained: Whether ImageNet weights exist.
+        min_size: Smallest input side the architecture accepts.
+        description: One line for ``edgeclf backbones``.
+    """
+
+    name: str
+    default_size: int
+    normalisation: str
+    build: Callable
+    pretrained: bool = True
+    min_size: int = 32
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.normalisation not in NORMALISATIONS:
+            raise ConfigError(
+                f"Received: normalisation='{self.normalisation}'. Supported: {', '.join(NORMALISATIONS)}."
+            )
+
+
+BACKBONES: Registry[Backbone] = Registry("backbone")
+
+
+def register_backbone(backbone: Backbone) -> Backbone:
+    """Adds a backbone to the registry (raises on a duplicate name)."""
+    return BACKBONES.register(backbone.name, backbone)
+
+
+def get_backbone(name: str) -> Backbone:
+    """Returns the named backbone, or raises ConfigError listing the valid names and a close match."""
+    return BACKBONES.get(name)
+
+
+def list_backbones(pattern: str = "*") -> list[str]:
+    """Names of registered backbones matching a shell-style pattern (``"mobilenet*"``)."""
+    return BACKBONES.names(pattern)
+
+
+def _simple_cnn(input_shape, weights):
+    import keras
+    from keras import layers
+
+    if weights is not None:
+        raise ConfigError("Received: weights='imagenet' for simple_cnn. It has no pretrained weights: use --weights none.")
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for filters in (32, 64, 128):
+        for _ in range(2):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+            x = layers.BatchNormalization()(x)
+            x = layers.ReLU()(x)
+        if min(x.shape[1], x.shape[2]) >= 2:
+            x = layers.MaxPooling2D(2)(x)
+    return keras.Model(inputs, x, name="simple_cnn")
+
+
+def _application(factory_name: str, **extra):
+    def build(input_shape, weights):
+        import keras
+
+        factory = getattr(keras.applications, factory_name)
+        return factory(include_top=False, weights=weights, input_shape=input_shape, **extra)
+
+    return build
+
+
+for _backbone in (
+    Backbone("simple_cnn", 64, "unit", _simple_cnn, pretrained=False, min_size=8,
+             description="3 Conv-BN-ReLU blocks (32/64/128 filters) for training from scratch"),
+    Backbone("vgg16", 224, "caffe", _application("VGG16"), description="VGG16 (138M params with top; 14.7M base)"),
+    Backbone("vgg19", 224, "caffe", _application("VGG19"), description="VGG19 (20M param base)"),
+    Backbone("resnet50", 224, "caffe", _application("ResNet50"), description="ResNet50 (23.6M param base)"),
+    Backbone("mobilenet_v2", 224, "tf", _application("MobileNetV2"), description="MobileNetV2 1.0 (2.3M param base)"),
+    Backbone("mobilenet_v3_small", 224, "in_model",
+             _application("MobileNetV3Small", include_preprocessing=True),
+             description="MobileNetV3-Small (0.9M param base)"),
+    Backbone("mobilenet_v3_large", 224, "in_model",
+             _application("MobileNetV3Large", include_preprocessing=True),
+             description="MobileNetV3-Large (3.0M param base)"),
+    Backbone("efficientnet_b0", 224, "in_model", _application("EfficientNetB0"),
+             description="EfficientNet-B0 (4.0M param base)"),
+):
+    register_backbone(_backbone)

@@ -1,0 +1,187 @@
+"""Builds a complete classifier (normalisation + backbone + head) from a ``ModelSpec``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+
+from edgeclf.edge_runtime.errors import ConfigError
+
+from .backbones import CAFFE_MEAN_BGR, get_backbone
+
+logger = logging.getLogger(__name__)
+
+POOLINGS = ("gap", "flatten")
+BACKBONE_LAYER = "backbone"
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """The classification head on top of the backbone.
+
+    Args:
+        pooling: ``"gap"`` (GlobalAveragePooling2D) or ``"flatten"``.
+        dense: Units of the hidden Dense(ReLU) layers, in order; empty for a linear head.
+        dropout: Dropout rate before each Dense layer, 0 to disable.
+    """
+
+    pooling: str = "gap"
+    dense: tuple[int, ...] = ()
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"Received: pooling='{self.pooling}'. Supported: {', '.join(POOLINGS)}.")
+        object.__setattr__(self, "dense", tuple(int(u) for u in self.dense))
+        if any(u < 1 for u in self.dense):
+            raise ConfigError(f"Received: dense={self.dense}. Expected positive layer widths.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"Received: dropout={self.dropout}. Expected 0 <= dropout < 1.")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What model to build.
+
+    Args:
+        backbone: A registered backbone name.
+        num_classes: Number of classes, at least 2. The model outputs one probability per class (softmax).
+        img_size: Square input side; None uses the backbone's default.
+        weights: ``"imagenet"``, ``"none"`` or a path to a ``.weights.h5`` file for the backbone.
+        head: The head configuration.
+    """
+
+    backbone: str
+    num_classes: int
+    img_size: int | None = None
+    weights: str = "imagenet"
+    head: HeadSpec = field(default_factory=HeadSpec)
+
+    def __post_init__(self) -> None:
+        bb = get_backbone(self.backbone)
+        if self.num_classes < 2:
+            raise ConfigError(f"Received: num_classes={self.num_classes}. A classifier needs at least 2 classes.")
+        if self.img_size is None:
+            object.__setattr__(self, "img_size", bb.default_size)
+        if self.img_size < bb.min_size:
+            raise ConfigError(
+                f"Received: img_size={self.img_size} for {bb.name}. Expected at least {bb.min_size}."
+            )
+        if self.weights not in ("imagenet", "none") and not os.path.isfile(self.weights):
+            raise ConfigError(
+                f"Received: weights='{self.weights}'. Expected 'imagenet', 'none' or the path of an existing "
+                "weights file (.weights.h5)."
+            )
+        if self.weights == "imagenet" and not bb.pretrained:
+            raise ConfigError(
+                f"Received: weights='imagenet' for {bb.name}, which has no pretrained weights. Use --weights none."
+            )
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the backbone starts from trained weights (and so is trained in two phases)."""
+        return self.weights != "none"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["head"]["dense"] = list(self.head.dense)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        d = dict(d)
+        d["head"] = HeadSpec(**d.get("head", {}))
+        return cls(**d)
+
+
+def _normalisation_layers(kind: str, keras):
+    from keras import layers
+
+    if kind == "unit":
+        return [layers.Rescaling(1.0 / 255.0, name="normalise")]
+    if kind == "tf":
+        return [layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalise")]
+    if kind == "caffe":
+        # RGB->BGR and mean subtraction as a fixed 1x1 convolution: exact, built-in (safe_mode loads it) and
+        # trivially quantisable, unlike a Lambda around preprocess_input.
+        return [layers.Conv2D(3, 1, name="normalise", trainable=False)]
+    return []
+
+
+def _set_caffe_weights(layer) -> None:
+    import numpy as np
+
+    kernel = np.zeros((1, 1, 3, 3), dtype="float32")
+    for out_channel, in_channel in enumerate((2, 1, 0)):
+        kernel[0, 0, in_channel, out_channel] = 1.0
+    layer.set_weights([kernel, -np.asarray(CAFFE_MEAN_BGR, dtype="float32")])
+
+
+def _build_backbone(spec: ModelSpec, input_shape):
+    bb = get_backbone(spec.backbone)
+    weights = "imagenet" if spec.weights == "imagenet" else None
+    try:
+        base = bb.build(input_shape, weights)
+    except ConfigError:
+        raise
+    except Exception as exc:  # Keras raises plain Exception/OSError/ValueError for failed downloads
+        if weights == "imagenet":
+            raise ConfigError(
+                f"Could not get the ImageNet weights for {bb.name} ({type(exc).__name__}: {exc}). "
+                "Keras downloads them, which needs internet access. Use --weights none to train from scratch, "
+                "or --weights PATH with a local .weights.h5 file for this backbone."
+            ) from exc
+        raise
+    if spec.weights not in ("imagenet", "none"):
+        try:
+            base.load_weights(spec.weights)
+        except Exception as exc:
+            raise ConfigError(
+                f"Could not load backbone weights from '{spec.weights}' into {bb.name}: {exc}. "
+                "Expected a .weights.h5 file saved from the same backbone at the same input size."
+            ) from exc
+    base.name = BACKBONE_LAYER
+    return base
+
+
+def create_model(spec: ModelSpec):
+    """Builds the classifier described by ``spec``.
+
+    The model takes float32 RGB pixels 0-255 of shape (batch, img_size, img_size, 3) and outputs float32
+    per-class probabilities. The backbone is the nested model named ``"backbone"``.
+
+    Returns:
+        A ``keras.Model``.
+
+    Raises:
+        ConfigError: For an unusable weights choice (failed download, incompatible file).
+    """
+    import keras
+    from keras import layers
+
+    bb = get_backbone(spec.backbone)
+    shape = (spec.img_size, spec.img_size, 3)
+    inputs = keras.Input(shape, name="pixels", dtype="float32")
+    x = inputs
+    for layer in _normalisation_layers(bb.normalisation, keras):
+        x = layer(x)
+        if bb.normalisation == "caffe":
+            _set_caffe_weights(layer)
+    base = _build_backbone(spec, shape)
+    x = base(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x) if spec.head.pooling == "gap" else layers.Flatten(name="pool")(x)
+    for i, units in enumerate(spec.head.dense):
+        if spec.head.dropout:
+            x = layers.Dropout(spec.head.dropout, name=f"head_dropout_{i}")(x)
+        x = layers.Dense(units, activation="relu", name=f"head_dense_{i}")(x)
+    if spec.head.dropout:
+        x = layers.Dropout(spec.head.dropout, name="head_dropout_out")(x)
+    # float32 output even under mixed precision: softmax in float16 is numerically poor.
+    outputs = layers.Dense(spec.num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=f"edgeclf_{bb.name}")
+
+
+def get_backbone_model(model):
+    """The nested backbone model inside a model built by ``create_model``."""
+    return model.get_layer(BACKBONE_LAYER)

@@ -1,0 +1,443 @@
+"""Datasets: finding the images and labels, splitting them, and decoding them with the runtime's own code.
+
+Accepted forms (``discover``):
+
+- class folders: ``root/<class>/*.jpg|png|bmp|webp``
+- pre-split folders: ``root/{train,val,test}/<class>/...`` (``validation``/``valid`` also name the val split;
+  a missing val or test split is carved out of train)
+- a CSV manifest: ``path,label[,split]`` with paths relative to the CSV's folder
+- a NumPy image array: ``images.npy`` with ``labels.csv`` beside it (or a folder holding both)
+
+Decoding goes through ``edgeclf.edge_runtime.preprocess.load_image`` / ``preprocess_frame`` - the functions the
+runtime calls - so training and serving see identical pixels.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from edgeclf.edge_runtime.errors import ConfigError, DataError, ImageDecodeError
+from edgeclf.edge_runtime.preprocess import PreprocessSpec, is_image_file, load_image, preprocess_frame
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                  "test": "test", "testing": "test"}
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Fractions for a stratified train/val/test split of data that is not pre-split.
+
+    Args:
+        train: Fraction for training.
+        val: Fraction for validation.
+        test: Fraction for the held-out test split.
+    """
+
+    train: float = 0.70
+    val: float = 0.15
+    test: float = 0.15
+
+    def __post_init__(self) -> None:
+        fractions = (self.train, self.val, self.test)
+        if any(f < 0 for f in fractions) or self.train <= 0 or self.val <= 0 or abs(sum(fractions) - 1.0) > 1e-6:
+            raise ConfigError(
+                f"Received: split={self.train}/{self.val}/{self.test}. Expected non-negative fractions that sum to 1 "
+                "with train > 0 and val > 0."
+            )
+
+
+@dataclass
+class Samples:
+    """An ordered list of labelled images.
+
+    ``sources`` are file paths, or row indices into ``Dataset.array`` for the NumPy form.
+    """
+
+    sources: list
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def take(self, idx: Sequence[int]) -> "Samples":
+        return Samples([self.sources[i] for i in idx], self.labels[np.asarray(idx, dtype=np.int64)])
+
+    def __add__(self, other: "Samples") -> "Samples":
+        return Samples(self.sources + other.sources, np.concatenate([self.labels, other.labels]))
+
+
+@dataclass
+class Dataset:
+    """Labelled images found at ``root``.
+
+    Attributes:
+        root: The path given by the user.
+        form: ``"folders"``, ``"presplit"``, ``"csv"`` or ``"npy"``.
+        class_names: Class names in index order (sorted).
+        splits: ``{"all": ...}`` for data that is not pre-split, else some of ``train``/``val``/``test``.
+        array: The image array for the ``npy`` form.
+        notes: Things the user should know about how the data was read.
+    """
+
+    root: Path
+    form: str
+    class_names: list[str]
+    splits: dict[str, Samples]
+    array: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self, source) -> str:
+        """A readable name for one sample: a path relative to the root, or ``images.npy[i]``."""
+        if isinstance(source, (int, np.integer)):
+            return f"{self.root.name}[{int(source)}]"
+        try:
+            return os.path.relpath(source, self.root if self.root.is_dir() else self.root.parent)
+        except ValueError:
+            return str(source)
+
+
+def _list_images(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _labels_from_names(names: Sequence[str], class_names: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    if class_names is None:
+        uniq = set(names)
+        if all(n.lstrip("-").isdigit() for n in uniq):
+            class_names = sorted(uniq, key=int)
+        else:
+            class_names = sorted(uniq)
+    index = {n: i for i, n in enumerate(class_names)}
+    unknown = sorted(set(names) - set(index))
+    if unknown:
+        raise DataError(f"Labels {unknown[:5]} are not among the training classes {class_names}.")
+    return class_names, np.array([index[n] for n in names], dtype=np.int32)
+
+
+def _discover_folders(root: Path) -> Dataset:
+    split_dirs = {}
+    for child in _class_dirs(root):
+        alias = _SPLIT_ALIASES.get(child.name.lower())
+        if alias:
+            if alias in split_dirs:
+                raise DataError(f"{root} has two folders for the {alias} split: {split_dirs[alias].name}, {child.name}.")
+            split_dirs[alias] = child
+    if split_dirs:
+        if "train" not in split_dirs:
+            raise DataError(f"{root} looks pre-split ({', '.join(sorted(split_dirs))}) but has no train/ folder.")
+        class_names = [d.name for d in _class_dirs(split_dirs["train"])]
+        if len(class_names) < 2:
+            raise DataError(f"{split_dirs['train']} must hold one folder per class (at least 2); found {class_names}.")
+        splits = {}
+        for name, folder in split_dirs.items():
+            paths, names = [], []
+            for class_dir in _class_dirs(folder):
+                files = _list_images(class_dir)
+                paths += files
+                names += [class_dir.name] * len(files)
+            _, labels = _labels_from_names(names, class_names)
+            splits[name] = Samples(paths, labels)
+        return Dataset(root, "presplit", class_names, splits)
+    class_dirs = _class_dirs(root)
+    paths, names = [], []
+    for class_dir in class_dirs:
+        files = _list_images(class_dir)
+        paths += files
+        names += [class_dir.name] * len(files)
+    class_names = [d.name for d in class_dirs if d.name in set(names)]
+    if len(class_names) < 2:
+        raise DataError(
+            f"Found {len(class_names)} class folder(s) with images in {root}. Expected one folder per class "
+            "(at least 2), e.g. root/helmet/*.jpg and root/no_helmet/*.jpg, or root/{train,val,test}/<class>/."
+        )
+    _, labels = _labels_from_names(names, class_names)
+    return Dataset(root, "folders", class_names, {"all": Samples(paths, labels)})
+
+
+def _read_csv_rows(path: Path) -> list[dict]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            return list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"Cannot read {path}: {exc}") from None
+
+
+def _discover_csv(path: Path) -> Dataset:
+    rows = _read_csv_rows(path)
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise DataError(f"{path} must have a header with 'path' and 'label' columns (and optionally 'split').")
+    base = path.parent
+    has_split = "split" in rows[0]
+    grouped: dict[str, tuple[list, list]] = {}
+    for line, row in enumerate(rows, start=2):
+        split = "all"
+        if has_split:
+            split = _SPLIT_ALIASES.get((row["split"] or "").strip().lower())
+            if split is None:
+                raise DataError(f"{path}:{line}: split '{row['split']}' is not one of train, val, test.")
+        p = Path(row["path"].strip())
+        grouped.setdefault(split, ([], []))
+        grouped[split][0].append(str(p if p.is_absolute() else base / p))
+        grouped[split][1].append(row["label"].strip())
+    all_names = [n for _, names in grouped.values() for n in names]
+    class_names, _ = _labels_from_names(all_names)
+    splits = {s: Samples(paths, _labels_from_names(names, class_names)[1]) for s, (paths, names) in grouped.items()}
+    if has_split and "train" not in splits:
+        raise DataError(f"{path} has a split column but no train rows.")
+    return Dataset(path, "csv", class_names, splits)
+
+
+def _normalise_array(array: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
+    if array.ndim == 3:
+        array = array[..., None]
+    if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
+        raise DataError(f"{name} has shape {array.shape}. Expected (N, H, W), (N, H, W, 1), (N, H, W, 3) or (N, H, W, 4).")
+    if array.dtype == np.uint8:
+        return array
+    if np.issubdtype(array.dtype, np.floating):
+        hi = float(np.nanmax(array)) if array.size else 0.0
+        if hi <= 1.0:
+            notes.append(f"{name} holds floats in [0, 1]; read as pixels x 255.")
+            return np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+        notes.append(f"{name} holds floats up to {hi:g}; read as 0-255 pixels (clipped).")
+        return np.clip(np.rint(array), 0, 255).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        hi = int(array.max()) if array.size else 0
+        if hi > 255:
+            raise DataError(f"{name} holds integers up to {hi}. Expected 8-bit pixels (0-255).")
+        return array.astype(np.uint8)
+    raise DataError(f"{name} has dtype {array.dtype}. Expected uint8 or float pixels.")
+
+
+def _discover_npy(npy: Path, labels_csv: Path) -> Dataset:
+    try:
+        array = np.load(npy, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"Cannot read {npy} as a NumPy array: {exc}") from None
+    if not labels_csv.is_file():
+        raise DataError(f"{npy} needs its labels in {labels_csv} (one label per image, in order).")
+    with open(labels_csv, newline="", encoding="utf-8-sig") as fh:
+        rows = [r for r in csv.reader(fh) if r]
+    if rows and "label" in [c.strip().lower() for c in rows[0]]:
+        col = [c.strip().lower() for c in rows[0]].index("label")
+        names = [r[col].strip() for r in rows[1:]]
+    else:
+        if rows and len(rows[0]) != 1:
+            raise DataError(f"{labels_csv} has several columns and no 'label' header. Add a header naming the label column.")
+        names = [r[0].strip() for r in rows]
+    if len(names) != len(array):
+        raise DataError(f"{npy} holds {len(array)} images but {labels_csv} has {len(names)} labels.")
+    class_names, labels = _labels_from_names(names)
+    notes: list[str] = []
+    array = _normalise_array(np.asarray(array), npy.name, notes)
+    return Dataset(npy, "npy", class_names, {"all": Samples(list(range(len(array))), labels)}, array=array, notes=notes)
+
+
+def discover(path: str | os.PathLike) -> Dataset:
+    """Finds the images and labels at ``path`` in any accepted form.
+
+    Raises:
+        DataError: If the path does not exist or holds no usable dataset; the message says what is expected.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise DataError(f"Dataset not found: {root}. Expected a folder of class folders, a CSV manifest or images.npy.")
+    if root.is_file():
+        if root.suffix.lower() == ".csv":
+            ds = _discover_csv(root)
+        elif root.suffix.lower() == ".npy":
+            ds = _discover_npy(root, root.with_name("labels.csv"))
+        else:
+            raise DataError(f"Received: {root}. Expected a folder, a .csv manifest or an images .npy file.")
+    elif (root / "images.npy").is_file():
+        ds = _discover_npy(root / "images.npy", root / "labels.csv")
+    else:
+        ds = _discover_folders(root)
+    if len(ds.class_names) < 2:
+        raise DataError(f"{root} has {len(ds.class_names)} class(es): {ds.class_names}. A classifier needs at least 2.")
+    if sum(len(s) for s in ds.splits.values()) == 0:
+        raise DataError(f"No images found in {root}. Expected .jpg, .jpeg, .png, .bmp or .webp files.")
+    return ds
+
+
+def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Splits indices into parts with the given fractions, class by class.
+
+    Each class is shuffled with ``seed`` and cut at its rounded cumulative fractions, so every part keeps the
+    class proportions and the same inputs always give the same parts.
+
+    Returns:
+        One sorted index array per fraction.
+    """
+    rng = np.random.default_rng(seed)
+    cum = np.cumsum(fractions) / np.sum(fractions)
+    parts: list[list[int]] = [[] for _ in fractions]
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        cuts = np.rint(cum * len(idx)).astype(int)
+        start = 0
+        for k, stop in enumerate(cuts):
+            parts[k].extend(idx[start:stop].tolist())
+            start = stop
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def stratified_folds(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """K disjoint, class-stratified index folds covering all samples."""
+    if k < 2:
+        raise ConfigError(f"Received: folds={k}. Expected at least 2.")
+    counts = np.bincount(labels)
+    if counts[counts > 0].min() < k:
+        raise ConfigError(f"Received: folds={k}, but the smallest class has only {counts[counts > 0].min()} images.")
+    return stratified_split(labels, [1.0] * k, seed)
+
+
+def assign_splits(ds: Dataset, spec: SplitSpec, seed: int) -> dict[str, Samples]:
+    """Returns train/val/test samples: the dataset's own split where it has one, else a stratified split.
+
+    The same files, fractions and ``seed`` always give the same split.
+    """
+    if "all" in ds.splits:
+        parts = stratified_split(ds.splits["all"].labels, (spec.train, spec.val, spec.test), seed)
+        return {name: ds.splits["all"].take(idx) for name, idx in zip(SPLITS, parts)}
+    out = dict(ds.splits)
+    train = out["train"]
+    missing = [s for s in ("val", "test") if s not in out]
+    if missing:
+        fractions = {"val": spec.val, "test": spec.test}
+        taken = [fractions[s] for s in missing]
+        parts = stratified_split(train.labels, [1.0 - sum(taken), *taken], seed)
+        out["train"] = train.take(parts[0])
+        for name, idx in zip(missing, parts[1:]):
+            out[name] = train.take(idx)
+        ds.notes.append(f"No {' or '.join(missing)} folder: carved {', '.join(missing)} out of train (stratified).")
+    return {s: out[s] for s in SPLITS}
+
+
+@dataclass
+class DecodedSplit:
+    """Decoded pixels of one split, with what could not be decoded.
+
+    Attributes:
+        pixels: (N, H, W, 3) uint8 array (possibly a memory map).
+        labels: (N,) int32 class indices.
+        sources: The sources of the decoded images, in order.
+        skipped: ``(source description, reason)`` for every image that was skipped.
+    """
+
+    pixels: np.ndarray
+    labels: np.ndarray
+    sources: list
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, idx: Sequence[int]) -> "DecodedSplit":
+        idx = np.asarray(idx, dtype=np.int64)
+        return DecodedSplit(self.pixels[idx], self.labels[idx], [self.sources[i] for i in idx], list(self.skipped))
+
+
+def decode_samples(
+    ds: Dataset,
+    samples: Samples,
+    spec: PreprocessSpec,
+    *,
+    out: np.ndarray | None = None,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> DecodedSplit:
+    """Decodes and resizes samples exactly as the runtime does; bad images are skipped and listed.
+
+    Args:
+        ds: The dataset the samples belong to.
+        samples: What to decode.
+        spec: The preprocessing contract.
+        out: Optional preallocated (len(samples), H, W, 3) uint8 array (e.g. a memory map) to fill.
+        workers: Decoding threads (Pillow releases the GIL); defaults to the CPU count.
+        progress: Called with the number of images done after each one.
+
+    Returns:
+        The decoded split; ``pixels`` is a prefix view of ``out`` when it was given.
+    """
+    n = len(samples)
+    if out is None:
+        out = np.empty((n, spec.height, spec.width, 3), dtype=np.uint8)
+
+    def decode_one(source):
+        try:
+            if ds.array is not None:
+                frame = ds.array[source]
+                frame = np.repeat(frame, 3, axis=2) if frame.shape[2] == 1 else frame
+                if frame.shape[2] == 4:
+                    frame = _composite(frame, spec.background)
+                return preprocess_frame(np.ascontiguousarray(frame), spec), None
+            return load_image(source, spec), None
+        except ImageDecodeError as exc:
+            return None, exc.reason
+
+    kept: list[int] = []
+    skipped: list[tuple[str, str]] = []
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        for i, (pixels, reason) in enumerate(pool.map(decode_one, samples.sources, chunksize=16)):
+            if pixels is None:
+                skipped.append((ds.describe(samples.sources[i]), reason))
+            else:
+                out[len(kept)] = pixels
+                kept.append(i)
+            if progress is not None:
+                progress(1)
+    for name, reason in skipped:
+        logger.warning("Skipped %s: %s", name, reason)
+    return DecodedSplit(out[: len(kept)], samples.labels[kept], [samples.sources[i] for i in kept], skipped)
+
+
+def _composite(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
+    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    rgb = rgba[..., :3].astype(np.float32) * alpha + np.asarray(background, np.float32) * (1.0 - alpha)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Images per class index."""
+    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+
+
+def imbalance_ratio(counts: np.ndarray) -> float:
+    """Largest class count over smallest non-empty class count (1.0 is perfectly balanced)."""
+    nonzero = counts[counts > 0]
+    return float(nonzero.max() / nonzero.min()) if len(nonzero) else 1.0
+
+
+def balanced_class_weights(counts: np.ndarray) -> dict[int, float]:
+    """``n_samples / (n_classes * count_c)`` per class, the usual 'balanced' weighting."""
+    total, k = counts.sum(), np.count_nonzero(counts)
+    return {i: float(total / (k * c)) for i, c in enumerate(counts) if c > 0}
+
+
+def fingerprint(decoded: Iterable[tuple[str, DecodedSplit]], class_names: Sequence[str]) -> str:
+    """SHA-256 over the class names and every split's decoded pixels and labels: equal data, equal fingerprint."""
+    h = hashlib.sha256("\n".join(class_names).encode())
+    for name, split in decoded:
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(split.labels, dtype=np.int32).tobytes())
+        for start in range(0, len(split), 1024):
+            h.update(np.ascontiguousarray(split.pixels[start : start + 1024]).tobytes())
+    return h.hexdigest()

@@ -1,0 +1,147 @@
+"""Metrics and plots for a model on decoded splits, and ``edgeclf evaluate`` for a saved model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeclf.edge_runtime.errors import ConfigError, DataError
+from edgeclf.edge_runtime.preprocess import PreprocessSpec
+
+from . import plots
+from .data import DecodedSplit, decode_samples, discover
+from .io import write_json
+from .metrics import classification_metrics
+from .pipeline import predict_probs
+from .progress import Reporter
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_splits(model, splits: dict[str, DecodedSplit], class_names: list[str], out_dir: Path | None,
+                    batch_size: int = 64) -> dict[str, dict]:
+    """Computes metrics per split and, with ``out_dir``, writes confusion-matrix and ROC/PR plots for each.
+
+    Returns:
+        ``{split: classification_metrics(...)}`` for every non-empty split.
+    """
+    results = {}
+    for name, split in splits.items():
+        if not len(split):
+            continue
+        probs = predict_probs(model, split.pixels, batch_size)
+        m = classification_metrics(split.labels, probs, class_names)
+        if out_dir is not None:
+            plots.plot_confusion(np.asarray(m["confusion_matrix"]), class_names, out_dir / f"confusion_{name}.png",
+                                 f"{name}: accuracy {m['accuracy']:.3f}")
+            plots.plot_roc_pr(split.labels, probs, class_names, out_dir / f"roc_pr_{name}.png")
+        results[name] = m
+    return results
+
+
+def read_metadata(model_path: str | os.PathLike) -> dict:
+    """Reads the ``metadata.json`` written beside a trained ``model.keras``.
+
+    Raises:
+        DataError: If it is missing or unreadable.
+    """
+    path = Path(model_path).with_name("metadata.json")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(
+            f"{path} not found. edgeclf needs the metadata.json that `edgeclf train` writes beside model.keras "
+            "(class names and preprocessing)."
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"Cannot read {path}: {exc}") from None
+
+
+def load_keras_model(path: str | os.PathLike):
+    """Loads a ``.keras`` file with safe_mode on.
+
+    Raises:
+        ConfigError: If the file is missing, not a Keras archive, or needs unsafe deserialisation.
+    """
+    from ._deps import import_tf
+
+    _, keras = import_tf()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Model not found: {path}. Expected a .keras file written by `edgeclf train`.")
+    if path.suffix != ".keras":
+        raise ConfigError(f"Received: {path}. Expected a .keras model file.")
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # Keras raises ValueError/TypeError/OSError/zipfile errors alike
+        raise ConfigError(
+            f"Cannot load {path} as a Keras model with safe_mode on ({type(exc).__name__}: {str(exc)[:300]}). "
+            "Models with Lambda or custom layers are not supported."
+        ) from None
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    """Output of ``evaluate``: metrics on the evaluated images and what was skipped."""
+
+    metrics: dict
+    skipped: list
+    out_dir: Path | None
+
+
+def evaluate(model_path: str | os.PathLike, data: str | os.PathLike, *, split: str = "all",
+             out_dir: str | os.PathLike | None = None, batch_size: int = 64,
+             reporter: Reporter | None = None) -> EvaluateResult:
+    """Evaluates a saved model on a dataset in any form ``edgeclf train`` accepts.
+
+    Args:
+        model_path: A ``model.keras`` with its ``metadata.json``.
+        data: The dataset.
+        split: ``"all"`` for every image, or ``train``/``val``/``test`` of a pre-split dataset.
+        out_dir: Where to write ``metrics.json`` and plots; nothing is written without it.
+        batch_size: Inference batch size.
+        reporter: Progress sink.
+
+    Raises:
+        DataError: If the dataset's classes are not the model's.
+    """
+    reporter = reporter or Reporter()
+    meta = read_metadata(model_path)
+    class_names = meta["class_names"]
+    model = load_keras_model(model_path)
+    ds = discover(data)
+    if split == "all":
+        samples = None
+        for s in ds.splits.values():
+            samples = s if samples is None else samples + s
+    elif split in ds.splits:
+        samples = ds.splits[split]
+    else:
+        raise ConfigError(f"Received: split='{split}'. {data} has: all, {', '.join(ds.splits)}.")
+    unknown = sorted(set(ds.class_names) - set(class_names))
+    if unknown:
+        raise DataError(f"Classes {unknown} of {data} are not classes of the model ({', '.join(class_names)}).")
+    remap = np.array([class_names.index(c) for c in ds.class_names], dtype=np.int32)
+    samples.labels = remap[samples.labels]
+    spec = PreprocessSpec.from_dict(meta["preprocess"])
+    with reporter.progress(len(samples), "Decoding images") as advance:
+        decoded = decode_samples(ds, samples, spec, progress=advance)
+    for name, reason in decoded.skipped:
+        reporter.warn(f"Skipped {name}: {reason}")
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    metrics = evaluate_splits(model, {split: decoded}, class_names, out, batch_size).get(split)
+    if metrics is None:
+        raise DataError(f"No readable images to evaluate in {data}.")
+    if out is not None:
+        write_json(out / "metrics.json", {
+            "model": str(model_path), "data": str(data), "split": split, "metrics": metrics,
+            "skipped": [{"path": n, "reason": r} for n, r in decoded.skipped],
+        })
+    return EvaluateResult(metrics, decoded.skipped, out)

@@ -1,0 +1,97 @@
+"""``report.md`` for a run directory: data, leakage, training and metrics in one readable page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .io import write_text
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def metrics_table(splits: dict[str, dict]) -> list[str]:
+    """Markdown rows: one line per split with the headline metrics."""
+    lines = ["| split | n | accuracy | precision (macro) | recall (macro) | F1 (macro) | ROC-AUC | PR-AUC |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, m in splits.items():
+        lines.append(f"| {name} | {m['n']} | {_fmt(m['accuracy'])} | {_fmt(m['precision_macro'])} | "
+                     f"{_fmt(m['recall_macro'])} | {_fmt(m['f1_macro'])} | {_fmt(m['roc_auc'])} | {_fmt(m['pr_auc'])} |")
+    return lines
+
+
+def write_train_report(run: Path, meta: dict, metrics_doc: dict) -> Path:
+    """Writes ``run/report.md`` and returns its path."""
+    ds = meta["dataset"]
+    names = meta["class_names"]
+    lines = [
+        f"# edgeclf run: {meta['backbone']} on {Path(ds['path']).name}",
+        "",
+        f"- edgeclf {meta['edgeclf_version']}, {meta['created']}, wall time {meta['wall_time_s']} s",
+        f"- backbone `{meta['backbone']}`, input {meta['input']['shape']} RGB 0-255, weights `{meta['model']['weights']}`, "
+        f"head {meta['model']['head']}",
+        f"- hardware: {'GPU ' + ', '.join(meta['hardware']['gpus']) if meta['hardware']['gpus'] else 'CPU'}"
+        f"{', mixed precision' if meta['hardware']['mixed_precision'] else ''}",
+        f"- dataset form `{ds['form']}`, fingerprint `{ds['fingerprint'][:16]}`",
+        "",
+        "## Data",
+        "",
+        "| class | " + " | ".join(ds["class_counts"]) + " |",
+        "|---|" + "---:|" * len(ds["class_counts"]),
+    ]
+    for c in names:
+        lines.append(f"| {c} | " + " | ".join(str(ds["class_counts"][s][c]) for s in ds["class_counts"]) + " |")
+    lines += ["", f"Imbalance ratio (largest / smallest train class): {ds['imbalance_ratio']:.2f}. "
+              + (f"Class weights applied: {ds['class_weights']}." if ds["class_weights"] else "No class weights.")]
+    for note in ds["notes"]:
+        lines.append(f"\n- {note}")
+    lines += ["", f"### Skipped files ({len(ds['skipped'])})", ""]
+    if ds["skipped"]:
+        lines += ["| file | reason |", "|---|---|"] + [f"| {s['path']} | {s['reason']} |" for s in ds["skipped"]]
+    else:
+        lines.append("None: every image decoded.")
+    lk = ds["leakage"]
+    lines += ["", "### Split leakage", "",
+              f"Exact duplicates (identical decoded pixels) and near-duplicates (dHash, {lk['hash_bits']} bits, "
+              f"distance <= {lk['threshold_bits']}) of an earlier split's image: {lk['exact_pairs']} exact, "
+              f"{lk['near_pairs']} near; val images affected {lk['leaked_images']['val']}, test images "
+              f"{lk['leaked_images']['test']}. Exact duplicates inside a split: {lk['within_split_exact_duplicates']}."]
+    if lk.get("removed"):
+        lines.append(f"Removed by --dedup: {lk['removed']}.")
+    if lk["examples"]:
+        lines += ["", "| image | split | duplicate of | split | distance |", "|---|---|---|---|---:|"]
+        lines += [f"| {e['path']} | {e['split']} | {e['other_path']} | {e['other_split']} | "
+                  f"{'exact' if e['exact'] else e['distance']} |" for e in lk["examples"]]
+    lines += ["", "## Metrics", ""] + metrics_table(metrics_doc["splits"])
+    if metrics_doc.get("fold_summary"):
+        fs = metrics_doc["fold_summary"]
+        lines += ["", "### Cross-validation", "", "| fold | n train | n val | val accuracy | val loss |",
+                  "|---:|---:|---:|---:|---:|"]
+        lines += [f"| {f['fold']} | {f['n_train']} | {f['n_val']} | {f['val_accuracy']:.4f} | {f['val_loss']:.4f} |"
+                  for f in metrics_doc["folds"]]
+        lines.append(f"\nVal accuracy {fs['val_accuracy_mean']:.4f} ± {fs['val_accuracy_std']:.4f}; "
+                     f"best fold {fs['best_fold']} is the saved model.")
+    test = metrics_doc["splits"].get("test")
+    if test:
+        lines += ["", "### Test, per class", "", "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {c} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |"
+                  for c, v in test["per_class"].items()]
+        if "thresholds" in test:
+            lines += ["", f"### Test, thresholds on P({names[1]})", "",
+                      "| threshold | accuracy | precision | recall | F1 |", "|---:|---:|---:|---:|---:|"]
+            lines += [f"| {t['threshold']:.1f} | {t['accuracy']:.4f} | {t['precision']:.4f} | {t['recall']:.4f} | "
+                      f"{t['f1']:.4f} |" for t in test["thresholds"]]
+    lines += ["", "## Plots", ""]
+    for png, title in (("training_curves.png", "Training curves"), ("confusion_test.png", "Confusion matrix (test)"),
+                       ("roc_pr_test.png", "ROC and precision-recall (test)"),
+                       ("confusion_val.png", "Confusion matrix (val)")):
+        if (run / png).exists():
+            lines += [f"### {title}", "", f"![{title}]({png})", ""]
+    path = run / "report.md"
+    write_text(path, "\n".join(lines) + "\n")
+    return path

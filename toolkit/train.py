@@ -1,0 +1,546 @@
+"""``edgeclf train``: fine-tune a registered backbone on a folder of images and write a complete run directory.
+
+The run directory holds ``model.keras``, ``metadata.json``, ``history.csv``, ``metrics.json``, ``splits.csv``,
+plots and ``report.md``. ``run_state.json`` records progress so that a killed run resumes from its last
+checkpoint when the same command is run again.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+import edgeclf
+from edgeclf.edge_runtime.errors import ConfigError, DataError
+from edgeclf.edge_runtime.preprocess import PreprocessSpec
+from edgeclf.models import HeadSpec, ModelSpec, create_model, get_backbone_model
+
+from . import plots
+from ._deps import import_tf
+from .augment import AugmentSpec, build_augmenter
+from .data import (SPLITS, DecodedSplit, SplitSpec, assign_splits, balanced_class_weights, class_counts,
+                   decode_samples, discover, fingerprint, imbalance_ratio, stratified_folds)
+from .evaluate import evaluate_splits
+from .io import atomic_path, sha256_file, write_csv, write_json
+from .leakage import DEFAULT_THRESHOLD, find_leaks
+from .pipeline import make_dataset
+from .progress import Reporter
+from .report import write_train_report
+
+logger = logging.getLogger(__name__)
+
+MONITORS = ("val_loss", "val_accuracy")
+CLASS_WEIGHTS = ("auto", "on", "off")
+MIXED_PRECISION = ("auto", "on", "off")
+IMBALANCE_THRESHOLD = 1.5  # class weights switch on above this max/min class-count ratio ("auto")
+HISTORY_FIELDS = ("fold", "phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+# Everything a run writes; --force removes these and nothing else.
+RUN_FILES = ("model.keras", "metadata.json", "history.csv", "metrics.json", "splits.csv", "report.md",
+             "run_state.json", "training_curves.png", "confusion_train.png", "confusion_val.png", "confusion_test.png",
+             "roc_pr_train.png", "roc_pr_val.png", "roc_pr_test.png")
+RUN_DIRS = ("checkpoints", "cache")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How to train.
+
+    Args:
+        epochs: Epochs of the first phase (the only phase when training from scratch).
+        batch_size: Images per batch.
+        learning_rate: Adam learning rate of the first phase.
+        fine_tune_layers: Top backbone layers unfrozen in the second phase (pretrained backbones); 0 skips it.
+        fine_tune_epochs: Epochs of the second phase.
+        fine_tune_learning_rate: Learning rate of the second phase; None means ``learning_rate / 10``.
+        patience: Epochs without improvement of ``monitor`` before early stopping (the learning rate is reduced
+            after half as many).
+        monitor: ``val_loss`` or ``val_accuracy``; also chooses the best checkpoint and the best fold.
+        folds: 1 for a single train/val/test split; K >= 2 for stratified K-fold cross-validation of train+val.
+        class_weights: ``auto`` (on when the largest class is more than 1.5x the smallest), ``on`` or ``off``.
+        augment: Training-time augmentation.
+        mixed_precision: ``auto`` (on with a GPU), ``on`` or ``off``.
+        deterministic: Enable TensorFlow op determinism (same seed, same result; slower on GPUs).
+        seed: Seed for the split, initialisation, shuffling and augmentation.
+        split: Fractions for data that is not pre-split.
+        dedup: Remove val/test images that duplicate an earlier split's image.
+        leakage_threshold: Hamming distance (of 256 hash bits) counted as a near-duplicate.
+        keep_cache: Keep the decoded-pixel cache and the resume checkpoints after a successful run.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    fine_tune_layers: int = 20
+    fine_tune_epochs: int = 5
+    fine_tune_learning_rate: float | None = None
+    patience: int = 5
+    monitor: str = "val_loss"
+    folds: int = 1
+    class_weights: str = "auto"
+    augment: AugmentSpec = field(default_factory=AugmentSpec)
+    mixed_precision: str = "auto"
+    deterministic: bool = True
+    seed: int = 42
+    split: SplitSpec = field(default_factory=SplitSpec)
+    dedup: bool = False
+    leakage_threshold: int = DEFAULT_THRESHOLD
+    keep_cache: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "folds", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"Received: {name}={getattr(self, name)}. Expected at least 1.")
+        for name in ("fine_tune_layers", "fine_tune_epochs", "leakage_threshold"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"Received: {name}={getattr(self, name)}. Expected 0 or more.")
+        if not self.learning_rate > 0 or (self.fine_tune_learning_rate is not None and not self.fine_tune_learning_rate > 0):
+            raise ConfigError("Received a learning rate <= 0. Expected a positive learning rate.")
+        for name, allowed in (("monitor", MONITORS), ("class_weights", CLASS_WEIGHTS),
+                              ("mixed_precision", MIXED_PRECISION)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"Received: {name}='{getattr(self, name)}'. Supported: {', '.join(allowed)}.")
+
+    @property
+    def fine_tune_lr(self) -> float:
+        return self.fine_tune_learning_rate if self.fine_tune_learning_rate is not None else self.learning_rate / 10
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    model_path: Path
+    class_names: list[str]
+    metrics: dict
+    folds: list[dict]
+    skipped: list[tuple[str, str]]
+    leakage: dict
+    wall_time_s: float
+    resumed: bool
+
+
+# ----------------------------------------------------------------------------------------------- run directory
+
+class _RunState:
+    """``run_state.json``: the settings of the run and which fold/phase steps are finished."""
+
+    def __init__(self, path: Path, config: dict):
+        self.path = path
+        self.config = config
+        self.status = "running"
+        self.done: dict[str, dict] = {}
+        self.folds: dict[str, dict] = {}
+
+    @classmethod
+    def load(cls, path: Path) -> "_RunState | None":
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        state = cls(path, raw.get("config", {}))
+        state.status, state.done, state.folds = raw.get("status"), raw.get("done", {}), raw.get("folds", {})
+        return state
+
+    def save(self) -> None:
+        write_json(self.path, {"status": self.status, "config": self.config, "done": self.done, "folds": self.folds})
+
+
+def _prepare_run_dir(out: Path, config: dict, force: bool) -> tuple[_RunState, bool]:
+    """Creates, resumes or (with force) clears the run directory. Returns the state and whether it resumes."""
+    state_path = out / "run_state.json"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file. Expected a directory for the run.")
+    if out.is_dir() and any(out.iterdir()):
+        previous = _RunState.load(state_path)
+        if force:
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+            for name in RUN_DIRS:
+                shutil.rmtree(out / name, ignore_errors=True)
+        elif previous is None:
+            raise ConfigError(f"{out} is not empty and holds no edgeclf run. Choose another --out, or pass --force.")
+        elif previous.status == "done":
+            raise ConfigError(f"{out} already holds a finished run. Choose another --out, or pass --force to replace it.")
+        elif previous.config != config:
+            changed = sorted(k for k in set(config) | set(previous.config) if config.get(k) != previous.config.get(k))
+            raise ConfigError(
+                f"{out} holds an unfinished run with other settings ({', '.join(changed)} differ). Run the same "
+                "command to resume it, or pass --force to start again."
+            )
+        else:
+            return previous, True
+    out.mkdir(parents=True, exist_ok=True)
+    state = _RunState(state_path, config)
+    state.save()
+    return state, False
+
+
+# --------------------------------------------------------------------------------------------------- decoding
+
+def _decode_all(ds, splits, spec: PreprocessSpec, cache: Path, reporter: Reporter) -> dict[str, DecodedSplit]:
+    """Decodes every split into memory-mapped uint8 arrays under ``cache`` (reused when resuming)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    index_path = cache / "index.json"
+    listing = {name: [str(s) for s in samples.sources] for name, samples in splits.items()}
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        index = None
+    if index is not None and index.get("listing") == listing and index.get("preprocess") == spec.to_dict():
+        out = {}
+        for name, samples in splits.items():
+            entry = index["splits"][name]
+            kept = entry["kept"]
+            pixels = np.load(cache / f"{name}.npy", mmap_mode="r")[: len(kept)]
+            out[name] = DecodedSplit(pixels, samples.labels[kept], [samples.sources[i] for i in kept],
+                                     [tuple(s) for s in entry["skipped"]])
+        reporter.stage("Reusing decoded images from the cache")
+        return out
+    out, entries = {}, {}
+    total = sum(len(s) for s in splits.values())
+    with reporter.progress(total, "Decoding images") as advance:
+        for name, samples in splits.items():
+            buf = np.lib.format.open_memmap(cache / f"{name}.npy", mode="w+", dtype=np.uint8,
+                                            shape=(max(len(samples), 1), spec.height, spec.width, 3))
+            decoded = decode_samples(ds, samples, spec, out=buf, progress=advance)
+            buf.flush()
+            position = {id(s): i for i, s in enumerate(samples.sources)}
+            kept = [position[id(s)] for s in decoded.sources]
+            entries[name] = {"kept": kept, "skipped": [list(s) for s in decoded.skipped]}
+            out[name] = decoded
+    write_json(index_path, {"listing": listing, "preprocess": spec.to_dict(), "splits": entries})
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- callbacks
+
+def _history_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _history_logger(keras, path: Path, fold: int, phase: int):
+    class HistoryLogger(keras.callbacks.Callback):
+        """Upserts one row per (fold, phase, epoch) into history.csv, so a resumed epoch replaces its old row."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            row = {"fold": fold, "phase": phase, "epoch": epoch,
+                   "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
+            row.update({k: float(v) for k, v in logs.items() if k in HISTORY_FIELDS})
+            rows = [r for r in _history_rows(path)
+                    if (int(r["fold"]), int(r["phase"]), int(r["epoch"])) != (fold, phase, epoch)]
+            rows.append(row)
+            rows.sort(key=lambda r: (int(r["fold"]), int(r["phase"]), int(r["epoch"])))
+            write_csv(path, rows, HISTORY_FIELDS)
+
+    return HistoryLogger()
+
+
+def _best_so_far(path: Path, fold: int, monitor: str) -> float | None:
+    values = [float(r[monitor]) for r in _history_rows(path) if int(r["fold"]) == fold and r.get(monitor) not in (None, "")]
+    if not values:
+        return None
+    return min(values) if monitor.endswith("loss") else max(values)
+
+
+# --------------------------------------------------------------------------------------------------- training
+
+def _set_trainable(model, phase: int, fine_tune_layers: int, pretrained: bool) -> None:
+    from keras import layers
+
+    base = get_backbone_model(model)
+    if not pretrained:
+        base.trainable = True
+        return
+    if phase == 1:
+        base.trainable = False
+        return
+    base.trainable = True
+    cutoff = max(len(base.layers) - fine_tune_layers, 0)
+    for i, layer in enumerate(base.layers):
+        # BatchNorm stays frozen, i.e. in inference mode: its statistics came from far more data than ours.
+        layer.trainable = i >= cutoff and not isinstance(layer, layers.BatchNormalization)
+
+
+def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, model_spec: ModelSpec, spec: TrainSpec,
+              run: Path, state: _RunState, class_weight: dict | None, reporter: Reporter, extra_callbacks: Sequence):
+    """Trains one model (one or two phases) and returns it with its best weights loaded."""
+    tf, keras = import_tf()
+    ckpt = run / "checkpoints"
+    ckpt.mkdir(exist_ok=True)
+    best_path = ckpt / f"fold{fold}_best.weights.h5"
+    model = create_model(model_spec)
+    augmenter = build_augmenter(spec.augment, spec.seed + fold)
+    train_ds = make_dataset(train_split.pixels, train_split.labels, spec.batch_size, shuffle=True,
+                            seed=spec.seed + fold, augmenter=augmenter)
+    val_ds = make_dataset(val_split.pixels, val_split.labels, spec.batch_size, shuffle=False, seed=spec.seed)
+    phases = [(1, spec.epochs, spec.learning_rate)]
+    if model_spec.pretrained and spec.fine_tune_layers and spec.fine_tune_epochs:
+        phases.append((2, spec.fine_tune_epochs, spec.fine_tune_lr))
+    mode = "min" if spec.monitor.endswith("loss") else "max"
+    for phase, epochs, lr in phases:
+        key = f"{fold}/{phase}"
+        done_path = ckpt / f"fold{fold}_phase{phase}.weights.h5"
+        if key in state.done and done_path.exists():
+            model.load_weights(done_path)
+            reporter.stage(f"Fold {fold} phase {phase} already finished: loaded its weights")
+            continue
+        _set_trainable(model, phase, spec.fine_tune_layers, model_spec.pretrained)
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        what = "frozen backbone" if model_spec.pretrained and phase == 1 else (
+            f"top {spec.fine_tune_layers} backbone layers unfrozen" if phase == 2 else "all layers")
+        reporter.stage(f"Fold {fold} phase {phase}: {epochs} epochs at lr {lr:g}, {what}")
+        callbacks = [
+            keras.callbacks.ModelCheckpoint(str(best_path), monitor=spec.monitor, mode=mode, save_best_only=True,
+                                            save_weights_only=True,
+                                            initial_value_threshold=_best_so_far(run / "history.csv", fold, spec.monitor)),
+            keras.callbacks.EarlyStopping(monitor=spec.monitor, mode=mode, patience=spec.patience),
+            keras.callbacks.ReduceLROnPlateau(monitor=spec.monitor, mode=mode, factor=0.3,
+                                              patience=max(1, spec.patience // 2), min_lr=lr / 100),
+            _history_logger(keras, run / "history.csv", fold, phase),
+            keras.callbacks.BackupAndRestore(str(ckpt / f"backup_fold{fold}_phase{phase}")),
+            *extra_callbacks,
+        ]
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight, callbacks=callbacks,
+                  shuffle=False,  # the dataset shuffles itself
+                  verbose=reporter.keras_verbose)
+        if best_path.exists():
+            model.load_weights(best_path)
+        model.save_weights(done_path)
+        state.done[key] = {"epochs": epochs}
+        state.save()
+    return model
+
+
+def _to_float32(model, model_spec: ModelSpec):
+    """A float32 copy of a model trained under mixed precision, so exported artefacts run float32 kernels."""
+    _, keras = import_tf()
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        clean = create_model(ModelSpec.from_dict({**model_spec.to_dict(), "weights": "none"}))
+        clean.set_weights(model.get_weights())
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    return clean
+
+
+def train(
+    data: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    backbone: str,
+    img_size: int | None = None,
+    weights: str = "imagenet",
+    head: HeadSpec | None = None,
+    spec: TrainSpec | None = None,
+    force: bool = False,
+    reporter: Reporter | None = None,
+    callbacks: Sequence = (),
+) -> TrainResult:
+    """Trains a classifier and writes a complete run directory.
+
+    Args:
+        data: A dataset in any form ``toolkit.data.discover`` accepts.
+        out_dir: The run directory. An unfinished run there with the same settings is resumed.
+        backbone: A registered backbone name.
+        img_size: Square input size; None uses the backbone's default.
+        weights: ``imagenet``, ``none`` or a backbone ``.weights.h5`` path.
+        head: Classification head; defaults to GlobalAveragePooling + dropout.
+        spec: Training settings.
+        force: Replace a finished run, or an unfinished one with other settings.
+        reporter: Progress sink (the CLI draws bars).
+        callbacks: Extra Keras callbacks for every phase.
+
+    Returns:
+        The TrainResult.
+
+    Raises:
+        ConfigError: For invalid settings or an occupied run directory.
+        DataError: For a dataset that cannot be used.
+    """
+    started = time.perf_counter()
+    spec = spec or TrainSpec()
+    head = head or HeadSpec()
+    reporter = reporter or Reporter()
+    run = Path(out_dir)
+    ds = discover(data)
+    model_spec = ModelSpec(backbone, len(ds.class_names), img_size, weights, head)
+    preprocess = PreprocessSpec(model_spec.img_size, model_spec.img_size)
+    config = {"data": str(Path(data).resolve()), "model": model_spec.to_dict(), "train": spec.to_dict(),
+              "preprocess": preprocess.to_dict()}
+    state, resumed = _prepare_run_dir(run, config, force)
+    if resumed:
+        reporter.stage(f"Resuming the unfinished run in {run}")
+    for note in ds.notes:
+        reporter.stage(note)
+
+    samples = assign_splits(ds, spec.split, spec.seed)
+    decoded = _decode_all(ds, samples, preprocess, run / "cache", reporter)
+    skipped = [s for name in SPLITS for s in decoded[name].skipped]
+    for name, reason in skipped:
+        reporter.warn(f"Skipped {name}: {reason}")
+
+    reporter.stage("Checking for duplicate images across splits")
+    leaks = find_leaks({name: decoded[name].pixels for name in SPLITS}, spec.leakage_threshold)
+    leakage = leaks.summary()
+    leakage["examples"] = [
+        {"split": p.split, "path": ds.describe(decoded[p.split].sources[p.index]), "other_split": p.other_split,
+         "other_path": ds.describe(decoded[p.other_split].sources[p.other_index]), "distance": p.distance,
+         "exact": p.exact}
+        for p in leaks.pairs[:20]
+    ]
+    if leaks.pairs:
+        msg = (f"Split leakage: {leakage['exact_pairs']} exact and {leakage['near_pairs']} near-duplicate images in "
+               f"val/test match an earlier split (val {leakage['leaked_images']['val']}, test "
+               f"{leakage['leaked_images']['test']}).")
+        reporter.warn(msg + (" Removing them (--dedup)." if spec.dedup else " Pass --dedup to remove them."))
+    removed = {}
+    if spec.dedup:
+        for name in ("val", "test"):
+            drop = set(leaks.leaked(name).tolist())
+            if drop:
+                keep = [i for i in range(len(decoded[name])) if i not in drop]
+                removed[name] = [ds.describe(decoded[name].sources[i]) for i in sorted(drop)]
+                decoded[name] = decoded[name].take(keep)
+    leakage["removed"] = {k: len(v) for k, v in removed.items()}
+
+    k = len(ds.class_names)
+    for name in ("train", "val"):
+        if not len(decoded[name]):
+            raise DataError(f"The {name} split has no readable images. Add images or change --split.")
+    counts = {name: class_counts(decoded[name].labels, k) for name in SPLITS}
+    ratio = imbalance_ratio(counts["train"])
+    use_weights = spec.class_weights == "on" or (spec.class_weights == "auto" and ratio > IMBALANCE_THRESHOLD)
+
+    tf, keras = import_tf()
+    keras.utils.set_random_seed(spec.seed)
+    if spec.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    gpus = tf.config.list_physical_devices("GPU")
+    mixed = spec.mixed_precision == "on" or (spec.mixed_precision == "auto" and bool(gpus))
+    reporter.stage(f"Training {model_spec.backbone} at {model_spec.img_size}px on {'GPU' if gpus else 'CPU'}"
+                   + (" with mixed precision" if mixed else ""))
+
+    if spec.folds > 1:
+        pool = DecodedSplit(np.concatenate([decoded["train"].pixels, decoded["val"].pixels]),
+                            np.concatenate([decoded["train"].labels, decoded["val"].labels]),
+                            decoded["train"].sources + decoded["val"].sources)
+        fold_idx = stratified_folds(pool.labels, spec.folds, spec.seed)
+        fold_splits = []
+        for f, val_idx in enumerate(fold_idx):
+            train_idx = np.setdiff1d(np.arange(len(pool)), val_idx)
+            fold_splits.append((pool.take(train_idx), pool.take(val_idx)))
+    else:
+        fold_splits = [(decoded["train"], decoded["val"])]
+
+    previous_policy = keras.mixed_precision.global_policy()
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        for fold, (tr, va) in enumerate(fold_splits):
+            if str(fold) in state.folds:
+                continue
+            cw = balanced_class_weights(class_counts(tr.labels, k)) if use_weights else None
+            model = _fit_fold(fold, tr, va, model_spec, spec, run, state, cw, reporter, callbacks)
+            scores = model.evaluate(make_dataset(va.pixels, va.labels, spec.batch_size, shuffle=False, seed=0),
+                                    verbose=0, return_dict=True)
+            state.folds[str(fold)] = {"val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"]),
+                                      "n_train": len(tr), "n_val": len(va)}
+            state.save()
+            keras.backend.clear_session(free_memory=True)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+    key = "val_loss" if spec.monitor == "val_loss" else "val_accuracy"
+    fold_scores = [state.folds[str(f)] for f in range(len(fold_splits))]
+    values = [s[key] for s in fold_scores]
+    best_fold = int(np.argmin(values) if key == "val_loss" else np.argmax(values))
+    last_phase = max(int(kp.split("/")[1]) for kp in state.done if kp.startswith(f"{best_fold}/"))
+    model = create_model(ModelSpec.from_dict({**model_spec.to_dict(), "weights": "none"}))
+    model.load_weights(run / "checkpoints" / f"fold{best_fold}_phase{last_phase}.weights.h5")
+    if mixed:
+        model = _to_float32(model, model_spec)
+    with atomic_path(run / "model.keras", suffix=".keras") as tmp:
+        model.save(tmp)
+
+    reporter.stage("Evaluating on train, val and test")
+    final_splits = {"train": fold_splits[best_fold][0], "val": fold_splits[best_fold][1], "test": decoded["test"]}
+    metrics = evaluate_splits(model, final_splits, ds.class_names, run, spec.batch_size)
+    history = _history_rows(run / "history.csv")
+    if history:
+        plots.plot_history(history, run / "training_curves.png")
+
+    class_count_table = {name: {c: int(n) for c, n in zip(ds.class_names, counts[name])} for name in SPLITS}
+    folds_out = [{"fold": f, **s} for f, s in enumerate(fold_scores)]
+    fold_summary = None
+    if spec.folds > 1:
+        accs = np.array([s["val_accuracy"] for s in fold_scores])
+        fold_summary = {"val_accuracy_mean": float(accs.mean()), "val_accuracy_std": float(accs.std(ddof=0)),
+                        "best_fold": best_fold}
+    metrics_doc = {"splits": metrics, "folds": folds_out, "fold_summary": fold_summary}
+    write_json(run / "metrics.json", metrics_doc)
+    _write_splits_csv(run / "splits.csv", ds, decoded)
+    wall = time.perf_counter() - started
+    metadata = {
+        "edgeclf_version": edgeclf.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "class_names": ds.class_names,
+        "num_classes": k,
+        "backbone": model_spec.backbone,
+        "input": {"shape": [model_spec.img_size, model_spec.img_size, 3], "dtype": "float32", "layout": "NHWC",
+                  "color": "RGB", "value_range": list(preprocess.value_range)},
+        "preprocess": preprocess.to_dict(),
+        "model": model_spec.to_dict(),
+        "model_sha256": sha256_file(run / "model.keras"),
+        "train": spec.to_dict(),
+        "dataset": {
+            "path": str(Path(data).resolve()), "form": ds.form,
+            "fingerprint": fingerprint(((n, decoded[n]) for n in SPLITS), ds.class_names),
+            "split_sizes": {n: len(decoded[n]) for n in SPLITS},
+            "class_counts": class_count_table,
+            "imbalance_ratio": ratio,
+            "class_weights": balanced_class_weights(counts["train"]) if use_weights else None,
+            "skipped": [{"path": n, "reason": r} for n, r in skipped],
+            "leakage": leakage,
+            "removed_by_dedup": removed,
+            "notes": ds.notes,
+        },
+        "hardware": {"gpus": [g.name for g in gpus], "mixed_precision": mixed},
+        "wall_time_s": round(wall, 1),
+    }
+    write_json(run / "metadata.json", metadata)
+    write_train_report(run, metadata, metrics_doc)
+    state.status = "done"
+    state.save()
+    if not spec.keep_cache:  # only needed to resume; VGG checkpoints alone are hundreds of MB
+        for name in RUN_DIRS:
+            shutil.rmtree(run / name, ignore_errors=True)
+    return TrainResult(run, run / "model.keras", ds.class_names, metrics, folds_out, skipped, leakage, wall, resumed)
+
+
+def _write_splits_csv(path: Path, ds, decoded: dict) -> None:
+    """Which image went to which split (the export step calibrates on val from here)."""
+    rows = []
+    for name in SPLITS:
+        for source, label in zip(decoded[name].sources, decoded[name].labels):
+            rows.append({"path": ds.describe(source) if ds.array is None else int(source),
+                         "label": ds.class_names[int(label)], "split": name})
+    write_csv(path, rows, ("path", "label", "split"))
