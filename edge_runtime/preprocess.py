@@ -136,6 +136,8 @@ def _open(source: ImageSource, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(name, f"decompression bomb refused ({exc})") from None
     except OSError as exc:
+        if exc.errno is None:  # Pillow's own parse errors carry no errno
+            raise ImageDecodeError(name, f"truncated or corrupt image data: {exc}") from None
         raise ImageDecodeError(name, f"unreadable: {exc.strerror or exc}") from None
     w, h = img.size
     if w * h > max_pixels:

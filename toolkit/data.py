@@ -404,8 +404,6 @@ def decode_samples(
                 kept.append(i)
             if progress is not None:
                 progress(1)
-    for name, reason in skipped:
-        logger.warning("Skipped %s: %s", name, reason)
     return DecodedSplit(out[: len(kept)], samples.labels[kept], [samples.sources[i] for i in kept], skipped)
 
 

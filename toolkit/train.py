@@ -158,6 +158,18 @@ class _RunState:
         write_json(self.path, {"status": self.status, "config": self.config, "done": self.done, "folds": self.folds})
 
 
+def _config_diff(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """Dotted keys whose values differ between two nested settings dicts, with both values."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append((f"{prefix}{key}", a, b))
+    return out
+
+
 def _prepare_run_dir(out: Path, config: dict, force: bool) -> tuple[_RunState, bool]:
     """Creates, resumes or (with force) clears the run directory. Returns the state and whether it resumes."""
     state_path = out / "run_state.json"
@@ -175,10 +187,10 @@ def _prepare_run_dir(out: Path, config: dict, force: bool) -> tuple[_RunState, b
         elif previous.status == "done":
             raise ConfigError(f"{out} already holds a finished run. Choose another --out, or pass --force to replace it.")
         elif previous.config != config:
-            changed = sorted(k for k in set(config) | set(previous.config) if config.get(k) != previous.config.get(k))
+            changed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in _config_diff(previous.config, config))
             raise ConfigError(
-                f"{out} holds an unfinished run with other settings ({', '.join(changed)} differ). Run the same "
-                "command to resume it, or pass --force to start again."
+                f"{out} holds an unfinished run with other settings ({changed}). Run the same command to resume it, "
+                "or pass --force to start again."
             )
         else:
             return previous, True

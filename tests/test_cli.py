@@ -1,0 +1,79 @@
+"""The command line: help, errors as one line with exit codes, train/evaluate, and no TensorFlow in the runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from edgeclf.cli import main
+
+BIN = Path(sys.executable).parent
+
+
+def test_help_lists_commands_with_an_example():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for cmd in ("train", "evaluate", "backbones"):
+        assert cmd in result.output
+    assert "Example:" in result.output
+    train_help = CliRunner().invoke(main, ["train", "--help"])
+    assert "--fine-tune-layers" in train_help.output and "edgeclf train data/" in train_help.output
+
+
+def test_unknown_backbone_is_a_usage_error_with_a_suggestion(tiny_folders, tmp_path):
+    result = CliRunner().invoke(main, ["train", str(tiny_folders), "--backbone", "resnet_50", "--out",
+                                       str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "Error: Unknown backbone: 'resnet_50'. Did you mean 'resnet50'?" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_split_option_is_rejected(tiny_folders, tmp_path):
+    result = CliRunner().invoke(main, ["train", str(tiny_folders), "--split", "0.8,0.2", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "three fractions" in result.output
+
+
+def test_train_then_evaluate_through_the_cli(tiny_folders, tmp_path):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", str(tiny_folders), "--backbone", "simple_cnn", "--weights", "none",
+                                       "--img-size", "16", "--epochs", "2", "--batch-size", "16", "--no-augment",
+                                       "--dense", "8", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "Trained" in result.output and "report.md" in result.output
+    meta = json.loads((run / "metadata.json").read_text())
+    assert meta["model"]["head"]["dense"] == [8] and meta["train"]["augment"]["flip"] == "none"
+    again = CliRunner().invoke(main, ["train", str(tiny_folders), "--backbone", "simple_cnn", "--weights", "none",
+                                      "--img-size", "16", "--epochs", "2", "--out", str(run)])
+    assert again.exit_code == 2 and "--force" in again.output
+    ev = CliRunner().invoke(main, ["evaluate", str(run / "model.keras"), str(tiny_folders), "--out", str(tmp_path / "ev")])
+    assert ev.exit_code == 0, ev.output
+    assert "n=80 accuracy=" in ev.output
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]["n"] == 80
+
+
+def test_evaluate_without_metadata_explains_what_is_missing(tmp_path, tiny_folders):
+    (tmp_path / "model.keras").write_bytes(b"zip?")
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "model.keras"), str(tiny_folders)])
+    assert result.exit_code == 2 and "metadata.json" in result.output
+
+
+def test_installed_command_runs_in_a_real_process():
+    out = subprocess.run([str(BIN / "edgeclf"), "backbones", "mobilenet*"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert [line.split()[0] for line in out.stdout.splitlines()] == ["mobilenet_v2", "mobilenet_v3_large",
+                                                                     "mobilenet_v3_small"]
+
+
+def test_runtime_and_cli_never_import_tensorflow():
+    code = ("import sys, edgeclf.edge_runtime, edgeclf.cli, edgeclf.models; "
+            "from edgeclf.edge_runtime import load_image; "
+            "print(','.join(m for m in ('tensorflow', 'keras', 'edgeclf.toolkit') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""

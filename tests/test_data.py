@@ -1,0 +1,167 @@
+"""Dataset forms, stratified splitting, bad files, class balance, leakage and the shared decode path."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import write_class_folders
+from edgeclf.edge_runtime import DataError, PreprocessSpec, load_image
+from edgeclf.toolkit.data import (SplitSpec, assign_splits, balanced_class_weights, class_counts, decode_samples,
+                                  discover, imbalance_ratio, stratified_folds, stratified_split)
+from edgeclf.toolkit.leakage import find_leaks
+
+
+def test_training_path_and_runtime_path_give_identical_arrays(tmp_path):
+    rng = np.random.default_rng(3)
+    photo = rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        Image.fromarray(photo).save(tmp_path / cls / "x.jpg", quality=90)
+        Image.fromarray(photo).save(tmp_path / cls / "y.png")
+    ds = discover(tmp_path)
+    spec = PreprocessSpec(48, 64)
+    decoded = decode_samples(ds, ds.splits["all"], spec)
+    assert len(decoded) == 4
+    for source, pixels in zip(decoded.sources, decoded.pixels):
+        np.testing.assert_array_equal(pixels, load_image(source, spec))
+
+
+def test_class_folders_are_discovered_in_sorted_order(tiny_folders):
+    ds = discover(tiny_folders)
+    assert ds.form == "folders"
+    assert ds.class_names == ["bar_h", "bar_v"]
+    assert len(ds.splits["all"]) == 80
+    assert np.bincount(ds.splits["all"].labels).tolist() == [40, 40]
+
+
+def test_presplit_folders_carve_val_out_of_train(tmp_path):
+    write_class_folders(tmp_path / "train", {"a": 20, "b": 20})
+    write_class_folders(tmp_path / "test", {"a": 5, "b": 5}, seed=9)
+    ds = discover(tmp_path)
+    assert ds.form == "presplit" and set(ds.splits) == {"train", "test"}
+    splits = assign_splits(ds, SplitSpec(), seed=1)
+    assert len(splits["test"]) == 10
+    assert len(splits["train"]) + len(splits["val"]) == 40
+    assert np.bincount(splits["val"].labels).tolist() == [3, 3]
+    assert any("carved val" in n for n in ds.notes)
+
+
+def test_csv_manifest_with_split_column(tmp_path):
+    root = write_class_folders(tmp_path / "imgs", {"cat": 6, "dog": 6})
+    rows = [{"path": str(p.relative_to(tmp_path)), "label": p.parent.name, "split": "train" if i % 3 else "test"}
+            for i, p in enumerate(sorted(root.rglob("*.png")))]
+    with open(tmp_path / "manifest.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "label", "split"])
+        w.writeheader()
+        w.writerows(rows)
+    ds = discover(tmp_path / "manifest.csv")
+    assert ds.form == "csv" and ds.class_names == ["cat", "dog"]
+    assert len(ds.splits["train"]) == 8 and len(ds.splits["test"]) == 4
+    decoded = decode_samples(ds, ds.splits["test"], PreprocessSpec(16, 16))
+    assert decoded.pixels.shape == (4, 16, 16, 3)
+
+
+def test_csv_manifest_without_required_columns(tmp_path):
+    (tmp_path / "m.csv").write_text("file,class\na.png,x\n")
+    with pytest.raises(DataError, match="'path' and 'label'"):
+        discover(tmp_path / "m.csv")
+
+
+def test_npy_with_labels_csv_and_float_pixels(tmp_path):
+    images = np.zeros((6, 10, 10), dtype=np.float32)
+    images[3:] = 1.0
+    np.save(tmp_path / "images.npy", images)
+    (tmp_path / "labels.csv").write_text("label\n" + "\n".join(["spam"] * 3 + ["ham"] * 3) + "\n")
+    ds = discover(tmp_path)
+    assert ds.form == "npy" and ds.class_names == ["ham", "spam"]
+    assert any("[0, 1]" in n for n in ds.notes)
+    decoded = decode_samples(ds, ds.splits["all"], PreprocessSpec(5, 5))
+    assert decoded.pixels[0].max() == 0 and decoded.pixels[5].min() == 255
+    assert decoded.labels.tolist() == [1, 1, 1, 0, 0, 0]
+
+
+def test_npy_label_count_mismatch(tmp_path):
+    np.save(tmp_path / "images.npy", np.zeros((3, 4, 4), np.uint8))
+    (tmp_path / "labels.csv").write_text("0\n1\n")
+    with pytest.raises(DataError, match="3 images but .* 2 labels"):
+        discover(tmp_path)
+
+
+def test_missing_or_single_class_dataset(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        discover(tmp_path / "nope")
+    write_class_folders(tmp_path / "one", {"only": 3})
+    with pytest.raises(DataError, match="at least 2"):
+        discover(tmp_path / "one")
+
+
+def test_stratified_split_is_deterministic_disjoint_and_proportional():
+    labels = np.array([0] * 100 + [1] * 20)
+    parts = stratified_split(labels, (0.7, 0.15, 0.15), seed=5)
+    again = stratified_split(labels, (0.7, 0.15, 0.15), seed=5)
+    other = stratified_split(labels, (0.7, 0.15, 0.15), seed=6)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+    assert not np.array_equal(parts[0], other[0])
+    allidx = np.concatenate(parts)
+    assert len(allidx) == 120 and len(np.unique(allidx)) == 120
+    assert [np.bincount(labels[p], minlength=2).tolist() for p in parts] == [[70, 14], [15, 3], [15, 3]]
+
+
+def test_stratified_folds_cover_everything_once():
+    labels = np.array([0] * 10 + [1] * 6)
+    folds = stratified_folds(labels, 3, seed=0)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(16))
+    assert all(set(np.bincount(labels[f], minlength=2)) <= {2, 3, 4} for f in folds)
+
+
+def test_bad_files_are_skipped_and_listed(tiny_folders):
+    (tiny_folders / "bar_h" / "zero.png").write_bytes(b"")
+    (tiny_folders / "bar_v" / "junk.jpg").write_text("not really")
+    ds = discover(tiny_folders)
+    decoded = decode_samples(ds, ds.splits["all"], PreprocessSpec(16, 16))
+    assert len(decoded) == 80
+    assert sorted(decoded.skipped) == [
+        ("bar_h/zero.png", "empty file (0 bytes)"),
+        ("bar_v/junk.jpg", "not an image (unrecognised format)"),
+    ]
+
+
+def test_class_balance_helpers():
+    counts = class_counts(np.array([0, 0, 0, 1]), 3)
+    assert counts.tolist() == [3, 1, 0]
+    assert imbalance_ratio(counts) == 3.0
+    assert balanced_class_weights(counts) == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0)}
+
+
+def test_leakage_finds_exact_and_near_duplicates(tiny_folders, tmp_path):
+    ds = discover(tiny_folders)
+    decoded = decode_samples(ds, ds.splits["all"], PreprocessSpec(16, 16))
+    train, val, test = decoded.pixels[:60], decoded.pixels[60:70].copy(), decoded.pixels[70:].copy()
+    test[0] = train[5]                                              # exact copy
+    val[2] = np.clip(train[7].astype(int) + 3, 0, 255).astype(np.uint8)  # brightened copy
+    report = find_leaks({"train": train, "val": val, "test": test})
+    exact = [p for p in report.pairs if p.exact]
+    near = [p for p in report.pairs if not p.exact]
+    assert [(p.split, p.index, p.other_index) for p in exact] == [("test", 0, 5)]
+    assert [(p.split, p.index, p.other_index) for p in near] == [("val", 2, 7)]
+    assert report.leaked("val").tolist() == [2] and report.leaked("test").tolist() == [0]
+    assert report.summary()["leaked_images"] == {"val": 1, "test": 1}
+
+
+def test_leakage_is_quiet_on_distinct_real_images():
+    from edgeclf.benchmarks.fashion_mnist import load
+
+    pytest.importorskip("gzip")
+    try:
+        data = load()
+    except SystemExit:
+        pytest.skip("dataset-fashion-mnist is not installed")
+    imgs = np.repeat(data["test"][0][:600, :, :, None], 3, axis=3)
+    report = find_leaks({"train": imgs[:300], "val": imgs[300:450], "test": imgs[450:]})
+    # Fashion-MNIST's test set has a handful of true duplicates; random distinct items must not flood the report.
+    assert len(report.pairs) <= 3

@@ -1,0 +1,66 @@
+"""Metrics against values computed by hand (sklearn's definitions)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeclf.toolkit.metrics import (average_precision, classification_metrics, confusion_matrix, roc_auc,
+                                     roc_curve, threshold_table)
+
+
+def test_roc_auc_and_average_precision_known_values():
+    y = np.array([0, 0, 1, 1])
+    s = np.array([0.1, 0.4, 0.35, 0.8])
+    assert roc_auc(y, s) == pytest.approx(0.75)
+    assert average_precision(y, s) == pytest.approx(0.8333333)
+
+
+def test_roc_auc_counts_ties_half_and_handles_one_class():
+    assert roc_auc(np.array([0, 1]), np.array([0.5, 0.5])) == pytest.approx(0.5)
+    assert roc_auc(np.array([1, 1]), np.array([0.2, 0.9])) is None
+    assert average_precision(np.array([0, 0]), np.array([0.2, 0.9])) is None
+
+
+def test_roc_curve_ends_at_one():
+    fpr, tpr, _ = roc_curve(np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.6, 0.3]))
+    assert fpr[0] == 0 and tpr[0] == 0 and fpr[-1] == 1 and tpr[-1] == 1
+
+
+def test_confusion_matrix_rows_are_true_classes():
+    cm = confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
+
+
+def test_classification_metrics_multiclass():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.eye(3)[[0, 1, 1, 1, 2, 0]] * 0.8 + 0.2 / 3
+    m = classification_metrics(y, probs, ["a", "b", "c"])
+    assert m["n"] == 6 and m["accuracy"] == pytest.approx(4 / 6)
+    assert m["per_class"]["b"] == {"precision": pytest.approx(2 / 3), "recall": 1.0, "f1": pytest.approx(0.8),
+                                   "support": 2}
+    # a: P=R=1/2 -> F1 1/2; b: 0.8; c: P=1, R=1/2 -> F1 2/3
+    assert m["f1_macro"] == pytest.approx(np.mean([0.5, 0.8, 2 / 3]))
+    assert "thresholds" not in m and 0 <= m["roc_auc"] <= 1
+
+
+def test_classification_metrics_binary_has_threshold_table():
+    y = np.array([0, 0, 1, 1])
+    p1 = np.array([0.1, 0.4, 0.35, 0.8])
+    m = classification_metrics(y, np.stack([1 - p1, p1], axis=1), ["neg", "pos"])
+    assert m["roc_auc"] == pytest.approx(0.75) and m["pr_auc"] == pytest.approx(0.8333333)
+    row = {r["threshold"]: r for r in m["thresholds"]}[0.3]
+    assert row["predicted_positive"] == 3 and row["recall"] == 1.0 and row["precision"] == pytest.approx(2 / 3)
+
+
+def test_threshold_table_extremes():
+    rows = threshold_table(np.array([1, 0]), np.array([0.95, 0.05]), thresholds=(0.0, 1.0))
+    assert rows[0]["recall"] == 1.0 and rows[0]["precision"] == 0.5
+    assert rows[1]["predicted_positive"] == 0 and rows[1]["f1"] == 0.0
+
+
+def test_shape_mismatch_is_an_error():
+    from edgeclf.edge_runtime import ConfigError
+
+    with pytest.raises(ConfigError, match="Expected \\(2, 3\\)"):
+        classification_metrics(np.array([0, 1]), np.zeros((2, 2)), ["a", "b", "c"])

@@ -1,0 +1,122 @@
+"""Backbone registry and model builder: every backbone builds, takes 0-255 RGB and loads with safe_mode on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeclf.edge_runtime import ConfigError
+from edgeclf.edge_runtime.registry import Registry
+from edgeclf.models import HeadSpec, ModelSpec, create_model, get_backbone, get_backbone_model, list_backbones
+
+HEAVY = {"resnet50", "efficientnet_b0", "vgg19", "mobilenet_v3_large"}
+ALL_BACKBONES = ["simple_cnn", "vgg16", "vgg19", "resnet50", "mobilenet_v2", "mobilenet_v3_small",
+                 "mobilenet_v3_large", "efficientnet_b0"]
+
+
+def test_registry_lists_every_backbone():
+    assert list_backbones() == sorted(ALL_BACKBONES)
+    assert list_backbones("mobilenet*") == ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"]
+
+
+def test_unknown_backbone_suggests_a_close_match():
+    with pytest.raises(ConfigError) as e:
+        get_backbone("mobilenetv2")
+    msg = str(e.value)
+    assert "Unknown backbone: 'mobilenetv2'" in msg and "Did you mean 'mobilenet_v2'?" in msg
+    assert "simple_cnn" in msg and "efficientnet_b0" in msg
+
+
+def test_registry_rejects_duplicates():
+    reg = Registry("thing")
+    reg.register("a", 1)
+    with pytest.raises(ConfigError, match="Duplicate thing name: 'a'"):
+        reg.register("a", 2)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in ALL_BACKBONES])
+def test_backbone_builds_outputs_probabilities_and_round_trips(name, tmp_path):
+    import keras
+
+    model = create_model(ModelSpec(name, 3, 32, "none"))
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    probs = np.asarray(model(x, training=False))
+    assert probs.shape == (2, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    again = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(np.asarray(again(x, training=False)), probs, atol=1e-6)
+    assert not any(type(l).__name__ == "Lambda" for l in again.layers)
+
+
+def test_caffe_normalisation_matches_keras_preprocess_input():
+    import keras
+
+    model = create_model(ModelSpec("vgg16", 2, 32, "none"))
+    normalise = keras.Model(model.input, model.get_layer("normalise").output)
+    x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    expected = keras.applications.vgg16.preprocess_input(x.copy())
+    np.testing.assert_allclose(np.asarray(normalise(x)), expected, atol=1e-4)
+
+
+def test_tf_normalisation_matches_mobilenet_v2_preprocess_input():
+    import keras
+
+    model = create_model(ModelSpec("mobilenet_v2", 2, 32, "none"))
+    normalise = keras.Model(model.input, model.get_layer("normalise").output)
+    x = np.random.default_rng(2).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(normalise(x)), keras.applications.mobilenet_v2.preprocess_input(x.copy()),
+                               atol=1e-6)
+
+
+def test_head_options_shape_the_model():
+    model = create_model(ModelSpec("simple_cnn", 4, 24, "none", HeadSpec("flatten", (16, 8), 0.5)))
+    names = [l.name for l in model.layers]
+    assert type(model.get_layer("pool")).__name__ == "Flatten"
+    assert model.get_layer("head_dense_0").units == 16 and model.get_layer("head_dense_1").units == 8
+    assert "head_dropout_out" in names and model.output_shape == (None, 4)
+    assert model.get_layer("probabilities").dtype_policy.name == "float32"
+
+
+def test_weights_file_is_loaded_into_the_backbone(tmp_path):
+    donor = create_model(ModelSpec("simple_cnn", 2, 16, "none"))
+    path = tmp_path / "backbone.weights.h5"
+    get_backbone_model(donor).save_weights(path)
+    model = create_model(ModelSpec("simple_cnn", 2, 16, str(path)))
+    for a, b in zip(get_backbone_model(donor).get_weights(), get_backbone_model(model).get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_incompatible_weights_file_is_a_clear_error(tmp_path):
+    donor = create_model(ModelSpec("simple_cnn", 2, 16, "none"))
+    path = tmp_path / "whole.weights.h5"
+    donor.save_weights(path)  # the whole model, not the backbone
+    with pytest.raises(ConfigError, match="Could not load backbone weights"):
+        create_model(ModelSpec("simple_cnn", 2, 16, str(path)))
+
+
+def test_failed_imagenet_download_names_both_alternatives(monkeypatch):
+    from keras.src.utils import file_utils
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: [Errno -2] Name or service not known")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(ConfigError) as e:
+        create_model(ModelSpec("mobilenet_v2", 2, 96, "imagenet"))
+    assert "--weights none" in str(e.value) and "--weights PATH" in str(e.value)
+
+
+def test_model_spec_validation(tmp_path):
+    with pytest.raises(ConfigError, match="at least 2 classes"):
+        ModelSpec("simple_cnn", 1, 16, "none")
+    with pytest.raises(ConfigError, match="Expected at least 32"):
+        ModelSpec("mobilenet_v2", 2, 16, "none")
+    with pytest.raises(ConfigError, match="no pretrained weights"):
+        ModelSpec("simple_cnn", 2, 16, "imagenet")
+    with pytest.raises(ConfigError, match="existing weights file"):
+        ModelSpec("vgg16", 2, 32, str(tmp_path / "missing.h5"))
+    assert ModelSpec("resnet50", 2, weights="none").img_size == 224
+    with pytest.raises(ConfigError, match="pooling='max'"):
+        HeadSpec(pooling="max")

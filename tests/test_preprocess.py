@@ -1,0 +1,145 @@
+"""The preprocessing contract: decoding every kind of file, and one code path for training and runtime."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgeclf.edge_runtime import ConfigError, ImageDecodeError, PreprocessSpec, decode_image, load_image
+from edgeclf.edge_runtime.preprocess import preprocess_frame
+
+
+def _save(img: Image.Image, path, fmt: str, **kw):
+    img.save(path, fmt, **kw)
+    return path
+
+
+def test_zero_byte_file_is_rejected_with_reason(tmp_path):
+    p = tmp_path / "empty.jpg"
+    p.write_bytes(b"")
+    with pytest.raises(ImageDecodeError) as e:
+        decode_image(p)
+    assert e.value.reason == "empty file (0 bytes)"
+    assert e.value.source == str(p)
+
+
+def test_text_file_is_not_an_image(tmp_path):
+    p = tmp_path / "notes.png"
+    p.write_text("hello, I am not a PNG")
+    with pytest.raises(ImageDecodeError, match="not an image"):
+        decode_image(p)
+
+
+def test_truncated_jpeg_is_rejected(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    p = tmp_path / "cut.jpg"
+    p.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(ImageDecodeError, match="truncated or corrupt"):
+        decode_image(p)
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    p = _save(Image.new("RGB", (200, 100)), tmp_path / "big.png", "PNG")
+    with pytest.raises(ImageDecodeError, match="decompression bomb refused: 200x100 = 20000 pixels"):
+        decode_image(p, max_pixels=10_000)
+    assert decode_image(p, max_pixels=20_000).shape == (100, 200, 3)
+
+
+def test_cmyk_jpeg_decodes_to_rgb(tmp_path):
+    p = _save(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), tmp_path / "cmyk.jpg", "JPEG", quality=100)
+    rgb = decode_image(p)
+    assert rgb.shape == (8, 8, 3) and rgb.dtype == np.uint8
+    r, g, b = rgb[4, 4].astype(int)
+    assert r > 200 and g < 60 and b < 60  # pure red in CMYK
+
+
+def test_16bit_greyscale_is_scaled_not_clipped(tmp_path):
+    arr = np.array([[0, 32896, 65535]], dtype=np.uint16)
+    p = _save(Image.fromarray(arr), tmp_path / "deep.png", "PNG")
+    assert Image.open(p).mode.startswith("I")
+    rgb = decode_image(p)
+    np.testing.assert_array_equal(rgb[0, :, 0], [0, 128, 255])
+    np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
+
+
+def test_alpha_is_composited_onto_the_background(tmp_path):
+    rgba = np.zeros((2, 2, 4), dtype=np.uint8)
+    rgba[0, 0] = (255, 0, 0, 255)     # opaque red
+    rgba[0, 1] = (255, 0, 0, 0)       # fully transparent red
+    rgba[1, 0] = (0, 0, 0, 128)       # half-transparent black
+    p = _save(Image.fromarray(rgba, "RGBA"), tmp_path / "alpha.png", "PNG")
+    rgb = decode_image(p)
+    np.testing.assert_array_equal(rgb[0, 0], [255, 0, 0])
+    np.testing.assert_array_equal(rgb[0, 1], [255, 255, 255])
+    assert 120 <= rgb[1, 0, 0] <= 130
+    black_bg = decode_image(p, background=(0, 0, 0))
+    np.testing.assert_array_equal(black_bg[0, 1], [0, 0, 0])
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    arr = np.zeros((10, 20, 3), dtype=np.uint8)
+    arr[0, 0] = (255, 255, 255)  # top-left marker on a wide image
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6  # stored rotated: display needs a 90 degree clockwise turn
+    p = tmp_path / "rotated.png"
+    img.save(p, "PNG", exif=exif)
+    rgb = decode_image(p)
+    assert rgb.shape == (20, 10, 3)
+    assert rgb[0, -1].min() > 200  # top-left moved to top-right
+
+
+def test_palette_and_greyscale_become_rgb(tmp_path):
+    grey = _save(Image.new("L", (4, 4), 77), tmp_path / "g.png", "PNG")
+    pal = _save(Image.new("RGB", (4, 4), (10, 200, 30)).convert("P"), tmp_path / "p.gif", "GIF")
+    np.testing.assert_array_equal(decode_image(grey)[0, 0], [77, 77, 77])
+    assert decode_image(pal).shape == (4, 4, 3)
+
+
+def test_load_image_resizes_to_the_spec(tmp_path):
+    p = _save(Image.new("RGB", (640, 480), (30, 60, 90)), tmp_path / "photo.jpg", "JPEG", quality=95)
+    out = load_image(p, PreprocessSpec(32, 48))
+    assert out.shape == (32, 48, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - [30, 60, 90]).max() <= 3
+
+
+def test_draft_decoding_of_large_jpeg_matches_the_full_decode_closely(tmp_path):
+    rng = np.random.default_rng(1)
+    base = np.kron(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8), np.ones((32, 32, 1), dtype=np.uint8))
+    p = _save(Image.fromarray(base), tmp_path / "hd.jpg", "JPEG", quality=95)
+    drafted = load_image(p, PreprocessSpec(96, 128))
+    full = load_image(p, PreprocessSpec(96, 128, draft=False))
+    assert drafted.shape == full.shape == (96, 128, 3)
+    assert np.abs(drafted.astype(int) - full.astype(int)).mean() < 4
+
+
+def test_preprocess_frame_handles_bgr_and_greyscale():
+    spec = PreprocessSpec(4, 4)
+    bgr = np.zeros((8, 8, 3), dtype=np.uint8)
+    bgr[..., 0] = 255  # blue in BGR
+    np.testing.assert_array_equal(preprocess_frame(bgr, spec, bgr=True)[0, 0], [0, 0, 255])
+    assert preprocess_frame(np.full((8, 8), 9, np.uint8), spec).shape == (4, 4, 3)
+    with pytest.raises(ConfigError, match="dtype float32"):
+        preprocess_frame(np.zeros((8, 8, 3), np.float32), spec)
+
+
+def test_spec_validation_and_round_trip():
+    spec = PreprocessSpec(224, 160, resize="area")
+    assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ConfigError, match="resize='cubic'"):
+        PreprocessSpec(10, 10, resize="cubic")
+    with pytest.raises(ConfigError, match="height=0"):
+        PreprocessSpec(0, 10)
+    with pytest.raises(ConfigError, match="Unknown preprocessing keys"):
+        PreprocessSpec.from_dict({"height": 1, "width": 1, "mean": 3})
+
+
+def test_value_range_mapping():
+    px = np.array([[[[0, 255, 51]]]], dtype=np.uint8)
+    np.testing.assert_allclose(PreprocessSpec(1, 1).to_model_input(px), px.astype(np.float32))
+    np.testing.assert_allclose(PreprocessSpec(1, 1, value_range=(-1, 1)).to_model_input(px)[0, 0, 0], [-1, 1, -0.6],
+                               atol=1e-6)

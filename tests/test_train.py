@@ -1,0 +1,168 @@
+"""``toolkit.train`` end to end on tiny generated images: outputs, bad files, resume, folds, phases."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import write_class_folders
+from edgeclf.edge_runtime import ConfigError, PreprocessSpec, load_image
+from edgeclf.models import HeadSpec
+from edgeclf.toolkit.augment import AugmentSpec
+from edgeclf.toolkit.train import TrainSpec, train
+
+FAST = dict(batch_size=16, patience=20, augment=AugmentSpec.none())
+
+
+def _history(run):
+    with open(run / "history.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_train_writes_a_complete_run_directory(tiny_folders, tmp_path):
+    import keras
+
+    (tiny_folders / "bar_v" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    run = tmp_path / "run"
+    result = train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights="none",
+                   spec=TrainSpec(epochs=8, learning_rate=3e-3, **FAST))
+    for name in ("model.keras", "metadata.json", "history.csv", "metrics.json", "report.md", "splits.csv",
+                 "training_curves.png", "confusion_test.png", "roc_pr_test.png"):
+        assert (run / name).stat().st_size > 0, name
+    assert not (run / "cache").exists() and not (run / "checkpoints").exists()
+    meta = json.loads((run / "metadata.json").read_text())
+    assert meta["class_names"] == ["bar_h", "bar_v"]
+    assert meta["preprocess"]["height"] == 16 and meta["input"]["value_range"] == [0.0, 255.0]
+    sizes = meta["dataset"]["split_sizes"]
+    assert sum(sizes.values()) == 80 and sizes["val"] == sizes["test"] == 12  # 81 files, one broken
+    assert meta["dataset"]["skipped"] == [{"path": "bar_v/broken.png",
+                                           "reason": "truncated or corrupt image data: Truncated File Read"}]
+    assert "bar_v/broken.png" in (run / "report.md").read_text()
+    metrics = json.loads((run / "metrics.json").read_text())["splits"]
+    assert set(metrics) == {"train", "val", "test"}
+    assert metrics["test"]["accuracy"] >= 0.8  # the bars are easy to learn
+    assert len(metrics["test"]["thresholds"]) == 9
+    assert result.metrics["test"]["accuracy"] == metrics["test"]["accuracy"]
+    assert [int(r["epoch"]) for r in _history(run)] == list(range(8))
+    # The saved model is inference-only: no augmentation layers, loads in safe mode, matches the metrics.
+    model = keras.models.load_model(run / "model.keras", safe_mode=True)
+    assert not any("Random" in type(l).__name__ for l in model._flatten_layers())
+    with open(run / "splits.csv", newline="") as fh:
+        test_rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
+    x = np.stack([load_image(tiny_folders / r["path"], PreprocessSpec(16, 16)) for r in test_rows]).astype("float32")
+    y = np.array([meta["class_names"].index(r["label"]) for r in test_rows])
+    acc = float((np.asarray(model(x)).argmax(1) == y).mean())
+    assert acc == pytest.approx(metrics["test"]["accuracy"])
+
+
+def test_existing_run_is_not_overwritten_without_force(tiny_folders, tmp_path):
+    run = tmp_path / "run"
+    spec = TrainSpec(epochs=1, **FAST)
+    train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights="none", spec=spec)
+    stamp = (run / "model.keras").stat().st_mtime_ns
+    with pytest.raises(ConfigError, match="already holds a finished run"):
+        train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights="none", spec=spec)
+    assert (run / "model.keras").stat().st_mtime_ns == stamp
+    (run / "notes.txt").write_text("mine")
+    train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights="none", spec=spec, force=True)
+    assert (run / "model.keras").stat().st_mtime_ns != stamp
+    assert (run / "notes.txt").read_text() == "mine"  # --force removes only what edgeclf wrote
+
+
+def test_non_run_directory_is_refused(tiny_folders, tmp_path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "thesis.tex").write_text("x")
+    with pytest.raises(ConfigError, match="holds no edgeclf run"):
+        train(tiny_folders, tmp_path / "busy", backbone="simple_cnn", img_size=16, weights="none",
+              spec=TrainSpec(epochs=1, **FAST))
+
+
+def test_killed_run_resumes_from_its_checkpoint(tiny_folders, tmp_path):
+    import keras
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    spec = TrainSpec(epochs=5, **FAST)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights="none", spec=spec, callbacks=[Kill()])
+    assert json.loads((run / "run_state.json").read_text())["status"] == "running"
+    assert [int(r["epoch"]) for r in _history(run)] == [0, 1, 2]
+    assert (run / "cache" / "index.json").exists()
+    with pytest.raises(ConfigError, match="other settings \\(train.epochs: 5 -> 6\\)"):
+        train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights="none", spec=TrainSpec(epochs=6, **FAST))
+    result = train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights="none", spec=spec)
+    assert result.resumed
+    assert [int(r["epoch"]) for r in _history(run)] == [0, 1, 2, 3, 4]
+    assert json.loads((run / "run_state.json").read_text())["status"] == "done"
+
+
+def test_k_fold_reports_every_fold_and_keeps_the_best(tiny_folders, tmp_path):
+    run = tmp_path / "run"
+    result = train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights="none",
+                   spec=TrainSpec(epochs=2, folds=3, monitor="val_accuracy", **FAST))
+    doc = json.loads((run / "metrics.json").read_text())
+    assert [f["fold"] for f in doc["folds"]] == [0, 1, 2]
+    assert sum(f["n_val"] for f in doc["folds"]) == 68  # train + val of 80 images (test keeps 12)
+    accs = [f["val_accuracy"] for f in doc["folds"]]
+    assert doc["fold_summary"]["best_fold"] == int(np.argmax(accs))
+    assert doc["fold_summary"]["val_accuracy_mean"] == pytest.approx(np.mean(accs))
+    assert {int(r["fold"]) for r in _history(run)} == {0, 1, 2}
+    assert "Cross-validation" in (run / "report.md").read_text()
+    assert len(result.folds) == 3
+
+
+def test_pretrained_backbone_trains_in_two_phases(tiny_folders, tmp_path):
+    from edgeclf.models import ModelSpec, create_model, get_backbone_model
+
+    weights = tmp_path / "bb.weights.h5"
+    get_backbone_model(create_model(ModelSpec("simple_cnn", 2, 16, "none"))).save_weights(weights)
+    run = tmp_path / "run"
+    train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights=str(weights), head=HeadSpec(dense=(8,)),
+          spec=TrainSpec(epochs=2, fine_tune_epochs=2, fine_tune_layers=3, **FAST))
+    rows = _history(run)
+    assert [(int(r["phase"]), int(r["epoch"])) for r in rows] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    phase1_lr = float(rows[0]["learning_rate"])
+    assert float(rows[2]["learning_rate"]) == pytest.approx(phase1_lr / 10)
+
+
+def test_mixed_precision_run_saves_a_float32_model(tiny_folders, tmp_path):
+    import keras
+
+    run = tmp_path / "run"
+    result = train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights="none",
+                   spec=TrainSpec(epochs=1, mixed_precision="on", **FAST))
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+    model = keras.models.load_model(result.model_path, safe_mode=True)
+    assert {l.dtype_policy.name for l in model._flatten_layers() if hasattr(l, "dtype_policy")} == {"float32"}
+    assert json.loads((run / "metadata.json").read_text())["hardware"]["mixed_precision"] is True
+
+
+def test_imbalanced_classes_get_class_weights(tmp_path):
+    data = write_class_folders(tmp_path / "data", {"common": 60, "rare": 15})
+    run = tmp_path / "run"
+    train(data, run, backbone="simple_cnn", img_size=16, weights="none", spec=TrainSpec(epochs=1, **FAST))
+    meta = json.loads((run / "metadata.json").read_text())["dataset"]
+    assert meta["imbalance_ratio"] == pytest.approx(4.0, rel=0.1)
+    assert meta["class_weights"]["1"] > 2 * meta["class_weights"]["0"]
+
+
+def test_dedup_removes_leaked_test_images(tmp_path):
+    data = write_class_folders(tmp_path / "data", {"bar_h": 30, "bar_v": 30})
+    # Every image duplicated: whatever the split, copies land in val/test beside originals in train.
+    for p in list(data.rglob("*.png")):
+        p.with_name("copy_" + p.name).write_bytes(p.read_bytes())
+    run = tmp_path / "run"
+    result = train(data, run, backbone="simple_cnn", img_size=16, weights="none",
+                   spec=TrainSpec(epochs=1, dedup=True, **FAST))
+    assert result.leakage["exact_pairs"] > 0
+    meta = json.loads((run / "metadata.json").read_text())["dataset"]
+    removed = meta["removed_by_dedup"]
+    assert len(removed.get("test", [])) == result.leakage["leaked_images"]["test"] > 0
+    assert meta["split_sizes"]["test"] == 18 - len(removed["test"])
