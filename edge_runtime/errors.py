@@ -43,6 +43,12 @@ class ImageDecodeError(DataError):
         self.reason = reason
 
 
+class ExportError(EdgeclfError):
+    """A model could not be converted (unsupported ops, converter failure)."""
+
+    exit_code = 1
+
+
 class BackendUnavailableError(EdgeclfError):
     """An optional library (TensorFlow, LiteRT, onnxruntime, matplotlib) is not installed."""
 

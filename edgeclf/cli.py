@@ -223,6 +223,83 @@ def evaluate(ctx, model, data, split, out_dir, batch_size):
     _run(ctx, go)
 
 
+def _min_agreement(_ctx, _param, value):
+    if not value:
+        return {}
+    from edgeclf.toolkit.export import DEFAULT_MIN_AGREEMENT
+
+    try:
+        if "=" not in value:
+            return {mode: float(value) for mode in DEFAULT_MIN_AGREEMENT}
+        return {k.strip(): float(v) for k, v in (item.split("=", 1) for item in value.split(","))}
+    except ValueError:
+        raise click.BadParameter(f"Received: '{value}'. Expected a fraction such as 0.97, or per mode such as "
+                                 "int8=0.97,fp16=0.999.") from None
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--format", "formats", default="tflite,onnx", show_default=True, help="Comma-separated: tflite, onnx.")
+@click.option("--quantize", default="fp32,int8", show_default=True,
+              help="Comma-separated: fp32, fp16, dynamic (TFLite), int8.")
+@click.option("--calib", type=click.Path(exists=True), help="Calibration images [default: the run's val split].")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True, help="ONNX int8 calibration method.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output folder [default: RUN_DIR/export].")
+@click.option("--name", help="Artefact name prefix [default: the run directory's name].")
+@click.option("--min-agreement", callback=_min_agreement,
+              help="Gate: minimum top-1 agreement with Keras, e.g. 0.97 or int8=0.97 [default: 0.999 fp32/fp16, 0.98 "
+                   "dynamic/int8].")
+@click.option("--no-verify", is_flag=True, help="Skip the fidelity gate (recorded in the metadata).")
+@click.option("--force", is_flag=True, help="Overwrite existing artefacts.")
+@click.pass_context
+def export(ctx, model, formats, quantize, calib, calib_method, out_dir, name, min_agreement, no_verify, force):
+    """Export MODEL (a model.keras from `edgeclf train`) to TFLite and ONNX artefacts.
+
+    Each artefact is run through the edge runtime on held-out images and compared with the Keras model; one
+    that agrees less than the gate requires is left as NAME_MODE.FORMAT.rejected and the command exits 1.
+
+    \b
+    Example:
+      edgeclf export runs/helmet/model.keras
+      edgeclf export runs/helmet/model.keras --format tflite --quantize fp16,int8 --calib data/helmets/val
+    """
+
+    def go():
+        from edgeclf.toolkit.export import ExportSpec, QuantSpec, export_model
+
+        modes = [m.strip() for m in quantize.split(",") if m.strip()]
+        quant = tuple(QuantSpec.int8(calib_method) if m == "int8" else QuantSpec(m) for m in modes)
+        spec = ExportSpec(formats=tuple(f.strip() for f in formats.split(",") if f.strip()), quant=quant,
+                          min_agreement=min_agreement, verify=not no_verify)
+        results = export_model(model, out_dir, spec=spec, calib=calib, name=name, force=force,
+                               reporter=ClickReporter(ctx.obj["verbose"]))
+        _print_export_summary(results)
+        if any(not r.passed for r in results):
+            sys.exit(1)
+
+    _run(ctx, go)
+
+
+def _print_export_summary(results) -> None:
+    click.echo()
+    fp32 = {r.format: r.size_bytes for r in results if r.mode == "fp32"}
+    click.echo(f"{'artefact':<34} {'size':>9} {'vs fp32':>8} {'agree':>8} {'max|dp|':>8} {'acc Δpp':>8}  gate")
+    for r in results:
+        f = r.fidelity
+        rel = f"{100 * r.size_bytes / fp32[r.format]:.0f}%" if r.format in fp32 else ""
+        agree = f"{100 * f['agreement']:.2f}%" if f.get("verified") else "n/a"
+        maxd = f"{f['max_abs_diff']:.4f}" if f.get("verified") else ""
+        dacc = f"{f['accuracy_change_pp']:+.2f}" if "accuracy_change_pp" in f else ""
+        gate = click.style("pass", fg="green") if r.passed and f.get("verified") else (
+            click.style("unverified", fg="yellow") if r.passed else click.style("REJECTED", fg="red"))
+        click.echo(f"{r.path.name:<34} {r.size_bytes / 1024:>8.0f}K {rel:>8} {agree:>8} {maxd:>8} {dacc:>8}  {gate}")
+        if r.reason:
+            click.secho(f"  {r.reason}", fg="red")
+    if results:
+        click.echo(f"Report: {results[0].path.parent / 'export_report.json'}")
+
+
 @main.command()
 @click.argument("pattern", default="*")
 def backbones(pattern):

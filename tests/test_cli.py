@@ -77,3 +77,13 @@ def test_runtime_and_cli_never_import_tensorflow():
                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_train_without_tensorflow_says_how_to_install_it(tiny_folders, tmp_path):
+    code = ("import sys; sys.modules['tensorflow'] = None; from edgeclf.cli import main; "
+            f"main(['train', {str(tiny_folders)!r}, '--backbone', 'simple_cnn', '--weights', 'none', "
+            f"'--out', {str(tmp_path / 'r')!r}])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "pip install 'edgeclf[train]'" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "r").exists()

@@ -166,3 +166,19 @@ def test_dedup_removes_leaked_test_images(tmp_path):
     removed = meta["removed_by_dedup"]
     assert len(removed.get("test", [])) == result.leakage["leaked_images"]["test"] > 0
     assert meta["split_sizes"]["test"] == 18 - len(removed["test"])
+
+
+def test_atomic_writes_leave_normal_permissions_and_no_temporary_files(tmp_path):
+    import os
+
+    from edgeclf.toolkit.io import atomic_path, write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "b.bin") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("crash mid-write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]

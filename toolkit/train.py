@@ -389,6 +389,7 @@ def train(
         DataError: For a dataset that cannot be used.
     """
     started = time.perf_counter()
+    import_tf()  # fail now, not after decoding the dataset, when TensorFlow is missing
     spec = spec or TrainSpec()
     head = head or HeadSpec()
     reporter = reporter or Reporter()
@@ -441,6 +442,9 @@ def train(
     counts = {name: class_counts(decoded[name].labels, k) for name in SPLITS}
     ratio = imbalance_ratio(counts["train"])
     use_weights = spec.class_weights == "on" or (spec.class_weights == "auto" and ratio > IMBALANCE_THRESHOLD)
+    reporter.stage("Images per class (train/val/test): " + ", ".join(
+        f"{c} {counts['train'][i]}/{counts['val'][i]}/{counts['test'][i]}" for i, c in enumerate(ds.class_names))
+        + f"; imbalance {ratio:.2f}" + (", class weights on" if use_weights else ""))
 
     tf, keras = import_tf()
     keras.utils.set_random_seed(spec.seed)

@@ -1,0 +1,45 @@
+"""What machine a benchmark ran on: CPU model, cores, instruction sets and library versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+
+LIBRARIES = ("edgeclf", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy", "pillow",
+             "opencv-python")
+FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "fma", "neon", "asimd", "asimddp")
+
+
+def describe() -> dict:
+    """A JSON-ready description of this machine and the installed library versions."""
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "hardware") and cpu in ("", platform.machine()):
+                    cpu = value.strip()
+                elif key in ("flags", "features"):
+                    flags |= set(value.split())
+    except OSError:
+        pass
+    versions = {}
+    for lib in LIBRARIES:
+        try:
+            versions[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            versions[lib] = None
+    return {
+        "cpu": cpu,
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "instruction_sets": sorted(f for f in FLAGS if f in flags),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+        if hasattr(os, "sysconf") else None,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }

@@ -1,0 +1,96 @@
+"""Metadata carried inside exported artefacts: a JSON document under the key ``edgeclf``.
+
+TFLite: an entry of the flatbuffer's ``metadata`` table pointing at a buffer. ONNX: ``metadata_props``.
+Reading needs only the runtime's own libraries (the LiteRT wheel's flatbuffer schema, or onnxruntime).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .errors import ConfigError, DataError, missing_dependency
+
+METADATA_KEY = "edgeclf"
+FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
+
+
+def artifact_format(path: str | os.PathLike) -> str:
+    """``"tflite"`` or ``"onnx"`` from the file suffix.
+
+    Raises:
+        ConfigError: For any other suffix.
+    """
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"Received: {path}. Expected a .tflite or .onnx file.")
+    return fmt
+
+
+def _schema():
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError as exc:
+        raise missing_dependency("ai-edge-litert", "runtime", exc) from None
+    return schema
+
+
+def read_tflite_metadata(data: bytes) -> dict | None:
+    """The ``edgeclf`` metadata of a TFLite flatbuffer, or None when it has none."""
+    schema = _schema()
+    model = schema.Model.GetRootAsModel(data, 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() and entry.Name().decode() == METADATA_KEY:
+            buf = model.Buffers(entry.Buffer())
+            raw = buf.DataAsNumpy()
+            if isinstance(raw, int):  # empty buffer
+                return None
+            return json.loads(raw.tobytes().decode("utf-8"))
+    return None
+
+
+def write_tflite_metadata(data: bytes, meta: dict) -> bytes:
+    """A copy of the TFLite flatbuffer with ``meta`` stored under ``edgeclf`` (replacing an earlier entry)."""
+    import numpy as np
+
+    schema = _schema()
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    payload = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    model.metadata = [m for m in (model.metadata or []) if m.name not in (METADATA_KEY, METADATA_KEY.encode())]
+    buffer = schema.BufferT()
+    buffer.data = payload
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = METADATA_KEY
+    entry.buffer = len(model.buffers) - 1
+    model.metadata.append(entry)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The metadata embedded in an exported ``.tflite`` or ``.onnx`` file.
+
+    Raises:
+        DataError: If the file has no edgeclf metadata (it was not exported by edgeclf).
+    """
+    path = Path(path)
+    fmt = artifact_format(path)
+    if fmt == "tflite":
+        meta = read_tflite_metadata(path.read_bytes())
+    else:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise missing_dependency("onnxruntime", "runtime", exc) from None
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        meta = json.loads(raw) if raw else None
+    if meta is None:
+        raise DataError(f"{path} carries no edgeclf metadata. Export it with `edgeclf export` so it describes itself.")
+    return meta

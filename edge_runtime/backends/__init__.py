@@ -1,0 +1,49 @@
+"""CPU inference backends behind one small interface; (de)quantisation happens here and nowhere else."""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import numpy as np
+
+from ..artifact import artifact_format
+
+
+class Backend(Protocol):
+    """What the runtime needs from an inference library.
+
+    ``run`` takes (N, H, W, 3) RGB pixels 0-255 (uint8 or float32) and returns (N, C) float32 probabilities.
+    """
+
+    input_shape: tuple[int, int, int]
+    input_dtype: str
+
+    def run(self, pixels: np.ndarray) -> np.ndarray: ...
+
+
+def default_threads() -> int:
+    """Every core this process may use (LiteRT's own default is 1)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def open_backend(path: str | os.PathLike, threads: int | None = None) -> Backend:
+    """Opens an artefact with the backend its format needs.
+
+    Args:
+        path: A ``.tflite`` or ``.onnx`` file.
+        threads: Inference threads; None uses every available core.
+
+    Raises:
+        ConfigError: For an unknown file type.
+        BackendUnavailableError: If the backend library is not installed (the message has the install command).
+    """
+    fmt = artifact_format(path)
+    threads = threads or default_threads()
+    if fmt == "tflite":
+        from .litert import LiteRTBackend
+
+        return LiteRTBackend(path, threads)
+    from .onnx import OnnxBackend
+
+    return OnnxBackend(path, threads)

@@ -1,0 +1,190 @@
+"""``edgeclf export``: artefacts per format and mode, embedded metadata, parity with Keras, the fidelity gate."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import write_class_folders
+from edgeclf.cli import main
+from edgeclf.edge_runtime import ConfigError, PreprocessSpec, load_image
+from edgeclf.edge_runtime.artifact import read_metadata
+from edgeclf.edge_runtime.backends import open_backend
+from edgeclf.toolkit.augment import AugmentSpec
+from edgeclf.toolkit.export import ExportSpec, QuantSpec, export_model
+from edgeclf.toolkit.train import TrainSpec, train
+
+ALL_MODES = (QuantSpec.float32(), QuantSpec.float16(), QuantSpec.dynamic(), QuantSpec.int8())
+TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "dynamic": 0.1, "int8": 0.1}  # max |delta probability|
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    data = write_class_folders(root / "data", {"bar_h": 60, "bar_v": 60})
+    run = root / "run"
+    train(data, run, backbone="simple_cnn", img_size=16, weights="none",
+          spec=TrainSpec(epochs=6, batch_size=16, learning_rate=3e-3, augment=AugmentSpec.none()))
+    return run
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    dest = tmp_path / "run"
+    shutil.copytree(trained_run, dest, ignore=shutil.ignore_patterns("export"))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run):
+    results = export_model(trained_run / "model.keras", spec=ExportSpec(quant=ALL_MODES))
+    return trained_run, results
+
+
+def test_every_format_and_mode_is_written_and_passes_the_gate(exported):
+    run, results = exported
+    names = sorted(r.path.name for r in results)
+    assert names == ["run_dynamic.tflite", "run_fp16.tflite", "run_fp32.onnx", "run_fp32.tflite", "run_int8.onnx",
+                     "run_int8.tflite"]
+    for r in results:
+        assert r.passed, r.reason
+        assert r.fidelity["verified"] and r.fidelity["n"] == 18  # the run's test split
+        assert r.fidelity["agreement"] >= (0.999 if r.mode in ("fp32", "fp16") else 0.98)
+        assert (run / "export" / f"{r.path.name}.json").exists()
+    sizes = {(r.format, r.mode): r.size_bytes for r in results}
+    assert sizes[("tflite", "int8")] < 0.35 * sizes[("tflite", "fp32")]
+    assert sizes[("onnx", "int8")] < 0.35 * sizes[("onnx", "fp32")]
+    report = json.loads((run / "export" / "export_report.json").read_text())
+    assert len(report["artifacts"]) == 6 and report["calibration"].startswith("val split")
+
+
+def test_artefacts_describe_themselves(exported):
+    run, results = exported
+    source = json.loads((run / "metadata.json").read_text())
+    for r in results:
+        meta = read_metadata(r.path)
+        assert meta["class_names"] == source["class_names"] == ["bar_h", "bar_v"]
+        assert meta["input"]["shape"] == [16, 16, 3] and meta["input"]["color"] == "RGB"
+        assert meta["preprocess"] == source["preprocess"]
+        assert meta["quantization"]["mode"] == r.mode and meta["backbone"] == "simple_cnn"
+        assert len(meta["source_model_sha256"]) == 64
+        assert meta["fidelity"]["agreement"] == r.fidelity["agreement"]
+        assert json.loads((run / "export" / f"{r.path.name}.json").read_text()) == meta
+    int8 = read_metadata(run / "export" / "run_int8.tflite")
+    assert int8["input"]["dtype"] == "uint8" and int8["input"]["quantization"] == {"scale": 1.0, "zero_point": 0}
+    onnx8 = read_metadata(run / "export" / "run_int8.onnx")["quantization"]
+    assert onnx8["format"] == "QDQ" and onnx8["per_channel"] and onnx8["pre_processed"] and onnx8["opset"] >= 17
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_runtime_outputs_match_keras_at_each_batch_size(exported, batch):
+    import keras
+
+    run, results = exported
+    model = keras.models.load_model(run / "model.keras", safe_mode=True)
+    files = sorted((run.parent / "data").rglob("*.png"))[:batch]
+    pixels = np.stack([load_image(f, PreprocessSpec(16, 16)) for f in files])
+    reference = np.asarray(model(pixels.astype("float32")))
+    for r in results:
+        probs = open_backend(r.path, threads=1).run(pixels)
+        assert probs.shape == (batch, 2)
+        assert np.abs(probs - reference).max() <= TOLERANCE[r.mode], (r.path.name, np.abs(probs - reference).max())
+
+
+def test_existing_artefacts_are_not_overwritten_without_force(exported):
+    run, _ = exported
+    stamp = (run / "export" / "run_int8.tflite").stat().st_mtime_ns
+    with pytest.raises(ConfigError, match="already exist.*--force"):
+        export_model(run / "model.keras", spec=ExportSpec(quant=(QuantSpec.int8(),)))
+    assert (run / "export" / "run_int8.tflite").stat().st_mtime_ns == stamp
+
+
+def test_int8_without_calibration_data_is_refused(run_copy):
+    (run_copy / "splits.csv").unlink()
+    with pytest.raises(ConfigError, match="int8 quantisation needs calibration images.*--calib"):
+        export_model(run_copy / "model.keras", spec=ExportSpec(formats=("tflite",), quant=(QuantSpec.int8(),)))
+    assert not list((run_copy / "export").glob("*.tflite*"))
+
+
+def test_calibration_folder_of_unlabelled_images(run_copy, tmp_path):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    write_class_folders(tmp_path / "tmpdata", {"a": 15, "b": 15}, seed=7)
+    for i, f in enumerate(sorted((tmp_path / "tmpdata").rglob("*.png"))):
+        shutil.copyfile(f, calib / f"img_{i}.png")  # flat folder, no classes
+    results = export_model(run_copy / "model.keras", spec=ExportSpec(formats=("tflite",), quant=(QuantSpec.int8(),)),
+                           calib=calib, out_dir=tmp_path / "out")
+    assert results[0].passed
+    report = json.loads((tmp_path / "out" / "export_report.json").read_text())
+    assert report["calibration"].startswith(str(calib))
+
+
+def test_a_broken_artefact_is_rejected_by_the_gate(run_copy, monkeypatch):
+    from edgeclf.toolkit.export import exporter
+
+    real_open = exporter.open_backend
+
+    class Swapped:
+        """A backend whose class order is reversed: what a bad conversion looks like to the gate."""
+
+        def __init__(self, path):
+            self.inner = real_open(path)
+
+        def run(self, pixels):
+            return self.inner.run(pixels)[:, ::-1]
+
+    monkeypatch.setattr(exporter, "open_backend", lambda path: Swapped(path))
+    results = export_model(run_copy / "model.keras", spec=ExportSpec(formats=("tflite",), quant=(QuantSpec.float32(),)))
+    r = results[0]
+    assert not r.passed and r.path.name == "run_fp32.tflite.rejected"
+    assert "below the fp32 gate of 0.9990" in r.reason
+    assert not (run_copy / "export" / "run_fp32.tflite").exists()
+    meta = json.loads((run_copy / "export" / "run_fp32.tflite.json").read_text())
+    assert meta["gate"]["passed"] is False and meta["fidelity"]["agreement"] < 0.5
+
+
+def test_no_verify_is_recorded(run_copy):
+    results = export_model(run_copy / "model.keras",
+                           spec=ExportSpec(formats=("onnx",), quant=(QuantSpec.float32(),), verify=False))
+    meta = read_metadata(results[0].path)
+    assert meta["fidelity"] == {"verified": False, "reason": "--no-verify: the fidelity gate was skipped"}
+    assert meta["gate"]["verified"] is False
+
+
+def test_cli_export_exit_codes(run_copy, tmp_path):
+    ok = CliRunner().invoke(main, ["export", str(run_copy / "model.keras"), "--format", "tflite", "--quantize", "int8"])
+    assert ok.exit_code == 0, ok.output
+    assert "run_int8.tflite" in ok.output and "pass" in ok.output
+    again = CliRunner().invoke(main, ["export", str(run_copy / "model.keras"), "--format", "tflite",
+                                      "--quantize", "int8"])
+    assert again.exit_code == 2 and "--force" in again.output
+    bad = CliRunner().invoke(main, ["export", str(run_copy / "model.keras"), "--format", "tfl"])
+    assert bad.exit_code == 2 and "format='tfl'. Supported: tflite, onnx" in bad.output
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "model.keras").write_bytes(b"not a zip")
+    shutil.copyfile(run_copy / "metadata.json", tmp_path / "broken" / "metadata.json")
+    corrupt = CliRunner().invoke(main, ["export", str(tmp_path / "broken" / "model.keras")])
+    assert corrupt.exit_code == 2 and "Cannot load" in corrupt.output and "Traceback" not in corrupt.output
+
+
+def test_runtime_reads_and_runs_artefacts_without_tensorflow(exported):
+    run, results = exported
+    paths = [str(r.path) for r in results]
+    code = ("import sys, json, numpy as np\n"
+            "from edgeclf.edge_runtime.artifact import read_metadata\n"
+            "from edgeclf.edge_runtime.backends import open_backend\n"
+            f"for p in {paths!r}:\n"
+            "    meta = read_metadata(p)\n"
+            "    probs = open_backend(p).run(np.zeros((2, *meta['input']['shape']), np.uint8))\n"
+            "    assert probs.shape == (2, 2), probs.shape\n"
+            "print(','.join(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""

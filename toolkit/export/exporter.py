@@ -1,0 +1,246 @@
+"""``edgeclf export``: write every requested artefact, verify it through the runtime, and gate it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+import edgeclf
+from edgeclf.edge_runtime.artifact import METADATA_KEY, write_tflite_metadata
+from edgeclf.edge_runtime.backends import open_backend
+from edgeclf.edge_runtime.errors import ConfigError, DataError
+from edgeclf.edge_runtime.preprocess import PreprocessSpec
+
+from ..evaluate import load_keras_model, read_metadata
+from ..io import atomic_path, sha256_file, write_json
+from ..metrics import classification_metrics
+from ..pipeline import predict_probs
+from ..progress import Reporter
+from . import onnx as onnx_export
+from . import tflite as tflite_export
+from .archive import write_saved_model
+from .images import ImageSet, folder_images, run_split
+from .spec import ExportSpec, Format, QuantSpec
+from edgeclf.edge_runtime.errors import ExportError
+
+logger = logging.getLogger(__name__)
+MIN_HELD_OUT = 50  # fewer held-out images than this and the gate also uses the calibration images
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """One artefact: where it is, whether it passed the gate, and its figures."""
+
+    format: str
+    mode: str
+    path: Path
+    passed: bool
+    size_bytes: int
+    fidelity: dict
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def fidelity(reference: np.ndarray, probs: np.ndarray, labels: np.ndarray | None, class_names: list[str]) -> dict:
+    """How closely an artefact's probabilities follow the Keras model's on the same images.
+
+    Returns:
+        n, top-1 agreement, max and mean |delta probability|, and with labels the accuracy and macro F1 of both
+        and their change in percentage points.
+    """
+    out = {
+        "n": int(len(reference)),
+        "agreement": float((reference.argmax(1) == probs.argmax(1)).mean()),
+        "max_abs_diff": float(np.abs(reference - probs).max()),
+        "mean_abs_diff": float(np.abs(reference - probs).mean()),
+    }
+    if labels is not None:
+        ref_m = classification_metrics(labels, reference, class_names)
+        art_m = classification_metrics(labels, probs, class_names)
+        out.update({
+            "accuracy_keras": ref_m["accuracy"], "accuracy": art_m["accuracy"],
+            "accuracy_change_pp": 100.0 * (art_m["accuracy"] - ref_m["accuracy"]),
+            "f1_keras": ref_m["f1_macro"], "f1": art_m["f1_macro"],
+            "f1_change_pp": 100.0 * (art_m["f1_macro"] - ref_m["f1_macro"]),
+        })
+    return out
+
+
+def _artifact_metadata(run_meta: dict, source: Path, source_sha: str, fmt: Format, quant: QuantSpec, io: dict,
+                       fid: dict, spec: ExportSpec) -> dict:
+    pre = run_meta["preprocess"]
+    return {
+        "edgeclf_version": edgeclf.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "format": fmt.value,
+        "class_names": run_meta["class_names"],
+        "input": {"shape": [pre["height"], pre["width"], 3], "dtype": io["input_dtype"], "layout": "NHWC",
+                  "color": "RGB", "value_range": pre["value_range"], "resize": pre["resize"],
+                  "quantization": io.get("input_quantization")},
+        "output": {"kind": "probabilities", "dtype": io["output_dtype"], "quantization": io.get("output_quantization")},
+        "preprocess": pre,
+        "quantization": {"mode": quant.mode, **io.get("quantization", {})},
+        "backbone": run_meta.get("backbone"),
+        "source_model": source.name,
+        "source_model_sha256": source_sha,
+        "fidelity": fid,
+        "gate": {"min_agreement": spec.threshold(quant.mode), "verified": spec.verify},
+    }
+
+
+def _targets(out_dir: Path, name: str, spec: ExportSpec) -> list[Path]:
+    paths = []
+    for fmt, quant in spec.jobs():
+        stem = out_dir / f"{name}_{quant.mode}"
+        paths += [stem.with_suffix(f".{fmt.value}"), Path(f"{stem}.{fmt.value}.rejected"),
+                  Path(f"{stem}.{fmt.value}.json")]
+    return paths
+
+
+def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
+                 spec: ExportSpec | None = None, calib: str | os.PathLike | None = None, name: str | None = None,
+                 force: bool = False, reporter: Reporter | None = None) -> list[ExportResult]:
+    """Exports a trained model to every requested format and quantisation mode, each gated on fidelity.
+
+    Args:
+        model_path: ``model.keras`` with its ``metadata.json`` (an edgeclf run directory).
+        out_dir: Output folder; defaults to ``export/`` beside the model.
+        spec: What to write.
+        calib: Calibration images (a folder or any dataset form); defaults to the run's validation split.
+        name: Artefact name prefix; defaults to the run directory's name.
+        force: Overwrite existing artefacts.
+        reporter: Progress sink.
+
+    Returns:
+        One ExportResult per artefact, passed or rejected. Rejected artefacts are left as ``*.rejected``.
+
+    Raises:
+        ConfigError: Bad options, existing outputs without ``force``, int8 without calibration data.
+        DataError: Unreadable calibration data.
+        ExportError: A conversion failed.
+    """
+    spec = spec or ExportSpec()
+    reporter = reporter or Reporter()
+    model_path = Path(model_path)
+    run_meta = read_metadata(model_path)
+    run_dir = model_path.parent
+    out = Path(out_dir) if out_dir is not None else run_dir / "export"
+    name = name or (run_dir.name if model_path.name == "model.keras" else model_path.stem)
+    existing = [p for p in _targets(out, name, spec) if p.exists()]
+    if existing and not force:
+        raise ConfigError(f"{len(existing)} artefact(s) already exist, e.g. {existing[0]}. Pass --force to overwrite.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".edgeclf-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"Cannot write to {out}: {exc.strerror or exc}. Choose a writable --out.") from None
+
+    model = load_keras_model(model_path)
+    pre = PreprocessSpec.from_dict(run_meta["preprocess"])
+    classes = run_meta["class_names"]
+    needs_calib = any(q.needs_calibration for _, q in spec.jobs())
+
+    reporter.stage("Loading calibration and verification images")
+    if calib is not None:
+        calibration = folder_images(calib, classes, pre, spec.calibration_images)
+    else:
+        calibration = run_split(run_meta, run_dir, "val", pre, spec.calibration_images)
+    if needs_calib and calibration is None:
+        raise ConfigError(
+            "int8 quantisation needs calibration images, and the training run's validation split cannot be found "
+            f"(no splits.csv beside {model_path}, or its dataset moved). Pass --calib DIR with representative images."
+        )
+    held_out = run_split(run_meta, run_dir, "test", pre, spec.verify_images, seed=1)
+    if held_out is None or len(held_out) < MIN_HELD_OUT:
+        if calibration is None:
+            if spec.verify:
+                raise ConfigError("The fidelity gate needs images and none were found. Pass --calib DIR, or "
+                                  "--no-verify to skip the gate.")
+        else:
+            held_out = calibration.head(spec.verify_images)
+            held_out.origin = "calibration images (" + held_out.origin + "; fewer than "  \
+                f"{MIN_HELD_OUT} held-out images available)"
+    reference = predict_probs(model, held_out.pixels) if held_out is not None and spec.verify else None
+
+    source_sha = sha256_file(model_path)
+    results: list[ExportResult] = []
+    with tempfile.TemporaryDirectory(prefix="edgeclf-export-") as tmp:
+        tmp = Path(tmp)
+        reporter.stage("Writing the inference SavedModel")
+        write_saved_model(model, tmp / "saved_model")
+        fp32_onnx = None
+        jobs = spec.jobs()
+        with reporter.progress(len(jobs), "Exporting") as advance:
+            for fmt, quant in jobs:
+                staged = tmp / f"{name}_{quant.mode}.{fmt.value}"
+                cal = calibration.batches() if quant.needs_calibration else None
+                if fmt is Format.TFLITE:
+                    data = tflite_export.convert(tmp / "saved_model", quant, cal)
+                    staged.write_bytes(data)
+                    io = tflite_export.describe_io(data)
+                else:
+                    if fp32_onnx is None:
+                        fp32_onnx = tmp / "fp32_base.onnx"
+                        onnx_export.convert_fp32(model, fp32_onnx, spec.opset)
+                    io = {"input_dtype": "float32", "output_dtype": "float32"}
+                    if quant.mode == "int8":
+                        io["quantization"] = onnx_export.quantize_int8(fp32_onnx, staged, quant, cal)
+                    else:
+                        shutil.copyfile(fp32_onnx, staged)
+                    io["quantization"] = {**io.get("quantization", {}), "opset": spec.opset}
+                results.append(_gate_and_write(staged, out, name, fmt, quant, io, run_meta, model_path, source_sha,
+                                               spec, held_out, reference, classes))
+                advance(1)
+    write_json(out / "export_report.json", {
+        "source_model": str(model_path), "source_model_sha256": source_sha, "spec": spec.to_dict(),
+        "calibration": calibration.origin if calibration is not None else None,
+        "verification": held_out.origin if held_out is not None and spec.verify else None,
+        "artifacts": [r.to_dict() for r in results],
+    })
+    return results
+
+
+def _gate_and_write(staged: Path, out: Path, name: str, fmt: Format, quant: QuantSpec, io: dict, run_meta: dict,
+                    model_path: Path, source_sha: str, spec: ExportSpec, held_out: ImageSet | None,
+                    reference: np.ndarray | None, classes: list[str]) -> ExportResult:
+    """Runs the staged artefact through the runtime backend, embeds metadata, and moves it into place."""
+    threshold = spec.threshold(quant.mode)
+    if spec.verify and held_out is not None:
+        probs = open_backend(staged).run(held_out.pixels)
+        fid = {**fidelity(reference, probs, held_out.labels, classes), "images": held_out.origin, "verified": True}
+        passed = fid["agreement"] >= threshold
+        reason = "" if passed else (f"top-1 agreement {fid['agreement']:.4f} is below the {quant.mode} gate of "
+                                    f"{threshold:.4f} on {fid['n']} images")
+    else:
+        fid, passed, reason = {"verified": False, "reason": "--no-verify: the fidelity gate was skipped"}, True, ""
+    meta = _artifact_metadata(run_meta, model_path, source_sha, fmt, quant, io, fid, spec)
+    meta["gate"].update({"passed": passed, "reason": reason})
+    meta_json = json.dumps(meta, sort_keys=True)
+    if fmt is Format.TFLITE:
+        staged.write_bytes(write_tflite_metadata(staged.read_bytes(), meta))
+    else:
+        onnx_export.write_metadata(staged, meta_json, METADATA_KEY)
+    final = out / staged.name
+    target = final if passed else Path(f"{final}.rejected")
+    with atomic_path(target, suffix=target.suffix) as tmp_target:
+        shutil.copyfile(staged, tmp_target)
+    write_json(Path(f"{final}.json"), meta)
+    if passed and Path(f"{final}.rejected").exists():
+        Path(f"{final}.rejected").unlink()
+    if not passed and final.exists():
+        final.unlink()  # never leave a stale artefact that failed this export's gate under the good name
+    return ExportResult(fmt.value, quant.mode, target, passed, target.stat().st_size, fid, reason)

@@ -1,0 +1,106 @@
+"""Calibration and verification images, decoded with the runtime's preprocessing code."""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from edgeclf.edge_runtime.errors import DataError
+from edgeclf.edge_runtime.preprocess import PreprocessSpec
+
+from ..data import Samples, decode_samples, discover
+
+
+@dataclass
+class ImageSet:
+    """Decoded images (uint8, N x H x W x 3) with labels when known, and where they came from."""
+
+    pixels: np.ndarray
+    labels: np.ndarray | None
+    origin: str
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def batches(self, batch_size: int = 16) -> Callable[[], Iterable[np.ndarray]]:
+        """A re-iterable source of pixel batches (the ``CalibrationSource`` both converters adapt)."""
+        return lambda: (self.pixels[i : i + batch_size] for i in range(0, len(self.pixels), batch_size))
+
+    def head(self, n: int) -> "ImageSet":
+        return ImageSet(self.pixels[:n], None if self.labels is None else self.labels[:n], self.origin)
+
+
+def _subsample(samples: Samples, limit: int, seed: int) -> Samples:
+    if len(samples) <= limit:
+        return samples
+    idx = np.sort(np.random.default_rng(seed).choice(len(samples), size=limit, replace=False))
+    return samples.take(idx)
+
+
+def run_split(run_meta: dict, run_dir: Path, split: str, spec: PreprocessSpec, limit: int, seed: int = 0) -> ImageSet | None:
+    """Images of one split of the training run (from its ``splits.csv``), or None if unavailable."""
+    listing = run_dir / "splits.csv"
+    data_path = run_meta.get("dataset", {}).get("path")
+    if not listing.exists() or not data_path or not Path(data_path).exists():
+        return None
+    with open(listing, newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == split]
+    if not rows:
+        return None
+    ds = discover(data_path)
+    by_name = {}
+    for samples in ds.splits.values():
+        for source in samples.sources:
+            by_name[str(ds.describe(source))] = source
+    class_index = {c: i for i, c in enumerate(run_meta["class_names"])}
+    sources, labels = [], []
+    for r in rows:
+        key = f"{Path(data_path).name}[{r['path']}]" if ds.array is not None else r["path"]
+        if key in by_name and r["label"] in class_index:
+            sources.append(by_name[key])
+            labels.append(class_index[r["label"]])
+    if not sources:
+        return None
+    samples = _subsample(Samples(sources, np.asarray(labels, dtype=np.int32)), limit, seed)
+    decoded = decode_samples(ds, samples, spec)
+    return ImageSet(decoded.pixels, decoded.labels, f"{split} split of the training run ({len(decoded)} images)")
+
+
+def folder_images(path: str | os.PathLike, class_names: list[str], spec: PreprocessSpec, limit: int,
+                  seed: int = 0) -> ImageSet:
+    """Images from ``--calib``: a folder of images, or a dataset in any form training accepts.
+
+    Labels are kept when the dataset's classes are the model's.
+
+    Raises:
+        DataError: If no readable image is found.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise DataError(f"Calibration data not found: {root}.")
+    try:
+        ds = discover(root)
+        samples = None
+        for s in ds.splits.values():
+            samples = s if samples is None else samples + s
+        known = set(ds.class_names) <= set(class_names)
+        if known:
+            remap = np.array([class_names.index(c) for c in ds.class_names], dtype=np.int32)
+            samples = Samples(samples.sources, remap[samples.labels])
+    except DataError:
+        from ..data import Dataset
+        from edgeclf.edge_runtime.preprocess import is_image_file
+
+        files = sorted(str(p) for p in root.rglob("*") if p.is_file() and is_image_file(p)) if root.is_dir() else []
+        ds = Dataset(root, "folders", ["unlabelled"], {})
+        samples, known = Samples(files, np.zeros(len(files), dtype=np.int32)), False
+    samples = _subsample(samples, limit, seed)
+    decoded = decode_samples(ds, samples, spec)
+    if not len(decoded):
+        raise DataError(f"No readable images in {root} (expected .jpg, .png, .bmp or .webp files).")
+    return ImageSet(decoded.pixels, decoded.labels if known else None, f"{root} ({len(decoded)} images)")

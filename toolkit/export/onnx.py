@@ -1,0 +1,112 @@
+"""ONNX artefacts: fp32 through tf2onnx (opset >= 17, dynamic batch), int8 by onnxruntime static quantisation."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from edgeclf.edge_runtime.errors import missing_dependency
+
+from .archive import INPUT_NAME, concrete_function
+from .spec import QuantSpec
+from edgeclf.edge_runtime.errors import ExportError
+
+logger = logging.getLogger(__name__)
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this x86 CPU has VNNI (8-bit dot products); without it int8 weights need ``reduce_range``."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+def reduce_range_default() -> bool:
+    """7-bit weights on x86 CPUs without VNNI (saturation in VPMADDUBSW), full range elsewhere."""
+    machine = platform.machine().lower()
+    return machine in ("x86_64", "amd64", "i686") and not cpu_has_vnni()
+
+
+def convert_fp32(model, out_path: str | Path, opset: int) -> None:
+    """Writes the Keras model's inference function as ONNX with a dynamic batch dimension."""
+    try:
+        import tf2onnx
+    except ImportError as exc:
+        raise missing_dependency("tf2onnx", "train", exc) from None
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+    fn, signature = concrete_function(model)
+    patch_tf2onnx()  # numpy >= 2 compatibility, as Keras' own ONNX export does
+    try:
+        tf2onnx.convert.from_function(fn, input_signature=signature, opset=opset, output_path=str(out_path))
+    except Exception as exc:
+        raise ExportError(f"ONNX conversion failed: {str(exc)[:400]}") from None
+
+
+class _Reader:
+    """Adapts calibration batches to onnxruntime's ``CalibrationDataReader``."""
+
+    def __init__(self, batches: Callable[[], Iterable[np.ndarray]], input_name: str):
+        self._it = iter(batches())
+        self._name = input_name
+
+    def get_next(self):
+        batch = next(self._it, None)
+        return None if batch is None else {self._name: np.asarray(batch, dtype=np.float32)}
+
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, quant: QuantSpec,
+                  calibration: Callable[[], Iterable[np.ndarray]], reduce_range: bool | None = None) -> dict:
+    """Static QDQ int8 quantisation of an fp32 ONNX model with onnxruntime.
+
+    Runs ``quant_pre_process`` (shape inference and graph optimisation) first, then quantises with per-channel
+    weights and the chosen calibration method.
+
+    Returns:
+        The quantisation settings used (recorded in the metadata).
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[quant.calibration_method]
+    reduce = reduce_range_default() if reduce_range is None else reduce_range
+    with tempfile.TemporaryDirectory() as tmp:
+        prepped = Path(tmp) / "prepped.onnx"
+        pre_processed = True
+        try:
+            # ONNX shape inference and graph optimisation; symbolic shape inference (which needs sympy) only
+            # matters for dynamic spatial shapes, and edgeclf models have fixed ones.
+            quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
+        except Exception as exc:
+            logger.warning("quant_pre_process failed (%s); quantising the model without it", exc)
+            prepped, pre_processed = Path(fp32_path), False
+        try:
+            quantize_static(str(prepped), str(out_path), _Reader(calibration, INPUT_NAME),
+                            quant_format=QuantFormat.QDQ, per_channel=quant.per_channel, reduce_range=reduce,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method)
+        except Exception as exc:
+            raise ExportError(f"ONNX int8 quantisation failed: {str(exc)[:400]}") from None
+    return {"format": "QDQ", "pre_processed": pre_processed, "activations": "uint8", "weights": "int8", "per_channel": quant.per_channel,
+            "reduce_range": reduce, "calibration_method": quant.calibration_method}
+
+
+def write_metadata(path: str | Path, meta_json: str, key: str) -> None:
+    """Stores ``meta_json`` in the model's ``metadata_props`` under ``key`` (in place)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    props[key] = meta_json
+    del model.metadata_props[:]
+    for k, v in props.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
