@@ -188,3 +188,38 @@ def test_runtime_reads_and_runs_artefacts_without_tensorflow(exported):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_lambda_model_is_refused_with_safe_mode_on(run_copy):
+    import keras
+
+    inputs = keras.Input((16, 16, 3))
+    outputs = keras.layers.Dense(2, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(keras.layers.Lambda(lambda x: x / 255.0)(inputs)))
+    keras.Model(inputs, outputs).save(run_copy / "model.keras")
+    result = CliRunner().invoke(main, ["export", str(run_copy / "model.keras")])
+    assert result.exit_code == 2
+    assert "safe_mode" in result.output and "Lambda" in result.output and "Traceback" not in result.output
+
+
+def test_calibration_folder_without_images_is_a_data_error(run_copy, tmp_path):
+    from edgeclf.edge_runtime import DataError
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    with pytest.raises(DataError, match="No readable images"):
+        export_model(run_copy / "model.keras", calib=tmp_path / "empty",
+                     spec=ExportSpec(formats=("tflite",), quant=(QuantSpec.int8(),)))
+
+
+def test_unwritable_output_folder(run_copy, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ConfigError, match="Cannot write to"):
+        export_model(run_copy / "model.keras", tmp_path / "a_file" / "out")
+
+
+def test_onnx_percentile_calibration(run_copy):
+    results = export_model(run_copy / "model.keras",
+                           spec=ExportSpec(formats=("onnx",), quant=(QuantSpec.int8("percentile"),)))
+    assert results[0].passed
+    assert read_metadata(results[0].path)["quantization"]["calibration_method"] == "percentile"

@@ -76,6 +76,11 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, quant: QuantSpec,
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if quant.calibration_method != "minmax":
+        # Histogram calibrators stack every batch's outputs and fail when the last batch is smaller
+        # (onnxruntime#18792): feed them one image at a time so all shapes match.
+        batches = calibration
+        calibration = lambda: (img[None] for batch in batches() for img in batch)  # noqa: E731
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[quant.calibration_method]
     reduce = reduce_range_default() if reduce_range is None else reduce_range

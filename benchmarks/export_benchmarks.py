@@ -1,0 +1,156 @@
+"""Reference results for ``edgeclf export``.
+
+Two benchmarks, each recorded in ``benchmarks/results/`` with the machine:
+
+- ``fidelity``: export a model trained on the full Fashion-MNIST-10 (``fashion_mnist_train``) to every format and
+  mode and gate it on the whole 10,000-image test split: top-1 agreement, accuracy change, size.
+- ``speed``: MobileNetV2 at 224 px, int8 vs fp32 TFLite, ``Interpreter.invoke()`` at 2 threads. The two models are
+  timed in alternating rounds in one process and compared by their medians, so machine noise hits both alike.
+
+    python -m edgeclf.benchmarks.export_benchmarks fidelity --run /tmp/edgeclf-fmnist/run-simple_cnn
+    python -m edgeclf.benchmarks.export_benchmarks speed --work /tmp/edgeclf-mnv2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgeclf.benchmarks.machine import describe
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BUNDLED = Path(__file__).resolve().parent / "data" / "fashion-mnist-2class"
+
+
+def _write(name: str, record: dict, md: list[str], results: Path) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (results / f"{name}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+def fidelity(run: Path, results: Path) -> bool:
+    from edgeclf.toolkit.export import ExportSpec, QuantSpec, export_model
+
+    spec = ExportSpec(quant=(QuantSpec.float32(), QuantSpec.float16(), QuantSpec.dynamic(), QuantSpec.int8()),
+                      verify_images=10_000, calibration_images=500)
+    started = time.perf_counter()
+    artefacts = export_model(run / "model.keras", run / "export", spec=spec, name="fmnist_simple_cnn", force=True)
+    wall = time.perf_counter() - started
+    fp32 = {a.format: a.size_bytes for a in artefacts if a.mode == "fp32"}
+    rows = []
+    for a in artefacts:
+        f = a.fidelity
+        rows.append({"artefact": a.path.name, "format": a.format, "mode": a.mode, "passed": a.passed,
+                     "size_bytes": a.size_bytes, "size_vs_fp32": a.size_bytes / fp32[a.format], "n": f["n"],
+                     "agreement": f["agreement"], "max_abs_diff": f["max_abs_diff"],
+                     "accuracy_keras": f["accuracy_keras"], "accuracy": f["accuracy"],
+                     "accuracy_change_pp": f["accuracy_change_pp"], "f1_change_pp": f["f1_change_pp"]})
+    int8 = [r for r in rows if r["mode"] == "int8"]
+    met = all(r["agreement"] >= 0.99 and r["accuracy_change_pp"] >= -0.5 and r["size_vs_fp32"] <= 0.30 for r in int8)
+    record = {"benchmark": "export fidelity, simple_cnn on Fashion-MNIST-10, full test split",
+              "target": "int8 TFLite and ONNX: >= 99% top-1 agreement, <= 0.5 pp accuracy drop, <= 30% of fp32 size",
+              "met": met, "export_wall_time_s": round(wall, 1), "rows": rows, "machine": describe(),
+              "date": time.strftime("%Y-%m-%d")}
+    md = ["# Export fidelity: simple_cnn on Fashion-MNIST-10", "",
+          f"- date {record['date']}; {record['machine']['cpu']}, {record['machine']['affinity_cores']} cores",
+          f"- command: `python -m edgeclf.benchmarks.export_benchmarks fidelity --run {run}`",
+          f"- every artefact run through the edge runtime on the {rows[0]['n']} test images and compared with the "
+          "Keras model; export wall time " f"{record['export_wall_time_s']} s",
+          f"- target ({record['target']}): **{'met' if met else 'NOT met'}**", "",
+          "| artefact | size | vs fp32 | top-1 agreement | max abs Δp | accuracy (Keras → artefact) | Δ pp | gate |",
+          "|---|---:|---:|---:|---:|---:|---:|---|"]
+    md += [f"| {r['artefact']} | {r['size_bytes'] / 1024:.0f} KiB | {100 * r['size_vs_fp32']:.1f}% | "
+           f"{100 * r['agreement']:.2f}% | {r['max_abs_diff']:.4f} | {r['accuracy_keras']:.4f} → {r['accuracy']:.4f} | "
+           f"{r['accuracy_change_pp']:+.2f} | {'pass' if r['passed'] else 'REJECTED'} |" for r in rows]
+    _write("export_fidelity_fashion_mnist", record, md, results)
+    return met
+
+
+def _time_rounds(interpreters: dict, rounds: int, per_round: int) -> dict[str, list[float]]:
+    times = {name: [] for name in interpreters}
+    for _ in range(rounds):
+        for name, interp in interpreters.items():  # alternate, so drift and noise hit both models alike
+            for _ in range(per_round):
+                t = time.perf_counter()
+                interp.invoke()
+                times[name].append(time.perf_counter() - t)
+    return times
+
+
+def speed(work: Path, results: Path, threads: int, rounds: int) -> bool:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeclf.toolkit.export import ExportSpec, QuantSpec, export_model
+
+    run = work / "run-mobilenet_v2-224"
+    if not (run / "model.keras").exists():
+        # Latency does not depend on what the weights learned; one epoch on the bundled data gives a real model
+        # and real calibration images without ImageNet weights (no internet here).
+        subprocess.run(["edgeclf", "train", str(BUNDLED), "--backbone", "mobilenet_v2", "--weights", "none",
+                        "--img-size", "224", "--epochs", "1", "--batch-size", "32", "--no-augment", "--out", str(run),
+                        "--force"], check=True)
+    artefacts = export_model(run / "model.keras", run / "export", name="mobilenet_v2_224", force=True,
+                             spec=ExportSpec(formats=("tflite",), quant=(QuantSpec.float32(), QuantSpec.int8())))
+    paths = {a.mode: a.path for a in artefacts}
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)
+    interpreters = {}
+    for mode, path in paths.items():
+        interp = Interpreter(model_path=str(path), num_threads=threads)
+        interp.allocate_tensors()
+        inp = interp.get_input_details()[0]
+        interp.set_tensor(inp["index"], pixels.astype(inp["dtype"]))
+        for _ in range(10):
+            interp.invoke()  # warm-up
+        interpreters[mode] = interp
+    times = _time_rounds(interpreters, rounds, 10)
+    med = {m: statistics.median(t) * 1000 for m, t in times.items()}
+    p90 = {m: float(np.percentile(t, 90)) * 1000 for m, t in times.items()}
+    ratio = med["fp32"] / med["int8"]
+    record = {"benchmark": f"MobileNetV2-224 TFLite, int8 vs fp32, Interpreter.invoke() at {threads} threads",
+              "target": "int8 >= 1.8x faster than fp32 (median latency ratio)", "threads": threads,
+              "invocations_per_model": len(times["fp32"]), "median_ms": med, "p90_ms": p90, "speedup": ratio,
+              "met": ratio >= 1.8, "sizes_bytes": {m: p.stat().st_size for m, p in paths.items()},
+              "gate": {a.mode: {"passed": a.passed, "agreement": a.fidelity.get("agreement")} for a in artefacts},
+              "machine": describe(), "date": time.strftime("%Y-%m-%d")}
+    md = ["# MobileNetV2-224: int8 vs fp32 TFLite latency", "",
+          f"- date {record['date']}; {record['machine']['cpu']}, {record['machine']['affinity_cores']} cores, "
+          f"instruction sets {', '.join(record['machine']['instruction_sets'])}; ai-edge-litert "
+          f"{record['machine']['versions']['ai-edge-litert']}",
+          f"- command: `python -m edgeclf.benchmarks.export_benchmarks speed --work {work}`",
+          f"- {record['invocations_per_model']} `invoke()` calls per model at {threads} threads, batch 1, in "
+          f"{rounds} alternating rounds after 10 warm-up calls",
+          "", "| model | size | median | p90 |", "|---|---:|---:|---:|"]
+    md += [f"| {m} | {record['sizes_bytes'][m] / 2**20:.2f} MiB | {med[m]:.2f} ms | {p90[m]:.2f} ms |" for m in med]
+    md += ["", f"**int8 speed-up: {ratio:.2f}x** (target >= 1.8x: {'met' if record['met'] else 'NOT met'})"]
+    _write("tflite_int8_speed_mobilenet_v2", record, md, results)
+    return record["met"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="which", required=True)
+    f = sub.add_parser("fidelity", help="export the Fashion-MNIST run and gate it on the full test split")
+    f.add_argument("--run", type=Path, default=Path("/tmp/edgeclf-fmnist/run-simple_cnn"))
+    s = sub.add_parser("speed", help="MobileNetV2-224 int8 vs fp32 TFLite latency")
+    s.add_argument("--work", type=Path, default=Path("/tmp/edgeclf-mnv2"))
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--rounds", type=int, default=10)
+    for p in (f, s):
+        p.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    ok = fidelity(args.run, args.results) if args.which == "fidelity" else speed(args.work, args.results, args.threads,
+                                                                                   args.rounds)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
