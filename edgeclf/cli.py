@@ -301,6 +301,130 @@ def _print_export_summary(results) -> None:
 
 
 @main.command()
+@click.argument("paths", nargs=-1)
+@click.option("--model", "models", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="An exported .tflite/.onnx model; repeat to run several over the same images.")
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv"]), default=None,
+              help="Output format [default: table on a terminal, jsonl when piped].")
+@click.option("--top-k", type=int, default=1, show_default=True, help="Classes listed per image (table/jsonl).")
+@click.option("--threshold", type=float, help="Two-class models: class 1 wins when its probability reaches this.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--threads", type=int, help="Inference threads [default: all cores].")
+@click.option("--workers", type=int, help="Decoding threads [default: all cores].")
+@click.pass_context
+def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, workers):
+    """Classify images with exported models; never imports TensorFlow.
+
+    PATHS are files, folders (searched recursively), globs, or - to read paths from stdin. Without --model, the
+    first PATH is the model. Exit code 1 if any image failed, 2 for usage errors.
+
+    \b
+    Example:
+      edgeclf predict helmet_int8.tflite photos/
+      find /uploads -name '*.jpg' | edgeclf predict --model adult.tflite --model violence.tflite - --format jsonl
+    """
+
+    def go():
+        from edgeclf.edge_runtime.classifier import Classifier, stream_many
+        from edgeclf.edge_runtime.errors import ConfigError, ImageDecodeError
+        from edgeclf.edge_runtime.sources import expand_paths
+
+        model_paths, image_args = list(models), list(paths)
+        if not model_paths:
+            if not image_args:
+                raise ConfigError("Received no model. Pass MODEL PATH... or --model MODEL PATH...")
+            model_paths, image_args = [image_args[0]], image_args[1:]
+        if not image_args:
+            raise ConfigError("Received no images. Pass files, folders, globs, or - to read paths from stdin.")
+        if top_k < 1:
+            raise ConfigError(f"Received: top_k={top_k}. Expected at least 1.")
+        classifiers = [Classifier.load(p, threads) for p in model_paths]
+        if threshold is not None:
+            for c in classifiers:
+                if len(c.class_names) != 2:
+                    raise ConfigError(f"Received: --threshold for {c.path.name}, which has {len(c.class_names)} "
+                                      "classes. A threshold applies to two-class models only.")
+        out_fmt = fmt or ("table" if sys.stdout.isatty() else "jsonl")
+        writer = _PredictionWriter(out_fmt, classifiers, top_k, threshold)
+        stream = stream_many(classifiers, expand_paths(image_args, sys.stdin), batch_size, workers)
+        done = failed = 0
+        # A running count on the terminal while records go to a pipe or file; never mixed into a table.
+        show_progress = sys.stderr.isatty() and not sys.stdout.isatty()
+        for item, results in stream:
+            done += 1
+            if isinstance(results[0], ImageDecodeError):
+                failed += 1
+            writer.write(str(item), results)
+            if show_progress and done % 50 == 0:
+                click.echo(f"\rClassified {done} images, {failed} failed", err=True, nl=False)
+        if show_progress:
+            click.echo("", err=True)
+        summary = f"{done} image(s), {failed} failed"
+        click.secho(summary, fg="red" if failed else "green", err=True)
+        if failed:
+            sys.exit(1)
+
+    _run(ctx, go)
+
+
+class _PredictionWriter:
+    """Writes one record per image as a table row, a JSON line or a CSV row."""
+
+    def __init__(self, fmt, classifiers, top_k, threshold):
+        import csv as _csv
+
+        self.fmt, self.classifiers, self.top_k, self.threshold = fmt, classifiers, top_k, threshold
+        self.multi = len(classifiers) > 1
+        if fmt == "csv":
+            self.csv = _csv.writer(sys.stdout)
+            header = ["path"]
+            for c in classifiers:
+                prefix = f"{c.name}." if self.multi else ""
+                header += [f"{prefix}label", f"{prefix}score"] + [f"{prefix}p_{n}" for n in c.class_names]
+            self.csv.writerow(header + ["error"])
+
+    def _model_record(self, c, result):
+        best = result.decide(self.threshold)
+        rec = {"label": best.label, "score": round(best.score, 6), "scores": {k: round(v, 6) for k, v in
+                                                                           result.scores().items()}}
+        if self.top_k > 1:
+            rec["top_k"] = [{"label": p.label, "score": round(p.score, 6)} for p in result.top(self.top_k)]
+        return rec
+
+    def write(self, path, results):
+        import json as _json
+
+        from edgeclf.edge_runtime.errors import ImageDecodeError
+
+        error = results[0].reason if isinstance(results[0], ImageDecodeError) else None
+        records = None if error else [self._model_record(c, r) for c, r in zip(self.classifiers, results)]
+        if self.fmt == "jsonl":
+            rec = {"path": path}
+            if error:
+                rec["error"] = error
+            elif self.multi:
+                rec["models"] = {c.name: r for c, r in zip(self.classifiers, records)}
+            else:
+                rec.update(records[0])
+            click.echo(_json.dumps(rec))
+        elif self.fmt == "csv":
+            row = [path]
+            for c, r in zip(self.classifiers, records or [None] * len(self.classifiers)):
+                row += ([r["label"], r["score"]] + [r["scores"][n] for n in c.class_names]) if r else \
+                       [""] * (2 + len(c.class_names))
+            self.csv.writerow(row + [error or ""])
+        else:
+            if error:
+                click.echo(f"{path}  " + click.style(f"ERROR {error}", fg="red"))
+                return
+            cells = []
+            for c, r in zip(self.classifiers, records):
+                label = ", ".join(f"{t['label']} {t['score']:.3f}" for t in r.get("top_k", [r]))
+                cells.append(f"{c.name}: {label}" if self.multi else label)
+            click.echo(f"{path}  " + "  |  ".join(cells))
+
+
+@main.command()
 @click.argument("pattern", default="*")
 def backbones(pattern):
     """List the registered backbones (optionally matching PATTERN, e.g. 'mobilenet*')."""

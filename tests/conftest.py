@@ -40,3 +40,45 @@ def write_class_folders(root: Path, counts: dict[str, int], size: int = 16, seed
 def tiny_folders(tmp_path: Path) -> Path:
     """Two balanced classes, 40 images each, 16x16 PNG."""
     return write_class_folders(tmp_path / "data", {"bar_h": 40, "bar_v": 40})
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A simple_cnn run on 120 generated 16x16 images (shared: training takes seconds, not milliseconds)."""
+    from edgeclf.toolkit.augment import AugmentSpec
+    from edgeclf.toolkit.train import TrainSpec, train
+
+    root = tmp_path_factory.mktemp("export")
+    data = write_class_folders(root / "data", {"bar_h": 60, "bar_v": 60})
+    run = root / "run"
+    train(data, run, backbone="simple_cnn", img_size=16, weights="none",
+          spec=TrainSpec(epochs=6, batch_size=16, learning_rate=3e-3, augment=AugmentSpec.none()))
+    return run
+
+
+def _all_modes():
+    from edgeclf.toolkit.export import QuantSpec
+
+    return (QuantSpec.float32(), QuantSpec.float16(), QuantSpec.dynamic(), QuantSpec.int8())
+
+
+ALL_MODES = _all_modes()
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run):
+    """Every format and mode exported from ``trained_run`` (passing the gate)."""
+    from edgeclf.toolkit.export import ExportSpec, export_model
+
+    results = export_model(trained_run / "model.keras", spec=ExportSpec(quant=ALL_MODES))
+    return trained_run, results
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    """A private copy of ``trained_run`` without its exports, for tests that change it."""
+    import shutil
+
+    dest = tmp_path / "run"
+    shutil.copytree(trained_run, dest, ignore=shutil.ignore_patterns("export"))
+    return dest

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,40 +11,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import write_class_folders
+from conftest import ALL_MODES, write_class_folders
 from edgeclf.cli import main
 from edgeclf.edge_runtime import ConfigError, PreprocessSpec, load_image
 from edgeclf.edge_runtime.artifact import read_metadata
 from edgeclf.edge_runtime.backends import open_backend
-from edgeclf.toolkit.augment import AugmentSpec
 from edgeclf.toolkit.export import ExportSpec, QuantSpec, export_model
-from edgeclf.toolkit.train import TrainSpec, train
 
-ALL_MODES = (QuantSpec.float32(), QuantSpec.float16(), QuantSpec.dynamic(), QuantSpec.int8())
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "dynamic": 0.1, "int8": 0.1}  # max |delta probability|
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    data = write_class_folders(root / "data", {"bar_h": 60, "bar_v": 60})
-    run = root / "run"
-    train(data, run, backbone="simple_cnn", img_size=16, weights="none",
-          spec=TrainSpec(epochs=6, batch_size=16, learning_rate=3e-3, augment=AugmentSpec.none()))
-    return run
-
-
-@pytest.fixture
-def run_copy(trained_run, tmp_path):
-    dest = tmp_path / "run"
-    shutil.copytree(trained_run, dest, ignore=shutil.ignore_patterns("export"))
-    return dest
-
-
-@pytest.fixture(scope="module")
-def exported(trained_run):
-    results = export_model(trained_run / "model.keras", spec=ExportSpec(quant=ALL_MODES))
-    return trained_run, results
 
 
 def test_every_format_and_mode_is_written_and_passes_the_gate(exported):

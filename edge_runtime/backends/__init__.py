@@ -18,6 +18,7 @@ class Backend(Protocol):
 
     input_shape: tuple[int, int, int]
     input_dtype: str
+    metadata: dict | None  # the artefact's embedded edgeclf metadata
 
     def run(self, pixels: np.ndarray) -> np.ndarray: ...
 

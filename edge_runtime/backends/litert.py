@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
+from ..artifact import read_tflite_metadata
 from ..errors import DataError, missing_dependency
 
 
@@ -40,7 +42,15 @@ class LiteRTBackend:
     def __init__(self, path: str | os.PathLike, threads: int):
         Interpreter = _interpreter_class()
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise DataError(f"Cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            self.metadata = read_tflite_metadata(data)
+        except Exception:  # not a flatbuffer LiteRT can parse; the interpreter below says why
+            self.metadata = None
+        try:
+            self.interpreter = Interpreter(model_content=data, num_threads=threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise DataError(f"Cannot load {path} with LiteRT: {exc}") from None

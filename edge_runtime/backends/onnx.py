@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 
+from ..artifact import METADATA_KEY
 from ..errors import DataError, missing_dependency
 
 
@@ -24,6 +26,8 @@ class OnnxBackend:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise DataError(f"Cannot load {path} with onnxruntime: {exc}") from None
+        raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        self.metadata = json.loads(raw) if raw else None
         inp = self.session.get_inputs()[0]
         self._input_name = inp.name
         self.input_shape = tuple(int(d) for d in inp.shape[1:])

@@ -1,0 +1,185 @@
+"""``Classifier``: an exported artefact plus its preprocessing contract, ready to classify images or frames."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence, Union
+
+import numpy as np
+
+from .backends import Backend, default_threads, open_backend
+from .errors import ConfigError, DataError, ImageDecodeError
+from .preprocess import ImageSource, PreprocessSpec, load_image, preprocess_frame
+
+Image = Union[ImageSource, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One class and its probability."""
+
+    index: int
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Classification:
+    """A model's probabilities for one image."""
+
+    probabilities: np.ndarray
+    class_names: tuple[str, ...]
+
+    def top(self, k: int = 1) -> list[Prediction]:
+        """The ``k`` most probable classes, best first."""
+        order = np.argsort(-self.probabilities, kind="stable")[:k]
+        return [Prediction(int(i), self.class_names[i], float(self.probabilities[i])) for i in order]
+
+    @property
+    def best(self) -> Prediction:
+        return self.top(1)[0]
+
+    def decide(self, threshold: float | None = None) -> Prediction:
+        """The predicted class; with ``threshold`` (two classes only), class 1 wins when its probability reaches it."""
+        if threshold is None:
+            return self.best
+        if len(self.class_names) != 2:
+            raise ConfigError(f"Received: threshold={threshold} for a {len(self.class_names)}-class model. "
+                              "A threshold applies to two-class models only.")
+        i = 1 if self.probabilities[1] >= threshold else 0
+        return Prediction(i, self.class_names[i], float(self.probabilities[i]))
+
+    def scores(self) -> dict[str, float]:
+        return {c: float(p) for c, p in zip(self.class_names, self.probabilities)}
+
+
+class Classifier:
+    """Classifies images with an exported ``.tflite`` or ``.onnx`` artefact.
+
+    Everything it needs - class names, input size, resize method, quantisation - is read from the file's own
+    metadata; nothing is guessed from names or constants.
+    """
+
+    def __init__(self, backend: Backend, metadata: dict, path: Path):
+        self.backend = backend
+        self.metadata = metadata
+        self.path = path
+        self.class_names = tuple(metadata["class_names"])
+        self.preprocess = PreprocessSpec.from_dict(metadata["preprocess"])
+        if tuple(backend.input_shape) != (self.preprocess.height, self.preprocess.width, 3):
+            raise DataError(f"{path}: metadata says input {self.preprocess.size} but the model takes "
+                            f"{backend.input_shape}. The file is inconsistent; export it again.")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, threads: int | None = None) -> "Classifier":
+        """Opens an artefact with the backend its format needs.
+
+        Args:
+            path: An artefact written by ``edgeclf export``.
+            threads: Inference threads; None uses every available core (LiteRT's own default is 1).
+
+        Raises:
+            DataError: If the file is unreadable or carries no edgeclf metadata.
+            BackendUnavailableError: If its backend library is missing (the message names the install command).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"Model not found: {path}.")
+        backend = open_backend(path, threads or default_threads())
+        if backend.metadata is None:
+            raise DataError(f"{path} carries no edgeclf metadata. Export it with `edgeclf export` so it describes itself.")
+        return cls(backend, backend.metadata, path)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    def prepare(self, image: Image) -> np.ndarray:
+        """Decodes (for a path or bytes) and resizes one image to the model's input, as training did."""
+        if isinstance(image, np.ndarray):
+            return preprocess_frame(image, self.preprocess)
+        return load_image(image, self.preprocess)
+
+    def classify_pixels(self, pixels: np.ndarray) -> list[Classification]:
+        """Batch API on already prepared (N, H, W, 3) uint8 pixels."""
+        if len(pixels) == 0:
+            return []
+        probs = self.backend.run(pixels)
+        return [Classification(p, self.class_names) for p in probs]
+
+    def classify(self, images: Sequence[Image]) -> list[Classification]:
+        """Batch API: paths, bytes or RGB arrays.
+
+        Raises:
+            ImageDecodeError: For the first image that cannot be decoded (``stream`` carries on past bad images).
+        """
+        return self.classify_pixels(np.stack([self.prepare(i) for i in images])) if len(images) else []
+
+    def stream(self, images: Iterable[Image], batch_size: int = 8, workers: int | None = None
+               ) -> Iterator[tuple[Image, Classification | ImageDecodeError]]:
+        """Streaming API: yields ``(image, result)`` in input order; a bad image yields its ImageDecodeError.
+
+        Decoding runs on ``workers`` threads while the model classifies the previous batch; at most a few
+        batches are in flight, so memory stays bounded for any number of images.
+        """
+        for item, results in stream_many([self], images, batch_size, workers):
+            yield item, results[0]
+
+
+def stream_many(classifiers: Sequence[Classifier], images: Iterable[Image], batch_size: int = 8,
+                workers: int | None = None) -> Iterator[tuple[Image, list[Classification | ImageDecodeError]]]:
+    """Runs several classifiers over the same images, decoding each image once per distinct input contract.
+
+    Yields:
+        ``(image, [result per classifier])`` in input order; a result is an ImageDecodeError for a bad image.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"Received: batch_size={batch_size}. Expected at least 1.")
+    specs = list(dict.fromkeys(c.preprocess for c in classifiers))
+    first_for_spec = {spec: next(c for c in classifiers if c.preprocess == spec) for spec in specs}
+
+    def decode(item):
+        try:
+            return {spec: first_for_spec[spec].prepare(item) for spec in specs}
+        except ImageDecodeError as exc:
+            return exc
+        except OSError as exc:
+            return ImageDecodeError(str(item), f"unreadable: {exc.strerror or exc}")
+
+    def flush(batch):
+        good = [i for i, (_, d) in enumerate(batch) if not isinstance(d, ImageDecodeError)]
+        per_model = []
+        for c in classifiers:
+            pixels = np.stack([batch[i][1][c.preprocess] for i in good]) if good else np.zeros((0,))
+            per_model.append(dict(zip(good, c.classify_pixels(pixels))) if good else {})
+        for i, (item, decoded) in enumerate(batch):
+            if isinstance(decoded, ImageDecodeError):
+                yield item, [decoded] * len(classifiers)
+            else:
+                yield item, [results[i] for results in per_model]
+
+    workers = workers or default_threads()
+    in_flight = max(2 * batch_size, 2 * workers)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        batch: list = []
+        for item in images:
+            pending.append((item, pool.submit(decode, item)))
+            while len(pending) >= in_flight:
+                done_item, fut = pending.popleft()
+                batch.append((done_item, fut.result()))
+                if len(batch) == batch_size:
+                    yield from flush(batch)
+                    batch = []
+        while pending:
+            done_item, fut = pending.popleft()
+            batch.append((done_item, fut.result()))
+            if len(batch) == batch_size:
+                yield from flush(batch)
+                batch = []
+        if batch:
+            yield from flush(batch)

@@ -1,0 +1,45 @@
+"""Expanding command-line image arguments: files, folders (recursive), globs and ``-`` for stdin."""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, TextIO
+
+from .preprocess import is_image_file
+
+_GLOB_CHARS = set("*?[")
+
+
+def expand_paths(args: Iterable[str], stdin: TextIO | None = None) -> Iterator[str]:
+    """Yields image paths lazily, in a stable order.
+
+    Folders are walked recursively for image files; globs are expanded (``**`` included); ``-`` reads one path per
+    line from ``stdin``. A path that does not exist is yielded as it is, so the caller reports it as a failed
+    image instead of silently dropping it.
+    """
+    for arg in args:
+        if arg == "-":
+            if stdin is not None:
+                for line in stdin:
+                    line = line.strip()
+                    if line:
+                        yield line
+            continue
+        path = Path(arg)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    if is_image_file(name):
+                        yield os.path.join(root, name)
+        elif not path.exists() and _GLOB_CHARS & set(arg):
+            matches = sorted(glob.glob(arg, recursive=True))
+            if not matches:
+                yield arg  # reported as not found
+            for m in matches:
+                if os.path.isfile(m):
+                    yield m
+        else:
+            yield arg

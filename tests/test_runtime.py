@@ -1,0 +1,166 @@
+"""The edge runtime: Classifier, streaming, path expansion and ``edgeclf predict``; no TensorFlow."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeclf.cli import main
+from edgeclf.edge_runtime import ConfigError, DataError, ImageDecodeError, load_image
+from edgeclf.edge_runtime.backends import open_backend
+from edgeclf.edge_runtime.classifier import Classifier, stream_many
+from edgeclf.edge_runtime.sources import expand_paths
+
+
+def _artefact(exported, name):
+    run, results = exported
+    return next(r.path for r in results if r.path.name == name)
+
+
+def _images(exported):
+    run, _ = exported
+    return sorted((run.parent / "data").rglob("*.png"))
+
+
+def test_classifier_reads_everything_from_the_file(exported):
+    c = Classifier.load(_artefact(exported, "run_int8.tflite"), threads=1)
+    assert c.class_names == ("bar_h", "bar_v")
+    assert c.preprocess.size == (16, 16)
+    assert c.metadata["quantization"]["mode"] == "int8"
+
+
+def test_classify_matches_the_backend_and_keras(exported):
+    import keras
+
+    run, results = exported
+    files = _images(exported)[:5] + _images(exported)[-5:]
+    model = keras.models.load_model(run / "model.keras", safe_mode=True)
+    pixels = np.stack([load_image(f, Classifier.load(results[0].path).preprocess) for f in files])
+    reference = np.asarray(model(pixels.astype("float32")))
+    for r in results:
+        c = Classifier.load(r.path, threads=1)
+        got = np.stack([x.probabilities for x in c.classify(files)])
+        # Same code path as the export gate: identical to the backend on the same pixels.
+        np.testing.assert_array_equal(got, open_backend(r.path, threads=1).run(pixels))
+        assert (got.argmax(1) == reference.argmax(1)).all()
+
+
+def test_runtime_agrees_with_the_export_gate_figures(exported):
+    run, results = exported
+    import csv
+
+    with open(run / "splits.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
+    files = [run.parent / "data" / r["path"] for r in rows]
+    for r in results:
+        c = Classifier.load(r.path, threads=1)
+        probs = np.stack([x.probabilities for x in c.classify(files)])
+        labels = np.array([c.class_names.index(row["label"]) for row in rows])
+        assert float((probs.argmax(1) == labels).mean()) == pytest.approx(r.fidelity["accuracy"])
+
+
+def test_top_k_and_threshold(exported):
+    c = Classifier.load(_artefact(exported, "run_fp32.onnx"))
+    result = c.classify([_images(exported)[0]])[0]
+    top = result.top(2)
+    assert [p.index for p in top] == list(np.argsort(-result.probabilities))
+    assert top[0].score >= top[1].score
+    assert result.decide(0.0).label == "bar_v" and result.decide(1.01).label == "bar_h"
+
+
+def test_stream_keeps_order_reports_bad_images_and_bounds_memory(exported, tmp_path):
+    c = Classifier.load(_artefact(exported, "run_int8.tflite"), threads=1)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"")
+    files = _images(exported)[:20]
+    items = files[:7] + [bad] + files[7:]
+    pulled = []
+
+    def source():
+        for f in items:
+            pulled.append(f)
+            yield f
+
+    seen = []
+    for i, (item, result) in enumerate(c.stream(source(), batch_size=4, workers=2)):
+        assert len(pulled) - i <= 2 * 4 + 4 + 1  # read-ahead is bounded, whatever the input size
+        seen.append((item, result))
+    assert [s[0] for s in seen] == items
+    assert isinstance(seen[7][1], ImageDecodeError) and seen[7][1].reason == "empty file (0 bytes)"
+    assert all(not isinstance(r, ImageDecodeError) for _, r in seen[:7] + seen[8:])
+
+
+def test_several_models_share_one_decode(exported):
+    a = Classifier.load(_artefact(exported, "run_fp32.tflite"))
+    b = Classifier.load(_artefact(exported, "run_int8.onnx"))
+    out = list(stream_many([a, b], _images(exported)[:3], batch_size=2))
+    assert len(out) == 3 and all(len(results) == 2 for _, results in out)
+
+
+def test_file_without_metadata_is_refused(tmp_path):
+    (tmp_path / "x.tflite").write_bytes(b"garbage")
+    with pytest.raises(DataError):
+        Classifier.load(tmp_path / "x.tflite")
+    with pytest.raises(ConfigError, match="Expected a .tflite or .onnx"):
+        Classifier.load(__file__)
+
+
+def test_expand_paths(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/1.jpg", "a/b/2.png", "a/notes.txt", "3.webp"):
+        (tmp_path / name).write_bytes(b"x")
+    got = list(expand_paths([str(tmp_path / "a"), str(tmp_path / "*.webp"), str(tmp_path / "missing.jpg"), "-"],
+                            io.StringIO(f"{tmp_path}/from_stdin.png\n\n")))
+    assert got == [str(tmp_path / "a" / "1.jpg"), str(tmp_path / "a" / "b" / "2.png"), str(tmp_path / "3.webp"),
+                   str(tmp_path / "missing.jpg"), f"{tmp_path}/from_stdin.png"]
+
+
+def test_predict_cli_jsonl_with_a_bad_file(exported, tmp_path):
+    model = _artefact(exported, "run_int8.tflite")
+    files = [str(f) for f in _images(exported)[:3]]
+    result = CliRunner().invoke(main, ["predict", str(model), *files, str(tmp_path / "gone.jpg"), "--format", "jsonl"])
+    assert result.exit_code == 1
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["path"] for r in records] == files + [str(tmp_path / "gone.jpg")]
+    assert records[-1]["error"].startswith("unreadable")
+    assert set(records[0]["scores"]) == {"bar_h", "bar_v"} and records[0]["label"] in ("bar_h", "bar_v")
+    assert "4 image(s), 1 failed" in result.stderr
+
+
+def test_predict_cli_several_models_csv_and_stdin(exported):
+    a, b = _artefact(exported, "run_fp32.tflite"), _artefact(exported, "run_int8.onnx")
+    files = "\n".join(str(f) for f in _images(exported)[:4]) + "\n"
+    result = CliRunner().invoke(main, ["predict", "--model", str(a), "--model", str(b), "-", "--format", "csv"],
+                                input=files)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("path,run_fp32.label,run_fp32.score,") and "run_int8.label" in lines[0]
+    assert len(lines) == 5
+
+
+def test_predict_cli_usage_errors(exported):
+    model = str(_artefact(exported, "run_fp32.onnx"))
+    no_images = CliRunner().invoke(main, ["predict", model])
+    assert no_images.exit_code == 2 and "no images" in no_images.output
+    top0 = CliRunner().invoke(main, ["predict", model, str(_images(exported)[0]), "--top-k", "0"])
+    assert top0.exit_code == 2
+
+
+def test_predict_in_a_fresh_process_never_imports_tensorflow(exported):
+    model = _artefact(exported, "run_int8.tflite")
+    image = _images(exported)[0]
+    code = ("import sys\n"
+            "from click.testing import CliRunner\n"
+            "from edgeclf.cli import main\n"
+            f"r = CliRunner().invoke(main, ['predict', {str(model)!r}, {str(image)!r}, '--format', 'jsonl'])\n"
+            "assert r.exit_code == 0, r.output\n"
+            "print(','.join(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""
