@@ -425,6 +425,68 @@ class _PredictionWriter:
 
 
 @main.command()
+@click.option("--model", "models", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
+              help="An exported .tflite/.onnx model; repeat for several.")
+@click.option("--source", default="0", show_default=True, help="Camera index, video file, or stream URL (rtsp://...).")
+@click.option("--headless", is_flag=True, default=None, help="No window [default: automatic when there is no display].")
+@click.option("--events", "events_path", type=click.Path(dir_okay=False),
+              help="Append events as JSON lines to this file [default: stdout].")
+@click.option("--min-frames", type=int, default=3, show_default=True,
+              help="A class change is reported once it holds for this many classified frames.")
+@click.option("--alert", "alerts", multiple=True, help="Label to mark as an alert, e.g. no_helmet; repeatable.")
+@click.option("--snapshot-dir", type=click.Path(file_okay=False), help="Save the frame that triggered each alert.")
+@click.option("--every-n", type=int, default=1, show_default=True, help="Classify every n-th frame.")
+@click.option("--max-fps", type=float, help="Classify at most this many frames per second.")
+@click.option("--max-reconnects", type=int, help="Give up after this many failed reconnections [default: never].")
+@click.option("--threads", type=int, help="Inference threads [default: all cores].")
+@click.pass_context
+def camera(ctx, models, source, headless, events_path, min_frames, alerts, snapshot_dir, every_n, max_fps,
+           max_reconnects, threads):
+    """Classify a camera, video file or stream and report stable class changes as events.
+
+    With a display, a window shows the label, score and FPS (q or Esc closes it). Headless, events go out as
+    JSON lines. Ctrl-C, SIGTERM or the end of a file end the run with a summary on stderr.
+
+    \b
+    Example:
+      edgeclf camera --model helmet_int8.tflite --alert no_helmet --snapshot-dir alerts/
+      edgeclf camera --model helmet_int8.tflite --source rtsp://cam1/stream --headless --events events.jsonl
+    """
+
+    def go():
+        import json as _json
+        import signal
+        import threading
+
+        from edgeclf.edge_runtime.camera import CameraSpec, watch
+        from edgeclf.edge_runtime.classifier import Classifier
+
+        classifiers = [Classifier.load(p, threads) for p in models]
+        spec = CameraSpec(source=source, every_n=every_n, max_fps=max_fps, min_frames=min_frames, alerts=tuple(alerts),
+                          snapshot_dir=snapshot_dir, headless=headless, max_reconnects=max_reconnects)
+        stop = threading.Event()
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        sink = open(events_path, "a", encoding="utf-8") if events_path else None
+        try:
+            def emit(event):
+                line = _json.dumps(event)
+                if sink is not None:
+                    sink.write(line + "\n")
+                    sink.flush()
+                else:
+                    click.echo(line)
+
+            summary = watch(classifiers, spec, emit, stop)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if sink is not None:
+                sink.close()
+        click.echo(_json.dumps({"summary": summary.to_dict()}), err=True)
+
+    _run(ctx, go)
+
+
+@main.command()
 @click.argument("pattern", default="*")
 def backbones(pattern):
     """List the registered backbones (optionally matching PATTERN, e.g. 'mobilenet*')."""

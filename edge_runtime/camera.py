@@ -1,0 +1,235 @@
+"""Classify a camera, video file or stream frame by frame, and report stable class changes as events."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .classifier import Classifier
+from .errors import ConfigError, DataError, missing_dependency
+from .preprocess import preprocess_frame
+
+logger = logging.getLogger(__name__)
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as exc:
+        raise missing_dependency("opencv-python", "runtime", exc) from None
+    return cv2
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    """How to watch a source.
+
+    Args:
+        source: Camera index (``"0"``), a video file, or a stream URL (``rtsp://``, ``http://``).
+        every_n: Classify every n-th frame.
+        max_fps: Classify at most this many frames per second (None: as fast as frames come).
+        min_frames: A new class is reported only after it holds for this many classified frames in a row.
+        alerts: Labels whose events are marked ``alert``.
+        snapshot_dir: Where the frame that triggered each alert is saved as JPEG.
+        headless: No window; None decides from the environment (no display, or OpenCV without GUI support).
+        max_backoff: Longest wait between reconnection attempts of a live source, in seconds.
+        max_reconnects: Give up after this many failed reconnections in a row (None: never).
+    """
+
+    source: str
+    every_n: int = 1
+    max_fps: float | None = None
+    min_frames: int = 3
+    alerts: tuple[str, ...] = ()
+    snapshot_dir: Path | None = None
+    headless: bool | None = None
+    max_backoff: float = 30.0
+    max_reconnects: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.every_n < 1 or self.min_frames < 1:
+            raise ConfigError(f"Received: every_n={self.every_n}, min_frames={self.min_frames}. Expected at least 1.")
+        if self.max_fps is not None and self.max_fps <= 0:
+            raise ConfigError(f"Received: max_fps={self.max_fps}. Expected a positive number.")
+
+    @property
+    def is_live(self) -> bool:
+        """Cameras and network streams reconnect when they drop; files end."""
+        return self.source.isdigit() or "://" in self.source
+
+
+@dataclass
+class _Track:
+    """Debounces one model's labels: a change counts once it has held for ``min_frames`` frames."""
+
+    current: str | None = None
+    candidate: str | None = None
+    count: int = 0
+
+    def update(self, label: str, min_frames: int) -> bool:
+        if label == self.current:
+            self.candidate, self.count = None, 0
+            return False
+        if label != self.candidate:
+            self.candidate, self.count = label, 0
+        self.count += 1
+        if self.count >= min_frames:
+            self.current, self.candidate, self.count = label, None, 0
+            return True
+        return False
+
+
+@dataclass
+class CameraSummary:
+    """What a camera run saw."""
+
+    frames_read: int = 0
+    frames_classified: int = 0
+    events: int = 0
+    alerts: int = 0
+    reconnects: int = 0
+    seconds: float = 0.0
+    stopped_by: str = ""
+    last_labels: dict = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames_classified / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return {"frames_read": self.frames_read, "frames_classified": self.frames_classified, "events": self.events,
+                "alerts": self.alerts, "reconnects": self.reconnects, "seconds": round(self.seconds, 3),
+                "classified_fps": round(self.fps, 2), "stopped_by": self.stopped_by, "last_labels": self.last_labels}
+
+
+def display_available() -> bool:
+    """Whether a window can be shown: a display exists and OpenCV was built with a GUI backend."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    cv2 = _cv2()
+    info = cv2.getBuildInformation()
+    gui = next((line for line in info.splitlines() if line.strip().startswith("GUI:")), "")
+    return "NONE" not in gui.upper()
+
+
+def _open(cv2, source: str):
+    cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
+    return cap if cap.isOpened() else None
+
+
+def _overlay(cv2, frame: np.ndarray, lines: Sequence[str], alert: bool) -> np.ndarray:
+    out = frame.copy()
+    for i, text in enumerate(lines):
+        y = 28 + 26 * i
+        cv2.putText(out, text, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 4, cv2.LINE_AA)
+        cv2.putText(out, text, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 255) if alert else (0, 255, 0), 2,
+                    cv2.LINE_AA)
+    return out
+
+
+def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[dict], None],
+          stop: threading.Event | None = None, sleep: Callable[[float], None] = time.sleep) -> CameraSummary:
+    """Reads frames from ``spec.source``, classifies them and emits one event per stable class change.
+
+    Args:
+        classifiers: Models run on every classified frame (each with its own debounced label).
+        spec: The source and event settings.
+        emit: Receives each event dict: time, frame, model, label, score, alert (and snapshot when saved).
+        stop: Set it (e.g. from a SIGTERM handler) to end the loop cleanly.
+        sleep: Injected for tests of reconnection back-off.
+
+    Returns:
+        The summary; the loop ends at the end of a file, on ``stop``, on Ctrl-C, or after ``max_reconnects``.
+
+    Raises:
+        DataError: If the source cannot be opened at all.
+    """
+    cv2 = _cv2()
+    stop = stop or threading.Event()
+    headless = (not display_available()) if spec.headless is None else spec.headless
+    if spec.snapshot_dir is not None:
+        Path(spec.snapshot_dir).mkdir(parents=True, exist_ok=True)
+    cap = _open(cv2, spec.source)
+    if cap is None:
+        raise DataError(f"Cannot open video source '{spec.source}'. Expected a camera index (0), a video file or "
+                        "a stream URL (rtsp://, http://) that OpenCV can read.")
+    summary = CameraSummary()
+    tracks = [_Track() for _ in classifiers]
+    started = time.perf_counter()
+    last_classified = 0.0
+    backoff, failures = 0.5, 0
+    frame_index = -1
+    window = "edgeclf"
+    try:
+        while not stop.is_set():
+            ok, frame = cap.read()
+            if not ok:
+                if not spec.is_live:
+                    summary.stopped_by = "end of file"
+                    break
+                cap.release()
+                failures += 1
+                if spec.max_reconnects is not None and failures > spec.max_reconnects:
+                    summary.stopped_by = f"source lost after {spec.max_reconnects} reconnection attempts"
+                    break
+                logger.warning("Lost %s; reconnecting in %.1f s", spec.source, backoff)
+                sleep(backoff)
+                backoff = min(backoff * 2, spec.max_backoff)
+                cap = _open(cv2, spec.source) or cap
+                summary.reconnects += 1
+                continue
+            failures, backoff = 0, 0.5
+            frame_index += 1
+            summary.frames_read += 1
+            if frame_index % spec.every_n:
+                continue
+            now = time.perf_counter()
+            if spec.max_fps is not None and now - last_classified < 1.0 / spec.max_fps:
+                continue
+            last_classified = now
+            summary.frames_classified += 1
+            lines, alert_now = [], False
+            pixels = {c.preprocess: preprocess_frame(frame, c.preprocess, bgr=True) for c in classifiers}
+            for c, track in zip(classifiers, tracks):
+                best = c.classify_pixels(pixels[c.preprocess][None])[0].best
+                summary.last_labels[c.name] = best.label
+                lines.append(f"{c.name if len(classifiers) > 1 else ''} {best.label} {best.score:.2f}".strip())
+                if track.update(best.label, spec.min_frames):
+                    is_alert = best.label in spec.alerts
+                    alert_now |= is_alert
+                    event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "frame": frame_index, "model": c.name,
+                             "label": best.label, "score": round(best.score, 4), "alert": is_alert}
+                    if is_alert and spec.snapshot_dir is not None:
+                        snap = Path(spec.snapshot_dir) / f"{c.name}_{best.label}_{frame_index:08d}.jpg"
+                        tmp = snap.with_name(f".{snap.stem}.part.jpg")
+                        if cv2.imwrite(str(tmp), frame):
+                            os.replace(tmp, snap)
+                            event["snapshot"] = str(snap)
+                    summary.events += 1
+                    summary.alerts += int(is_alert)
+                    emit(event)
+            if not headless:
+                elapsed = time.perf_counter() - started
+                lines.append(f"{summary.frames_classified / elapsed:.1f} FPS" if elapsed else "")
+                cv2.imshow(window, _overlay(cv2, frame, lines, alert_now))
+                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                    summary.stopped_by = "window closed"
+                    break
+        else:
+            summary.stopped_by = "stop requested"
+    except KeyboardInterrupt:
+        summary.stopped_by = "Ctrl-C"
+    finally:
+        cap.release()
+        if not headless:
+            cv2.destroyAllWindows()
+        summary.seconds = time.perf_counter() - started
+    return summary
