@@ -1,0 +1,188 @@
+"""Reference results for ``edgeclf predict``: MobileNetV2-224 int8 TFLite over a folder of 1080p JPEGs.
+
+Compares, in alternating rounds within one run (medians):
+
+- ``edgeclf predict`` (the installed command, 2 inference threads),
+- ``minimal_litert_loop`` (LiteRT ``Interpreter`` at 2 threads + Pillow draft decoding, one image at a time),
+- ``keras_loop`` (``load_model`` + ``model.predict`` per image),
+
+each in a fresh process whose wall time and peak RSS (``wait4``) are recorded. Also: fresh process to first
+result, and the runtime's per-image overhead over a raw ``Interpreter.invoke()``.
+
+    python -m edgeclf.benchmarks.export_benchmarks speed          # trains and exports the MobileNetV2-224 model
+    python -m edgeclf.benchmarks.predict_benchmarks --images 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgeclf.benchmarks.machine import describe
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BUNDLED = Path(__file__).resolve().parent / "data" / "fashion-mnist-2class"
+
+
+def make_jpegs(folder: Path, n: int) -> None:
+    """``n`` 1920x1080 JPEGs: bundled photos upscaled onto textured backgrounds (realistic JPEG entropy)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if len(list(folder.glob("*.jpg"))) >= n:
+        return
+    sources = sorted(BUNDLED.rglob("*.png"))
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:1080, 0:1920]
+    for i in range(n):
+        base = (np.sin(xx / (40 + i % 17)) * 40 + np.cos(yy / (30 + i % 13)) * 40 + 128)[..., None]
+        noise = rng.normal(0, 18, (1080, 1920, 3))
+        canvas = np.clip(base + noise + rng.integers(-40, 40, 3), 0, 255).astype(np.uint8)
+        item = Image.open(sources[i % len(sources)]).convert("RGB").resize((900, 900), Image.Resampling.BILINEAR)
+        img = Image.fromarray(canvas)
+        img.paste(item, (510, 90))
+        img.save(folder / f"img_{i:04d}.jpg", quality=90)
+
+
+def run_timed(cmd: list[str], stdout=subprocess.DEVNULL) -> tuple[float, float, str]:
+    """Runs ``cmd`` in a fresh process. Returns (wall seconds, peak RSS MiB, stdout text)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{cmd[0]} {cmd[1:3]} failed with {os.waitstatus_to_exitcode(status)}")
+    return wall, usage.ru_maxrss / 1024.0, out.decode()
+
+
+def cold_start(model: Path, image: Path, repeats: int) -> list[float]:
+    """Fresh ``edgeclf predict`` process to its first output line, in seconds."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        proc = subprocess.Popen(["edgeclf", "predict", str(model), str(image), "--format", "jsonl"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        proc.stdout.readline()
+        times.append(time.perf_counter() - started)
+        proc.wait()
+    return times
+
+
+def overhead(model: Path, image: Path, threads: int, rounds: int = 20, per_round: int = 20) -> dict:
+    """Per-image time of ``Classifier.classify_pixels`` vs a raw ``Interpreter.invoke()`` on the same input."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeclf.edge_runtime.classifier import Classifier
+
+    clf = Classifier.load(model, threads=threads)
+    pixels = clf.prepare(str(image))[None]
+    raw = Interpreter(model_path=str(model), num_threads=threads)
+    raw.allocate_tensors()
+    inp, out = raw.get_input_details()[0], raw.get_output_details()[0]
+    t_raw, t_clf = [], []
+    for _ in range(10):
+        clf.classify_pixels(pixels)
+        raw.set_tensor(inp["index"], pixels)
+        raw.invoke()
+    for _ in range(rounds):
+        for _ in range(per_round):
+            t = time.perf_counter()
+            raw.set_tensor(inp["index"], pixels)
+            raw.invoke()
+            raw.get_tensor(out["index"])
+            t_raw.append(time.perf_counter() - t)
+        for _ in range(per_round):
+            t = time.perf_counter()
+            clf.classify_pixels(pixels)
+            t_clf.append(time.perf_counter() - t)
+    raw_ms, clf_ms = statistics.median(t_raw) * 1000, statistics.median(t_clf) * 1000
+    return {"raw_invoke_ms": raw_ms, "classifier_ms": clf_ms, "overhead": clf_ms / raw_ms - 1.0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mnv2-run", type=Path, default=Path("/tmp/edgeclf-mnv2/run-mobilenet_v2-224"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/edgeclf-predict"))
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    tflite = args.mnv2_run / "export" / "mobilenet_v2_224_int8.tflite"
+    keras_model = args.mnv2_run / "model.keras"
+    if not tflite.exists():
+        raise SystemExit(f"{tflite} not found: run `python -m edgeclf.benchmarks.export_benchmarks speed` first.")
+    jpegs = args.work / "jpegs"
+    make_jpegs(jpegs, args.images)
+    t = str(args.threads)
+    commands = {
+        "edgeclf predict": ["edgeclf", "predict", str(tflite), str(jpegs), "--format", "jsonl", "--threads", t],
+        "minimal LiteRT loop": [sys.executable, "-m", "edgeclf.benchmarks.minimal_litert_loop", str(tflite), str(jpegs),
+                                "--threads", t],
+        "Keras loop": [sys.executable, "-m", "edgeclf.benchmarks.keras_loop", str(keras_model), str(jpegs)],
+    }
+    walls = {k: [] for k in commands}
+    rss = {k: [] for k in commands}
+    outputs = {}
+    for _ in range(args.rounds):
+        for name, cmd in commands.items():
+            wall, peak, out = run_timed(cmd)
+            walls[name].append(wall)
+            rss[name].append(peak)
+            outputs[name] = out
+    ours = {json.loads(line)["path"]: json.loads(line)["label"] for line in outputs["edgeclf predict"].splitlines()}
+    names = json.loads(Path(tflite.with_suffix(".tflite.json")).read_text())["class_names"]
+    minimal = {p: names[int(i)] for p, i in (line.rsplit(",", 1) for line in outputs["minimal LiteRT loop"].splitlines())}
+    same = sum(ours.get(p) == label for p, label in minimal.items()) / max(len(minimal), 1)
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    med_rss = {k: statistics.median(v) for k, v in rss.items()}
+    cold = cold_start(tflite, next(iter(sorted(jpegs.glob("*.jpg")))), 10)
+    ovh = overhead(tflite, next(iter(sorted(jpegs.glob("*.jpg")))), args.threads)
+    ratio_min = med["edgeclf predict"] / med["minimal LiteRT loop"]
+    speedup_keras = med["Keras loop"] / med["edgeclf predict"]
+    rss_ratio = med_rss["edgeclf predict"] / med_rss["minimal LiteRT loop"]
+    targets = {
+        "wall <= 0.8x minimal loop": ratio_min <= 0.8,
+        ">= 15x faster than Keras loop": speedup_keras >= 15,
+        "peak RSS <= 1.2x minimal loop": rss_ratio <= 1.2,
+        "fresh process to first result <= 0.5 s": statistics.median(cold) <= 0.5,
+        "per-image overhead over raw invoke <= 5%": ovh["overhead"] <= 0.05,
+    }
+    record = {"benchmark": f"edgeclf predict, MobileNetV2-224 int8 TFLite, {args.images} 1080p JPEGs, "
+                           f"{args.threads} threads", "rounds": args.rounds, "wall_s": walls, "median_wall_s": med,
+              "peak_rss_mib": rss, "median_peak_rss_mib": med_rss, "ratio_vs_minimal": ratio_min,
+              "speedup_vs_keras": speedup_keras, "rss_ratio_vs_minimal": rss_ratio,
+              "label_agreement_with_minimal_loop": same, "cold_start_s": cold,
+              "cold_start_median_s": statistics.median(cold), "per_image_overhead": ovh, "targets": targets,
+              "machine": describe(), "date": time.strftime("%Y-%m-%d")}
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "predict_mobilenet_v2.json").write_text(json.dumps(record, indent=2) + "\n")
+    md = [f"# edgeclf predict: MobileNetV2-224 int8 over {args.images} 1080p JPEGs", "",
+          f"- date {record['date']}; {record['machine']['cpu']}, {record['machine']['affinity_cores']} cores",
+          f"- command: `python -m edgeclf.benchmarks.predict_benchmarks --images {args.images}`; each contender in a "
+          f"fresh process, {args.rounds} alternating rounds, medians",
+          "", "| contender | median wall | images/s | median peak RSS |", "|---|---:|---:|---:|"]
+    md += [f"| {k} | {med[k]:.2f} s | {args.images / med[k]:.1f} | {med_rss[k]:.0f} MiB |" for k in commands]
+    md += ["", f"- edgeclf / minimal loop wall time: **{ratio_min:.2f}x**; Keras loop / edgeclf: **{speedup_keras:.1f}x**; "
+           f"peak RSS edgeclf / minimal: **{rss_ratio:.2f}x**",
+           f"- same labels as the minimal loop on {100 * same:.1f}% of images",
+           f"- fresh process to first result: median **{statistics.median(cold):.3f} s** (10 runs)",
+           f"- per-image overhead over raw `invoke()`: **{100 * ovh['overhead']:+.1f}%** "
+           f"({ovh['classifier_ms']:.2f} ms vs {ovh['raw_invoke_ms']:.2f} ms)", "", "| target | met |", "|---|---|"]
+    md += [f"| {k} | {'yes' if v else 'NO'} |" for k, v in targets.items()]
+    (args.results / "predict_mobilenet_v2.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0 if all(targets.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
