@@ -167,19 +167,20 @@ def stream_many(classifiers: Sequence[Classifier], images: Iterable[Image], batc
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque = deque()
         batch: list = []
-        for item in images:
-            pending.append((item, pool.submit(decode, item)))
-            while len(pending) >= in_flight:
+
+        def drain(keep: int):
+            # Move finished decodes into the batch until at most ``keep`` are in flight; classify full batches.
+            nonlocal batch
+            while len(pending) > keep:
                 done_item, fut = pending.popleft()
                 batch.append((done_item, fut.result()))
                 if len(batch) == batch_size:
                     yield from flush(batch)
                     batch = []
-        while pending:
-            done_item, fut = pending.popleft()
-            batch.append((done_item, fut.result()))
-            if len(batch) == batch_size:
-                yield from flush(batch)
-                batch = []
+
+        for item in images:
+            pending.append((item, pool.submit(decode, item)))
+            yield from drain(in_flight - 1)
+        yield from drain(0)
         if batch:
             yield from flush(batch)
