@@ -129,8 +129,8 @@ def main(ctx: click.Context, verbose: bool) -> None:
 @click.option("--deterministic/--no-deterministic", default=True, show_default=True,
               help="TensorFlow op determinism (reproducible with --seed; slower on GPU).")
 @click.option("--dedup", is_flag=True, help="Remove val/test images that duplicate an earlier split's image.")
-@click.option("--leakage-threshold", type=int, default=8, show_default=True,
-              help="Hash distance (of 256 bits) counted as a near-duplicate.")
+@click.option("--leakage-threshold", type=int, default=16, show_default=True,
+              help="pHash distance (of 256 bits) counted as a near-duplicate.")
 @click.option("--keep-cache", is_flag=True, help="Keep the decoded-image cache in the run directory.")
 @click.option("--force", is_flag=True, help="Replace an existing run in --out.")
 @click.pass_context

@@ -57,7 +57,7 @@ def write_train_report(run: Path, meta: dict, metrics_doc: dict) -> Path:
         lines.append("None: every image decoded.")
     lk = ds["leakage"]
     lines += ["", "### Split leakage", "",
-              f"Exact duplicates (identical decoded pixels) and near-duplicates (dHash, {lk['hash_bits']} bits, "
+              f"Exact duplicates (identical decoded pixels) and near-duplicates ({lk['hash']}, {lk['hash_bits']} bits, "
               f"distance <= {lk['threshold_bits']}) of an earlier split's image: {lk['exact_pairs']} exact, "
               f"{lk['near_pairs']} near; val images affected {lk['leaked_images']['val']}, test images "
               f"{lk['leaked_images']['test']}. Exact duplicates inside a split: {lk['within_split_exact_duplicates']}."]
