@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         "test_f1_macro": metrics["test"]["f1_macro"],
         "val_accuracy": metrics["val"]["accuracy"],
         "split_sizes": meta["dataset"]["split_sizes"],
-        "leakage": {k: meta["dataset"]["leakage"][k] for k in ("exact_pairs", "near_pairs", "leaked_images")},
+        "leakage": {k: meta["dataset"]["leakage"][k] for k in ("hash", "exact_pairs", "near_pairs", "leaked_images")},
         "target": ">= 0.92 test accuracy",
         "met": metrics["test"]["accuracy"] >= 0.92,
         "machine": describe(),
