@@ -164,3 +164,18 @@ def test_predict_in_a_fresh_process_never_imports_tensorflow(exported):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_missing_backend_library_names_the_install_command(exported):
+    model = _artefact(exported, "run_int8.tflite")
+    code = ("import sys\n"
+            "sys.modules['ai_edge_litert'] = None; sys.modules['ai_edge_litert.interpreter'] = None\n"
+            "sys.modules['tflite_runtime'] = None; sys.modules['tflite_runtime.interpreter'] = None\n"
+            "from edgeclf.edge_runtime import Classifier, BackendUnavailableError\n"
+            "try:\n"
+            f"    Classifier.load({str(model)!r})\n"
+            "except BackendUnavailableError as exc:\n"
+            "    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'edgeclf[runtime]'" in out.stdout and "ai-edge-litert" in out.stdout

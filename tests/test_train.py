@@ -182,3 +182,16 @@ def test_atomic_writes_leave_normal_permissions_and_no_temporary_files(tmp_path)
             tmp.write_bytes(b"half")
             raise RuntimeError("crash mid-write")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+def test_same_seed_gives_the_same_model(tiny_folders, tmp_path):
+    import keras
+
+    spec = TrainSpec(epochs=2, seed=7, augment=AugmentSpec(), batch_size=16)
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run in runs:
+        train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights="none", spec=spec)
+    a, b = (keras.models.load_model(r / "model.keras", safe_mode=True) for r in runs)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    assert (runs[0] / "history.csv").read_text() == (runs[1] / "history.csv").read_text()
