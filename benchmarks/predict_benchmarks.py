@@ -6,7 +6,7 @@ Compares, in alternating rounds within one run (medians):
 - ``minimal_litert_loop`` (LiteRT ``Interpreter`` at 2 threads + Pillow draft decoding, one image at a time),
 - ``keras_loop`` (``load_model`` + ``model.predict`` per image),
 
-each in a fresh process whose wall time and peak RSS (``wait4``) are recorded. Also: fresh process to first
+each in a fresh process whose wall time and peak RSS (its own ``VmHWM``) are recorded. Also: fresh process to first
 result, and the runtime's per-image overhead over a raw ``Interpreter.invoke()``.
 
     python -m edgeclf.benchmarks.export_benchmarks speed          # trains and exports the MobileNetV2-224 model
@@ -52,16 +52,40 @@ def make_jpegs(folder: Path, n: int) -> None:
         img.save(folder / f"img_{i:04d}.jpg", quality=90)
 
 
-def run_timed(cmd: list[str], stdout=subprocess.DEVNULL) -> tuple[float, float, str]:
-    """Runs ``cmd`` in a fresh process. Returns (wall seconds, peak RSS MiB, stdout text)."""
+def _vm_hwm_mib(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def run_timed(cmd: list[str]) -> tuple[float, float, str]:
+    """Runs ``cmd`` in a fresh process. Returns (wall seconds, peak RSS MiB, stdout text).
+
+    Peak RSS is the process's own high-water mark (``VmHWM``, which starts afresh at exec), polled every 5 ms
+    until it exits. ``wait4``'s ``ru_maxrss`` is not used: it can include the parent's memory at fork time.
+    """
+    import threading
+
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()))
+    reader.start()
+    peak = 0.0
+    while proc.poll() is None:
+        hwm = _vm_hwm_mib(proc.pid)
+        peak = max(peak, hwm or 0.0)
+        time.sleep(0.005)
     wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{cmd[0]} {cmd[1:3]} failed with {os.waitstatus_to_exitcode(status)}")
-    return wall, usage.ru_maxrss / 1024.0, out.decode()
+    reader.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[0]} {cmd[1:3]} failed with {proc.returncode}")
+    return wall, peak, b"".join(chunks).decode()
 
 
 def cold_start(model: Path, image: Path, repeats: int) -> list[float]:

@@ -36,18 +36,49 @@ def _schema():
     return schema
 
 
+# Field slots of the TFLite schema (schema.fbs) that reading the metadata needs.
+_MODEL_BUFFERS, _MODEL_METADATA = 4, 6
+_METADATA_NAME, _METADATA_BUFFER = 0, 1
+_BUFFER_DATA = 0
+
+
 def read_tflite_metadata(data: bytes) -> dict | None:
-    """The ``edgeclf`` metadata of a TFLite flatbuffer, or None when it has none."""
-    schema = _schema()
-    model = schema.Model.GetRootAsModel(data, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name() and entry.Name().decode() == METADATA_KEY:
-            buf = model.Buffers(entry.Buffer())
-            raw = buf.DataAsNumpy()
-            if isinstance(raw, int):  # empty buffer
-                return None
-            return json.loads(raw.tobytes().decode("utf-8"))
+    """The ``edgeclf`` metadata of a TFLite flatbuffer, or None when it has none.
+
+    Walks the few flatbuffer tables it needs with the generic ``flatbuffers`` reader, as the generated schema
+    code does, without importing that 6 MB module into the runtime.
+    """
+    try:
+        from flatbuffers import encode, number_types, packer, table
+    except ImportError as exc:
+        raise missing_dependency("flatbuffers", "runtime", exc) from None
+
+    buf = bytearray(data) if not isinstance(data, (bytearray, memoryview)) else data
+    model = table.Table(buf, encode.Get(packer.uoffset, buf, 0))
+
+    def field(tab, slot):
+        return tab.Offset(4 + 2 * slot)
+
+    def tables(tab, slot):
+        o = field(tab, slot)
+        if not o:
+            return []
+        start = tab.Vector(o)
+        return [table.Table(buf, tab.Indirect(start + 4 * i)) for i in range(tab.VectorLen(o))]
+
+    buffers = None
+    for entry in tables(model, _MODEL_METADATA):
+        o = field(entry, _METADATA_NAME)
+        if not o or entry.String(o + entry.Pos).decode() != METADATA_KEY:
+            continue
+        o = field(entry, _METADATA_BUFFER)
+        index = entry.Get(number_types.Uint32Flags, o + entry.Pos) if o else 0
+        buffers = buffers if buffers is not None else tables(model, _MODEL_BUFFERS)
+        o = field(buffers[index], _BUFFER_DATA)
+        if not o:
+            return None
+        start, length = buffers[index].Vector(o), buffers[index].VectorLen(o)
+        return json.loads(bytes(buf[start : start + length]).decode("utf-8"))
     return None
 
 
