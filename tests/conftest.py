@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -82,3 +84,10 @@ def run_copy(trained_run, tmp_path):
     dest = tmp_path / "run"
     shutil.copytree(trained_run, dest, ignore=shutil.ignore_patterns("export"))
     return dest
+
+
+def run_python(code: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """Runs ``code`` in a fresh interpreter (clean ``sys.modules``) and asserts it exited 0."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr
+    return out

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from click.testing import CliRunner
 
+from conftest import run_python
 from edgeclf.cli import main
 
 BIN = Path(sys.executable).parent
@@ -73,9 +73,7 @@ def test_runtime_and_cli_never_import_tensorflow():
     code = ("import sys, edgeclf.edge_runtime, edgeclf.cli, edgeclf.models; "
             "from edgeclf.edge_runtime import load_image; "
             "print(','.join(m for m in ('tensorflow', 'keras', 'edgeclf.toolkit') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert out.returncode == 0, out.stderr
+    out = run_python(code)
     assert out.stdout.strip() == ""
 
 

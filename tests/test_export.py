@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import ALL_MODES, write_class_folders
+from conftest import run_python, write_class_folders
 from edgeclf.cli import main
 from edgeclf.edge_runtime import ConfigError, PreprocessSpec, load_image
 from edgeclf.edge_runtime.artifact import read_metadata
@@ -158,8 +156,7 @@ def test_runtime_reads_and_runs_artefacts_without_tensorflow(exported):
             "    probs = open_backend(p).run(np.zeros((2, *meta['input']['shape']), np.uint8))\n"
             "    assert probs.shape == (2, 2), probs.shape\n"
             "print(','.join(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
+    out = run_python(code)
     assert out.stdout.strip() == ""
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import run_python
 from edgeclf.cli import main
 from edgeclf.edge_runtime import ConfigError, DataError, ImageDecodeError, load_image
 from edgeclf.edge_runtime.backends import open_backend
@@ -161,8 +160,7 @@ def test_predict_in_a_fresh_process_never_imports_tensorflow(exported):
             f"r = CliRunner().invoke(main, ['predict', {str(model)!r}, {str(image)!r}, '--format', 'jsonl'])\n"
             "assert r.exit_code == 0, r.output\n"
             "print(','.join(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
+    out = run_python(code)
     assert out.stdout.strip() == ""
 
 
@@ -176,6 +174,5 @@ def test_missing_backend_library_names_the_install_command(exported):
             f"    Classifier.load({str(model)!r})\n"
             "except BackendUnavailableError as exc:\n"
             "    print(exc)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
+    out = run_python(code)
     assert "pip install 'edgeclf[runtime]'" in out.stdout and "ai-edge-litert" in out.stdout

@@ -340,12 +340,14 @@ class DecodedSplit:
         labels: (N,) int32 class indices.
         sources: The sources of the decoded images, in order.
         skipped: ``(source description, reason)`` for every image that was skipped.
+        indices: Position of each decoded image in the samples it was decoded from.
     """
 
     pixels: np.ndarray
     labels: np.ndarray
     sources: list
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -404,7 +406,7 @@ def decode_samples(
                 kept.append(i)
             if progress is not None:
                 progress(1)
-    return DecodedSplit(out[: len(kept)], samples.labels[kept], [samples.sources[i] for i in kept], skipped)
+    return DecodedSplit(out[: len(kept)], samples.labels[kept], [samples.sources[i] for i in kept], skipped, kept)
 
 
 def _composite(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:

@@ -229,9 +229,7 @@ def _decode_all(ds, splits, spec: PreprocessSpec, cache: Path, reporter: Reporte
                                             shape=(max(len(samples), 1), spec.height, spec.width, 3))
             decoded = decode_samples(ds, samples, spec, out=buf, progress=advance)
             buf.flush()
-            position = {id(s): i for i, s in enumerate(samples.sources)}
-            kept = [position[id(s)] for s in decoded.sources]
-            entries[name] = {"kept": kept, "skipped": [list(s) for s in decoded.skipped]}
+            entries[name] = {"kept": decoded.indices, "skipped": [list(s) for s in decoded.skipped]}
             out[name] = decoded
     write_json(index_path, {"listing": listing, "preprocess": spec.to_dict(), "splits": entries})
     return out

@@ -16,7 +16,7 @@ import numpy as np
 import edgeclf
 from edgeclf.edge_runtime.artifact import METADATA_KEY, write_tflite_metadata
 from edgeclf.edge_runtime.backends import open_backend
-from edgeclf.edge_runtime.errors import ConfigError, DataError
+from edgeclf.edge_runtime.errors import ConfigError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
 
 from ..evaluate import load_keras_model, read_metadata
@@ -29,7 +29,6 @@ from . import tflite as tflite_export
 from .archive import write_saved_model
 from .images import ImageSet, folder_images, run_split
 from .spec import ExportSpec, Format, QuantSpec
-from edgeclf.edge_runtime.errors import ExportError
 
 logger = logging.getLogger(__name__)
 MIN_HELD_OUT = 50  # fewer held-out images than this and the gate also uses the calibration images
@@ -172,8 +171,7 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
                                   "--no-verify to skip the gate.")
         else:
             held_out = calibration.head(spec.verify_images)
-            held_out.origin = "calibration images (" + held_out.origin + "; fewer than "  \
-                f"{MIN_HELD_OUT} held-out images available)"
+            held_out.origin = f"calibration images ({held_out.origin}; fewer than {MIN_HELD_OUT} held-out available)"
     reference = predict_probs(model, held_out.pixels) if held_out is not None and spec.verify else None
 
     source_sha = sha256_file(model_path)
