@@ -82,5 +82,6 @@ def plot_roc_pr(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str
     ax_pr.set(xlabel="recall", ylabel="precision", title="Precision-recall")
     for ax in (ax_roc, ax_pr):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[1]:  # a split holding a single class has no curve to label
+            ax.legend(fontsize=7)
     return _save(fig, Path(path))
