@@ -339,19 +339,6 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
     return model
 
 
-def _to_float32(model, model_spec: ModelSpec):
-    """A float32 copy of a model trained under mixed precision, so exported artefacts run float32 kernels."""
-    _, keras = import_tf()
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        clean = create_model(ModelSpec.from_dict({**model_spec.to_dict(), "weights": "none"}))
-        clean.set_weights(model.get_weights())
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-    return clean
-
-
 def train(
     data: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -488,10 +475,10 @@ def train(
     values = [s[key] for s in fold_scores]
     best_fold = int(np.argmin(values) if key == "val_loss" else np.argmax(values))
     last_phase = max(int(kp.split("/")[1]) for kp in state.done if kp.startswith(f"{best_fold}/"))
+    # Rebuilt after the float32 policy is back: a model trained under mixed precision is saved (and exported)
+    # with float32 layers, its float32 master weights loaded from the checkpoint.
     model = create_model(ModelSpec.from_dict({**model_spec.to_dict(), "weights": "none"}))
     model.load_weights(run / "checkpoints" / f"fold{best_fold}_phase{last_phase}.weights.h5")
-    if mixed:
-        model = _to_float32(model, model_spec)
     with atomic_path(run / "model.keras", suffix=".keras") as tmp:
         model.save(tmp)
 
