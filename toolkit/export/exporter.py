@@ -32,6 +32,7 @@ from .spec import ExportSpec, Format, QuantSpec
 
 logger = logging.getLogger(__name__)
 MIN_HELD_OUT = 50  # fewer held-out images than this and the gate also uses the calibration images
+GATE_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,10 @@ def _gate_and_write(staged: Path, out: Path, name: str, fmt: Format, quant: Quan
     """Runs the staged artefact through the runtime backend, embeds metadata, and moves it into place."""
     threshold = spec.threshold(quant.mode)
     if spec.verify and held_out is not None:
-        probs = open_backend(staged).run(held_out.pixels)
+        backend = open_backend(staged)
+        # Batches, not the whole set at once: LiteRT would size its input and activations for every image.
+        probs = np.concatenate([backend.run(held_out.pixels[i : i + GATE_BATCH])
+                                for i in range(0, len(held_out), GATE_BATCH)])
         fid = {**fidelity(reference, probs, held_out.labels, classes), "images": held_out.origin, "verified": True}
         passed = fid["agreement"] >= threshold
         reason = "" if passed else (f"top-1 agreement {fid['agreement']:.4f} is below the {quant.mode} gate of "
