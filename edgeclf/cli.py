@@ -488,6 +488,66 @@ def camera(ctx, models, source, headless, events_path, min_frames, alerts, snaps
 
 
 @main.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--data", type=click.Path(exists=True),
+              help="Labelled images, any form `train` accepts (its test split if pre-split) [default: the test split "
+                   "of the run a given model.keras came from].")
+@click.option("--threads", callback=_csv_ints, help="Comma-separated thread counts, e.g. 1,2,4 [default: all cores].")
+@click.option("--batch", "batches", callback=_csv_ints, default="1", show_default=True,
+              help="Comma-separated batch sizes, e.g. 1,8.")
+@click.option("--runs", type=int, help="Minimum timed runs per row [default: 100; 20 with --quick].")
+@click.option("--min-time", type=float, help="Keep timing each row at least this many seconds [default: 2; 0.2 quick].")
+@click.option("--warmup", type=int, help="Untimed runs before timing [default: 10; 3 with --quick].")
+@click.option("--max-images", type=int, help="Evaluate at most this many images [default: all; 200 with --quick].")
+@click.option("--quick", is_flag=True, help="A short smoke run.")
+@click.option("--timeout", type=float, default=900, show_default=True, help="Seconds before a row is stopped as failed.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Report folder [default: bench/ inside the first model's folder].")
+@click.option("--force", is_flag=True, help="Overwrite an existing report.")
+@click.pass_context
+def bench(ctx, models, data, threads, batches, runs, min_time, warmup, max_images, quick, timeout, out_dir, force):
+    """Benchmark a Keras model and its artefacts side by side: accuracy, agreement, latency, cold start, memory.
+
+    MODELS are .keras/.tflite/.onnx files or run/export folders (everything in them). Every model x thread count x
+    batch size is measured in its own fresh process; a failing row is reported and the rest carry on (exit 1).
+
+    \b
+    Example:
+      edgeclf bench runs/helmet                               # model.keras + export/*, on the run's test split
+      edgeclf bench runs/helmet/export/*.tflite runs/helmet/model.keras --data data/holdout --threads 1,2,4
+    """
+
+    def go():
+        from pathlib import Path
+
+        from edgeclf.benchmarks.bench import BenchSpec, run_bench
+        from edgeclf.benchmarks.bench_report import format_table, write_report
+
+        options = {"threads": threads or None, "batches": batches or None, "runs": runs, "min_seconds": min_time,
+                   "warmup": warmup, "max_images": max_images, "timeout_s": timeout}
+        options = {k: v for k, v in options.items() if v is not None}
+        if "runs" in options:
+            options["max_runs"] = max(options["runs"], BenchSpec.max_runs)
+        spec = BenchSpec.quick(**options) if quick else BenchSpec(**options)
+        first = Path(models[0])
+        out = Path(out_dir) if out_dir else (first if first.is_dir() else first.parent) / "bench"
+        if not force and (out / "results.json").exists():  # fail before the work, not after
+            raise ConfigError(f"{out / 'results.json'} already exists. Pass --force to overwrite it, or --out another "
+                              "folder.")
+        result = run_bench(models, data, spec, ClickReporter(ctx.obj["verbose"]))
+        write_report(result, out, force=force)
+        click.echo()
+        click.echo(format_table(result.rows))
+        click.echo(f"\nReport: {out / 'report.md'}")
+        if any(r.status != "ok" for r in result.rows):
+            sys.exit(1)
+
+    from edgeclf.edge_runtime.errors import ConfigError
+
+    _run(ctx, go)
+
+
+@main.command()
 @click.argument("pattern", default="*")
 def backbones(pattern):
     """List the registered backbones (optionally matching PATTERN, e.g. 'mobilenet*')."""

@@ -13,7 +13,7 @@ import numpy as np
 from edgeclf.edge_runtime.errors import DataError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
 
-from ..data import Samples, decode_samples, discover
+from ..data import Dataset, Samples, decode_samples, discover
 
 
 @dataclass
@@ -42,8 +42,8 @@ def _subsample(samples: Samples, limit: int, seed: int) -> Samples:
     return samples.take(idx)
 
 
-def run_split(run_meta: dict, run_dir: Path, split: str, spec: PreprocessSpec, limit: int, seed: int = 0) -> ImageSet | None:
-    """Images of one split of the training run (from its ``splits.csv``), or None if unavailable."""
+def run_split_samples(run_meta: dict, run_dir: Path, split: str) -> tuple[Dataset, Samples] | None:
+    """The dataset and samples of one split of a training run (from its ``splits.csv``), or None if unavailable."""
     listing = run_dir / "splits.csv"
     data_path = run_meta.get("dataset", {}).get("path")
     if not listing.exists() or not data_path or not Path(data_path).exists():
@@ -66,7 +66,16 @@ def run_split(run_meta: dict, run_dir: Path, split: str, spec: PreprocessSpec, l
             labels.append(class_index[r["label"]])
     if not sources:
         return None
-    samples = _subsample(Samples(sources, np.asarray(labels, dtype=np.int32)), limit, seed)
+    return ds, Samples(sources, np.asarray(labels, dtype=np.int32))
+
+
+def run_split(run_meta: dict, run_dir: Path, split: str, spec: PreprocessSpec, limit: int, seed: int = 0) -> ImageSet | None:
+    """Images of one split of the training run (from its ``splits.csv``), or None if unavailable."""
+    found = run_split_samples(run_meta, run_dir, split)
+    if found is None:
+        return None
+    ds, samples = found
+    samples = _subsample(samples, limit, seed)
     decoded = decode_samples(ds, samples, spec)
     return ImageSet(decoded.pixels, decoded.labels, f"{split} split of the training run ({len(decoded)} images)")
 
@@ -93,7 +102,6 @@ def folder_images(path: str | os.PathLike, class_names: list[str], spec: Preproc
             remap = np.array([class_names.index(c) for c in ds.class_names], dtype=np.int32)
             samples = Samples(samples.sources, remap[samples.labels])
     except DataError:
-        from ..data import Dataset
         from edgeclf.edge_runtime.preprocess import is_image_file
 
         files = sorted(str(p) for p in root.rglob("*") if p.is_file() and is_image_file(p)) if root.is_dir() else []

@@ -1,0 +1,395 @@
+"""``edgeclf bench``: every artefact beside the full Keras model, in one table.
+
+Each model x thread count x batch size is one row, measured by ``bench_worker`` in a fresh subprocess (latency,
+cold start and peak RSS cannot leak between rows, and a crashing row cannot stop the table). Accuracy is measured
+once per model, on the same decoded images for every model, and compared with the Keras reference row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edgeclf.edge_runtime.backends import default_threads
+from edgeclf.edge_runtime.errors import ConfigError, DataError, EdgeclfError
+from edgeclf.edge_runtime.preprocess import PreprocessSpec
+
+from edgeclf.toolkit.progress import Reporter
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("keras", "tflite", "onnx")
+_MODE_ORDER = {"keras": 0, "fp32": 1, "fp16": 2, "dynamic": 3, "int8": 4}
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """How to benchmark.
+
+    Attributes:
+        threads: Thread counts; one row per value.
+        batches: Batch sizes; one row per value.
+        runs: Minimum timed runs per row.
+        min_seconds: Keep timing until this much time has passed as well (a stable median on fast models).
+        max_runs: Upper bound on timed runs per row.
+        warmup: Untimed runs before timing.
+        max_images: Evaluate at most this many images (a stratified-free random subset, seed 0); None for all.
+        timeout_s: A row that takes longer is stopped and reported as failed.
+    """
+
+    threads: tuple[int, ...] = field(default_factory=lambda: (default_threads(),))
+    batches: tuple[int, ...] = (1,)
+    runs: int = 100
+    min_seconds: float = 2.0
+    max_runs: int = 20000
+    warmup: int = 10
+    max_images: int | None = None
+    timeout_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        for name, values in (("threads", self.threads), ("batch", self.batches)):
+            if not values or any(int(v) < 1 for v in values):
+                raise ConfigError(f"Received: {name}={','.join(map(str, values)) or '(none)'}. "
+                                  "Expected positive integers such as 1,2,4.")
+        if self.runs < 1 or self.max_runs < self.runs or self.warmup < 0 or self.min_seconds < 0:
+            raise ConfigError(f"Received: runs={self.runs}, max_runs={self.max_runs}, warmup={self.warmup}, "
+                              f"min_seconds={self.min_seconds}. Expected runs >= 1, max_runs >= runs, warmup >= 0.")
+        if self.max_images is not None and self.max_images < 1:
+            raise ConfigError(f"Received: max_images={self.max_images}. Expected at least 1.")
+
+    @classmethod
+    def quick(cls, **overrides) -> "BenchSpec":
+        """A short smoke run: few timed runs, 200 evaluation images."""
+        base = {"runs": 20, "min_seconds": 0.2, "warmup": 3, "max_images": 200}
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """A model to benchmark, described from its own metadata (or ``metadata.json`` for Keras)."""
+
+    path: Path
+    kind: str
+    mode: str
+    class_names: tuple[str, ...] = ()
+    preprocess: PreprocessSpec | None = None
+    error: str | None = None
+    name: str = ""
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size if self.path.is_file() else 0
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One model at one thread count and batch size. Figures are None when not measured (failed or no labels)."""
+
+    model: str
+    path: str
+    format: str
+    quantization: str
+    threads: int
+    batch: int
+    status: str
+    reason: str | None = None
+    size_bytes: int = 0
+    accuracy: float | None = None
+    f1_macro: float | None = None
+    roc_auc: float | None = None
+    accuracy_change_pp: float | None = None
+    agreement: float | None = None
+    init_s: float | None = None
+    first_inference_ms: float | None = None
+    warmup_s: float | None = None
+    runs: int | None = None
+    mean_ms: float | None = None
+    std_ms: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    images_per_s: float | None = None
+    cold_start_s: float | None = None
+    peak_rss_mib: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """Rows, per-model evaluation, and what the benchmark ran on."""
+
+    rows: list[BenchRow]
+    evaluation: dict[str, dict]
+    samples_ms: dict[str, list[float]]
+    data: str
+    n_images: int
+    class_names: list[str]
+    machine: dict
+    spec: BenchSpec
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+
+def _describe_model(path: Path) -> BenchModel:
+    from edgeclf.edge_runtime.artifact import read_metadata
+
+    kind = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}[path.suffix]
+    try:
+        if kind == "keras":
+            meta_path = path.with_name("metadata.json")
+            if not meta_path.is_file():
+                raise DataError(f"{meta_path} not found; the Keras model needs the metadata.json `edgeclf train` writes")
+            meta, mode = json.loads(meta_path.read_text(encoding="utf-8")), "keras"
+        else:
+            meta = read_metadata(path)
+            mode = meta.get("quantization", {}).get("mode", "unknown")
+        return BenchModel(path, kind, mode, tuple(meta["class_names"]), PreprocessSpec.from_dict(meta["preprocess"]))
+    except EdgeclfError as exc:
+        return BenchModel(path, kind, "unknown", error=str(exc))
+    except Exception as exc:  # a corrupt file is a failed row, not a failed benchmark
+        return BenchModel(path, kind, "unknown", error=f"unreadable: {type(exc).__name__}: {str(exc)[:200]}")
+
+
+def collect_models(paths: Sequence[str | os.PathLike]) -> list[BenchModel]:
+    """The models named by ``paths``: files, run directories (model.keras + export/) or export directories.
+
+    Keras models come first (the reference), then artefacts by format and quantisation (fp32 first).
+
+    Raises:
+        ConfigError: For a missing path, an unsupported file type, or a folder with no models.
+    """
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise ConfigError(f"Model not found: {p}. Expected a .keras/.tflite/.onnx file or a run/export folder.")
+        if p.is_dir():
+            inside = [f for d in (p, p / "export") if d.is_dir() for f in sorted(d.iterdir())
+                      if f.is_file() and f.suffix in (".keras", ".tflite", ".onnx")]
+            if not inside:
+                raise ConfigError(f"No .keras, .tflite or .onnx models in {p} (or {p / 'export'}).")
+            found += inside
+        elif p.suffix in (".keras", ".tflite", ".onnx"):
+            found.append(p)
+        else:
+            raise ConfigError(f"Received: {p}. Supported: .keras, .tflite, .onnx files, or a run/export folder.")
+    unique = list(dict.fromkeys(f.resolve() for f in found))
+    # Names label rows, plots and files: the file name, or folder/file where that alone is ambiguous
+    # (every run's Keras model is called model.keras).
+    counts: dict[str, int] = {}
+    for p in unique:
+        counts[p.name] = counts.get(p.name, 0) + 1
+    models = [replace(_describe_model(p), name=f"{p.parent.name}/{p.name}" if counts[p.name] > 1 or
+                      p.name == "model.keras" else p.name) for p in unique]
+    return sorted(models, key=lambda m: (KINDS.index(m.kind), _MODE_ORDER.get(m.mode, 9), m.name))
+
+
+@dataclass
+class _EvalData:
+    labels: np.ndarray | None
+    class_names: list[str]
+    pixels_by_spec: dict[PreprocessSpec, Path]
+    sample_image: dict[PreprocessSpec, Path]
+    origin: str
+    n: int
+
+
+def _subsample(n: int, limit: int | None) -> np.ndarray | None:
+    if limit is None or n <= limit:
+        return None
+    return np.sort(np.random.default_rng(0).choice(n, size=limit, replace=False))
+
+
+def _prepare_data(data: str | os.PathLike | None, models: list[BenchModel], spec: BenchSpec, work: Path,
+                  reporter: Reporter) -> _EvalData:
+    """Decodes the evaluation images once per distinct input contract into ``.npy`` files the workers map."""
+    from PIL import Image
+
+    from edgeclf.toolkit.data import Samples, decode_samples, discover
+
+    usable = [m for m in models if m.error is None]
+    if not usable:
+        raise DataError("None of the models could be read; nothing to benchmark.")
+    class_names = list(usable[0].class_names)
+    specs = list(dict.fromkeys(m.preprocess for m in usable))
+    if data is not None:
+        ds = discover(data)
+        split = "test" if "test" in ds.splits else None
+        samples = ds.splits["test"] if split else None
+        if samples is None:
+            for s in ds.splits.values():
+                samples = s if samples is None else samples + s
+        origin = f"{data}" + (" (test split)" if split else "")
+        known = set(ds.class_names) <= set(class_names)
+        if known:
+            remap = np.array([class_names.index(c) for c in ds.class_names], dtype=np.int32)
+            samples = Samples(samples.sources, remap[samples.labels])
+        else:
+            reporter.warn(f"The classes of {data} ({', '.join(ds.class_names)}) are not the model's "
+                          f"({', '.join(class_names)}); accuracy is not measured, only agreement.")
+    else:
+        keras = next((m for m in usable if m.kind == "keras"), None)
+        if keras is None:
+            raise ConfigError("Received no --data and no run directory. Pass --data DIR (labelled images) or a run "
+                              "directory whose test split can be used.")
+        ds, samples, origin, known = _run_test_split(keras.path)
+    idx = _subsample(len(samples), spec.max_images)
+    if idx is not None:
+        samples = samples.take(idx)
+    pixels_by_spec, sample_image, labels, n = {}, {}, None, None
+    for i, pspec in enumerate(specs):
+        target = work / f"pixels_{i}.npy"
+        out = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8,
+                                        shape=(len(samples), pspec.height, pspec.width, 3))
+        with reporter.progress(len(samples), f"Decoding {len(samples)} images at {pspec.width}x{pspec.height}") as adv:
+            decoded = decode_samples(ds, samples, pspec, out=out, progress=adv)
+        if n is None:
+            for name, reason in decoded.skipped:
+                reporter.warn(f"Skipped {name}: {reason}")
+            n, labels = len(decoded), decoded.labels
+        elif len(decoded) != n:
+            raise DataError(f"Images decoded differently at {pspec.size}: {len(decoded)} vs {n}.")
+        if not len(decoded):
+            raise DataError(f"No readable images in {origin}.")
+        del out
+        if len(decoded) < len(samples):  # rewrite without the unused tail so workers see only decoded images
+            kept = np.load(target, mmap_mode="r")[: len(decoded)]
+            np.save(work / f"pixels_{i}_kept.npy", kept)
+            target = work / f"pixels_{i}_kept.npy"
+        pixels_by_spec[pspec] = target
+        first = np.load(target, mmap_mode="r")[0]
+        sample_image[pspec] = work / f"sample_{i}.png"
+        Image.fromarray(np.asarray(first)).save(sample_image[pspec])
+    return _EvalData(labels if known else None, class_names, pixels_by_spec, sample_image, origin, int(n))
+
+
+def _run_test_split(keras_path: Path):
+    """The test split of the training run a ``model.keras`` came from (its ``splits.csv``)."""
+    from edgeclf.toolkit.export.images import run_split_samples
+
+    run_dir = keras_path.parent
+    meta = json.loads((run_dir / "metadata.json").read_text(encoding="utf-8"))
+    found = run_split_samples(meta, run_dir, "test")
+    if found is None:
+        raise ConfigError(f"{run_dir} has no usable test split (splits.csv and its dataset). Pass --data DIR.")
+    ds, samples = found
+    return ds, samples, f"test split of {run_dir} ({meta['dataset']['path']})", True
+
+
+def _run_row(model: BenchModel, threads: int, batch: int, spec: BenchSpec, data: _EvalData, work: Path,
+             evaluate: bool, tag: str) -> tuple[dict, Path | None]:
+    job_path, result_path = work / f"job_{tag}.json", work / f"result_{tag}.json"
+    probs_path = work / f"probs_{tag}.npy" if evaluate else None
+    job = {"model": str(model.path), "kind": model.kind, "threads": threads, "batch": batch, "runs": spec.runs,
+           "min_seconds": spec.min_seconds, "max_runs": spec.max_runs, "warmup": spec.warmup,
+           "sample_image": str(data.sample_image[model.preprocess]), "pixels": str(data.pixels_by_spec[model.preprocess]),
+           "probs_out": str(probs_path) if probs_path else None, "result": str(result_path)}
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    job["launched_at"] = time.time()
+    job_path.write_text(json.dumps(job), encoding="utf-8")
+    cmd = [sys.executable, "-m", "edgeclf.benchmarks.bench_worker", str(job_path)]
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, timeout=spec.timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"status": "failed", "reason": f"timed out after {spec.timeout_s:.0f} s"}, None
+    if result_path.is_file():
+        result = json.loads(result_path.read_text(encoding="utf-8"))
+    else:  # the worker died before it could write (a crash inside the inference library, or killed for memory)
+        tail = [ln for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()]
+        result = {"status": "failed", "reason": f"worker exited with {proc.returncode}"
+                  + (f": {tail[-1][:300]}" if tail else "")}
+    ok = result["status"] == "ok" and probs_path is not None and probs_path.is_file()
+    return result, probs_path if ok else None
+
+
+def run_bench(models: Sequence[str | os.PathLike], data: str | os.PathLike | None = None,
+              spec: BenchSpec | None = None, reporter: Reporter | None = None) -> BenchResult:
+    """Benchmarks each model at each thread count and batch size.
+
+    Args:
+        models: Model files or run/export folders (see ``collect_models``).
+        data: Labelled images in any form ``edgeclf train`` accepts (its ``test`` split when pre-split); None uses
+            the test split of the run a given ``model.keras`` came from.
+        spec: How to benchmark.
+        reporter: Progress sink.
+
+    Returns:
+        The rows (failed ones included, with their reason) and per-model evaluation.
+
+    Raises:
+        ConfigError, DataError: For unusable models or data (one-line messages).
+    """
+    from edgeclf.benchmarks.machine import describe
+    from edgeclf.toolkit.metrics import classification_metrics
+
+    spec, reporter = spec or BenchSpec(), reporter or Reporter()
+    found = collect_models(models)
+    rows: list[BenchRow] = []
+    evaluation: dict[str, dict] = {}
+    samples_ms: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="edgeclf-bench-") as tmp:
+        work = Path(tmp)
+        eval_data = _prepare_data(data, found, spec, work, reporter)
+        probs_by_model: dict[str, np.ndarray] = {}
+        grid = [(m, t, b) for m in found for t in spec.threads for b in spec.batches]
+        with reporter.progress(len(grid), f"Benchmarking {len(found)} model(s), {len(grid)} row(s)") as advance:
+            for i, (m, threads, batch) in enumerate(grid):
+                base = {"model": m.name, "path": str(m.path), "format": m.kind, "quantization": m.mode,
+                        "threads": threads, "batch": batch, "size_bytes": m.size_bytes}
+                if m.error is None and tuple(m.class_names) != tuple(eval_data.class_names):
+                    result = {"status": "failed", "reason": f"classes {list(m.class_names)} differ from the first "
+                              f"model's {eval_data.class_names}"}
+                elif m.error is not None:
+                    result = {"status": "failed", "reason": m.error}
+                else:
+                    result, probs = _run_row(m, threads, batch, spec, eval_data, work,
+                                             evaluate=m.name not in probs_by_model, tag=str(i))
+                    if probs is not None:
+                        probs_by_model[m.name] = np.load(probs)
+                if result["status"] == "ok":
+                    lat = result["latency"]
+                    samples_ms[f"{m.name} t{threads} b{batch}"] = result["latency_samples_ms"]
+                    base.update(init_s=result["init_s"], first_inference_ms=result["first_inference_ms"],
+                                warmup_s=result["warmup_s"], runs=lat["n"], mean_ms=lat["mean_ms"],
+                                std_ms=lat["std_ms"], p50_ms=lat["p50_ms"], p90_ms=lat["p90_ms"],
+                                p99_ms=lat["p99_ms"], images_per_s=result["images_per_s"],
+                                cold_start_s=result["cold_start_s"], peak_rss_mib=result["peak_rss_mib"])
+                rows.append(BenchRow(status=result["status"], reason=result.get("reason"), **base))
+                advance(1)
+    reference = next((probs_by_model[m.name] for m in found if m.kind == "keras" and m.name in probs_by_model), None)
+    ref_acc = None
+    for m in found:
+        probs = probs_by_model.get(m.name)
+        if probs is None:
+            continue
+        ev: dict = {"n": int(len(probs))}
+        if eval_data.labels is not None:
+            metrics = classification_metrics(eval_data.labels, probs, eval_data.class_names)
+            ev.update(accuracy=metrics["accuracy"], f1_macro=metrics["f1_macro"], roc_auc=metrics["roc_auc"],
+                      confusion_matrix=metrics["confusion_matrix"])
+            if m.kind == "keras" and ref_acc is None:
+                ref_acc = metrics["accuracy"]
+        if reference is not None:
+            ev["agreement"] = float((probs.argmax(1) == reference.argmax(1)).mean())
+            ev["max_abs_diff"] = float(np.abs(probs - reference).max())
+        evaluation[m.name] = ev
+    final = []
+    for r in rows:
+        ev = evaluation.get(r.model, {})
+        change = (100.0 * (ev["accuracy"] - ref_acc)) if ref_acc is not None and "accuracy" in ev else None
+        final.append(BenchRow(**{**r.to_dict(), "accuracy": ev.get("accuracy"), "f1_macro": ev.get("f1_macro"),
+                                 "roc_auc": ev.get("roc_auc") if len(eval_data.class_names) == 2 else None,
+                                 "accuracy_change_pp": change, "agreement": ev.get("agreement")}))
+    return BenchResult(final, evaluation, samples_ms, eval_data.origin, eval_data.n, eval_data.class_names, describe(),
+                       spec)

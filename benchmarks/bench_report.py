@@ -1,0 +1,155 @@
+"""``edgeclf bench`` outputs: the terminal table, ``report.md``, ``results.json``, ``results.csv`` and PNG plots."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgeclf.edge_runtime.errors import BackendUnavailableError, ConfigError
+from edgeclf.toolkit.io import write_csv, write_json, write_text
+
+from .bench import BenchResult, BenchRow
+
+OUTPUTS = ("report.md", "results.json", "results.csv")
+COLUMNS = ("model", "format", "quantization", "threads", "batch", "status", "size_bytes", "accuracy", "f1_macro",
+           "roc_auc", "accuracy_change_pp", "agreement", "init_s", "first_inference_ms", "warmup_s", "runs",
+           "mean_ms", "std_ms", "p50_ms", "p90_ms", "p99_ms", "images_per_s", "cold_start_s", "peak_rss_mib",
+           "reason", "path")
+
+
+def _num(v, fmt: str, scale: float = 1.0) -> str:
+    return "" if v is None else format(v * scale, fmt)
+
+
+def _cells(r: BenchRow) -> list[str]:
+    if r.status != "ok":
+        return [r.model, f"{r.threads}", f"{r.batch}", f"{r.size_bytes / 1024:.0f}K", "FAILED", "", "", "", "", "",
+                "", "", "", ""]
+    return [
+        r.model, f"{r.threads}", f"{r.batch}", f"{r.size_bytes / 1024:.0f}K",
+        _num(r.accuracy, ".2f", 100), _num(r.f1_macro, ".4f"), _num(r.accuracy_change_pp, "+.2f"),
+        _num(r.agreement, ".2f", 100), _num(r.p50_ms, ".3f"), _num(r.p90_ms, ".3f"), _num(r.p99_ms, ".3f"),
+        _num(r.images_per_s, ".0f"), _num(r.cold_start_s, ".2f"), _num(r.peak_rss_mib, ".0f"),
+    ]
+
+
+HEADER = ["model", "thr", "batch", "size", "acc %", "F1", "Δacc pp", "agree %", "p50 ms", "p90 ms", "p99 ms",
+          "img/s", "cold s", "RSS MiB"]
+
+
+def format_table(rows: list[BenchRow]) -> str:
+    """A fixed-width text table, failed rows with their reason underneath."""
+    body = [_cells(r) for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in body)) for i, h in enumerate(HEADER)]
+    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    out = [line(HEADER), "  ".join("-" * w for w in widths)]
+    for r, cells in zip(rows, body):
+        out.append(line(cells))
+        if r.status != "ok":
+            out.append(f"    ↳ {r.reason}")
+    return "\n".join(out)
+
+
+def markdown_table(rows: list[BenchRow]) -> str:
+    """The same table in Markdown, failed rows with their reason in the last column."""
+    head = HEADER + ["status"]
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 2) + ["---"]) + "|"]
+    for r in rows:
+        status = "ok" if r.status == "ok" else f"failed: {r.reason}".replace("|", "/")
+        out.append("| " + " | ".join(_cells(r) + [status]) + " |")
+    return "\n".join(out)
+
+
+def _file_safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def _plots(result: BenchResult, out: Path) -> list[Path]:
+    from edgeclf.toolkit._deps import import_pyplot
+    from edgeclf.toolkit.plots import _save, plot_confusion
+
+    plt = import_pyplot()
+    written = []
+    ok = [r for r in result.rows if r.status == "ok"]
+    first = {}
+    for r in ok:
+        first.setdefault(r.model, r)
+    points = [r for r in first.values() if r.accuracy is not None]
+    if points:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for r in points:
+            ax.scatter(r.p50_ms, 100 * r.accuracy, s=40)
+            ax.annotate(r.model, (r.p50_ms, 100 * r.accuracy), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        r0 = points[0]
+        ax.set(xlabel=f"p50 latency, ms (log; {r0.threads} thread(s), batch {r0.batch})", ylabel="accuracy %",
+               title="Accuracy vs latency")
+        ax.grid(alpha=0.3, which="both")
+        written.append(_save(fig, out / "accuracy_vs_latency.png"))
+    if result.samples_ms:
+        labels = list(result.samples_ms)
+        fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(labels)))
+        ax.boxplot([result.samples_ms[k] for k in labels], vert=False, showfliers=True, whis=(1, 99),
+                   flierprops={"markersize": 2})
+        ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=7)
+        ax.set_xscale("log")
+        ax.set(xlabel="latency per call, ms (log; whiskers p1-p99)", title="Latency distributions")
+        ax.grid(alpha=0.3, which="both", axis="x")
+        written.append(_save(fig, out / "latency.png"))
+    for name, ev in result.evaluation.items():
+        if "confusion_matrix" in ev:
+            written.append(plot_confusion(np.asarray(ev["confusion_matrix"]), result.class_names,
+                                          out / f"confusion_{_file_safe(name)}.png",
+                                          f"{name}: accuracy {100 * ev['accuracy']:.2f}%"))
+    return written
+
+
+def write_report(result: BenchResult, out_dir: str | os.PathLike, *, force: bool = False, plots: bool = True
+                 ) -> list[Path]:
+    """Writes ``report.md``, ``results.json``, ``results.csv`` and the plots into ``out_dir``.
+
+    Raises:
+        ConfigError: If results already exist there and ``force`` is not set.
+    """
+    out = Path(out_dir)
+    existing = [out / f for f in OUTPUTS if (out / f).exists()]
+    if existing and not force:
+        raise ConfigError(f"{existing[0]} already exists. Pass --force to overwrite it, or --out another folder.")
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    plot_note = ""
+    if plots:
+        try:
+            written += _plots(result, out)
+        except BackendUnavailableError as exc:
+            plot_note = f"Plots not drawn: {exc}"
+    rows = [r.to_dict() for r in result.rows]
+    spec = result.spec
+    write_json(out / "results.json", {
+        "created": result.created, "data": result.data, "n_images": result.n_images, "class_names": result.class_names,
+        "spec": {"threads": list(spec.threads), "batches": list(spec.batches), "runs": spec.runs,
+                 "min_seconds": spec.min_seconds, "warmup": spec.warmup, "max_images": spec.max_images},
+        "machine": result.machine, "rows": rows, "evaluation": result.evaluation,
+        "latency_samples_ms": result.samples_ms,
+    })
+    write_csv(out / "results.csv", rows, COLUMNS)
+    m = result.machine
+    md = [
+        "# edgeclf bench", "",
+        f"- {result.created}; {m['cpu']} ({m['machine']}), {m.get('affinity_cores') or m['cores']} cores usable, "
+        f"instruction sets: {', '.join(m['instruction_sets']) or 'none detected'}",
+        "- " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
+        f"- data: {result.data}, {result.n_images} images; accuracy and agreement measured once per model "
+        "(batches of 32) on the same decoded images; agreement is top-1 agreement with the Keras model",
+        f"- latency: one inference call on a batch of preprocessed images (decoding excluded), {spec.warmup} warm-up "
+        f"runs, then at least {spec.runs} runs and {spec.min_seconds:g} s; each row in a fresh process; cold start is "
+        "process launch to the first result on an image file; RSS is the process's peak before evaluation",
+        "", markdown_table(result.rows), "",
+    ]
+    md += [f"![{p.stem}]({p.name})" for p in written]
+    if plot_note:
+        md += ["", plot_note]
+    write_text(out / "report.md", "\n".join(md) + "\n")
+    return [out / f for f in OUTPUTS] + written

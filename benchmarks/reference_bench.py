@@ -1,0 +1,127 @@
+"""Reference tables for ``edgeclf bench``, and a check of its latency against an independent loop.
+
+For each run directory (``model.keras`` + ``export/``), in alternating rounds within one run:
+
+- ``edgeclf bench RUN`` (every artefact beside the Keras model, the run's test split),
+- ``invoke_loop`` on each artefact: a plain LiteRT ``Interpreter.invoke()`` / onnxruntime ``run`` loop that
+  shares no code with edgeclf, in its own fresh process.
+
+The last round's report is published under ``benchmarks/results/bench_<run>/``; the latency check compares the
+median over rounds of bench's p50 with the median over rounds of the loop's p50 (target: within 15 %).
+
+    python -m edgeclf.benchmarks.reference_bench /tmp/fmnist/run-simple_cnn --threads 2 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from edgeclf.benchmarks.machine import describe
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TOLERANCE = 0.15
+
+
+def _bench(run: Path, out: Path, threads: int, max_images: int | None) -> dict:
+    cmd = ["edgeclf", "bench", str(run), "--threads", str(threads), "--out", str(out), "--force"]
+    if max_images:
+        cmd += ["--max-images", str(max_images)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"edgeclf bench failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads((out / "results.json").read_text())
+
+
+def _loop(model: Path, image: Path, threads: int, runs: int) -> float:
+    out = subprocess.run([sys.executable, "-m", "edgeclf.benchmarks.invoke_loop", str(model), str(image),
+                          "--threads", str(threads), "--runs", str(runs)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["p50_ms"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="Run directories with model.keras and export/.")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--loop-runs", type=int, default=1000)
+    parser.add_argument("--max-images", type=int, help="Evaluate at most this many test images per run.")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    checks, published = [], []
+    with tempfile.TemporaryDirectory(prefix="edgeclf-refbench-") as tmp:
+        for run in args.runs:
+            artefacts = sorted(p for p in (run / "export").iterdir() if p.suffix in (".tflite", ".onnx"))
+            image = _sample_image(run)
+            bench_p50 = {a.name: [] for a in artefacts}
+            loop_p50 = {a.name: [] for a in artefacts}
+            last = None
+            for r in range(args.rounds):
+                out = Path(tmp) / f"{run.name}-{r}"
+                last = _bench(run, out, args.threads, args.max_images)
+                for row in last["rows"]:
+                    if row["model"] in bench_p50 and row["status"] == "ok":
+                        bench_p50[row["model"]].append(row["p50_ms"])
+                for a in artefacts:
+                    loop_p50[a.name].append(_loop(a, image, args.threads, args.loop_runs))
+            dest = args.results / f"bench_{run.name}"
+            if dest.exists():
+                shutil.rmtree(dest)
+            shutil.copytree(Path(tmp) / f"{run.name}-{args.rounds - 1}", dest)
+            published.append(dest)
+            for a in artefacts:
+                if not bench_p50[a.name]:
+                    checks.append({"run": run.name, "artefact": a.name, "error": "no successful bench row"})
+                    continue
+                b, lp = statistics.median(bench_p50[a.name]), statistics.median(loop_p50[a.name])
+                checks.append({"run": run.name, "artefact": a.name, "bench_p50_ms": b, "loop_p50_ms": lp,
+                               "ratio": b / lp, "within_15pct": abs(b / lp - 1) <= TOLERANCE,
+                               "bench_p50_rounds": bench_p50[a.name], "loop_p50_rounds": loop_p50[a.name]})
+    ok = all(c.get("within_15pct") for c in checks)
+    record = {"benchmark": f"edgeclf bench p50 vs an independent invoke loop, {args.threads} threads, batch 1",
+              "rounds": args.rounds, "loop_runs": args.loop_runs, "checks": checks, "all_within_15pct": ok,
+              "published": [str(p.relative_to(args.results.parent.parent)) if p.is_relative_to(args.results.parent.parent)
+                            else str(p) for p in published],
+              "machine": describe(), "date": time.strftime("%Y-%m-%d")}
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "bench_vs_invoke_loop.json").write_text(json.dumps(record, indent=2) + "\n")
+    md = ["# edgeclf bench latency vs an independent invoke loop", "",
+          f"- date {record['date']}; {record['machine']['cpu']}, {record['machine']['affinity_cores']} cores; "
+          f"{args.threads} threads, batch 1",
+          f"- command: `python -m edgeclf.benchmarks.reference_bench {' '.join(str(r) for r in args.runs)} "
+          f"--threads {args.threads} --rounds {args.rounds}`",
+          f"- {args.rounds} alternating rounds; each round runs `edgeclf bench` on the run (every row in a fresh "
+          f"process) and then `benchmarks/invoke_loop.py` ({args.loop_runs} timed runs, fresh process) on each "
+          "artefact; medians over rounds", "",
+          "| run | artefact | bench p50 ms | invoke loop p50 ms | ratio | within 15 % |", "|---|---|---:|---:|---:|---|"]
+    for c in checks:
+        if "error" in c:
+            md.append(f"| {c['run']} | {c['artefact']} | failed: {c['error']} | | | NO |")
+        else:
+            md.append(f"| {c['run']} | {c['artefact']} | {c['bench_p50_ms']:.4f} | {c['loop_p50_ms']:.4f} | "
+                      f"{c['ratio']:.3f} | {'yes' if c['within_15pct'] else 'NO'} |")
+    md += ["", f"All within 15 %: **{'yes' if ok else 'NO'}**. Published tables: "
+           + ", ".join(f"`{p}`" for p in record["published"])]
+    (args.results / "bench_vs_invoke_loop.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0 if ok else 1
+
+
+def _sample_image(run: Path) -> Path:
+    """An image of the run's own dataset, for the loop's input."""
+    data = Path(json.loads((run / "metadata.json").read_text())["dataset"]["path"])
+    image = next((p for p in sorted(data.rglob("*")) if p.suffix.lower() in (".png", ".jpg", ".jpeg")), None)
+    if image is None:
+        raise SystemExit(f"No image files in {data}, the dataset of {run}.")
+    return image
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""``edgeclf bench``: statistics, model collection, isolated rows, figures that match the export gate, report files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeclf.benchmarks.bench import BenchSpec, collect_models, run_bench
+from edgeclf.benchmarks.bench_report import COLUMNS, format_table, write_report
+from edgeclf.benchmarks.stats import LatencyStats, percentile, timed_runs
+from edgeclf.cli import main
+from edgeclf.edge_runtime import ConfigError
+from edgeclf.edge_runtime.artifact import read_tflite_metadata, write_tflite_metadata
+
+FAST = dict(threads=(1,), runs=5, min_seconds=0.0, warmup=1, timeout_s=300)
+
+
+def test_percentiles_on_known_samples():
+    samples = list(range(1, 101))  # 1..100
+    assert percentile(samples, 50) == pytest.approx(50.5)
+    assert percentile(samples, 90) == pytest.approx(90.1)
+    assert percentile(samples, 99) == pytest.approx(99.01)
+    assert percentile(samples, 0) == 1 and percentile(samples, 100) == 100
+    assert percentile([7.0], 99) == 7.0
+    with pytest.raises(ConfigError, match="at least one"):
+        percentile([], 50)
+    with pytest.raises(ConfigError, match="between 0 and 100"):
+        percentile(samples, 101)
+
+
+def test_latency_stats_from_seconds():
+    s = LatencyStats.from_seconds([0.004, 0.001, 0.003, 0.002])
+    assert (s.n, s.min_ms, s.max_ms) == (4, pytest.approx(1.0), pytest.approx(4.0))
+    assert s.mean_ms == pytest.approx(2.5) and s.p50_ms == pytest.approx(2.5)
+    assert s.std_ms == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
+    assert s.p90_ms == pytest.approx(3.7) and s.p99_ms == pytest.approx(3.97)
+    assert s.images_per_second(8) == pytest.approx(8 / 0.0025)
+    assert LatencyStats.from_seconds([0.002]).std_ms == 0.0
+    with pytest.raises(ConfigError, match="no latency samples"):
+        LatencyStats.from_seconds([])
+
+
+def test_timed_runs_respects_minimum_runs_time_and_cap():
+    calls = []
+    assert len(timed_runs(lambda: calls.append(1), min_runs=7, min_seconds=0.0, max_runs=100)) == 7
+    assert len(timed_runs(lambda: None, min_runs=3, min_seconds=60.0, max_runs=50)) == 50  # capped, not 60 s
+    with pytest.raises(ConfigError):
+        timed_runs(lambda: None, min_runs=5, min_seconds=0, max_runs=2)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"threads": (0,)}, "threads=0"),
+    ({"batches": ()}, "batch="),
+    ({"runs": 0}, "runs=0"),
+    ({"max_images": 0}, "max_images=0"),
+])
+def test_bench_spec_rejects_bad_values(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        BenchSpec(**kwargs)
+
+
+def test_quick_spec_keeps_user_overrides():
+    spec = BenchSpec.quick(runs=7, threads=(1, 2))
+    assert (spec.runs, spec.threads, spec.max_images, spec.warmup) == (7, (1, 2), 200, 3)
+
+
+def test_collect_models_orders_reference_first_and_skips_rejected(exported, tmp_path):
+    run, _ = exported
+    (tmp_path / "old_int8.tflite.rejected").write_bytes(b"x")
+    models = collect_models([run])
+    assert [m.kind for m in models][:1] == ["keras"] and models[0].name == "run/model.keras"
+    assert [(m.kind, m.mode) for m in models[1:]] == [("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "dynamic"),
+                                                      ("tflite", "int8"), ("onnx", "fp32"), ("onnx", "int8")]
+    assert all(m.error is None and m.class_names == ("bar_h", "bar_v") for m in models)
+    with pytest.raises(ConfigError, match="No .keras, .tflite or .onnx"):
+        collect_models([tmp_path])
+    with pytest.raises(ConfigError, match="Supported: .keras"):
+        collect_models([tmp_path / "old_int8.tflite.rejected"])
+    with pytest.raises(ConfigError, match="Model not found"):
+        collect_models([tmp_path / "missing.tflite"])
+
+
+@pytest.fixture(scope="module")
+def bench_result(exported, tmp_path_factory):
+    """The exported run benchmarked with two broken artefacts beside it: garbage bytes, and a file whose metadata
+    claims an input size the model does not have (it loads, then fails in its worker)."""
+    run, results = exported
+    extra = tmp_path_factory.mktemp("broken")
+    (extra / "garbage_int8.tflite").write_bytes(b"not a flatbuffer")
+    good = (run / "export" / "run_fp32.tflite").read_bytes()
+    meta = read_tflite_metadata(good)
+    meta["preprocess"] = {**meta["preprocess"], "height": 20, "width": 20}
+    (extra / "inconsistent_fp32.tflite").write_bytes(write_tflite_metadata(good, meta))
+    spec = BenchSpec(batches=(1, 4), **FAST)
+    result = run_bench([run, extra / "garbage_int8.tflite", extra / "inconsistent_fp32.tflite"], spec=spec)
+    return run, results, result
+
+
+def test_failing_rows_are_isolated_and_explained(bench_result):
+    _, _, result = bench_result
+    by_model = {}
+    for r in result.rows:
+        by_model.setdefault(r.model, []).append(r)
+    assert len(result.rows) == 9 * 2  # 9 models x 1 thread count x 2 batch sizes
+    for name in ("garbage_int8.tflite", "inconsistent_fp32.tflite"):
+        assert all(r.status == "failed" and r.reason and r.p50_ms is None for r in by_model[name])
+    assert "input (20, 20)" in by_model["inconsistent_fp32.tflite"][0].reason  # the worker's own error message
+    ok = [r for r in result.rows if r.model not in ("garbage_int8.tflite", "inconsistent_fp32.tflite")]
+    assert len(ok) == 14 and all(r.status == "ok" and r.reason is None for r in ok)
+    table = format_table(result.rows)
+    assert table.count("FAILED") == 4 and "garbage_int8.tflite" in table
+
+
+def test_rows_carry_consistent_latency_memory_and_cold_start(bench_result):
+    _, _, result = bench_result
+    for r in result.rows:
+        if r.status != "ok":
+            continue
+        assert r.runs >= 5 and 0 < r.p50_ms <= r.p90_ms <= r.p99_ms
+        assert r.images_per_s == pytest.approx(r.batch * 1000 / r.mean_ms)
+        assert r.peak_rss_mib > 10 and r.init_s > 0 and r.first_inference_ms > 0
+        assert r.cold_start_s > r.init_s  # process start and imports come on top of loading the model
+        assert len(result.samples_ms[f"{r.model} t{r.threads} b{r.batch}"]) == r.runs
+    keras = next(r for r in result.rows if r.format == "keras")
+    tflite = next(r for r in result.rows if r.format == "tflite" and r.status == "ok")
+    assert keras.peak_rss_mib > 2 * tflite.peak_rss_mib  # TensorFlow vs the LiteRT runtime alone
+
+
+def test_accuracy_and_agreement_equal_the_export_gate(bench_result):
+    """Bench, with no --data, uses the run's test split - the images the export gate used - through the same
+    runtime code, so its figures must be the gate's exactly."""
+    run, exports, result = bench_result
+    assert result.n_images == 18 and "test split" in result.data
+    rows = {r.model: r for r in result.rows if r.batch == 1}
+    keras = rows["run/model.keras"]
+    assert keras.agreement == 1.0 and keras.accuracy_change_pp == 0.0
+    for e in exports:
+        row, fid = rows[e.path.name], e.fidelity
+        assert row.accuracy == pytest.approx(fid["accuracy"], abs=1e-12), e.path.name
+        assert row.agreement == pytest.approx(fid["agreement"], abs=1e-12), e.path.name
+        assert keras.accuracy == pytest.approx(fid["accuracy_keras"], abs=1e-12)
+        assert row.size_bytes == e.size_bytes
+        assert row.roc_auc is not None  # two classes
+
+
+def test_report_files_are_written_and_well_formed(bench_result, tmp_path):
+    _, _, result = bench_result
+    written = write_report(result, tmp_path / "bench")
+    out = tmp_path / "bench"
+    data = json.loads((out / "results.json").read_text())
+    assert len(data["rows"]) == len(result.rows) and data["machine"]["cpu"]
+    assert data["class_names"] == ["bar_h", "bar_v"] and data["n_images"] == 18
+    with open(out / "results.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames) == COLUMNS
+        csv_rows = list(reader)
+    assert len(csv_rows) == len(result.rows)
+    assert {r["status"] for r in csv_rows} == {"ok", "failed"}
+    md = (out / "report.md").read_text()
+    assert md.count("| ok |") == 14 and md.count("| failed: ") == 4
+    pngs = [p for p in written if p.suffix == ".png"]
+    assert {"accuracy_vs_latency.png", "latency.png"} <= {p.name for p in pngs}
+    assert sum(p.name.startswith("confusion_") for p in pngs) == 7  # one per model that was evaluated
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    with pytest.raises(ConfigError, match="--force"):
+        write_report(result, out)
+    write_report(result, out, force=True)
+
+
+def test_cli_bench_quick_writes_report_and_refuses_to_overwrite(exported, tmp_path):
+    run, _ = exported
+    target = tmp_path / "run"
+    shutil.copytree(run, target)
+    args = ["bench", str(target / "model.keras"), str(target / "export" / "run_int8.tflite"), "--quick",
+            "--runs", "3", "--min-time", "0", "--threads", "1"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "run_int8.tflite" in res.output and "p50 ms" in res.output
+    assert (target / "bench" / "report.md").exists()  # default: bench/ beside the first model
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "already exists" in res.output and "--force" in res.output
+
+
+def test_cli_bench_needs_data_without_a_run(exported, tmp_path):
+    run, _ = exported
+    res = CliRunner().invoke(main, ["bench", str(run / "export" / "run_int8.tflite"), "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "--data" in res.output
