@@ -31,7 +31,7 @@ TOLERANCE = 0.15
 
 
 def _bench(run: Path, out: Path, threads: int, max_images: int | None) -> dict:
-    cmd = ["edgeclf", "bench", str(run), "--threads", str(threads), "--out", str(out), "--force"]
+    cmd = [sys.executable, "-m", "edgeclf.cli", "bench", str(run), "--threads", str(threads), "--out", str(out), "--force"]
     if max_images:
         cmd += ["--max-images", str(max_images)]
     proc = subprocess.run(cmd, capture_output=True, text=True)

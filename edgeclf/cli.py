@@ -72,16 +72,6 @@ def _csv_ints(_ctx, _param, value):
         raise click.BadParameter(f"Received: '{value}'. Expected comma-separated integers such as 256,128.") from None
 
 
-def _split(_ctx, _param, value):
-    try:
-        parts = [float(v) for v in value.split(",")]
-    except ValueError:
-        parts = []
-    if len(parts) != 3:
-        raise click.BadParameter(f"Received: '{value}'. Expected three fractions train,val,test such as 0.7,0.15,0.15.")
-    return parts
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="edgeclf")
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logs and full tracebacks.")
@@ -98,67 +88,106 @@ def main(ctx: click.Context, verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
+def _split(_ctx, _param, value):
+    if value is None:
+        return None
+    try:
+        parts = [float(v) for v in value.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) != 3:
+        raise click.BadParameter(f"Received: '{value}'. Expected three fractions train,val,test such as 0.7,0.15,0.15.")
+    return parts
+
+
+# Options default to None so that only what the user typed overrides a recipe (or the built-in defaults, shown in
+# brackets). A None never clobbers a recipe's setting.
 @main.command()
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Run directory to write (resumed if unfinished).")
-@click.option("--backbone", default="mobilenet_v2", show_default=True, help="Backbone name (see `edgeclf backbones`).")
-@click.option("--img-size", type=int, help="Square input size in pixels [default: the backbone's].")
-@click.option("--weights", default="imagenet", show_default=True, help="imagenet, none, or a backbone .weights.h5 path.")
-@click.option("--epochs", type=int, default=10, show_default=True, help="Epochs (first phase).")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", "learning_rate", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--fine-tune-layers", type=int, default=20, show_default=True,
-              help="Top backbone layers unfrozen in phase 2 (pretrained only; 0 skips phase 2).")
-@click.option("--fine-tune-epochs", type=int, default=5, show_default=True, help="Epochs of phase 2.")
+@click.option("--recipe", help="A named recipe (see `edgeclf recipes`); the options below override its settings.")
+@click.option("--backbone", help="Backbone name (see `edgeclf backbones`) [default: mobilenet_v2].")
+@click.option("--img-size", type=int, help="Square input size in pixels [default: the recipe's or backbone's].")
+@click.option("--weights", help="imagenet, none, or a backbone .weights.h5 path [default: imagenet].")
+@click.option("--epochs", type=int, help="Epochs (first phase) [default: 10].")
+@click.option("--batch-size", type=int, help="[default: 32]")
+@click.option("--lr", "learning_rate", type=float, help="Adam learning rate [default: 0.001].")
+@click.option("--fine-tune-layers", type=int,
+              help="Top backbone layers unfrozen in phase 2 (pretrained only; 0 skips phase 2) [default: 20].")
+@click.option("--fine-tune-epochs", type=int, help="Epochs of phase 2 [default: 5].")
 @click.option("--fine-tune-lr", "fine_tune_learning_rate", type=float, help="Phase 2 learning rate [default: lr/10].")
-@click.option("--patience", type=int, default=5, show_default=True, help="Early-stopping patience in epochs.")
-@click.option("--monitor", type=click.Choice(["val_loss", "val_accuracy"]), default="val_loss", show_default=True)
-@click.option("--folds", type=int, default=1, show_default=True, help="K for stratified K-fold cross-validation.")
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--split", "split", default="0.7,0.15,0.15", show_default=True, callback=_split,
-              help="train,val,test fractions for data that is not pre-split.")
-@click.option("--pooling", type=click.Choice(["gap", "flatten"]), default="gap", show_default=True)
-@click.option("--dense", callback=_csv_ints, default="", help="Hidden Dense widths of the head, e.g. 256,128.")
-@click.option("--dropout", type=float, default=0.2, show_default=True)
-@click.option("--augment/--no-augment", default=True, show_default=True, help="Flip, rotation, shift, zoom, contrast.")
-@click.option("--randaugment", is_flag=True, help="Use RandAugment instead of the default augmentation.")
-@click.option("--class-weights", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="auto: on when the largest class is >1.5x the smallest.")
-@click.option("--mixed-precision", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="auto: on when a GPU is present.")
-@click.option("--deterministic/--no-deterministic", default=True, show_default=True,
-              help="TensorFlow op determinism (reproducible with --seed; slower on GPU).")
-@click.option("--dedup", is_flag=True, help="Remove val/test images that duplicate an earlier split's image.")
-@click.option("--leakage-threshold", type=int, default=16, show_default=True,
-              help="pHash distance (of 256 bits) counted as a near-duplicate.")
-@click.option("--keep-cache", is_flag=True, help="Keep the decoded-image cache in the run directory.")
+@click.option("--patience", type=int, help="Early-stopping patience in epochs [default: 5].")
+@click.option("--early-stopping/--no-early-stopping", default=None, help="[default: on]")
+@click.option("--reduce-lr/--no-reduce-lr", default=None, help="Reduce the learning rate on plateaus [default: on].")
+@click.option("--monitor", type=click.Choice(["val_loss", "val_accuracy"]), help="[default: val_loss]")
+@click.option("--folds", type=int, help="K for stratified K-fold cross-validation [default: 1].")
+@click.option("--seed", type=int, help="[default: 42]")
+@click.option("--split", "split", callback=_split,
+              help="train,val,test fractions for data that is not pre-split [default: 0.7,0.15,0.15].")
+@click.option("--pooling", type=click.Choice(["gap", "flatten"]), help="[default: gap]")
+@click.option("--dense", callback=_csv_ints, help="Hidden Dense widths of the head, e.g. 256,128 [default: none].")
+@click.option("--dropout", type=float, help="Dropout before each head Dense layer [default: 0.2].")
+@click.option("--augment/--no-augment", default=None, help="Flip, rotation, shift, zoom, contrast [default: on].")
+@click.option("--randaugment", is_flag=True, default=None, help="Use RandAugment instead of the default augmentation.")
+@click.option("--class-weights", type=click.Choice(["auto", "on", "off"]),
+              help="auto: on when the largest class is >1.5x the smallest [default: auto].")
+@click.option("--mixed-precision", type=click.Choice(["auto", "on", "off"]), help="auto: on when a GPU is present.")
+@click.option("--deterministic/--no-deterministic", default=None,
+              help="TensorFlow op determinism (reproducible with --seed; slower on GPU) [default: on].")
+@click.option("--dedup", is_flag=True, default=None, help="Remove val/test images that duplicate an earlier split's image.")
+@click.option("--leakage-threshold", type=int, help="pHash distance (of 256 bits) counted as a near-duplicate [default: 16].")
+@click.option("--keep-cache", is_flag=True, default=None, help="Keep the decoded-image cache in the run directory.")
 @click.option("--force", is_flag=True, help="Replace an existing run in --out.")
 @click.pass_context
-def train(ctx, data, out_dir, backbone, img_size, weights, pooling, dense, dropout, augment, randaugment, split, force,
-          **options):
+def train(ctx, data, out_dir, recipe, backbone, img_size, weights, pooling, dense, dropout, augment, randaugment, split,
+          force, **options):
     """Train a classifier on DATA and write a run directory.
 
     DATA is a folder of class folders (root/<class>/*.jpg), pre-split folders (root/{train,val,test}/<class>/),
-    a CSV manifest (path,label[,split]) or images.npy with labels.csv.
+    a CSV manifest (path,label[,split]) or images.npy with labels.csv. With a per-category recipe
+    (content-resnet50), DATA holds one such dataset per category and each trains into OUT/<category>.
 
     \b
     Example:
       edgeclf train data/helmets --backbone mobilenet_v2 --epochs 10 --out runs/helmet
       edgeclf train data/fmnist --backbone simple_cnn --weights none --img-size 28 --out runs/fm
+      edgeclf train data/helmets --recipe helmet-vgg16-fixed --epochs 5 --out runs/helmet-vgg
     """
 
     def go():
-        from edgeclf.models import HeadSpec
+        from dataclasses import replace
+
+        from edgeclf.models import HeadSpec, get_recipe
         from edgeclf.toolkit.augment import AugmentSpec
         from edgeclf.toolkit.data import SplitSpec
-        from edgeclf.toolkit.train import TrainSpec, train as run_train
+        from edgeclf.toolkit.train import TrainSpec, train as run_train, train_per_category
 
-        aug = AugmentSpec(randaugment=True) if randaugment else (AugmentSpec() if augment else AugmentSpec.none())
-        spec = TrainSpec(augment=aug, split=SplitSpec(*split), **{k: v for k, v in options.items() if v is not None})
-        head = HeadSpec(pooling=pooling, dense=dense or (), dropout=dropout)
-        result = run_train(data, out_dir, backbone=backbone, img_size=img_size, weights=weights, head=head,
-                           spec=spec, force=force, reporter=ClickReporter(ctx.obj["verbose"]))
-        _print_train_summary(result)
+        r = get_recipe(recipe) if recipe else None
+        spec = r.train if r else TrainSpec()
+        given = {k: v for k, v in options.items() if v is not None}
+        if randaugment:
+            given["augment"] = AugmentSpec(randaugment=True)
+        elif augment is not None:
+            given["augment"] = AugmentSpec() if augment else AugmentSpec.none()
+        if split is not None:
+            given["split"] = SplitSpec(*split)
+        spec = replace(spec, **given)
+        head = r.head if r else HeadSpec()
+        head_given = {k: v for k, v in (("pooling", pooling), ("dense", dense), ("dropout", dropout)) if v is not None}
+        if head_given:
+            # A uniform --dropout (or new --dense widths) replaces the recipe's per-layer rates.
+            head = replace(head, **head_given, dropouts=None if "dropout" in head_given or "dense" in head_given
+                           else head.dropouts)
+        kwargs = dict(backbone=backbone or (r.backbone if r else "mobilenet_v2"),
+                      img_size=img_size or (r.img_size if r and not backbone else None),
+                      weights=weights or (r.weights if r else "imagenet"), head=head,
+                      normalisation=r.normalisation if r and not backbone else None, spec=spec, force=force,
+                      reporter=ClickReporter(ctx.obj["verbose"]))
+        if r is not None and r.per_category:
+            for result in train_per_category(data, out_dir, **kwargs):
+                _print_train_summary(result)
+        else:
+            _print_train_summary(run_train(data, out_dir, **kwargs))
 
     _run(ctx, go)
 
@@ -545,6 +574,30 @@ def bench(ctx, models, data, threads, batches, runs, min_time, warmup, max_image
     from edgeclf.edge_runtime.errors import ConfigError
 
     _run(ctx, go)
+
+
+@main.command()
+@click.argument("pattern", default="*")
+@click.option("--details", is_flag=True, help="Also show what the original did, its reported figure and the fixes.")
+def recipes(pattern, details):
+    """List the training recipes (optionally matching PATTERN, e.g. 'helmet*').
+
+    \b
+    Example:
+      edgeclf recipes --details
+      edgeclf train data/helmets --recipe helmet-vgg16-fixed --out runs/helmet
+    """
+    from edgeclf.models import get_recipe, list_recipes
+
+    for name in list_recipes(pattern):
+        r = get_recipe(name)
+        click.echo(f"{name:<20} {r.backbone:<13} {r.img_size:>4}px  {r.description}")
+        if details:
+            click.echo(f"    original: {r.original}; reported {r.reported}")
+            if r.fix:
+                click.echo(f"    fix: {r.fix}")
+            for a in r.assumptions:
+                click.echo(f"    assumed: {a}")
 
 
 @main.command()

@@ -87,6 +87,26 @@ def _simple_cnn(input_shape, weights):
     return keras.Model(inputs, x, name="simple_cnn")
 
 
+def _plain_cnn(name: str, blocks: tuple[tuple[int, int], ...]):
+    """Conv(3x3, ReLU, valid) + MaxPool(pool) blocks as in the original notebooks; pool 0 means no pooling."""
+
+    def build(input_shape, weights):
+        import keras
+        from keras import layers
+
+        if weights is not None:
+            raise ConfigError(f"Received: weights='imagenet' for {name}. It has no pretrained weights: use --weights none.")
+        inputs = keras.Input(input_shape)
+        x = inputs
+        for filters, pool in blocks:
+            x = layers.Conv2D(filters, 3, activation="relu")(x)
+            if pool:
+                x = layers.MaxPooling2D(pool)(x)
+        return keras.Model(inputs, x, name=name)
+
+    return build
+
+
 def _application(factory_name: str, **extra):
     def build(input_shape, weights):
         import keras
@@ -100,6 +120,10 @@ def _application(factory_name: str, **extra):
 for _backbone in (
     Backbone("simple_cnn", 64, "unit", _simple_cnn, pretrained=False, min_size=8,
              description="3 Conv-BN-ReLU blocks (32/64/128 filters) for training from scratch"),
+    Backbone("helmet_cnn", 200, "unit", _plain_cnn("helmet_cnn", ((32, 4), (64, 2), (128, 0))), pretrained=False,
+             min_size=32, description="Conv32-Pool4-Conv64-Pool2-Conv128 (the helmet notebook's CNN)"),
+    Backbone("aiart_cnn", 128, "unit", _plain_cnn("aiart_cnn", ((32, 2), (64, 2))), pretrained=False, min_size=16,
+             description="Conv32-Pool2-Conv64-Pool2 (the real-vs-AI-art notebook's CNN)"),
     Backbone("vgg16", 224, "caffe", _application("VGG16"), description="VGG16 (138M params with top; 14.7M base)"),
     Backbone("vgg19", 224, "caffe", _application("VGG19"), description="VGG19 (20M param base)"),
     Backbone("resnet50", 224, "caffe", _application("ResNet50"), description="ResNet50 (23.6M param base)"),

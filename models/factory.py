@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 from edgeclf.edge_runtime.errors import ConfigError
 
-from .backbones import CAFFE_MEAN_BGR, get_backbone
+from .backbones import CAFFE_MEAN_BGR, NORMALISATIONS, get_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -23,12 +23,15 @@ class HeadSpec:
     Args:
         pooling: ``"gap"`` (GlobalAveragePooling2D) or ``"flatten"``.
         dense: Units of the hidden Dense(ReLU) layers, in order; empty for a linear head.
-        dropout: Dropout rate before each Dense layer, 0 to disable.
+        dropout: Dropout rate before each Dense layer (hidden and output), 0 to disable.
+        dropouts: Instead of ``dropout``: one rate per hidden Dense layer, applied right after it (0 for none),
+            to reproduce heads such as Flatten -> Dense256 -> Dropout0.5 -> Dense128 -> output.
     """
 
     pooling: str = "gap"
     dense: tuple[int, ...] = ()
     dropout: float = 0.2
+    dropouts: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -38,6 +41,11 @@ class HeadSpec:
             raise ConfigError(f"Received: dense={self.dense}. Expected positive layer widths.")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"Received: dropout={self.dropout}. Expected 0 <= dropout < 1.")
+        if self.dropouts is not None:
+            object.__setattr__(self, "dropouts", tuple(float(r) for r in self.dropouts))
+            if len(self.dropouts) != len(self.dense) or any(not 0.0 <= r < 1.0 for r in self.dropouts):
+                raise ConfigError(f"Received: dropouts={self.dropouts} for dense={self.dense}. Expected one rate "
+                                  "0 <= rate < 1 per hidden Dense layer.")
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,9 @@ class ModelSpec:
         img_size: Square input side; None uses the backbone's default.
         weights: ``"imagenet"``, ``"none"`` or a path to a ``.weights.h5`` file for the backbone.
         head: The head configuration.
+        normalisation: Overrides the backbone's own input normalisation (``unit``, ``tf``, ``caffe``,
+            ``in_model``); None keeps it. Recipes use it to reproduce originals that scaled pixels to 0-1 in front
+            of a backbone that expects something else.
     """
 
     backbone: str
@@ -57,6 +68,7 @@ class ModelSpec:
     img_size: int | None = None
     weights: str = "imagenet"
     head: HeadSpec = field(default_factory=HeadSpec)
+    normalisation: str | None = None
 
     def __post_init__(self) -> None:
         bb = get_backbone(self.backbone)
@@ -73,6 +85,11 @@ class ModelSpec:
                 f"Received: weights='{self.weights}'. Expected 'imagenet', 'none' or the path of an existing "
                 "weights file (.weights.h5)."
             )
+        if self.normalisation is not None and self.normalisation not in NORMALISATIONS:
+            raise ConfigError(f"Received: normalisation='{self.normalisation}'. Supported: {', '.join(NORMALISATIONS)}.")
+        if self.normalisation not in (None, "in_model") and bb.normalisation == "in_model":
+            raise ConfigError(f"Received: normalisation='{self.normalisation}' for {bb.name}, which normalises inside "
+                              "the application itself; it cannot be replaced.")
         if self.weights == "imagenet" and not bb.pretrained:
             raise ConfigError(
                 f"Received: weights='imagenet' for {bb.name}, which has no pretrained weights. Use --weights none."
@@ -86,7 +103,14 @@ class ModelSpec:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["head"]["dense"] = list(self.head.dense)
+        if self.head.dropouts is not None:
+            d["head"]["dropouts"] = list(self.head.dropouts)
         return d
+
+    @property
+    def input_normalisation(self) -> str:
+        """The normalisation baked into the graph: the override, else the backbone's."""
+        return self.normalisation or get_backbone(self.backbone).normalisation
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
@@ -164,19 +188,22 @@ def create_model(spec: ModelSpec):
     shape = (spec.img_size, spec.img_size, 3)
     inputs = keras.Input(shape, name="pixels", dtype="float32")
     x = inputs
-    for layer in _normalisation_layers(bb.normalisation, keras):
+    for layer in _normalisation_layers(spec.input_normalisation, keras):
         x = layer(x)
-        if bb.normalisation == "caffe":
+        if spec.input_normalisation == "caffe":
             _set_caffe_weights(layer)
     base = _build_backbone(spec, shape)
     x = base(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x) if spec.head.pooling == "gap" else layers.Flatten(name="pool")(x)
-    for i, units in enumerate(spec.head.dense):
-        if spec.head.dropout:
-            x = layers.Dropout(spec.head.dropout, name=f"head_dropout_{i}")(x)
+    head = spec.head
+    for i, units in enumerate(head.dense):
+        if head.dropouts is None and head.dropout:
+            x = layers.Dropout(head.dropout, name=f"head_dropout_{i}")(x)
         x = layers.Dense(units, activation="relu", name=f"head_dense_{i}")(x)
-    if spec.head.dropout:
-        x = layers.Dropout(spec.head.dropout, name="head_dropout_out")(x)
+        if head.dropouts is not None and head.dropouts[i]:
+            x = layers.Dropout(head.dropouts[i], name=f"head_dropout_{i}")(x)
+    if head.dropouts is None and head.dropout:
+        x = layers.Dropout(head.dropout, name="head_dropout_out")(x)
     # float32 output even under mixed precision: softmax in float16 is numerically poor.
     outputs = layers.Dense(spec.num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=f"edgeclf_{bb.name}")

@@ -19,6 +19,7 @@ class AugmentSpec:
         shift: Maximum translation as a fraction of height/width.
         zoom: Maximum zoom in/out as a fraction.
         contrast: Maximum contrast change as a fraction.
+        shear: Maximum shear as a fraction (Keras ImageDataGenerator's ``shear_range`` in spirit), 0 for none.
         randaugment: Use Keras' RandAugment instead of the transforms above.
     """
 
@@ -28,11 +29,12 @@ class AugmentSpec:
     zoom: float = 0.1
     contrast: float = 0.1
     randaugment: bool = False
+    shear: float = 0.0
 
     def __post_init__(self) -> None:
         if self.flip not in FLIPS:
             raise ConfigError(f"Received: flip='{self.flip}'. Supported: {', '.join(FLIPS)}.")
-        for name in ("rotation", "shift", "zoom", "contrast"):
+        for name in ("rotation", "shift", "zoom", "contrast", "shear"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"Received: {name}={value}. Expected a fraction between 0 and 1.")
@@ -71,4 +73,6 @@ def build_augmenter(spec: AugmentSpec, seed: int):
             stack.append(layers.RandomZoom(spec.zoom, fill_mode="reflect", seed=seed + 3))
         if spec.contrast:
             stack.append(layers.RandomContrast(spec.contrast, value_range=(0, 255), seed=seed + 4))
+        if spec.shear:
+            stack.append(layers.RandomShear(spec.shear, spec.shear, fill_mode="reflect", seed=seed + 5))
     return keras.Sequential(stack, name="augment")

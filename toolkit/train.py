@@ -74,6 +74,8 @@ class TrainSpec:
         dedup: Remove val/test images that duplicate an earlier split's image.
         leakage_threshold: Hamming distance (of 256 hash bits) counted as a near-duplicate.
         keep_cache: Keep the decoded-pixel cache and the resume checkpoints after a successful run.
+        early_stopping: Stop a phase after ``patience`` epochs without improvement.
+        reduce_lr: Reduce the learning rate after ``patience // 2`` epochs without improvement.
     """
 
     epochs: int = 10
@@ -94,6 +96,8 @@ class TrainSpec:
     dedup: bool = False
     leakage_threshold: int = DEFAULT_THRESHOLD
     keep_cache: bool = False
+    early_stopping: bool = True
+    reduce_lr: bool = True
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "folds", "patience"):
@@ -321,9 +325,11 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
             keras.callbacks.ModelCheckpoint(str(best_path), monitor=spec.monitor, mode=mode, save_best_only=True,
                                             save_weights_only=True,
                                             initial_value_threshold=_best_so_far(run / "history.csv", fold, spec.monitor)),
-            keras.callbacks.EarlyStopping(monitor=spec.monitor, mode=mode, patience=spec.patience),
-            keras.callbacks.ReduceLROnPlateau(monitor=spec.monitor, mode=mode, factor=0.3,
-                                              patience=max(1, spec.patience // 2), min_lr=lr / 100),
+            *([keras.callbacks.EarlyStopping(monitor=spec.monitor, mode=mode, patience=spec.patience)]
+              if spec.early_stopping else []),
+            *([keras.callbacks.ReduceLROnPlateau(monitor=spec.monitor, mode=mode, factor=0.3,
+                                                 patience=max(1, spec.patience // 2), min_lr=lr / 100)]
+              if spec.reduce_lr else []),
             _history_logger(keras, run / "history.csv", fold, phase),
             keras.callbacks.BackupAndRestore(str(ckpt / f"backup_fold{fold}_phase{phase}")),
             *extra_callbacks,
@@ -347,6 +353,7 @@ def train(
     img_size: int | None = None,
     weights: str = "imagenet",
     head: HeadSpec | None = None,
+    normalisation: str | None = None,
     spec: TrainSpec | None = None,
     force: bool = False,
     reporter: Reporter | None = None,
@@ -361,6 +368,7 @@ def train(
         img_size: Square input size; None uses the backbone's default.
         weights: ``imagenet``, ``none`` or a backbone ``.weights.h5`` path.
         head: Classification head; defaults to GlobalAveragePooling + dropout.
+        normalisation: Override of the backbone's input normalisation (see ``ModelSpec``); None keeps it.
         spec: Training settings.
         force: Replace a finished run, or an unfinished one with other settings.
         reporter: Progress sink (the CLI draws bars).
@@ -380,7 +388,7 @@ def train(
     reporter = reporter or Reporter()
     run = Path(out_dir)
     ds = discover(data)
-    model_spec = ModelSpec(backbone, len(ds.class_names), img_size, weights, head)
+    model_spec = ModelSpec(backbone, len(ds.class_names), img_size, weights, head, normalisation)
     preprocess = PreprocessSpec(model_spec.img_size, model_spec.img_size)
     config = {"data": str(Path(data).resolve()), "model": model_spec.to_dict(), "train": spec.to_dict(),
               "preprocess": preprocess.to_dict()}
@@ -545,3 +553,20 @@ def _write_splits_csv(path: Path, ds, decoded: dict) -> None:
             rows.append({"path": ds.describe(source) if ds.array is None else int(source),
                          "label": ds.class_names[int(label)], "split": name})
     write_csv(path, rows, ("path", "label", "split"))
+
+
+def train_per_category(data: str | os.PathLike, out_dir: str | os.PathLike, **kwargs) -> list[TrainResult]:
+    """Trains one model per category: every sub-folder of ``data`` is a dataset, trained into ``out_dir/<name>``.
+
+    This is how per-category content models (adult / violence / cartoon, each against neutral) are built; the
+    runtime combines them with several ``--model`` options.
+
+    Raises:
+        DataError: If ``data`` has no sub-folders.
+    """
+    root = Path(data)
+    categories = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    if not categories:
+        raise DataError(f"{root} has no category folders. A per-category recipe expects DATA/<category>/<class>/... "
+                        "with one dataset per category.")
+    return [train(category, Path(out_dir) / category.name, **kwargs) for category in categories]
