@@ -1,6 +1,6 @@
 """An independent latency measurement: a plain LiteRT ``Interpreter.invoke()`` (or onnxruntime ``run``) loop.
 
-    python -m edgeclf.benchmarks.invoke_loop MODEL IMAGE [--threads 2] [--runs 300] [--warmup 20]
+    python -m edgeclf.benchmarks.invoke_loop MODEL IMAGE [--threads 2] [--runs 100] [--min-time 2] [--warmup 10]
 
 Prints one JSON line: ``{"p50_ms": ..., "mean_ms": ..., "runs": ...}``. It shares no code with ``edgeclf bench``
 (no edgeclf imports at all): the image is resized with Pillow and fed as the model's input dtype.
@@ -29,8 +29,9 @@ def main(argv=None) -> int:
     parser.add_argument("model")
     parser.add_argument("image")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=100, help="minimum timed runs")
+    parser.add_argument("--min-time", type=float, default=2.0, help="keep timing at least this many seconds")
+    parser.add_argument("--warmup", type=int, default=10)
     args = parser.parse_args(argv)
     if args.model.endswith(".onnx"):
         import onnxruntime as ort
@@ -60,7 +61,8 @@ def main(argv=None) -> int:
     for _ in range(args.warmup):
         step()
     times = []
-    for _ in range(args.runs):
+    started = time.perf_counter()
+    while len(times) < args.runs or time.perf_counter() - started < args.min_time:
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)

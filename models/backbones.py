@@ -121,7 +121,7 @@ for _backbone in (
     Backbone("simple_cnn", 64, "unit", _simple_cnn, pretrained=False, min_size=8,
              description="3 Conv-BN-ReLU blocks (32/64/128 filters) for training from scratch"),
     Backbone("helmet_cnn", 200, "unit", _plain_cnn("helmet_cnn", ((32, 4), (64, 2), (128, 0))), pretrained=False,
-             min_size=32, description="Conv32-Pool4-Conv64-Pool2-Conv128 (the helmet notebook's CNN)"),
+             min_size=34, description="Conv32-Pool4-Conv64-Pool2-Conv128 (the helmet notebook's CNN)"),
     Backbone("aiart_cnn", 128, "unit", _plain_cnn("aiart_cnn", ((32, 2), (64, 2))), pretrained=False, min_size=16,
              description="Conv32-Pool2-Conv64-Pool2 (the real-vs-AI-art notebook's CNN)"),
     Backbone("vgg16", 224, "caffe", _application("VGG16"), description="VGG16 (138M params with top; 14.7M base)"),

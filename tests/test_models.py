@@ -10,7 +10,7 @@ from edgeclf.edge_runtime.registry import Registry
 from edgeclf.models import HeadSpec, ModelSpec, create_model, get_backbone, get_backbone_model, list_backbones
 
 HEAVY = {"resnet50", "efficientnet_b0", "vgg19", "mobilenet_v3_large"}
-ALL_BACKBONES = ["simple_cnn", "vgg16", "vgg19", "resnet50", "mobilenet_v2", "mobilenet_v3_small",
+ALL_BACKBONES = ["simple_cnn", "helmet_cnn", "aiart_cnn", "vgg16", "vgg19", "resnet50", "mobilenet_v2", "mobilenet_v3_small",
                  "mobilenet_v3_large", "efficientnet_b0"]
 
 
@@ -38,8 +38,11 @@ def test_registry_rejects_duplicates():
 def test_backbone_builds_outputs_probabilities_and_round_trips(name, tmp_path):
     import keras
 
-    model = create_model(ModelSpec(name, 3, 32, "none"))
-    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    from edgeclf.models import get_backbone
+
+    size = max(32, get_backbone(name).min_size)
+    model = create_model(ModelSpec(name, 3, size, "none"))
+    x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
     probs = np.asarray(model(x, training=False))
     assert probs.shape == (2, 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)

@@ -84,15 +84,18 @@ def test_recipe_trains_exports_passes_the_gate_and_runs(name, tmp_path):
     from edgeclf.edge_runtime import Classifier
     from edgeclf.toolkit.export import ExportSpec, QuantSpec, export_model
 
+    from edgeclf.models import get_backbone
+
     r = get_recipe(name)
+    size = max(32, get_backbone(r.backbone).min_size)
     data = write_class_folders(tmp_path / "data", {"bar_h": 40, "bar_v": 40}, size=32)
     if r.per_category:  # one dataset per category, as content-resnet50 expects
         (tmp_path / "cats").mkdir()
         data.rename(tmp_path / "cats" / "adult")
         data = tmp_path / "cats"
     out = tmp_path / "run"
-    res = CliRunner().invoke(main, ["train", str(data), "--recipe", name, "--weights", "none", "--img-size", "32",
-                                    "--epochs", "8", "--batch-size", "16", "--lr", "1e-3", "--folds", "1",
+    res = CliRunner().invoke(main, ["train", str(data), "--recipe", name, "--weights", "none", "--img-size", str(size),
+                                    "--epochs", "25", "--batch-size", "16", "--lr", "3e-3", "--folds", "1",
                                     "--split", "0.6,0.2,0.2", "--out", str(out)])
     assert res.exit_code == 0, res.output
     run = out / "adult" if r.per_category else out
@@ -101,6 +104,6 @@ def test_recipe_trains_exports_passes_the_gate_and_runs(name, tmp_path):
     for x in results:
         assert x.passed, f"{name} {x.path.name}: {x.reason}"
         clf = Classifier.load(x.path)
-        assert clf.preprocess.size == (32, 32)
-        probs = clf.classify_pixels(np.zeros((2, 32, 32, 3), np.uint8))
+        assert clf.preprocess.size == (size, size)
+        probs = clf.classify_pixels(np.zeros((2, size, size, 3), np.uint8))
         assert len(probs) == 2 and probs[0].probabilities.sum() == pytest.approx(1.0, abs=0.02)
