@@ -148,10 +148,9 @@ def _describe_model(path: Path) -> BenchModel:
     kind = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}[path.suffix]
     try:
         if kind == "keras":
-            meta_path = path.with_name("metadata.json")
-            if not meta_path.is_file():
-                raise DataError(f"{meta_path} not found; the Keras model needs the metadata.json `edgeclf train` writes")
-            meta, mode = json.loads(meta_path.read_text(encoding="utf-8")), "keras"
+            from edgeclf.toolkit.evaluate import read_metadata as read_keras_metadata
+
+            meta, mode = read_keras_metadata(path), "keras"
         else:
             meta = read_metadata(path)
             mode = meta.get("quantization", {}).get("mode", "unknown")
@@ -205,18 +204,12 @@ class _EvalData:
     n: int
 
 
-def _subsample(n: int, limit: int | None) -> np.ndarray | None:
-    if limit is None or n <= limit:
-        return None
-    return np.sort(np.random.default_rng(0).choice(n, size=limit, replace=False))
-
-
 def _prepare_data(data: str | os.PathLike | None, models: list[BenchModel], spec: BenchSpec, work: Path,
                   reporter: Reporter) -> _EvalData:
     """Decodes the evaluation images once per distinct input contract into ``.npy`` files the workers map."""
     from PIL import Image
 
-    from edgeclf.toolkit.data import Samples, decode_samples, discover
+    from edgeclf.toolkit.data import decode_samples, discover
 
     usable = [m for m in models if m.error is None]
     if not usable:
@@ -225,16 +218,12 @@ def _prepare_data(data: str | os.PathLike | None, models: list[BenchModel], spec
     specs = list(dict.fromkeys(m.preprocess for m in usable))
     if data is not None:
         ds = discover(data)
-        split = "test" if "test" in ds.splits else None
-        samples = ds.splits["test"] if split else None
-        if samples is None:
-            for s in ds.splits.values():
-                samples = s if samples is None else samples + s
-        origin = f"{data}" + (" (test split)" if split else "")
-        known = set(ds.class_names) <= set(class_names)
+        samples = ds.splits["test"] if "test" in ds.splits else ds.all_samples()
+        origin = f"{data}" + (" (test split)" if "test" in ds.splits else "")
+        relabelled = ds.relabelled(samples, class_names)
+        known = relabelled is not None
         if known:
-            remap = np.array([class_names.index(c) for c in ds.class_names], dtype=np.int32)
-            samples = Samples(samples.sources, remap[samples.labels])
+            samples = relabelled
         else:
             reporter.warn(f"The classes of {data} ({', '.join(ds.class_names)}) are not the model's "
                           f"({', '.join(class_names)}); accuracy is not measured, only agreement.")
@@ -244,9 +233,7 @@ def _prepare_data(data: str | os.PathLike | None, models: list[BenchModel], spec
             raise ConfigError("Received no --data and no run directory. Pass --data DIR (labelled images) or a run "
                               "directory whose test split can be used.")
         ds, samples, origin, known = _run_test_split(keras.path)
-    idx = _subsample(len(samples), spec.max_images)
-    if idx is not None:
-        samples = samples.take(idx)
+    samples = samples.subsample(spec.max_images, seed=0)
     pixels_by_spec, sample_image, labels, n = {}, {}, None, None
     for i, pspec in enumerate(specs):
         target = work / f"pixels_{i}.npy"
@@ -262,15 +249,10 @@ def _prepare_data(data: str | os.PathLike | None, models: list[BenchModel], spec
             raise DataError(f"Images decoded differently at {pspec.size}: {len(decoded)} vs {n}.")
         if not len(decoded):
             raise DataError(f"No readable images in {origin}.")
-        del out
-        if len(decoded) < len(samples):  # rewrite without the unused tail so workers see only decoded images
-            kept = np.load(target, mmap_mode="r")[: len(decoded)]
-            np.save(work / f"pixels_{i}_kept.npy", kept)
-            target = work / f"pixels_{i}_kept.npy"
-        pixels_by_spec[pspec] = target
-        first = np.load(target, mmap_mode="r")[0]
+        pixels_by_spec[pspec] = target  # workers read its first n (decoded) images; skipped ones leave a tail
         sample_image[pspec] = work / f"sample_{i}.png"
-        Image.fromarray(np.asarray(first)).save(sample_image[pspec])
+        Image.fromarray(np.asarray(decoded.pixels[0])).save(sample_image[pspec])
+        out.flush()
     return _EvalData(labels if known else None, class_names, pixels_by_spec, sample_image, origin, int(n))
 
 
@@ -278,8 +260,10 @@ def _run_test_split(keras_path: Path):
     """The test split of the training run a ``model.keras`` came from (its ``splits.csv``)."""
     from edgeclf.toolkit.export.images import run_split_samples
 
+    from edgeclf.toolkit.evaluate import read_metadata
+
     run_dir = keras_path.parent
-    meta = json.loads((run_dir / "metadata.json").read_text(encoding="utf-8"))
+    meta = read_metadata(keras_path)
     found = run_split_samples(meta, run_dir, "test")
     if found is None:
         raise ConfigError(f"{run_dir} has no usable test split (splits.csv and its dataset). Pass --data DIR.")
@@ -294,7 +278,7 @@ def _run_row(model: BenchModel, threads: int, batch: int, spec: BenchSpec, data:
     job = {"model": str(model.path), "kind": model.kind, "threads": threads, "batch": batch, "runs": spec.runs,
            "min_seconds": spec.min_seconds, "max_runs": spec.max_runs, "warmup": spec.warmup,
            "sample_image": str(data.sample_image[model.preprocess]), "pixels": str(data.pixels_by_spec[model.preprocess]),
-           "probs_out": str(probs_path) if probs_path else None, "result": str(result_path)}
+           "n_images": data.n, "probs_out": str(probs_path) if probs_path else None, "result": str(result_path)}
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     job["launched_at"] = time.time()
     job_path.write_text(json.dumps(job), encoding="utf-8")
@@ -388,8 +372,8 @@ def run_bench(models: Sequence[str | os.PathLike], data: str | os.PathLike | Non
     for r in rows:
         ev = evaluation.get(r.model, {})
         change = (100.0 * (ev["accuracy"] - ref_acc)) if ref_acc is not None and "accuracy" in ev else None
-        final.append(BenchRow(**{**r.to_dict(), "accuracy": ev.get("accuracy"), "f1_macro": ev.get("f1_macro"),
-                                 "roc_auc": ev.get("roc_auc") if len(eval_data.class_names) == 2 else None,
-                                 "accuracy_change_pp": change, "agreement": ev.get("agreement")}))
+        final.append(replace(r, accuracy=ev.get("accuracy"), f1_macro=ev.get("f1_macro"),
+                             roc_auc=ev.get("roc_auc") if len(eval_data.class_names) == 2 else None,
+                             accuracy_change_pp=change, agreement=ev.get("agreement")))
     return BenchResult(final, evaluation, samples_ms, eval_data.origin, eval_data.n, eval_data.class_names, describe(),
                        spec)

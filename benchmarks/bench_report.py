@@ -23,20 +23,20 @@ def _num(v, fmt: str, scale: float = 1.0) -> str:
     return "" if v is None else format(v * scale, fmt)
 
 
+HEADER = ["model", "thr", "batch", "size", "acc %", "F1", "Δacc pp", "agree %", "p50 ms", "p90 ms", "p99 ms",
+          "img/s", "cold s", "RSS MiB"]
+
+
 def _cells(r: BenchRow) -> list[str]:
     if r.status != "ok":
-        return [r.model, f"{r.threads}", f"{r.batch}", f"{r.size_bytes / 1024:.0f}K", "FAILED", "", "", "", "", "",
-                "", "", "", ""]
+        head = [r.model, f"{r.threads}", f"{r.batch}", f"{r.size_bytes / 1024:.0f}K", "FAILED"]
+        return head + [""] * (len(HEADER) - len(head))
     return [
         r.model, f"{r.threads}", f"{r.batch}", f"{r.size_bytes / 1024:.0f}K",
         _num(r.accuracy, ".2f", 100), _num(r.f1_macro, ".4f"), _num(r.accuracy_change_pp, "+.2f"),
         _num(r.agreement, ".2f", 100), _num(r.p50_ms, ".3f"), _num(r.p90_ms, ".3f"), _num(r.p99_ms, ".3f"),
         _num(r.images_per_s, ".0f"), _num(r.cold_start_s, ".2f"), _num(r.peak_rss_mib, ".0f"),
     ]
-
-
-HEADER = ["model", "thr", "batch", "size", "acc %", "F1", "Δacc pp", "agree %", "p50 ms", "p90 ms", "p99 ms",
-          "img/s", "cold s", "RSS MiB"]
 
 
 def format_table(rows: list[BenchRow]) -> str:

@@ -28,13 +28,11 @@ EVAL_BATCH = 32
 
 def peak_rss_mib() -> float | None:
     """This process's peak resident memory (``VmHWM``; ``ru_maxrss`` where /proc is absent)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
+    from edgeclf.benchmarks.machine import vm_hwm_mib
+
+    hwm = vm_hwm_mib("self")
+    if hwm is not None:
+        return hwm
     try:
         import resource
 
@@ -83,7 +81,7 @@ def measure(job: dict, launched_at: float | None = None) -> dict:
     if first_probs.shape[0] != 1:
         raise RuntimeError(f"the model returned {first_probs.shape[0]} results for 1 image")
 
-    pixels = np.load(job["pixels"], mmap_mode="r")
+    pixels = np.load(job["pixels"], mmap_mode="r")[: int(job["n_images"])]
     reps = -(-batch // len(pixels))
     x = np.ascontiguousarray(np.concatenate([pixels[:batch]] * reps)[:batch])
     t = time.perf_counter()

@@ -43,3 +43,15 @@ def describe() -> dict:
         "python": platform.python_version(),
         "versions": versions,
     }
+
+
+def vm_hwm_mib(pid: int | str = "self") -> float | None:
+    """A process's peak resident memory (``VmHWM`` from /proc, which starts afresh at exec) in MiB, or None."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None

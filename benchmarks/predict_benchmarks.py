@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf.benchmarks.machine import describe
+from edgeclf.benchmarks.machine import describe, vm_hwm_mib
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUNDLED = Path(__file__).resolve().parent / "data" / "fashion-mnist-2class"
@@ -51,17 +51,6 @@ def make_jpegs(folder: Path, n: int) -> None:
         img.save(folder / f"img_{i:04d}.jpg", quality=90)
 
 
-def _vm_hwm_mib(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        return None
-    return None
-
-
 def run_timed(cmd: list[str]) -> tuple[float, float, str]:
     """Runs ``cmd`` in a fresh process. Returns (wall seconds, peak RSS MiB, stdout text).
 
@@ -77,7 +66,7 @@ def run_timed(cmd: list[str]) -> tuple[float, float, str]:
     reader.start()
     peak = 0.0
     while proc.poll() is None:
-        hwm = _vm_hwm_mib(proc.pid)
+        hwm = vm_hwm_mib(proc.pid)
         peak = max(peak, hwm or 0.0)
         time.sleep(0.005)
     wall = time.perf_counter() - started

@@ -77,6 +77,12 @@ class Samples:
     def __add__(self, other: "Samples") -> "Samples":
         return Samples(self.sources + other.sources, np.concatenate([self.labels, other.labels]))
 
+    def subsample(self, limit: int | None, seed: int) -> "Samples":
+        """At most ``limit`` samples, drawn at random (seeded) and kept in their original order."""
+        if limit is None or len(self) <= limit:
+            return self
+        return self.take(np.sort(np.random.default_rng(seed).choice(len(self), size=limit, replace=False)))
+
 
 @dataclass
 class Dataset:
@@ -97,6 +103,18 @@ class Dataset:
     splits: dict[str, Samples]
     array: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+
+    def all_samples(self) -> Samples:
+        """Every sample of every split, in split order."""
+        parts = list(self.splits.values())
+        return sum(parts[1:], parts[0])
+
+    def relabelled(self, samples: Samples, class_names: Sequence[str]) -> Samples | None:
+        """``samples`` with labels re-indexed to ``class_names`` (a model's), or None if a class is not among them."""
+        if not set(self.class_names) <= set(class_names):
+            return None
+        remap = np.array([list(class_names).index(c) for c in self.class_names], dtype=np.int32)
+        return Samples(samples.sources, remap[samples.labels])
 
     def describe(self, source) -> str:
         """A readable name for one sample: a path relative to the root, or ``images.npy[i]``."""

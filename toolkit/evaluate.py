@@ -116,18 +116,15 @@ def evaluate(model_path: str | os.PathLike, data: str | os.PathLike, *, split: s
     model = load_keras_model(model_path)
     ds = discover(data)
     if split == "all":
-        samples = None
-        for s in ds.splits.values():
-            samples = s if samples is None else samples + s
+        samples = ds.all_samples()
     elif split in ds.splits:
         samples = ds.splits[split]
     else:
         raise ConfigError(f"Received: split='{split}'. {data} has: all, {', '.join(ds.splits)}.")
-    unknown = sorted(set(ds.class_names) - set(class_names))
-    if unknown:
+    samples = ds.relabelled(samples, class_names)
+    if samples is None:
+        unknown = sorted(set(ds.class_names) - set(class_names))
         raise DataError(f"Classes {unknown} of {data} are not classes of the model ({', '.join(class_names)}).")
-    remap = np.array([class_names.index(c) for c in ds.class_names], dtype=np.int32)
-    samples.labels = remap[samples.labels]
     spec = PreprocessSpec.from_dict(meta["preprocess"])
     with reporter.progress(len(samples), "Decoding images") as advance:
         decoded = decode_samples(ds, samples, spec, progress=advance)

@@ -35,13 +35,6 @@ class ImageSet:
         return ImageSet(self.pixels[:n], None if self.labels is None else self.labels[:n], self.origin)
 
 
-def _subsample(samples: Samples, limit: int, seed: int) -> Samples:
-    if len(samples) <= limit:
-        return samples
-    idx = np.sort(np.random.default_rng(seed).choice(len(samples), size=limit, replace=False))
-    return samples.take(idx)
-
-
 def run_split_samples(run_meta: dict, run_dir: Path, split: str) -> tuple[Dataset, Samples] | None:
     """The dataset and samples of one split of a training run (from its ``splits.csv``), or None if unavailable."""
     listing = run_dir / "splits.csv"
@@ -75,7 +68,7 @@ def run_split(run_meta: dict, run_dir: Path, split: str, spec: PreprocessSpec, l
     if found is None:
         return None
     ds, samples = found
-    samples = _subsample(samples, limit, seed)
+    samples = samples.subsample(limit, seed)
     decoded = decode_samples(ds, samples, spec)
     return ImageSet(decoded.pixels, decoded.labels, f"{split} split of the training run ({len(decoded)} images)")
 
@@ -94,20 +87,16 @@ def folder_images(path: str | os.PathLike, class_names: list[str], spec: Preproc
         raise DataError(f"Calibration data not found: {root}.")
     try:
         ds = discover(root)
-        samples = None
-        for s in ds.splits.values():
-            samples = s if samples is None else samples + s
-        known = set(ds.class_names) <= set(class_names)
-        if known:
-            remap = np.array([class_names.index(c) for c in ds.class_names], dtype=np.int32)
-            samples = Samples(samples.sources, remap[samples.labels])
+        relabelled = ds.relabelled(ds.all_samples(), class_names)
+        known = relabelled is not None
+        samples = relabelled if known else ds.all_samples()
     except DataError:
         from edgeclf.edge_runtime.preprocess import is_image_file
 
         files = sorted(str(p) for p in root.rglob("*") if p.is_file() and is_image_file(p)) if root.is_dir() else []
         ds = Dataset(root, "folders", ["unlabelled"], {})
         samples, known = Samples(files, np.zeros(len(files), dtype=np.int32)), False
-    samples = _subsample(samples, limit, seed)
+    samples = samples.subsample(limit, seed)
     decoded = decode_samples(ds, samples, spec)
     if not len(decoded):
         raise DataError(f"No readable images in {root} (expected .jpg, .png, .bmp or .webp files).")
