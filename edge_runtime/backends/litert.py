@@ -31,11 +31,6 @@ def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
-def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """Integer tensor values to floats: (q - zero_point) * scale."""
-    return (q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
-
-
 class LiteRTBackend:
     """Runs a ``.tflite`` classifier; quantised inputs and outputs are converted at this boundary.
 
@@ -73,7 +68,11 @@ class LiteRTBackend:
         # uint8 input calibrated to the full pixel range (scale 1, zero point 0): raw pixels are the tensor values.
         self._passthrough = self._in_dtype == np.uint8 and tuple(self._in["quantization"]) == (1.0, 0)
         out_dtype = np.dtype(self._out["dtype"])
-        self._out_quant = self._out["quantization"] if out_dtype.kind in "iu" else None
+        if out_dtype.kind in "iu":  # (q - zero_point) * scale as one multiply and one add, in place
+            scale, zero_point = self._out["quantization"]
+            self._out_scale, self._out_offset = np.float32(scale), np.float32(-zero_point * scale)
+        else:
+            self._out_scale = None
 
     def _resize(self, n: int) -> None:
         self.interpreter.resize_tensor_input(self._in_index, [n, *self.input_shape])
@@ -90,9 +89,13 @@ class LiteRTBackend:
             x = quantize(pixels, *self._in_quant, self._in_dtype)
         else:
             x = pixels.astype(self._in_dtype, copy=False)
-        self.interpreter.set_tensor(self._in_index, np.ascontiguousarray(x))
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        self.interpreter.set_tensor(self._in_index, x)
         self.interpreter.invoke()
         y = self.interpreter.get_tensor(self._out_index)
-        if self._out_quant is not None:
-            return dequantize(y, *self._out_quant)
+        if self._out_scale is not None:
+            out = np.multiply(y, self._out_scale, dtype=np.float32)
+            out += self._out_offset
+            return out
         return y.astype(np.float32, copy=False)
