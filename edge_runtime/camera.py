@@ -99,6 +99,8 @@ class CameraSummary:
     seconds: float = 0.0
     stopped_by: str = ""
     last_labels: dict = field(default_factory=dict)
+    window: bool = False  # whether frames were shown in a window (False when headless)
+    frames_shown: int = 0
 
     @property
     def fps(self) -> float:
@@ -107,7 +109,8 @@ class CameraSummary:
     def to_dict(self) -> dict:
         return {"frames_read": self.frames_read, "frames_classified": self.frames_classified, "events": self.events,
                 "alerts": self.alerts, "reconnects": self.reconnects, "seconds": round(self.seconds, 3),
-                "classified_fps": round(self.fps, 2), "stopped_by": self.stopped_by, "last_labels": self.last_labels}
+                "classified_fps": round(self.fps, 2), "stopped_by": self.stopped_by, "last_labels": self.last_labels,
+                "window": self.window, "frames_shown": self.frames_shown}
 
 
 def display_available() -> bool:
@@ -161,7 +164,7 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
     if cap is None:
         raise DataError(f"Cannot open video source '{spec.source}'. Expected a camera index (0), a video file or "
                         "a stream URL (rtsp://, http://) that OpenCV can read.")
-    summary = CameraSummary()
+    summary = CameraSummary(window=not headless)
     tracks = [_Track() for _ in classifiers]
     started = time.perf_counter()
     last_classified = 0.0
@@ -220,6 +223,7 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
                 elapsed = time.perf_counter() - started
                 lines.append(f"{summary.frames_classified / elapsed:.1f} FPS" if elapsed else "")
                 cv2.imshow(window, _overlay(cv2, frame, lines, alert_now))
+                summary.frames_shown += 1
                 if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                     summary.stopped_by = "window closed"
                     break

@@ -162,3 +162,79 @@ def test_sigterm_ends_the_run_cleanly_with_a_summary(exported, tmp_path):
     assert proc.returncode == 0, err
     summary = json.loads(err.strip().splitlines()[-1])["summary"]
     assert summary["stopped_by"] == "stop requested" and 0 < summary["frames_classified"] < 5010
+
+
+def _xvfb_green_pixels(fbdir) -> int:
+    """Saturated-green pixels (the overlay's text colour) on the virtual screen, read from Xvfb's XWD framebuffer."""
+    import struct
+
+    data = (fbdir / "Xvfb_screen0").read_bytes()
+    header = struct.unpack(">25I", data[:100])
+    size, width, height, bpl, ncolors = header[0], header[4], header[5], header[12], header[19]
+    px = np.frombuffer(data, np.uint8, count=height * bpl, offset=size + 12 * ncolors).reshape(height, bpl)
+    bgrx = px[:, : 4 * width].reshape(height, width, 4)  # 24-bit depth, 32 bits per pixel, LSB first
+    return int(((bgrx[..., 1] > 200) & (bgrx[..., 0] < 80) & (bgrx[..., 2] < 80)).sum())
+
+
+@pytest.fixture
+def virtual_display(tmp_path):
+    """A real X server (Xvfb) whose framebuffer the test can read; skipped where Xvfb is not installed."""
+    import shutil
+    import time
+
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb not installed (apt-get install xvfb)")
+    fbdir = tmp_path / "fb"
+    fbdir.mkdir()
+    number = next(n for n in range(90, 200) if not os.path.exists(f"/tmp/.X11-unix/X{n}")
+                  and not os.path.exists(f"/tmp/.X{n}-lock"))
+    server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "320x240x24", "-fbdir", str(fbdir),
+                               "-nolisten", "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(f"/tmp/.X11-unix/X{number}"):
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            pytest.skip("Xvfb did not start")
+        time.sleep(0.05)
+    yield f":{number}", fbdir
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def test_window_shows_frames_with_the_overlay_on_a_real_display(exported, tmp_path, virtual_display):
+    """Without --headless on a display: frames appear in a window with the label drawn on them; SIGTERM ends it."""
+    import time
+
+    display, fbdir = virtual_display
+    _, results = exported
+    model = next(r.path for r in results if r.path.name == "run_fp32.tflite")
+    clip = _write_video(tmp_path / "long.avi", [0] * 10 + [1] * 5000, size=160)
+    events = tmp_path / "events.jsonl"
+    assert _xvfb_green_pixels(fbdir) == 0
+    env = {**os.environ, "DISPLAY": display}
+    proc = subprocess.Popen([sys.executable, "-m", "edgeclf.cli", "camera", "--model", str(model), "--source",
+                             str(clip), "--events", str(events)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, green = time.monotonic() + 60, 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            green = _xvfb_green_pixels(fbdir)
+            if green > 50 and events.exists() and events.read_text().strip():
+                break
+            time.sleep(0.1)
+        assert green > 50, "no overlay text on the screen"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    summary = json.loads(err.strip().splitlines()[-1])["summary"]
+    assert summary["window"] is True and summary["stopped_by"] == "stop requested"
+    assert 0 < summary["frames_shown"] == summary["frames_classified"]
+    assert json.loads(events.read_text().splitlines()[0])["label"] == "bar_h"
+
+
+def test_headless_summary_says_no_window(classifier, video):
+    summary = watch([classifier], CameraSpec(source=str(video), headless=True), lambda e: None)
+    assert summary.window is False and summary.frames_shown == 0 and summary.to_dict()["window"] is False
