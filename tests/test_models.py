@@ -123,3 +123,27 @@ def test_model_spec_validation(tmp_path):
     assert ModelSpec("resnet50", 2, weights="none").img_size == 224
     with pytest.raises(ConfigError, match="pooling='max'"):
         HeadSpec(pooling="max")
+
+
+def test_scratch_backbones_get_fast_batchnorm_statistics_and_keep_them_on_reload(tmp_path):
+    """From scratch, Keras' BN momentum 0.999 leaves inference-mode statistics mostly at their initial values."""
+    import keras
+
+    from edgeclf.models.factory import SCRATCH_BN_MOMENTUM
+
+    def momenta(model):
+        found = set()
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                found.add(layer.momentum)
+            if hasattr(layer, "layers"):
+                found |= momenta(layer)
+        return found
+
+    scratch = create_model(ModelSpec("mobilenet_v2", 2, 32, "none"))
+    assert momenta(scratch) == {SCRATCH_BN_MOMENTUM}
+    scratch.save(tmp_path / "m.keras")
+    assert momenta(keras.models.load_model(tmp_path / "m.keras", safe_mode=True)) == {SCRATCH_BN_MOMENTUM}
+    # A backbone starting from given weights keeps the application's own momentum.
+    get_backbone_model(scratch).save_weights(tmp_path / "b.weights.h5")
+    assert momenta(create_model(ModelSpec("mobilenet_v2", 2, 32, str(tmp_path / "b.weights.h5")))) == {0.999}
