@@ -105,8 +105,8 @@ def markdown(record: dict) -> str:
         "`--no-verify`, benchmarked with `edgeclf bench` (p50 ms per image, every row in a fresh process). Sizes and "
         "latency are the recipe's; the weights are not (no ImageNet weights, no original data here), so accuracy is "
         "not reported.", "",
-        "| recipe | backbone | input | parameters | Keras MiB | TFLite fp32 MiB | TFLite int8 MiB | ONNX fp32 MiB | ONNX int8 MiB "
-        "| Keras ms | TFLite fp32 ms | TFLite int8 ms | ONNX fp32 ms | ONNX int8 ms | int8 TFLite peak RSS MiB |",
+        "| recipe | backbone | input | parameters | Keras MiB | TFLite fp32 MiB | TFLite int8 MiB | ONNX fp32 MiB "
+        "| ONNX int8 MiB | Keras ms | TFLite fp32 ms | TFLite int8 ms | ONNX fp32 ms | ONNX int8 ms | int8 TFLite peak RSS MiB |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in record["recipes"]:
