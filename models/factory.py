@@ -177,7 +177,7 @@ SCRATCH_BN_MOMENTUM = 0.99
 def _scratch_batchnorm(base) -> None:
     """Faster-moving BatchNorm statistics for a backbone trained from scratch.
 
-    Keras' applications (MobileNet, EfficientNet, ResNet) use momentum 0.999 — right for fine-tuning ImageNet
+    Keras' MobileNetV2 and MobileNetV3 use momentum 0.999 (the others 0.99) — right for fine-tuning ImageNet
     statistics over a long schedule, wrong from scratch: after one epoch of ~800 steps the moving averages are still
     45 % their initial values (0.999**800), so inference-mode outputs (validation, export) are garbage while training
     accuracy looks fine. 0.99 converges in a few hundred steps.
