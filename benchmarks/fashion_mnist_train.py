@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     data, run = args.work / "fashion-mnist", args.work / f"run-{args.backbone}"
     if not data.exists():
         subprocess.run([sys.executable, "-m", "edgeclf.benchmarks.fashion_mnist", "--out", str(data)], check=True)
-    cmd = ["edgeclf", "train", str(data), "--backbone", args.backbone, "--weights", "none", "--img-size", str(args.img_size),
-           "--epochs", str(args.epochs), "--batch-size", "64", "--no-augment", "--patience", "4", "--out", str(run),
+    cmd = ["edgeclf", "train", str(data), "--backbone", args.backbone, "--weights", "none",
+           "--img-size", str(args.img_size), "--epochs", str(args.epochs), "--batch-size", "64", "--no-augment", "--patience", "4", "--out", str(run),
            "--force"]
     started = time.perf_counter()
     subprocess.run(cmd, check=True)
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- splits: {record['split_sizes']} (val carved from the official train split; test is the official test set)",
         f"- epochs run: {record['epochs_run']} (early stopping, patience 4); wall time {record['wall_time_s']} s "
         "(includes decoding 70,000 PNGs and the leakage check)",
-        f"- **test accuracy {record['test_accuracy']:.4f}** (target >= {args.target}: {'met' if record['met'] else 'NOT met'}), "
+        f"- **test accuracy {record['test_accuracy']:.4f}** "
+        f"(target >= {args.target}: {'met' if record['met'] else 'NOT met'}), "
         f"macro F1 {record['test_f1_macro']:.4f}, val accuracy {record['val_accuracy']:.4f}",
         f"- leakage check: {record['leakage']}",
     ]

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeclf.benchmarks.machine import describe, vm_hwm_mib
+from edgeclf.benchmarks.stats import runtime_overhead
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUNDLED = Path(__file__).resolve().parent / "data" / "fashion-mnist-2class"
@@ -89,37 +90,6 @@ def cold_start(model: Path, image: Path, repeats: int) -> list[float]:
     return times
 
 
-def overhead(model: Path, image: Path, threads: int, rounds: int = 20, per_round: int = 20) -> dict:
-    """Per-image time of ``Classifier.classify_pixels`` vs a raw ``Interpreter.invoke()`` on the same input."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from edgeclf.edge_runtime.classifier import Classifier
-
-    clf = Classifier.load(model, threads=threads)
-    pixels = clf.prepare(str(image))[None]
-    raw = Interpreter(model_path=str(model), num_threads=threads)
-    raw.allocate_tensors()
-    inp, out = raw.get_input_details()[0], raw.get_output_details()[0]
-    t_raw, t_clf = [], []
-    for _ in range(10):
-        clf.classify_pixels(pixels)
-        raw.set_tensor(inp["index"], pixels)
-        raw.invoke()
-    for _ in range(rounds):
-        for _ in range(per_round):
-            t = time.perf_counter()
-            raw.set_tensor(inp["index"], pixels)
-            raw.invoke()
-            raw.get_tensor(out["index"])
-            t_raw.append(time.perf_counter() - t)
-        for _ in range(per_round):
-            t = time.perf_counter()
-            clf.classify_pixels(pixels)
-            t_clf.append(time.perf_counter() - t)
-    raw_ms, clf_ms = statistics.median(t_raw) * 1000, statistics.median(t_clf) * 1000
-    return {"raw_invoke_ms": raw_ms, "classifier_ms": clf_ms, "overhead": clf_ms / raw_ms - 1.0}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mnv2-run", type=Path, default=Path("/tmp/edgeclf-mnv2/run-mobilenet_v2-224"))
@@ -158,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     med = {k: statistics.median(v) for k, v in walls.items()}
     med_rss = {k: statistics.median(v) for k, v in rss.items()}
     cold = cold_start(tflite, next(iter(sorted(jpegs.glob("*.jpg")))), 10)
-    ovh = overhead(tflite, next(iter(sorted(jpegs.glob("*.jpg")))), args.threads)
+    ovh = runtime_overhead(tflite, next(iter(sorted(jpegs.glob("*.jpg")))), args.threads, classifier=True,
+                           rounds=20, per_round=20)
     ratio_min = med["edgeclf predict"] / med["minimal LiteRT loop"]
     speedup_keras = med["Keras loop"] / med["edgeclf predict"]
     rss_ratio = med_rss["edgeclf predict"] / med_rss["minimal LiteRT loop"]
@@ -189,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
            f"- same labels as the minimal loop on {100 * same:.1f}% of images",
            f"- fresh process to first result: median **{statistics.median(cold):.3f} s** (10 runs)",
            f"- per-image overhead over raw `invoke()`: **{100 * ovh['overhead']:+.1f}%** "
-           f"({ovh['classifier_ms']:.2f} ms vs {ovh['raw_invoke_ms']:.2f} ms)", "", "| target | met |", "|---|---|"]
+           f"({ovh['edgeclf_ms']:.2f} ms vs {ovh['plain_ms']:.2f} ms)", "", "| target | met |", "|---|---|"]
     md += [f"| {k} | {'yes' if v else 'NO'} |" for k, v in targets.items()]
     (args.results / "predict_mobilenet_v2.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

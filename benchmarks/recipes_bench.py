@@ -35,13 +35,12 @@ BUNDLED = HERE / "data" / "fashion-mnist-2class"
 RESULTS = HERE / "results"
 
 
-def _subset(dest: Path, per_class: int) -> Path:
+def _subset(dest: Path, per_class: int) -> None:
     """The first ``per_class`` images of each class of the bundled data, copied to ``dest``."""
     for cls in sorted(p for p in BUNDLED.iterdir() if p.is_dir()):
         (dest / cls.name).mkdir(parents=True)
         for img in sorted(cls.glob("*.png"))[:per_class]:
             shutil.copy2(img, dest / cls.name / img.name)
-    return dest
 
 
 def _cli(*args: str, ok=(0,)) -> subprocess.CompletedProcess:
@@ -106,15 +105,15 @@ def markdown(record: dict) -> str:
         "latency are the recipe's; the weights are not (no ImageNet weights, no original data here), so accuracy is "
         "not reported.", "",
         "| recipe | backbone | input | parameters | Keras MiB | TFLite fp32 MiB | TFLite int8 MiB | ONNX fp32 MiB "
-        "| ONNX int8 MiB | Keras ms | TFLite fp32 ms | TFLite int8 ms | ONNX fp32 ms | ONNX int8 ms | int8 TFLite peak RSS MiB |",
+        "| ONNX int8 MiB | Keras ms | TFLite fp32 ms | TFLite int8 ms | ONNX fp32 ms | ONNX int8 ms "
+        "| int8 TFLite peak RSS MiB |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in record["recipes"]:
         if "error" in r:
             lines.append(f"| `{r['recipe']}` | failed: {r['error']} |" + " |" * 13)
             continue
-        rows = r["rows"]
-        get = rows.get
+        get = r["rows"].get
         lines.append(
             f"| `{r['recipe']}` | {r['backbone']} | {r['img_size']} | {r['params'] / 1e6:.2f} M | "
             + " | ".join(_mib((get(k) or {}).get("size_bytes"))

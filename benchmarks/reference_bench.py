@@ -1,15 +1,17 @@
 """Reference tables for ``edgeclf bench``, and a check of its latency against an independent loop.
 
-For each run directory (``model.keras`` + ``export/``), in alternating rounds within one run:
+For each run directory (``model.keras`` + ``export/``):
 
-- ``edgeclf bench RUN`` (every artefact beside the Keras model, the run's test split),
-- ``invoke_loop`` on each artefact: a plain LiteRT ``Interpreter.invoke()`` / onnxruntime ``run`` loop that
-  shares no code with edgeclf, in its own fresh process.
+- ``invoke_loop`` on each artefact (a plain LiteRT ``Interpreter.invoke()`` / onnxruntime ``run`` loop that shares
+  no code with edgeclf, in its own fresh process), then ``--rounds`` times: ``edgeclf bench RUN`` (every artefact
+  beside the Keras model, the run's test split) followed by ``invoke_loop`` on each artefact again;
+- edgeclf's per-call overhead over the plain runtime calls in one process (``stats.runtime_overhead``).
 
-The last round's report is published under ``benchmarks/results/bench_<run>/``; the latency check compares the
-median over rounds of bench's p50 with the median over rounds of the loop's p50 (target: within 15 %).
+The last round's report is published under ``benchmarks/results/bench_<run>/``. A round's ratio is bench's p50
+over the mean of the two loop p50s bracketing it; the check takes the median ratio over rounds (target: within
+15 %).
 
-    python -m edgeclf.benchmarks.reference_bench /tmp/fmnist/run-simple_cnn --threads 2 --rounds 3
+    python -m edgeclf.benchmarks.reference_bench /tmp/fmnist/run-simple_cnn --threads 2 --rounds 5
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 from pathlib import Path
 
 from edgeclf.benchmarks.machine import describe
-from PIL import Image
+from edgeclf.benchmarks.stats import runtime_overhead
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOLERANCE = 0.15
@@ -67,17 +69,15 @@ def main(argv: list[str] | None = None) -> int:
             # The loop runs before the first round and after every round, so each bench row is bracketed by two
             # loop measurements taken just before and just after it: a round's ratio is bench / mean(bracket).
             loop_p50 = {a.name: [_loop(a, image, args.threads, args.loop_runs)] for a in artefacts}
-            last = None
             for r in range(args.rounds):
                 out = Path(tmp) / f"{run.name}-{r}"
-                last = _bench(run, out, args.threads, args.max_images)
-                rows = {row["model"]: row for row in last["rows"]}
+                rows = {row["model"]: row for row in _bench(run, out, args.threads, args.max_images)["rows"]}
                 for a in artefacts:
                     row = rows.get(a.name)
                     bench_p50[a.name].append(row["p50_ms"] if row and row["status"] == "ok" else None)
                 for a in artefacts:
                     loop_p50[a.name].append(_loop(a, image, args.threads, args.loop_runs))
-            overhead = {a.name: backend_overhead(a, image, args.threads) for a in artefacts}
+            overhead = {a.name: runtime_overhead(a, image, args.threads) for a in artefacts}
             if not args.no_publish:
                 dest = args.results / f"bench_{run.name}"
                 if dest.exists():
@@ -134,47 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     (args.results / "bench_vs_invoke_loop.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0 if ok else 1
-
-
-def backend_overhead(model: Path, image: Path, threads: int, rounds: int = 15, per_round: int = 200) -> dict:
-    """Per-call time of edgeclf's backend ``run`` vs the plain runtime calls on the same model and input, one process."""
-    import numpy as np
-    from edgeclf.edge_runtime.classifier import Classifier
-
-    backend = Classifier.load(model, threads=threads).backend
-    h, w = backend.input_shape[:2]
-    with Image.open(image) as img:
-        pixels = np.asarray(img.convert("RGB").resize((w, h), Image.Resampling.BILINEAR))[None]
-    if model.suffix == ".onnx":
-        session, feed = backend.session, {backend.session.get_inputs()[0].name: pixels.astype(np.float32)}
-
-        def plain():
-            session.run(None, feed)
-    else:
-        interp = backend.interpreter
-        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-        x = pixels.astype(inp["dtype"])
-
-        def plain():
-            interp.set_tensor(inp["index"], x)
-            interp.invoke()
-            interp.get_tensor(out["index"])
-
-    def edgeclf_run():
-        backend.run(pixels)
-
-    blocks = {"plain": [], "edgeclf": []}
-    for fn in (plain, edgeclf_run):
-        for _ in range(20):
-            fn()
-    for _ in range(rounds):
-        for name, fn in (("plain", plain), ("edgeclf", edgeclf_run)):
-            t = time.perf_counter()
-            for _ in range(per_round):
-                fn()
-            blocks[name].append((time.perf_counter() - t) / per_round * 1000.0)
-    plain_ms, edgeclf_ms = statistics.median(blocks["plain"]), statistics.median(blocks["edgeclf"])
-    return {"plain_ms": plain_ms, "backend_ms": edgeclf_ms, "overhead": edgeclf_ms / plain_ms - 1.0}
 
 
 def _sample_image(run: Path) -> Path:

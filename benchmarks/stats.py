@@ -85,3 +85,55 @@ def timed_runs(fn, *, min_runs: int, min_seconds: float, max_runs: int) -> list[
         fn()
         samples.append(time.perf_counter() - t)
     return samples
+
+
+def runtime_overhead(model, image, threads: int, *, classifier: bool = False, rounds: int = 15,
+                     per_round: int = 200) -> dict:
+    """Per-call time edgeclf adds over the plain runtime calls, on one loaded model in one process.
+
+    Alternates blocks of ``per_round`` calls of the plain runtime (LiteRT ``set_tensor``/``invoke``/``get_tensor``,
+    or onnxruntime ``run``, on the same session) with blocks of edgeclf's call on the same preprocessed image:
+    the backend's ``run`` or, with ``classifier``, ``Classifier.classify_pixels`` (results included). Medians of
+    the per-block means, so process-to-process variation does not enter.
+
+    Returns:
+        ``{"plain_ms", "edgeclf_ms", "overhead"}`` with overhead = edgeclf / plain - 1.
+    """
+    import statistics
+    import time
+
+    from edgeclf.edge_runtime.classifier import Classifier
+
+    clf = Classifier.load(model, threads=threads)
+    backend = clf.backend
+    pixels = clf.prepare(str(image))[None]
+    if str(model).endswith(".onnx"):
+        session, feed = backend.session, {backend.session.get_inputs()[0].name: pixels.astype(np.float32)}
+
+        def plain():
+            session.run(None, feed)
+    else:
+        interp = backend.interpreter
+        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+        x = pixels.astype(inp["dtype"])
+
+        def plain():
+            interp.set_tensor(inp["index"], x)
+            interp.invoke()
+            interp.get_tensor(out["index"])
+
+    def edgeclf_call():
+        clf.classify_pixels(pixels) if classifier else backend.run(pixels)
+
+    blocks: dict = {plain: [], edgeclf_call: []}
+    for fn in blocks:
+        for _ in range(20):
+            fn()
+    for _ in range(rounds):
+        for fn, times in blocks.items():
+            t = time.perf_counter()
+            for _ in range(per_round):
+                fn()
+            times.append((time.perf_counter() - t) / per_round * 1000.0)
+    plain_ms, edgeclf_ms = statistics.median(blocks[plain]), statistics.median(blocks[edgeclf_call])
+    return {"plain_ms": plain_ms, "edgeclf_ms": edgeclf_ms, "overhead": edgeclf_ms / plain_ms - 1.0}
