@@ -14,7 +14,7 @@ from edgeclf.cli import main
 from edgeclf.edge_runtime import ConfigError, PreprocessSpec, load_image
 from edgeclf.edge_runtime.artifact import read_metadata
 from edgeclf.edge_runtime.backends import open_backend
-from edgeclf.toolkit.export import ExportSpec, QuantSpec, export_model
+from edgeclf.toolkit.export import ExportError, ExportSpec, QuantSpec, export_model
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "dynamic": 0.1, "int8": 0.1}  # max |delta probability|
 
@@ -193,3 +193,31 @@ def test_onnx_percentile_calibration(run_copy):
                            spec=ExportSpec(formats=("onnx",), quant=(QuantSpec.int8("percentile"),)))
     assert results[0].passed
     assert read_metadata(results[0].path)["quantization"]["calibration_method"] == "percentile"
+
+
+def test_ops_without_a_builtin_kernel_are_refused_at_export(tmp_path):
+    import tensorflow as tf
+
+    from edgeclf.toolkit.export.tflite import convert
+
+    class Decompose(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 4, 4], tf.float32)])
+        def serve(self, x):
+            return tf.linalg.svd(x)[0]  # tf.Svd has no TFLite builtin kernel: only Flex could run it
+
+    module = Decompose()
+    tf.saved_model.save(module, str(tmp_path / "saved_model"), signatures={"serving_default": module.serve})
+    with pytest.raises(ExportError, match=r"cannot run \(Svd\).*--format onnx") as info:
+        convert(tmp_path / "saved_model", QuantSpec.float32(), None)
+    assert "\n" not in str(info.value)
+
+
+def test_unsupported_ops_are_named_from_the_converter_message():
+    from edgeclf.toolkit.export.tflite import unsupported_ops
+
+    message = ("error: 'tf.Svd' op is neither a custom op nor a flex op\n"
+               "error: 'tf.Svd' op is neither a custom op nor a flex op\n"
+               "Some ops are not supported by the native TFLite runtime\nFlex ops: FlexBitcast, FlexSvd\n"
+               "Custom ops: Svd\n")
+    assert unsupported_ops(message) == ["Svd", "FlexBitcast", "FlexSvd"]
+    assert unsupported_ops("Could not translate MLIR to FlatBuffer: shape mismatch") == []

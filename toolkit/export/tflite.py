@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -66,9 +67,22 @@ def convert(saved_model_dir: str | Path, quant: QuantSpec, calibration: Callable
         return converter.convert()
     except Exception as exc:  # the converter raises ConverterError and plain exceptions
         text = str(exc)
-        if "Flex" in text or "select TensorFlow op" in text or "not supported by" in text:
-            raise ExportError(f"The model needs TensorFlow ops that TFLite builtins do not have: {text[:400]}") from None
-        raise ExportError(f"TFLite conversion ({quant.mode}) failed: {text[:400]}") from None
+        ops = unsupported_ops(text)
+        if ops or "Flex" in text or "flex op" in text or "select TensorFlow op" in text:
+            found = ", ".join(ops) if ops else "see --verbose"
+            raise ExportError(
+                f"The model uses TensorFlow ops that LiteRT's builtin kernels cannot run ({found}), so no standalone "
+                "runtime could execute it. Replace the layers that use them, or export ONNX only with --format onnx."
+            ) from exc
+        raise ExportError(f"TFLite conversion ({quant.mode}) failed: {text[:400]}") from exc
+
+
+def unsupported_ops(converter_message: str) -> list[str]:
+    """Names of the TensorFlow ops a failed conversion could not map to TFLite builtins, in order, without repeats."""
+    names = re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", converter_message)
+    for line in re.findall(r"^(?:Custom|Flex) ops: (.+)$", converter_message, flags=re.MULTILINE):
+        names += [n.strip() for n in line.split(",") if n.strip()]
+    return list(dict.fromkeys(names))
 
 
 def describe_io(data: bytes) -> dict:
