@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf.benchmarks.machine import describe
+from edgeclf.benchmarks.machine import EDGECLF, describe
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUNDLED = Path(__file__).resolve().parent / "data" / "fashion-mnist-2class"
@@ -111,7 +111,7 @@ def speed(work: Path, results: Path, threads: int, rounds: int) -> bool:
     if not (run / "model.keras").exists():
         # Latency does not depend on what the weights learned; one epoch on the bundled data gives a real model
         # and real calibration images without ImageNet weights (no internet here).
-        subprocess.run(["edgeclf", "train", str(BUNDLED), "--backbone", "mobilenet_v2", "--weights", "none",
+        subprocess.run([*EDGECLF, "train", str(BUNDLED), "--backbone", "mobilenet_v2", "--weights", "none",
                         "--img-size", "224", "--epochs", "1", "--batch-size", "32", "--no-augment", "--out", str(run),
                         "--force"], check=True)
     artefacts = export_model(run / "model.keras", run / "export", name="mobilenet_v2_224", force=True,

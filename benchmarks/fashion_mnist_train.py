@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgeclf.benchmarks.machine import describe
+from edgeclf.benchmarks.machine import EDGECLF, describe
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     data, run = args.work / "fashion-mnist", args.work / f"run-{args.backbone}"
     if not data.exists():
         subprocess.run([sys.executable, "-m", "edgeclf.benchmarks.fashion_mnist", "--out", str(data)], check=True)
-    cmd = ["edgeclf", "train", str(data), "--backbone", args.backbone, "--weights", "none",
+    cmd = [*EDGECLF, "train", str(data), "--backbone", args.backbone, "--weights", "none",
            "--img-size", str(args.img_size), "--epochs", str(args.epochs), "--batch-size", "64", "--no-augment", "--patience", "4", "--out", str(run),
            "--force"]
     started = time.perf_counter()

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from importlib import metadata
+
+# The edgeclf CLI of the Python running the benchmark, whether or not its venv is on PATH.
+EDGECLF = [sys.executable, "-m", "edgeclf.cli"]
 
 LIBRARIES = ("edgeclf", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy", "pillow",
              "opencv-python")

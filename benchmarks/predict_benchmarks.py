@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf.benchmarks.machine import describe, vm_hwm_mib
+from edgeclf.benchmarks.machine import EDGECLF, describe, vm_hwm_mib
 from edgeclf.benchmarks.stats import runtime_overhead
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -82,7 +82,7 @@ def cold_start(model: Path, image: Path, repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        proc = subprocess.Popen(["edgeclf", "predict", str(model), str(image), "--format", "jsonl"],
+        proc = subprocess.Popen([*EDGECLF, "predict", str(model), str(image), "--format", "jsonl"],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         proc.stdout.readline()
         times.append(time.perf_counter() - started)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     make_jpegs(jpegs, args.images)
     t = str(args.threads)
     commands = {
-        "edgeclf predict": ["edgeclf", "predict", str(tflite), str(jpegs), "--format", "jsonl", "--threads", t],
+        "edgeclf predict": [*EDGECLF, "predict", str(tflite), str(jpegs), "--format", "jsonl", "--threads", t],
         "minimal LiteRT loop": [sys.executable, "-m", "edgeclf.benchmarks.minimal_litert_loop", str(tflite), str(jpegs),
                                 "--threads", t],
         "Keras loop": [sys.executable, "-m", "edgeclf.benchmarks.keras_loop", str(keras_model), str(jpegs)],

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgeclf.benchmarks.machine import describe
+from edgeclf.benchmarks.machine import EDGECLF, describe
 from edgeclf.models import get_recipe, list_recipes
 
 HERE = Path(__file__).resolve().parent
@@ -44,7 +44,7 @@ def _subset(dest: Path, per_class: int) -> None:
 
 
 def _cli(*args: str, ok=(0,)) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "edgeclf.cli", *args], capture_output=True, text=True, check=False)
+    proc = subprocess.run([*EDGECLF, *args], capture_output=True, text=True, check=False)
     if proc.returncode not in ok:
         tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:]
         raise RuntimeError(f"edgeclf {args[0]} exited {proc.returncode}: {tail}")

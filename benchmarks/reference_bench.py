@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgeclf.benchmarks.machine import describe
+from edgeclf.benchmarks.machine import EDGECLF, describe
 from edgeclf.benchmarks.stats import runtime_overhead
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -34,7 +34,7 @@ TOLERANCE = 0.15
 
 
 def _bench(run: Path, out: Path, threads: int, max_images: int | None) -> dict:
-    cmd = [sys.executable, "-m", "edgeclf.cli", "bench", str(run), "--threads", str(threads), "--out", str(out), "--force"]
+    cmd = [*EDGECLF, "bench", str(run), "--threads", str(threads), "--out", str(out), "--force"]
     if max_images:
         cmd += ["--max-images", str(max_images)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
