@@ -14,11 +14,14 @@ Recipes are registered as builders so that importing this module does not import
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from edgeclf.edge_runtime.registry import Registry
 
 from .factory import HeadSpec, ModelSpec
+
+if TYPE_CHECKING:  # toolkit.train imports models at run time; the annotation only needs the name
+    from edgeclf.toolkit.train import TrainSpec
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class Recipe:
         weights: ``imagenet`` or ``none``.
         head: Classification head.
         normalisation: Input normalisation override (None: the backbone's own).
-        train: A ``TrainSpec`` (typed; built by the recipe's builder).
+        train: Training settings (built by the recipe's builder).
         per_category: Train one binary model per sub-folder of the data (``content-resnet50``).
         original: What the original system did.
         reported: The figure the original reported.
@@ -46,7 +49,7 @@ class Recipe:
     backbone: str
     img_size: int
     head: HeadSpec
-    train: object
+    train: TrainSpec
     weights: str = "imagenet"
     normalisation: str | None = None
     per_category: bool = False
