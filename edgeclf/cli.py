@@ -338,7 +338,8 @@ def _print_export_summary(results) -> None:
 @click.option("--top-k", type=int, default=1, show_default=True, help="Classes listed per image (table/jsonl).")
 @click.option("--threshold", type=float, help="Two-class models: class 1 wins when its probability reaches this.")
 @click.option("--batch-size", type=int, default=1, show_default=True,
-              help="Images per inference call. Larger batches can cut inference time per image but raise peak memory, and gain little when JPEG decoding is the bottleneck.")
+              help="Images per inference call. Larger batches can cut inference time per image but raise peak "
+                   "memory, and gain little when JPEG decoding is the bottleneck.")
 @click.option("--threads", type=int, help="Inference threads [default: all cores].")
 @click.option("--workers", type=int, help="Decoding threads [default: all cores].")
 @click.pass_context
