@@ -143,7 +143,8 @@ def speed(work: Path, results: Path, threads: int, rounds: int) -> bool:
           "rounds after 10 warm-up calls; milliseconds per image (batch time / batch size), medians",
           f"- sizes: fp32 {record['sizes_bytes']['fp32'] / 2**20:.2f} MiB, int8 "
           f"{record['sizes_bytes']['int8'] / 2**20:.2f} MiB",
-          "", "| threads | batch | fp32 median (p90) | int8 median (p90) | int8 speed-up |", "|---:|---:|---:|---:|---:|"]
+          "", "| threads | batch | fp32 median (p90) | int8 median (p90) | int8 speed-up |",
+          "|---:|---:|---:|---:|---:|"]
     for g in grid:
         med, p90 = g["median_ms_per_image"], g["p90_ms_per_image"]
         md.append(f"| {g['threads']} | {g['batch']} | {med['fp32']:.2f} ms ({p90['fp32']:.2f}) | "
