@@ -1,15 +1,18 @@
 """Reference results for ``edgeclf export``.
 
-Two benchmarks, each recorded in ``benchmarks/results/`` with the machine:
+Three benchmarks, each recorded in ``benchmarks/results/`` with the machine:
 
 - ``fidelity``: export a model trained on the full Fashion-MNIST-10 (``fashion_mnist_train``) to every format and
   mode and gate it on the whole 10,000-image test split: top-1 agreement, accuracy change, size.
 - ``speed``: MobileNetV2 at 224 px, int8 vs fp32 TFLite, ``Interpreter.invoke()`` at 2 threads, batch 1 (and 1
   thread, batch 8 for context). The two models are timed in alternating rounds in one process and compared by their
   medians, so machine noise hits both alike.
+- ``calibration``: int8 fidelity of one run (default: the MobileNetV2 Fashion-MNIST run) against the number of
+  calibration images and the ONNX calibration method, each gated on the whole test split.
 
     python -m edgeclf.benchmarks.export_benchmarks fidelity --run /tmp/edgeclf-fmnist/run-simple_cnn
     python -m edgeclf.benchmarks.export_benchmarks speed --work /tmp/edgeclf-mnv2
+    python -m edgeclf.benchmarks.export_benchmarks calibration --run /tmp/fmnist/run-mobilenet_v2
 """
 
 from __future__ import annotations
@@ -155,6 +158,40 @@ def speed(work: Path, results: Path, threads: int, rounds: int) -> bool:
     return record["met"]
 
 
+def calibration(run: Path, results: Path, sizes: list[int], work: Path) -> bool:
+    """int8 fidelity of one run against the number of calibration images and the ONNX calibration method.
+
+    Every variant is gated on the whole test split (10,000 images for Fashion-MNIST) so that differences of a
+    tenth of a percent are not sampling noise. Returns whether every variant passed its gate.
+    """
+    from edgeclf.toolkit.export import ExportSpec, QuantSpec, export_model
+
+    variants = [(n, "minmax", ("tflite", "onnx")) for n in sizes]
+    variants += [(sizes[0], m, ("onnx",)) for m in ("entropy", "percentile")]
+    rows = []
+    for n, method, formats in variants:
+        spec = ExportSpec(formats=formats, quant=(QuantSpec.int8(method),), verify_images=10_000,
+                          calibration_images=n)
+        for a in export_model(run / "model.keras", work / f"{n}-{method}", spec=spec, name=run.name, force=True):
+            f = a.fidelity
+            rows.append({"format": a.format, "calibration_images": n, "method": method, "n": f["n"],
+                         "agreement": f["agreement"], "accuracy_keras": f["accuracy_keras"], "accuracy": f["accuracy"],
+                         "accuracy_change_pp": f["accuracy_change_pp"], "passed": a.passed, "reason": a.reason})
+    record = {"benchmark": f"int8 fidelity vs calibration set, {run.name}", "run": str(run), "rows": rows,
+              "machine": describe(), "date": time.strftime("%Y-%m-%d")}
+    md = [f"# int8 fidelity vs calibration: {run.name}", "",
+          f"- date {record['date']}; command: `python -m edgeclf.benchmarks.export_benchmarks calibration --run {run} "
+          f"--sizes {','.join(map(str, sizes))}`",
+          f"- calibration images from the run's validation split; each artefact gated on {rows[0]['n']} test images",
+          "", "| format | calibration images | method | top-1 agreement | accuracy (Keras → int8) | Δ pp | gate |",
+          "|---|---:|---|---:|---:|---:|---|"]
+    md += [f"| {r['format']} | {r['calibration_images']} | {r['method']} | {100 * r['agreement']:.2f}% | "
+           f"{r['accuracy_keras']:.4f} → {r['accuracy']:.4f} | {r['accuracy_change_pp']:+.2f} | "
+           f"{'pass' if r['passed'] else 'REJECTED'} |" for r in rows]
+    _write(f"int8_calibration_{run.name}", record, md, results)
+    return all(r["passed"] for r in rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="which", required=True)
@@ -164,11 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--work", type=Path, default=Path("/tmp/edgeclf-mnv2"))
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--rounds", type=int, default=10)
-    for p in (f, s):
+    c = sub.add_parser("calibration", help="int8 fidelity vs calibration set size and ONNX calibration method")
+    c.add_argument("--run", type=Path, default=Path("/tmp/fmnist/run-mobilenet_v2"))
+    c.add_argument("--sizes", default="300,1000,3000", help="comma-separated calibration set sizes")
+    c.add_argument("--work", type=Path, default=Path("/tmp/edgeclf-calibration"))
+    for p in (f, s, c):
         p.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    ok = fidelity(args.run, args.results) if args.which == "fidelity" else speed(args.work, args.results, args.threads,
-                                                                                   args.rounds)
+    if args.which == "fidelity":
+        ok = fidelity(args.run, args.results)
+    elif args.which == "speed":
+        ok = speed(args.work, args.results, args.threads, args.rounds)
+    else:
+        ok = calibration(args.run, args.results, [int(v) for v in args.sizes.split(",")], args.work)
     return 0 if ok else 1
 
 
