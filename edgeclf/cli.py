@@ -279,10 +279,15 @@ def _min_agreement(_ctx, _param, value):
 @click.option("--min-agreement", callback=_min_agreement,
               help="Gate: minimum top-1 agreement with Keras, e.g. 0.97 or int8=0.97 [default: 0.999 fp32/fp16, 0.98 "
                    "dynamic/int8].")
+@click.option("--calib-images", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Most calibration images used (int8).")
+@click.option("--verify-images", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Most held-out images the gate runs; more narrow its 95% interval.")
 @click.option("--no-verify", is_flag=True, help="Skip the fidelity gate (recorded in the metadata).")
 @click.option("--force", is_flag=True, help="Overwrite existing artefacts.")
 @click.pass_context
-def export(ctx, model, formats, quantize, calib, calib_method, out_dir, name, min_agreement, no_verify, force):
+def export(ctx, model, formats, quantize, calib, calib_method, out_dir, name, min_agreement, calib_images,
+           verify_images, no_verify, force):
     """Export MODEL (a model.keras from `edgeclf train`) to TFLite and ONNX artefacts.
 
     Each artefact is run through the edge runtime on held-out images and compared with the Keras model; one
@@ -300,17 +305,18 @@ def export(ctx, model, formats, quantize, calib, calib_method, out_dir, name, mi
         modes = [m.strip() for m in quantize.split(",") if m.strip()]
         quant = tuple(QuantSpec.int8(calib_method) if m == "int8" else QuantSpec(m) for m in modes)
         spec = ExportSpec(formats=tuple(f.strip() for f in formats.split(",") if f.strip()), quant=quant,
-                          min_agreement=min_agreement, verify=not no_verify)
+                          min_agreement=min_agreement, verify=not no_verify, calibration_images=calib_images,
+                          verify_images=verify_images)
         results = export_model(model, out_dir, spec=spec, calib=calib, name=name, force=force,
                                reporter=ClickReporter(ctx.obj["verbose"]))
-        _print_export_summary(results)
+        _print_export_summary(results, spec)
         if any(not r.passed for r in results):
             sys.exit(1)
 
     _run(ctx, go)
 
 
-def _print_export_summary(results) -> None:
+def _print_export_summary(results, spec) -> None:
     click.echo()
     fp32 = {r.format: r.size_bytes for r in results if r.mode == "fp32"}
     click.echo(f"{'artefact':<34} {'size':>9} {'vs fp32':>8} {'agree':>8} {'max|dp|':>8} {'acc Δpp':>8}  gate")
@@ -325,6 +331,12 @@ def _print_export_summary(results) -> None:
         click.echo(f"{r.path.name:<34} {r.size_bytes / 1024:>8.0f}K {rel:>8} {agree:>8} {maxd:>8} {dacc:>8}  {gate}")
         if r.reason:
             click.secho(f"  {r.reason}", fg="red")
+        lo, hi = f.get("agreement_ci95", (None, None))
+        # Only where some images disagreed: with none, the interval's lower end is all the sample size can say.
+        if lo is not None and f["agreement"] < 1.0 and lo < spec.threshold(r.mode) <= hi:
+            click.secho(f"  the {r.mode} gate of {spec.threshold(r.mode):.4f} lies inside the agreement's 95% interval "
+                        f"({lo:.4f}-{hi:.4f}, {f['n']} images): {'passing' if r.passed else 'failing'} it is within "
+                        "sampling error; --verify-images with more images gives a firmer answer", fg="yellow")
     if results:
         click.echo(f"Report: {results[0].path.parent / 'export_report.json'}")
 

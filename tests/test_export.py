@@ -115,7 +115,7 @@ def test_a_broken_artefact_is_rejected_by_the_gate(run_copy, monkeypatch):
     results = export_model(run_copy / "model.keras", spec=ExportSpec(formats=("tflite",), quant=(QuantSpec.float32(),)))
     r = results[0]
     assert not r.passed and r.path.name == "run_fp32.tflite.rejected"
-    assert "below the fp32 gate of 0.9990" in r.reason
+    assert "below the fp32 gate of 0.9990" in r.reason and "95% interval" in r.reason
     assert not (run_copy / "export" / "run_fp32.tflite").exists()
     meta = json.loads((run_copy / "export" / "run_fp32.tflite.json").read_text())
     assert meta["gate"]["passed"] is False and meta["fidelity"]["agreement"] < 0.5
@@ -221,3 +221,36 @@ def test_unsupported_ops_are_named_from_the_converter_message():
                "Custom ops: Svd\n")
     assert unsupported_ops(message) == ["Svd", "FlexBitcast", "FlexSvd"]
     assert unsupported_ops("Could not translate MLIR to FlatBuffer: shape mismatch") == []
+
+
+def test_cli_says_when_the_gate_lies_inside_the_agreements_interval(run_copy, monkeypatch):
+    from edgeclf.toolkit.export import exporter
+
+    real_open = exporter.open_backend
+
+    class OneFlipped:
+        """Reverses the class order of the first image only: exactly one disagreement with Keras."""
+
+        def __init__(self, path):
+            self.inner, self.first = real_open(path), True
+
+        def run(self, pixels):
+            out = self.inner.run(pixels).copy()
+            if self.first:
+                out[0] = out[0][::-1]
+                self.first = False
+            return out
+
+    monkeypatch.setattr(exporter, "open_backend", lambda path: OneFlipped(path))
+    result = CliRunner().invoke(main, ["export", str(run_copy / "model.keras"), "--format", "tflite", "--quantize",
+                                       "fp32", "--min-agreement", "fp32=0.8", "--verify-images", "10",
+                                       "--calib-images", "12"])
+    assert result.exit_code == 0, result.output
+    fid = read_metadata(run_copy / "export" / "run_fp32.tflite")["fidelity"]
+    assert fid["n"] == 10 and fid["agreement"] == 0.9  # the tiny run verifies on its (12) calibration images
+    lo, hi = fid["agreement_ci95"]
+    assert lo == pytest.approx(0.5958, abs=1e-4) and hi == pytest.approx(0.9821, abs=1e-4)
+    assert "gate of 0.8000 lies inside the agreement's 95% interval (0.5958-0.9821, 10 images): passing" in result.output
+    report = json.loads((run_copy / "export" / "export_report.json").read_text())
+    assert report["spec"]["calibration_images"] == 12 and report["spec"]["verify_images"] == 10
+    assert report["calibration"].endswith("(12 images)")

@@ -64,3 +64,15 @@ def test_shape_mismatch_is_an_error():
 
     with pytest.raises(ConfigError, match="Expected \\(2, 3\\)"):
         classification_metrics(np.array([0, 1]), np.zeros((2, 2)), ["a", "b", "c"])
+
+
+def test_wilson_interval_known_values():
+    from edgeclf.toolkit.metrics import wilson_interval
+
+    assert wilson_interval(50, 100) == pytest.approx((0.40383, 0.59617), abs=1e-5)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.27754), abs=1e-5)
+    assert wilson_interval(10, 10) == pytest.approx((0.72246, 1.0), abs=1e-5)
+    lo, hi = wilson_interval(9798, 10000)
+    assert lo < 0.9798 < hi and hi - lo < 0.006
+    with pytest.raises(ValueError, match="n > 0"):
+        wilson_interval(1, 0)

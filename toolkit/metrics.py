@@ -11,6 +11,21 @@ from edgeclf.edge_runtime.errors import ConfigError
 BINARY_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95 % by default); sound near 0 and 1, unlike the normal approximation.
+
+    Raises:
+        ValueError: If ``n`` is not positive or ``successes`` is outside 0..n.
+    """
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"Received: successes={successes}, n={n}. Expected n > 0 and 0 <= successes <= n.")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """(num_classes, num_classes) counts; rows are true classes, columns predicted."""
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)

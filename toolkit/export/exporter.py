@@ -21,7 +21,7 @@ from edgeclf.edge_runtime.preprocess import PreprocessSpec
 
 from ..evaluate import load_keras_model, read_metadata
 from ..io import atomic_path, sha256_file, write_json
-from ..metrics import classification_metrics
+from ..metrics import classification_metrics, wilson_interval
 from ..pipeline import predict_probs
 from ..progress import Reporter
 from . import onnx as onnx_export
@@ -57,12 +57,14 @@ def fidelity(reference: np.ndarray, probs: np.ndarray, labels: np.ndarray | None
     """How closely an artefact's probabilities follow the Keras model's on the same images.
 
     Returns:
-        n, top-1 agreement, max and mean |delta probability|, and with labels the accuracy and macro F1 of both
+        n, top-1 agreement with its 95 % (Wilson) interval, max and mean |delta probability|, and with labels the accuracy and macro F1 of both
         and their change in percentage points.
     """
+    agree = int((reference.argmax(1) == probs.argmax(1)).sum())
     out = {
         "n": int(len(reference)),
-        "agreement": float((reference.argmax(1) == probs.argmax(1)).mean()),
+        "agreement": agree / len(reference),
+        "agreement_ci95": list(wilson_interval(agree, len(reference))),
         "max_abs_diff": float(np.abs(reference - probs).max()),
         "mean_abs_diff": float(np.abs(reference - probs).mean()),
     }
@@ -225,8 +227,9 @@ def _gate_and_write(staged: Path, out: Path, name: str, fmt: Format, quant: Quan
                                 for i in range(0, len(held_out), GATE_BATCH)])
         fid = {**fidelity(reference, probs, held_out.labels, classes), "images": held_out.origin, "verified": True}
         passed = fid["agreement"] >= threshold
-        reason = "" if passed else (f"top-1 agreement {fid['agreement']:.4f} is below the {quant.mode} gate of "
-                                    f"{threshold:.4f} on {fid['n']} images")
+        lo, hi = fid["agreement_ci95"]
+        reason = "" if passed else (f"top-1 agreement {fid['agreement']:.4f} (95% interval {lo:.4f}-{hi:.4f}) is "
+                                    f"below the {quant.mode} gate of {threshold:.4f} on {fid['n']} images")
     else:
         fid, passed, reason = {"verified": False, "reason": "--no-verify: the fidelity gate was skipped"}, True, ""
     meta = _artifact_metadata(run_meta, model_path, source_sha, fmt, quant, io, fid, spec)
