@@ -93,11 +93,12 @@ def runtime_overhead(model, image, threads: int, *, classifier: bool = False, ro
 
     Alternates blocks of ``per_round`` calls of the plain runtime (LiteRT ``set_tensor``/``invoke``/``get_tensor``,
     or onnxruntime ``run``, on the same session) with blocks of edgeclf's call on the same preprocessed image:
-    the backend's ``run`` or, with ``classifier``, ``Classifier.classify_pixels`` (results included). Medians of
-    the per-block means, so process-to-process variation does not enter.
+    the backend's ``run`` or, with ``classifier``, ``Classifier.classify_pixels`` (results included), the order
+    swapped every round. The overhead is the median of the per-round ratios, so neither process-to-process
+    variation nor a slow drift enters; the millisecond figures are medians of the per-block means.
 
     Returns:
-        ``{"plain_ms", "edgeclf_ms", "overhead"}`` with overhead = edgeclf / plain - 1.
+        ``{"plain_ms", "edgeclf_ms", "overhead"}`` with overhead = median(edgeclf / plain per round) - 1.
     """
     import statistics
     import time
@@ -129,11 +130,13 @@ def runtime_overhead(model, image, threads: int, *, classifier: bool = False, ro
     for fn in blocks:
         for _ in range(20):
             fn()
-    for _ in range(rounds):
-        for fn, times in blocks.items():
+    for r in range(rounds):
+        # Counterbalanced: every other round runs edgeclf's block first, so a drift within rounds favours neither.
+        for fn in ((plain, edgeclf_call) if r % 2 == 0 else (edgeclf_call, plain)):
             t = time.perf_counter()
             for _ in range(per_round):
                 fn()
-            times.append((time.perf_counter() - t) / per_round * 1000.0)
-    plain_ms, edgeclf_ms = statistics.median(blocks[plain]), statistics.median(blocks[edgeclf_call])
-    return {"plain_ms": plain_ms, "edgeclf_ms": edgeclf_ms, "overhead": edgeclf_ms / plain_ms - 1.0}
+            blocks[fn].append((time.perf_counter() - t) / per_round * 1000.0)
+    ratios = [e / p for p, e in zip(blocks[plain], blocks[edgeclf_call])]
+    return {"plain_ms": statistics.median(blocks[plain]), "edgeclf_ms": statistics.median(blocks[edgeclf_call]),
+            "overhead": statistics.median(ratios) - 1.0}
