@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,8 +34,7 @@ def write_pngs(pixels: np.ndarray, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{i:05d}.png" for i in range(len(pixels))]
     for path, img in zip(paths, pixels):
-        if not path.exists():
-            Image.fromarray(img).save(path)
+        Image.fromarray(img).save(path)
     return paths
 
 
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     held_out = run_split(run_meta, args.run, "test", spec, n, seed=1)  # the exporter's own selection
     if held_out is None or len(held_out) != n:
         raise SystemExit(f"Could not rebuild the {n} held-out images of {args.run} (dataset moved?).")
-    folder = args.work / args.run.name
+    args.work.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"{args.run.name}-", dir=args.work))  # never stale images of another run
     paths = write_pngs(held_out.pixels, folder)
     keras_labels = predict_probs(load_keras_model(args.run / "model.keras"), held_out.pixels).argmax(1)
     names = [p.name for p in paths]
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                      # equal counts of images, not floating-point closeness
                      "equal": round(agreement * n) == round(fid[a]["agreement"] * n)
                      and round(accuracy * n) == round(fid[a]["accuracy"] * n)})
+    shutil.rmtree(folder)
     met = all(r["equal"] for r in rows)
     record = {"benchmark": "edgeclf predict on the gate's held-out images vs the fidelity figures inside each artefact",
               "run": str(args.run), "images": held_out.origin, "met": met, "rows": rows, "machine": describe(),
