@@ -57,8 +57,8 @@ def fidelity(reference: np.ndarray, probs: np.ndarray, labels: np.ndarray | None
     """How closely an artefact's probabilities follow the Keras model's on the same images.
 
     Returns:
-        n, top-1 agreement with its 95 % (Wilson) interval, max and mean |delta probability|, and with labels the accuracy and macro F1 of both
-        and their change in percentage points.
+        n, top-1 agreement with its 95 % (Wilson) interval, max and mean |delta probability|, and with labels
+        the accuracy and macro F1 of both and their change in percentage points.
     """
     agree = int((reference.argmax(1) == probs.argmax(1)).sum())
     out = {
