@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.results / "predict_mobilenet_v2.json").write_text(json.dumps(record, indent=2) + "\n")
     md = [f"# edgeclf predict: MobileNetV2-224 int8 over {args.images} 1080p JPEGs", "",
           f"- date {record['date']}; {record['machine']['cpu']}, {record['machine']['affinity_cores']} cores",
-          f"- command: `python -m edgeclf.benchmarks.predict_benchmarks --images {args.images}`; each contender in a "
-          f"fresh process, {args.rounds} alternating rounds, medians",
+          f"- command: `python -m edgeclf.benchmarks.predict_benchmarks --images {args.images} --rounds {args.rounds}`; "
+          f"each contender in a fresh process, {args.rounds} alternating rounds, medians",
           "", "| contender | median wall | images/s | median peak RSS |", "|---|---:|---:|---:|"]
     md += [f"| {k} | {med[k]:.2f} s | {args.images / med[k]:.1f} | {med_rss[k]:.0f} MiB |" for k in commands]
     md += ["", f"- edgeclf / minimal loop wall time: **{ratio_min:.2f}x**; Keras loop / edgeclf: **{speedup_keras:.1f}x**; "

@@ -250,7 +250,8 @@ def test_cli_says_when_the_gate_lies_inside_the_agreements_interval(run_copy, mo
     assert fid["n"] == 10 and fid["agreement"] == 0.9  # the tiny run verifies on its (12) calibration images
     lo, hi = fid["agreement_ci95"]
     assert lo == pytest.approx(0.5958, abs=1e-4) and hi == pytest.approx(0.9821, abs=1e-4)
-    assert "gate of 0.8000 lies inside the agreement's 95% interval (0.5958-0.9821, 10 images): passing" in result.output
+    note = "gate of 0.8000 lies inside the agreement's 95% interval (0.5958-0.9821, 10 images): passing"
+    assert note in result.output
     report = json.loads((run_copy / "export" / "export_report.json").read_text())
     assert report["spec"]["calibration_images"] == 12 and report["spec"]["verify_images"] == 10
     assert report["calibration"].endswith("(12 images)")
