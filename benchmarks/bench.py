@@ -258,9 +258,8 @@ def _prepare_data(data: str | os.PathLike | None, models: list[BenchModel], spec
 
 def _run_test_split(keras_path: Path):
     """The test split of the training run a ``model.keras`` came from (its ``splits.csv``)."""
-    from edgeclf.toolkit.export.images import run_split_samples
-
     from edgeclf.toolkit.evaluate import read_metadata
+    from edgeclf.toolkit.export.images import run_split_samples
 
     run_dir = keras_path.parent
     meta = read_metadata(keras_path)

@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     data, run = args.work / "fashion-mnist", args.work / f"run-{args.backbone}"
     if not data.exists():
         subprocess.run([sys.executable, "-m", "edgeclf.benchmarks.fashion_mnist", "--out", str(data)], check=True)
-    cmd = [*EDGECLF, "train", str(data), "--backbone", args.backbone, "--weights", "none",
-           "--img-size", str(args.img_size), "--epochs", str(args.epochs), "--batch-size", "64", "--no-augment", "--patience", "4", "--out", str(run),
-           "--force"]
+    cmd = [*EDGECLF, "train", str(data), "--backbone", args.backbone, "--weights", "none", "--img-size",
+           str(args.img_size), "--epochs", str(args.epochs), "--batch-size", "64", "--no-augment", "--patience", "4",
+           "--out", str(run), "--force"]
     started = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - started

@@ -123,8 +123,10 @@ def runtime_overhead(model, image, threads: int, *, classifier: bool = False, ro
             interp.invoke()
             interp.get_tensor(out["index"])
 
+    call = clf.classify_pixels if classifier else backend.run
+
     def edgeclf_call():
-        clf.classify_pixels(pixels) if classifier else backend.run(pixels)
+        call(pixels)
 
     blocks: dict = {plain: [], edgeclf_call: []}
     for fn in blocks:

@@ -87,9 +87,10 @@ def folder_images(path: str | os.PathLike, class_names: list[str], spec: Preproc
         raise DataError(f"Calibration data not found: {root}.")
     try:
         ds = discover(root)
-        relabelled = ds.relabelled(ds.all_samples(), class_names)
+        every = ds.all_samples()
+        relabelled = ds.relabelled(every, class_names)
         known = relabelled is not None
-        samples = relabelled if known else ds.all_samples()
+        samples = relabelled if known else every
     except DataError:
         from edgeclf.edge_runtime.preprocess import is_image_file
 
