@@ -117,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
           "artefact just before and just after it; a round's ratio is bench p50 / mean of the two bracketing loop "
           "p50s; the ratio shown is the median over rounds (the p50 columns are medians over rounds)",
           "- in-process overhead: edgeclf's backend `run()` vs plain `set_tensor`/`invoke`/`get_tensor` (onnxruntime "
-          "`run`) on one model in one process, alternating blocks of 200 calls (order swapped every round), median of "
-          "the per-round ratios: what edgeclf's own code adds per call, free of process-to-process variation", "",
+          "`run`) on one model in one process, interleaved call by call (200 pairs a round, which goes first "
+          "alternating), median of the per-round ratios of median call times: what edgeclf's own code adds per call, "
+          "free of process-to-process variation", "",
           "| run | artefact | bench p50 ms | invoke loop p50 ms | ratio | round ratios | within 15 % "
           "| in-process backend overhead |",
           "|---|---|---:|---:|---:|---|---|---:|"]
