@@ -97,6 +97,28 @@ def test_calibration_folder_of_unlabelled_images(run_copy, tmp_path):
     assert report["calibration"].startswith(str(calib))
 
 
+def test_a_deliberately_broken_calibration_is_rejected_by_the_gate(run_copy, monkeypatch):
+    """Calibration fed on the wrong scale (a preprocessing mismatch, here pixels x 1000) stretches every int8 range
+    so far that real images all quantise to the same levels: both converters' int8 artefacts must fail the gate.
+
+    (This tiny model shrugs off milder mistakes - black, white or 0-3 frames, pixels x 40 - at 100 % agreement.)"""
+    from edgeclf.toolkit.export.images import ImageSet
+
+    real_batches = ImageSet.batches
+
+    def wrong_scale(self, batch_size=16):
+        source = real_batches(self, batch_size)
+        return lambda: (b.astype(np.float32) * 1000.0 for b in source())
+
+    monkeypatch.setattr(ImageSet, "batches", wrong_scale)
+    results = export_model(run_copy / "model.keras", spec=ExportSpec(quant=(QuantSpec.int8(),)))
+    assert [r.path.name for r in results] == ["run_int8.tflite.rejected", "run_int8.onnx.rejected"]
+    for r in results:
+        assert not r.passed and "below the int8 gate of 0.9800" in r.reason
+        assert r.fidelity["agreement"] < 0.9
+    assert not list((run_copy / "export").glob("*.tflite")) and not list((run_copy / "export").glob("*.onnx"))
+
+
 def test_a_broken_artefact_is_rejected_by_the_gate(run_copy, monkeypatch):
     from edgeclf.toolkit.export import exporter
 
