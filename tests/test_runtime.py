@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -162,6 +164,28 @@ def test_predict_in_a_fresh_process_never_imports_tensorflow(exported):
             "print(','.join(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
     out = run_python(code)
     assert out.stdout.strip() == ""
+
+
+def test_litert_load_notice_is_dropped_and_other_native_output_kept():
+    code = ("import os\n"
+            "from edgeclf.edge_runtime.backends.litert import _quiet_native_log\n"
+            "with _quiet_native_log():\n"
+            "    os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\nWARNING: kept\\n')\n"
+            "try:\n"
+            "    with _quiet_native_log():\n"
+            "        os.write(2, b'ERROR: also kept\\n')\n"
+            "        raise ValueError\n"
+            "except ValueError:\n"
+            "    os.write(2, b'stderr restored\\n')\n")
+    assert run_python(code).stderr == "WARNING: kept\nERROR: also kept\nstderr restored\n"
+
+
+def test_predict_command_prints_no_runtime_log_noise(exported):
+    model = _artefact(exported, "run_int8.tflite")
+    out = subprocess.run([sys.executable, "-m", "edgeclf.cli", "predict", str(model), str(_images(exported)[0]),
+                          "--format", "jsonl"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == "1 image(s), 0 failed\n"
 
 
 def test_missing_backend_library_names_the_install_command(exported):

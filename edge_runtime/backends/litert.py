@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,39 @@ def _interpreter_class():
         except ImportError:
             raise missing_dependency("ai-edge-litert", "runtime", exc) from None
     return Interpreter
+
+
+# What LiteRT's C++ logger prints on stderr for every interpreter it builds; no Python API turns it off.
+_NOISE = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
+
+
+@contextlib.contextmanager
+def _quiet_native_log():
+    """Captures what native code writes to stderr in the block and passes it on without LiteRT's per-model notice.
+
+    Warnings and errors LiteRT prints are written out again after the block, so nothing is lost. Where stderr is
+    not a real file descriptor (an IDE, a test runner's capture) nothing is redirected.
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode(errors="replace").splitlines()
+            kept = [line for line in lines if line.strip() not in _NOISE]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+                sys.stderr.flush()
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
@@ -50,8 +86,9 @@ class LiteRTBackend:
             self.metadata = None
         try:
             # model_path lets LiteRT memory-map the file instead of holding a second copy of it.
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-            self.interpreter.allocate_tensors()
+            with _quiet_native_log():
+                self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise DataError(f"Cannot load {path} with LiteRT: {exc}") from None
         self._configure()
