@@ -77,6 +77,12 @@ def test_runtime_and_cli_never_import_tensorflow():
     assert out.stdout.strip() == ""
 
 
+def test_importing_tensorflow_keeps_its_start_up_notices_off_the_terminal():
+    out = run_python("from edgeclf.toolkit._deps import import_tf; import_tf()")
+    for notice in ("absl::InitializeLog", "oneDNN custom operations", "cuda drivers", "cuInit"):
+        assert notice not in out.stderr, out.stderr
+
+
 def test_train_without_tensorflow_says_how_to_install_it(tiny_folders, tmp_path):
     code = ("import sys; sys.modules['tensorflow'] = None; from edgeclf.cli import main; "
             f"main(['train', {str(tiny_folders)!r}, '--backbone', 'simple_cnn', '--weights', 'none', "

@@ -166,13 +166,14 @@ def test_predict_in_a_fresh_process_never_imports_tensorflow(exported):
     assert out.stdout.strip() == ""
 
 
-def test_litert_load_notice_is_dropped_and_other_native_output_kept():
+def test_native_notices_are_dropped_and_other_native_output_kept():
     code = ("import os\n"
-            "from edgeclf.edge_runtime.backends.litert import _quiet_native_log\n"
-            "with _quiet_native_log():\n"
+            "from edgeclf.edge_runtime.native_log import quiet_native_log\n"
+            "from edgeclf.edge_runtime.backends.litert import LITERT_NOTICES\n"
+            "with quiet_native_log(LITERT_NOTICES):\n"
             "    os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\nWARNING: kept\\n')\n"
             "try:\n"
-            "    with _quiet_native_log():\n"
+            "    with quiet_native_log(LITERT_NOTICES):\n"
             "        os.write(2, b'ERROR: also kept\\n')\n"
             "        raise ValueError\n"
             "except ValueError:\n"

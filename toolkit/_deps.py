@@ -5,6 +5,17 @@ from __future__ import annotations
 import os
 
 from edgeclf.edge_runtime.errors import missing_dependency
+from edgeclf.edge_runtime.native_log import quiet_native_log
+
+# Printed by TensorFlow's C++ side on import and on the first device probe, before TF_CPP_MIN_LOG_LEVEL applies
+# (absl logging is not initialised yet). The CUDA lines only appear on machines without a usable GPU, where
+# training already says it runs on the CPU.
+TF_NOTICES = (
+    "All log messages before absl::InitializeLog() is called are written to STDERR",
+    "oneDNN custom operations are on",
+    "Could not find cuda drivers on your machine, GPU will not be used",
+    "failed call to cuInit",
+)
 
 
 def import_tf():
@@ -15,8 +26,11 @@ def import_tf():
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        import tensorflow as tf
-        import keras
+        with quiet_native_log(TF_NOTICES):
+            import tensorflow as tf
+            import keras
+
+            tf.config.list_physical_devices()  # the device probe prints its CUDA lines here, not mid-command
     except ImportError as exc:
         raise missing_dependency(exc.name or "tensorflow", "train", exc) from None
     return tf, keras

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..artifact import read_tflite_metadata
 from ..errors import DataError, missing_dependency
+from ..native_log import quiet_native_log
 
 
 def _interpreter_class():
@@ -26,36 +24,7 @@ def _interpreter_class():
 
 
 # What LiteRT's C++ logger prints on stderr for every interpreter it builds; no Python API turns it off.
-_NOISE = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
-
-
-@contextlib.contextmanager
-def _quiet_native_log():
-    """Captures what native code writes to stderr in the block and passes it on without LiteRT's per-model notice.
-
-    Warnings and errors LiteRT prints are written out again after the block, so nothing is lost. Where stderr is
-    not a real file descriptor (an IDE, a test runner's capture) nothing is redirected.
-    """
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), fd)
-        try:
-            yield
-        finally:
-            os.dup2(saved, fd)
-            os.close(saved)
-            capture.seek(0)
-            lines = capture.read().decode(errors="replace").splitlines()
-            kept = [line for line in lines if line.strip() not in _NOISE]
-            if kept:
-                sys.stderr.write("\n".join(kept) + "\n")
-                sys.stderr.flush()
+LITERT_NOTICES = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
@@ -86,7 +55,7 @@ class LiteRTBackend:
             self.metadata = None
         try:
             # model_path lets LiteRT memory-map the file instead of holding a second copy of it.
-            with _quiet_native_log():
+            with quiet_native_log(LITERT_NOTICES):
                 self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
