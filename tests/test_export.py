@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -95,6 +97,16 @@ def test_calibration_folder_of_unlabelled_images(run_copy, tmp_path):
     assert results[0].passed
     report = json.loads((tmp_path / "out" / "export_report.json").read_text())
     assert report["calibration"].startswith(str(calib))
+
+
+def test_export_command_prints_no_converter_or_library_noise(run_copy, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "edgeclf.cli", "export", str(run_copy / "model.keras"),
+                          "--quantize", "int8", "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    for noise in ("fully_quantize", "FutureWarning", "absl::InitializeLog", "oneDNN", "XNNPACK delegate"):
+        assert noise not in out.stderr, out.stderr
+    assert "run_int8.tflite" in out.stdout and "run_int8.onnx" in out.stdout
 
 
 def test_a_deliberately_broken_calibration_is_rejected_by_the_gate(run_copy, monkeypatch):

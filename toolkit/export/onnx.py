@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import platform
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -44,7 +45,10 @@ def convert_fp32(model, out_path: str | Path, opset: int) -> None:
     from keras.src.export.tf2onnx_lib import patch_tf2onnx
 
     fn, signature = concrete_function(model)
-    patch_tf2onnx()  # numpy >= 2 compatibility, as Keras' own ONNX export does
+    with warnings.catch_warnings():
+        # The patch probes ``hasattr(np, "object")``, which makes NumPy 2 print a FutureWarning for nothing.
+        warnings.filterwarnings("ignore", message=".*np\\.object", category=FutureWarning)
+        patch_tf2onnx()  # numpy >= 2 compatibility, as Keras' own ONNX export does
     try:
         tf2onnx.convert.from_function(fn, input_signature=signature, opset=opset, output_path=str(out_path))
     except Exception as exc:

@@ -9,9 +9,14 @@ from typing import Callable, Iterable
 import numpy as np
 
 from edgeclf.edge_runtime.errors import ExportError
+from edgeclf.edge_runtime.native_log import quiet_native_log
 
 from .._deps import import_tf
 from .spec import QuantSpec
+
+
+# The quantiser's C++ side prints its settings on stderr for every int8 conversion.
+CONVERTER_NOTICES = ("fully_quantize: ",)
 
 
 def representative_dataset(batches: Callable[[], Iterable[np.ndarray]]):
@@ -64,7 +69,8 @@ def convert(saved_model_dir: str | Path, quant: QuantSpec, calibration: Callable
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
     try:
-        return converter.convert()
+        with quiet_native_log(CONVERTER_NOTICES):
+            return converter.convert()
     except Exception as exc:  # the converter raises ConverterError and plain exceptions
         text = str(exc)
         ops = unsupported_ops(text)
