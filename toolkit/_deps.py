@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from edgeclf.edge_runtime.errors import missing_dependency
 from edgeclf.edge_runtime.native_log import quiet_native_log
@@ -24,6 +25,9 @@ def import_tf():
     Raises:
         BackendUnavailableError: If TensorFlow or Keras is not installed.
     """
+    tf, keras = sys.modules.get("tensorflow"), sys.modules.get("keras")
+    if tf is not None and keras is not None:  # imported already: nothing to quieten
+        return tf, keras
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         with quiet_native_log(TF_NOTICES):
