@@ -142,7 +142,7 @@ def _set_caffe_weights(layer) -> None:
     layer.set_weights([kernel, -np.asarray(CAFFE_MEAN_BGR, dtype="float32")])
 
 
-def _build_backbone(spec: ModelSpec, input_shape):
+def _build_backbone(spec: ModelSpec, input_shape, steps_per_epoch: int | None = None):
     bb = get_backbone(spec.backbone)
     weights = "imagenet" if spec.weights == "imagenet" else None
     try:
@@ -166,7 +166,7 @@ def _build_backbone(spec: ModelSpec, input_shape):
                 "Expected a .weights.h5 file saved from the same backbone at the same input size."
             ) from exc
     if spec.weights == "none":
-        _scratch_batchnorm(base)
+        _scratch_batchnorm(base, scratch_bn_momentum(steps_per_epoch))
     base.name = BACKBONE_LAYER
     return base
 
@@ -174,13 +174,28 @@ def _build_backbone(spec: ModelSpec, input_shape):
 SCRATCH_BN_MOMENTUM = 0.99
 
 
-def _scratch_batchnorm(base) -> None:
+def scratch_bn_momentum(steps_per_epoch: int | None) -> float:
+    """BatchNorm momentum for a backbone trained from scratch at ``steps_per_epoch`` steps an epoch.
+
+    The moving statistics must forget their initial values (mean 0, variance 1) within about one epoch, or
+    validation - which runs in inference mode - scores a model the training loop never saw: the bundled two-class
+    demo (560 images, batch 32, 18 steps) validated at 50 % for most of its epochs at 0.99, and early stopping and
+    the learning-rate schedule acted on that. So ``momentum ** steps_per_epoch <= 0.05``, at most 0.99 (large
+    datasets) and at least 0.8 (statistics of very few batches are noisy).
+    """
+    if not steps_per_epoch:
+        return SCRATCH_BN_MOMENTUM
+    return float(min(SCRATCH_BN_MOMENTUM, max(0.8, 0.05 ** (1.0 / steps_per_epoch))))
+
+
+def _scratch_batchnorm(base, momentum: float) -> None:
     """Faster-moving BatchNorm statistics for a backbone trained from scratch.
 
     Keras' MobileNetV2 and MobileNetV3 use momentum 0.999 (the others 0.99) — right for fine-tuning ImageNet
     statistics over a long schedule, wrong from scratch: after one epoch of ~800 steps the moving averages are still
     45 % their initial values (0.999**800), so inference-mode outputs (validation, export) are garbage while training
-    accuracy looks fine. 0.99 converges in a few hundred steps.
+    accuracy looks fine. 0.99 converges in a few hundred steps; fewer steps an epoch need a lower momentum
+    (``scratch_bn_momentum``).
     """
     from keras import layers
 
@@ -191,15 +206,20 @@ def _scratch_batchnorm(base) -> None:
                 yield from walk(layer)
 
     for layer in walk(base):
-        if isinstance(layer, layers.BatchNormalization) and layer.momentum > SCRATCH_BN_MOMENTUM:
-            layer.momentum = SCRATCH_BN_MOMENTUM
+        if isinstance(layer, layers.BatchNormalization) and layer.momentum > momentum:
+            layer.momentum = momentum
 
 
-def create_model(spec: ModelSpec):
+def create_model(spec: ModelSpec, steps_per_epoch: int | None = None):
     """Builds the classifier described by ``spec``.
 
     The model takes float32 RGB pixels 0-255 of shape (batch, img_size, img_size, 3) and outputs float32
     per-class probabilities. The backbone is the nested model named ``"backbone"``.
+
+    Args:
+        spec: What to build.
+        steps_per_epoch: Training steps an epoch, when known: a backbone trained from scratch gets BatchNorm
+            momentum to match (``scratch_bn_momentum``).
 
     Returns:
         A ``keras.Model``.
@@ -218,7 +238,7 @@ def create_model(spec: ModelSpec):
         x = layer(x)
         if spec.input_normalisation == "caffe":
             _set_caffe_weights(layer)
-    base = _build_backbone(spec, shape)
+    base = _build_backbone(spec, shape, steps_per_epoch)
     x = base(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x) if spec.head.pooling == "gap" else layers.Flatten(name="pool")(x)
     head = spec.head

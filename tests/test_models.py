@@ -147,3 +147,19 @@ def test_scratch_backbones_get_fast_batchnorm_statistics_and_keep_them_on_reload
     # A backbone starting from given weights keeps the application's own momentum.
     get_backbone_model(scratch).save_weights(tmp_path / "b.weights.h5")
     assert momenta(create_model(ModelSpec("mobilenet_v2", 2, 32, str(tmp_path / "b.weights.h5")))) == {0.999}
+
+
+def test_scratch_batchnorm_momentum_follows_the_steps_an_epoch():
+    """Few steps an epoch need faster statistics, or validation (inference mode) scores a model training never saw."""
+    import keras
+
+    from edgeclf.models.factory import SCRATCH_BN_MOMENTUM, scratch_bn_momentum
+
+    assert scratch_bn_momentum(None) == SCRATCH_BN_MOMENTUM
+    assert scratch_bn_momentum(5000) == SCRATCH_BN_MOMENTUM  # large datasets: capped
+    assert scratch_bn_momentum(18) == pytest.approx(0.05 ** (1 / 18))  # the bundled demo: ~0.847
+    assert scratch_bn_momentum(18) ** 18 == pytest.approx(0.05)
+    assert scratch_bn_momentum(2) == 0.8  # floor
+    model = create_model(ModelSpec("simple_cnn", 2, 16, "none"), steps_per_epoch=18)
+    bn = [layer for layer in get_backbone_model(model).layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bn and all(layer.momentum == pytest.approx(0.05 ** (1 / 18)) for layer in bn)

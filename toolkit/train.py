@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -299,7 +300,7 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
     ckpt = run / "checkpoints"
     ckpt.mkdir(exist_ok=True)
     best_path = ckpt / f"fold{fold}_best.weights.h5"
-    model = create_model(model_spec)
+    model = create_model(model_spec, steps_per_epoch=math.ceil(len(train_split) / spec.batch_size))
     augmenter = build_augmenter(spec.augment, spec.seed + fold)
     train_ds = make_dataset(train_split.pixels, train_split.labels, spec.batch_size, shuffle=True,
                             seed=spec.seed + fold, augmenter=augmenter)
@@ -485,7 +486,9 @@ def train(
     last_phase = max(int(kp.split("/")[1]) for kp in state.done if kp.startswith(f"{best_fold}/"))
     # Rebuilt after the float32 policy is back: a model trained under mixed precision is saved (and exported)
     # with float32 layers, its float32 master weights loaded from the checkpoint.
-    model = create_model(ModelSpec.from_dict({**model_spec.to_dict(), "weights": "none"}))
+    # A from-scratch model keeps the BatchNorm momentum it trained with (its config is saved with it).
+    steps = math.ceil(len(fold_splits[best_fold][0]) / spec.batch_size) if model_spec.weights == "none" else None
+    model = create_model(ModelSpec.from_dict({**model_spec.to_dict(), "weights": "none"}), steps_per_epoch=steps)
     model.load_weights(run / "checkpoints" / f"fold{best_fold}_phase{last_phase}.weights.h5")
     with atomic_path(run / "model.keras", suffix=".keras") as tmp:
         model.save(tmp)
