@@ -20,16 +20,18 @@ def quiet_native_log(notices: Sequence[str]) -> Iterator[None]:
     """Drops captured stderr lines that contain any of ``notices``; passes every other line on afterwards.
 
     Only for short calls: whatever native code writes in the block reaches the terminal when the block ends.
-    Where stderr is not a real file descriptor (an IDE console, a test runner's capture) nothing is redirected.
+    Where stderr is not a real file descriptor (an IDE console, a test runner's capture) or no temporary file can
+    be made, nothing is redirected.
     """
     try:
         fd = sys.stderr.fileno()
+        capture = tempfile.TemporaryFile()  # a device without a writable temp folder just keeps the notices
     except (AttributeError, OSError, ValueError):
         yield
         return
     sys.stderr.flush()
     saved = os.dup(fd)
-    with tempfile.TemporaryFile() as capture:
+    with capture:
         os.dup2(capture.fileno(), fd)
         try:
             yield

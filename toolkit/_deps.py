@@ -15,8 +15,9 @@ TF_NOTICES = (
     "All log messages before absl::InitializeLog() is called are written to STDERR",
     "oneDNN custom operations are on",
     "Could not find cuda drivers on your machine, GPU will not be used",
-    "failed call to cuInit",
 )
+# cuInit failing is noise where there is no NVIDIA device at all, and the diagnosis where there is one.
+NO_GPU_NOTICES = ("failed call to cuInit",)
 
 
 def import_tf():
@@ -30,7 +31,8 @@ def import_tf():
         return tf, keras
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        with quiet_native_log(TF_NOTICES):
+        no_gpu = not os.path.exists("/dev/nvidiactl")
+        with quiet_native_log(TF_NOTICES + (NO_GPU_NOTICES if no_gpu else ())):
             import tensorflow as tf
             import keras
 
