@@ -162,14 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     same = sum(ours.get(p) == label for p, label in minimal.items()) / max(len(minimal), 1)
     med = {k: statistics.median(v) for k, v in walls.items()}
     med_rss = {k: statistics.median(v) for k, v in rss.items()}
-    cold = cold_start(tflite, next(iter(sorted(jpegs.glob("*.jpg")))), 10)
-    ovh = runtime_overhead(tflite, next(iter(sorted(jpegs.glob("*.jpg")))), args.threads, classifier=True,
-                           rounds=10, per_round=100)
+    first_jpeg = min(jpegs.glob("*.jpg"))
+    cold = cold_start(tflite, first_jpeg, 10)
+    ovh = runtime_overhead(tflite, first_jpeg, args.threads, classifier=True, rounds=10, per_round=100)
+    bound = pipeline_bound(tflite, jpegs, args.threads)
     # Ratios are taken within each round (both sides measured minutes apart at most) and the median of those is the
     # headline: on a shared machine whose speed drifts between rounds this is steadier than a ratio of medians.
     ratio_rounds = [e / m for e, m in zip(walls["edgeclf predict"], walls["minimal LiteRT loop"])]
     keras_rounds = [k / e for k, e in zip(walls["Keras loop"], walls["edgeclf predict"])]
-    bound = pipeline_bound(tflite, jpegs, args.threads)
     ratio_min = statistics.median(ratio_rounds)
     speedup_keras = statistics.median(keras_rounds)
     rss_ratio = med_rss["edgeclf predict"] / med_rss["minimal LiteRT loop"]

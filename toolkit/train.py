@@ -293,6 +293,10 @@ def _set_trainable(model, phase: int, fine_tune_layers: int, pretrained: bool) -
         layer.trainable = i >= cutoff and not isinstance(layer, layers.BatchNormalization)
 
 
+def _steps_per_epoch(split: DecodedSplit, spec: TrainSpec) -> int:
+    return math.ceil(len(split) / spec.batch_size)
+
+
 def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, model_spec: ModelSpec, spec: TrainSpec,
               run: Path, state: _RunState, class_weight: dict | None, reporter: Reporter, extra_callbacks: Sequence):
     """Trains one model (one or two phases) and returns it with its best weights loaded."""
@@ -300,7 +304,7 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
     ckpt = run / "checkpoints"
     ckpt.mkdir(exist_ok=True)
     best_path = ckpt / f"fold{fold}_best.weights.h5"
-    model = create_model(model_spec, steps_per_epoch=math.ceil(len(train_split) / spec.batch_size))
+    model = create_model(model_spec, steps_per_epoch=_steps_per_epoch(train_split, spec))
     augmenter = build_augmenter(spec.augment, spec.seed + fold)
     train_ds = make_dataset(train_split.pixels, train_split.labels, spec.batch_size, shuffle=True,
                             seed=spec.seed + fold, augmenter=augmenter)
@@ -487,7 +491,7 @@ def train(
     # Rebuilt after the float32 policy is back: a model trained under mixed precision is saved (and exported)
     # with float32 layers, its float32 master weights loaded from the checkpoint.
     # A from-scratch model keeps the BatchNorm momentum it trained with (its config is saved with it).
-    steps = math.ceil(len(fold_splits[best_fold][0]) / spec.batch_size) if model_spec.weights == "none" else None
+    steps = _steps_per_epoch(fold_splits[best_fold][0], spec) if model_spec.weights == "none" else None
     model = create_model(ModelSpec.from_dict({**model_spec.to_dict(), "weights": "none"}), steps_per_epoch=steps)
     model.load_weights(run / "checkpoints" / f"fold{best_fold}_phase{last_phase}.weights.h5")
     with atomic_path(run / "model.keras", suffix=".keras") as tmp:
