@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -123,6 +124,11 @@ def display_available() -> bool:
     return "NONE" not in gui.upper()
 
 
+def _file_safe(name: str) -> str:
+    """``name`` with all but letters, digits, ``.``, ``-`` and ``_`` replaced by ``_`` (model names may hold ``/``)."""
+    return re.sub(r"[^\w.-]", "_", name)
+
+
 def _open(cv2, source: str):
     cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
     return cap if cap.isOpened() else None
@@ -211,7 +217,7 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
                     event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "frame": frame_index, "model": c.name,
                              "label": best.label, "score": round(best.score, 4), "alert": is_alert}
                     if is_alert and spec.snapshot_dir is not None:
-                        snap = Path(spec.snapshot_dir) / f"{c.name}_{best.label}_{frame_index:08d}.jpg"
+                        snap = Path(spec.snapshot_dir) / _file_safe(f"{c.name}_{best.label}_{frame_index:08d}.jpg")
                         tmp = snap.with_name(f".{snap.stem}.part.jpg")
                         if cv2.imwrite(str(tmp), frame):
                             os.replace(tmp, snap)

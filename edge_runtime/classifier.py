@@ -68,6 +68,7 @@ class Classifier:
         self.backend = backend
         self.metadata = metadata
         self.path = path
+        self.name = path.stem  # labels this model's results; see ``distinct_names`` for several models
         self.class_names = tuple(metadata["class_names"])
         self.preprocess = PreprocessSpec.from_dict(metadata["preprocess"])
         if tuple(backend.input_shape) != (self.preprocess.height, self.preprocess.width, 3):
@@ -93,10 +94,6 @@ class Classifier:
         if backend.metadata is None:
             raise DataError(f"{path} carries no edgeclf metadata. Export it with `edgeclf export` so it describes itself.")
         return cls(backend, backend.metadata, path)
-
-    @property
-    def name(self) -> str:
-        return self.path.stem
 
     def prepare(self, image: Image) -> np.ndarray:
         """Decodes (for a path or bytes) and resizes one image to the model's input, as training did."""
@@ -184,3 +181,22 @@ def stream_many(classifiers: Sequence[Classifier], images: Iterable[Image], batc
         yield from drain(0)
         if batch:
             yield from flush(batch)
+
+
+def distinct_names(classifiers: Sequence[Classifier]) -> None:
+    """Renames ``classifiers`` so that no two share a name: the results of several models are keyed by it.
+
+    Each keeps its file stem (``helmet_int8``) where that alone is unique, else its file name
+    (``helmet_int8.tflite`` beside ``helmet_int8.onnx``), else folder and file name; the same file given twice gets
+    ``#2``, ``#3`` after its name.
+    """
+    files = list(dict.fromkeys(c.path.resolve() for c in classifiers))
+    names = {f: f.stem for f in files}
+    for level in (lambda f: f.name, lambda f: f"{f.parent.name}/{f.name}"):
+        taken = list(names.values())
+        names = {f: level(f) if taken.count(n) > 1 else n for f, n in names.items()}
+    seen: dict[Path, int] = {}
+    for c in classifiers:
+        f = c.path.resolve()
+        seen[f] = seen.get(f, 0) + 1
+        c.name = names[f] if seen[f] == 1 else f"{names[f]}#{seen[f]}"

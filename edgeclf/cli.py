@@ -368,7 +368,7 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
     """
 
     def go():
-        from edgeclf.edge_runtime.classifier import Classifier, stream_many
+        from edgeclf.edge_runtime.classifier import Classifier, distinct_names, stream_many
         from edgeclf.edge_runtime.errors import ConfigError, ImageDecodeError
         from edgeclf.edge_runtime.sources import expand_paths
 
@@ -382,6 +382,7 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
         if top_k < 1:
             raise ConfigError(f"Received: top_k={top_k}. Expected at least 1.")
         classifiers = [Classifier.load(p, threads) for p in model_paths]
+        distinct_names(classifiers)
         if threshold is not None:
             for c in classifiers:
                 if len(c.class_names) != 2:
@@ -502,9 +503,10 @@ def camera(ctx, models, source, headless, events_path, min_frames, alerts, snaps
         import threading
 
         from edgeclf.edge_runtime.camera import CameraSpec, watch
-        from edgeclf.edge_runtime.classifier import Classifier
+        from edgeclf.edge_runtime.classifier import Classifier, distinct_names
 
         classifiers = [Classifier.load(p, threads) for p in models]
+        distinct_names(classifiers)
         spec = CameraSpec(source=source, every_n=every_n, max_fps=max_fps, min_frames=min_frames, alerts=tuple(alerts),
                           snapshot_dir=snapshot_dir, headless=headless, max_reconnects=max_reconnects)
         stop = threading.Event()

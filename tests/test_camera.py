@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,6 +63,17 @@ def test_headless_video_gives_debounced_events_alerts_and_snapshots(classifier, 
     assert [(e["label"], e["frame"], e["alert"]) for e in events] == [("bar_h", 2, False), ("bar_v", 12, True)]
     assert summary.alerts == 1 and os.path.exists(events[1]["snapshot"])
     assert cv2.imread(events[1]["snapshot"]).shape == (64, 64, 3)
+
+
+def test_snapshot_names_are_file_safe_for_folder_qualified_model_names(classifier, video, tmp_path):
+    classifier.name = "export/run_fp32.tflite#2"  # as distinct_names makes it for clashing models
+    events = []
+    spec = CameraSpec(source=str(video), min_frames=3, alerts=("bar_v",), snapshot_dir=tmp_path / "snaps",
+                      headless=True)
+    watch([classifier], spec, events.append)
+    snap = Path(events[1]["snapshot"])
+    assert snap.parent == tmp_path / "snaps" and snap.name == "export_run_fp32.tflite_2_bar_v_00000012.jpg"
+    assert events[1]["model"] == "export/run_fp32.tflite#2"
 
 
 def test_every_n_classifies_a_subset(classifier, video):

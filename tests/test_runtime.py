@@ -15,7 +15,7 @@ from conftest import run_python
 from edgeclf.cli import main
 from edgeclf.edge_runtime import ConfigError, DataError, ImageDecodeError, load_image
 from edgeclf.edge_runtime.backends import open_backend
-from edgeclf.edge_runtime.classifier import Classifier, stream_many
+from edgeclf.edge_runtime.classifier import Classifier, distinct_names, stream_many
 from edgeclf.edge_runtime.sources import expand_paths
 
 
@@ -143,6 +143,33 @@ def test_predict_cli_several_models_csv_and_stdin(exported):
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("path,run_fp32.label,run_fp32.score,") and "run_int8.label" in lines[0]
     assert len(lines) == 5
+
+
+def test_predict_cli_models_sharing_a_name_keep_separate_results(exported):
+    tflite, onnx = _artefact(exported, "run_int8.tflite"), _artefact(exported, "run_int8.onnx")
+    image = str(_images(exported)[0])
+    result = CliRunner().invoke(main, ["predict", "--model", str(tflite), "--model", str(onnx), "--model", str(onnx),
+                                       image, "--format", "jsonl"])
+    assert result.exit_code == 0, result.output
+    models = json.loads(result.stdout)["models"]
+    assert list(models) == ["run_int8.tflite", "run_int8.onnx", "run_int8.onnx#2"]
+    assert models["run_int8.onnx"] == models["run_int8.onnx#2"]
+    csv_out = CliRunner().invoke(main, ["predict", "--model", str(tflite), "--model", str(onnx), image,
+                                        "--format", "csv"])
+    header = csv_out.stdout.splitlines()[0].split(",")
+    assert len(header) == len(set(header)) and "run_int8.onnx.label" in header
+
+
+def test_distinct_names_escalate_only_where_names_clash(exported, tmp_path):
+    import shutil
+
+    fp32, int8 = _artefact(exported, "run_fp32.tflite"), _artefact(exported, "run_int8.tflite")
+    (tmp_path / "other").mkdir()
+    copy = shutil.copy(int8, tmp_path / "other" / int8.name)
+    classifiers = [Classifier.load(p, threads=1) for p in (fp32, int8, copy)]
+    distinct_names(classifiers)
+    assert [c.name for c in classifiers] == ["run_fp32", f"{int8.parent.name}/run_int8.tflite",
+                                             "other/run_int8.tflite"]
 
 
 def test_predict_cli_usage_errors(exported):
