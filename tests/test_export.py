@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,6 +164,30 @@ def test_no_verify_is_recorded(run_copy):
     assert meta["gate"]["verified"] is False
 
 
+def test_a_later_export_into_the_same_folder_keeps_the_earlier_report_entries(run_copy):
+    def export(fmt, name, **kw):
+        return export_model(run_copy / "model.keras", name=name, **kw,
+                            spec=ExportSpec(formats=(fmt,), quant=(QuantSpec.float32(),), verify=False))
+
+    def entries():
+        report = json.loads((run_copy / "export" / "export_report.json").read_text())
+        return {Path(a["path"]).name: a for a in report["artifacts"]}, report
+
+    export("onnx", "first")
+    export("tflite", "second")
+    artifacts, report = entries()
+    assert set(artifacts) == {"first_fp32.onnx", "second_fp32.tflite"}
+    assert report["spec"]["formats"] == ["tflite"]  # the top level describes the latest export
+    assert artifacts["first_fp32.onnx"]["spec"]["formats"] == ["onnx"]  # each entry keeps its own export's settings
+    assert artifacts["first_fp32.onnx"]["source_model_sha256"] == read_metadata(
+        run_copy / "export" / "first_fp32.onnx")["source_model_sha256"]
+    export("onnx", "first", force=True)  # rewritten: one entry, not two
+    assert sorted(entries()[0]) == ["first_fp32.onnx", "second_fp32.tflite"]
+    (run_copy / "export" / "second_fp32.tflite").unlink()  # gone from the folder: gone from the report
+    export("onnx", "first", force=True)
+    assert sorted(entries()[0]) == ["first_fp32.onnx"]
+
+
 def test_cli_export_exit_codes(run_copy, tmp_path):
     ok = CliRunner().invoke(main, ["export", str(run_copy / "model.keras"), "--format", "tflite", "--quantize", "int8"])
     assert ok.exit_code == 0, ok.output
@@ -177,6 +202,8 @@ def test_cli_export_exit_codes(run_copy, tmp_path):
     shutil.copyfile(run_copy / "metadata.json", tmp_path / "broken" / "metadata.json")
     corrupt = CliRunner().invoke(main, ["export", str(tmp_path / "broken" / "model.keras")])
     assert corrupt.exit_code == 2 and "Cannot load" in corrupt.output and "Traceback" not in corrupt.output
+    artefact = CliRunner().invoke(main, ["export", str(run_copy / "export" / "run_int8.tflite")])
+    assert artefact.exit_code == 2 and "Expected a .keras model file" in artefact.output  # not "metadata.json missing"
 
 
 def test_runtime_reads_and_runs_artefacts_without_tensorflow(exported):

@@ -44,12 +44,22 @@ def evaluate_splits(model, splits: dict[str, DecodedSplit], class_names: list[st
     return results
 
 
+def _check_model_file(path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"Model not found: {path}. Expected a .keras file written by `edgeclf train`.")
+    if path.suffix != ".keras":
+        raise ConfigError(f"Received: {path}. Expected a .keras model file (exported .tflite/.onnx files are for "
+                          "`edgeclf predict` and `edgeclf bench`).")
+
+
 def read_metadata(model_path: str | os.PathLike) -> dict:
     """Reads the ``metadata.json`` written beside a trained ``model.keras``.
 
     Raises:
-        DataError: If it is missing or unreadable.
+        ConfigError: If ``model_path`` is missing or not a ``.keras`` file.
+        DataError: If the metadata is missing or unreadable.
     """
+    _check_model_file(Path(model_path))
     path = Path(model_path).with_name("metadata.json")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -70,12 +80,9 @@ def load_keras_model(path: str | os.PathLike):
     """
     from ._deps import import_tf
 
-    _, keras = import_tf()
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Model not found: {path}. Expected a .keras file written by `edgeclf train`.")
-    if path.suffix != ".keras":
-        raise ConfigError(f"Received: {path}. Expected a .keras model file.")
+    _check_model_file(path)
+    _, keras = import_tf()
     try:
         return keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises ValueError/TypeError/OSError/zipfile errors alike

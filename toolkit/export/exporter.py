@@ -206,13 +206,35 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
                 results.append(_gate_and_write(staged, out, name, fmt, quant, io, run_meta, model_path, source_sha,
                                                spec, held_out, reference, classes))
                 advance(1)
-    write_json(out / "export_report.json", {
+    export = {
         "source_model": str(model_path), "source_model_sha256": source_sha, "spec": spec.to_dict(),
         "calibration": calibration.origin if calibration is not None else None,
         "verification": held_out.origin if held_out is not None and spec.verify else None,
-        "artifacts": [r.to_dict() for r in results],
-    })
+    }
+    _write_report(out / "export_report.json", export, [{**r.to_dict(), **export} for r in results])
     return results
+
+
+def _artifact_key(path: str | Path) -> str:
+    name = Path(path).name
+    return name[: -len(".rejected")] if name.endswith(".rejected") else name
+
+
+def _write_report(path: Path, export: dict, artifacts: list[dict]) -> None:
+    """Writes the folder's report: this export's settings, and every artefact in the folder with its own source.
+
+    Artefacts written by earlier exports into the same folder (another name, other modes) keep their entries while
+    their files are still there; an artefact written again replaces its entry.
+    """
+    earlier = []
+    try:
+        earlier = json.loads(path.read_text()).get("artifacts", [])
+    except (OSError, ValueError, AttributeError):
+        pass  # no report yet, or not ours to read: this export's report replaces it
+    fresh = {_artifact_key(a["path"]) for a in artifacts}
+    kept = [a for a in earlier if isinstance(a, dict) and "path" in a and _artifact_key(a["path"]) not in fresh
+            and (path.parent / Path(a["path"]).name).exists()]
+    write_json(path, {**export, "artifacts": kept + artifacts})
 
 
 def _gate_and_write(staged: Path, out: Path, name: str, fmt: Format, quant: QuantSpec, io: dict, run_meta: dict,
