@@ -108,7 +108,8 @@ def _split(_ctx, _param, value):
 @click.option("--recipe", help="A named recipe (see `edgeclf recipes`); the options below override its settings.")
 @click.option("--backbone", help="Backbone name (see `edgeclf backbones`) [default: mobilenet_v2].")
 @click.option("--img-size", type=int, help="Square input size in pixels [default: the recipe's or backbone's].")
-@click.option("--weights", help="imagenet, none, or a backbone .weights.h5 path [default: imagenet].")
+@click.option("--weights", help="imagenet, none, or a backbone .weights.h5 path [default: imagenet; none for "
+                   "backbones without pretrained weights, e.g. simple_cnn].")
 @click.option("--epochs", type=int, help="Epochs (first phase) [default: 10].")
 @click.option("--batch-size", type=int, help="[default: 32]")
 @click.option("--lr", "learning_rate", type=float, help="Adam learning rate [default: 0.001].")
@@ -157,7 +158,7 @@ def train(ctx, data, out_dir, recipe, backbone, img_size, weights, pooling, dens
     def go():
         from dataclasses import replace
 
-        from edgeclf.models import HeadSpec, get_recipe
+        from edgeclf.models import HeadSpec, get_backbone, get_recipe
         from edgeclf.toolkit.augment import AugmentSpec
         from edgeclf.toolkit.data import SplitSpec
         from edgeclf.toolkit.train import TrainSpec, train as run_train, train_per_category
@@ -178,9 +179,10 @@ def train(ctx, data, out_dir, recipe, backbone, img_size, weights, pooling, dens
             # A uniform --dropout (or new --dense widths) replaces the recipe's per-layer rates.
             head = replace(head, **head_given, dropouts=None if "dropout" in head_given or "dense" in head_given
                            else head.dropouts)
-        kwargs = dict(backbone=backbone or (r.backbone if r else "mobilenet_v2"),
-                      img_size=img_size or (r.img_size if r and not backbone else None),
-                      weights=weights or (r.weights if r else "imagenet"), head=head,
+        name = backbone or (r.backbone if r else "mobilenet_v2")
+        size = r.img_size if img_size is None and r and not backbone else img_size
+        kwargs = dict(backbone=name, img_size=size, head=head,
+                      weights=weights or (r.weights if r else "imagenet" if get_backbone(name).pretrained else "none"),
                       normalisation=r.normalisation if r and not backbone else None, spec=spec, force=force,
                       reporter=ClickReporter(ctx.obj["verbose"]))
         if r is not None and r.per_category:

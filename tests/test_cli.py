@@ -33,6 +33,12 @@ def test_unknown_backbone_is_a_usage_error_with_a_suggestion(tiny_folders, tmp_p
     assert "Traceback" not in result.output
 
 
+def test_zero_image_size_is_rejected_not_replaced_by_the_default(tiny_folders, tmp_path):
+    result = CliRunner().invoke(main, ["train", str(tiny_folders), "--backbone", "simple_cnn", "--img-size", "0",
+                                       "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "img_size=0" in result.output
+
+
 def test_bad_split_option_is_rejected(tiny_folders, tmp_path):
     result = CliRunner().invoke(main, ["train", str(tiny_folders), "--split", "0.8,0.2", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "three fractions" in result.output
@@ -40,13 +46,15 @@ def test_bad_split_option_is_rejected(tiny_folders, tmp_path):
 
 def test_train_then_evaluate_through_the_cli(tiny_folders, tmp_path):
     run = tmp_path / "run"
-    result = CliRunner().invoke(main, ["train", str(tiny_folders), "--backbone", "simple_cnn", "--weights", "none",
+    # No --weights: simple_cnn has no pretrained weights, so the default is none rather than an error.
+    result = CliRunner().invoke(main, ["train", str(tiny_folders), "--backbone", "simple_cnn",
                                        "--img-size", "16", "--epochs", "2", "--batch-size", "16", "--no-augment",
                                        "--dense", "8", "--out", str(run)])
     assert result.exit_code == 0, result.output
     assert "Trained" in result.output and "report.md" in result.output
     meta = json.loads((run / "metadata.json").read_text())
     assert meta["model"]["head"]["dense"] == [8] and meta["train"]["augment"]["flip"] == "none"
+    assert meta["model"]["weights"] == "none"
     again = CliRunner().invoke(main, ["train", str(tiny_folders), "--backbone", "simple_cnn", "--weights", "none",
                                       "--img-size", "16", "--epochs", "2", "--out", str(run)])
     assert again.exit_code == 2 and "--force" in again.output
