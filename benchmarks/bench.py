@@ -228,11 +228,15 @@ def _prepare_data(data: str | os.PathLike | None, models: list[BenchModel], spec
             reporter.warn(f"The classes of {data} ({', '.join(ds.class_names)}) are not the model's "
                           f"({', '.join(class_names)}); accuracy is not measured, only agreement.")
     else:
-        keras = next((m for m in usable if m.kind == "keras"), None)
-        if keras is None:
+        keras = next((m.path for m in usable if m.kind == "keras"), None)
+        source = None if keras else _source_run_model(usable)
+        if keras is None and source is None:
             raise ConfigError("Received no --data and no run directory. Pass --data DIR (labelled images) or a run "
                               "directory whose test split can be used.")
-        ds, samples, origin, known = _run_test_split(keras.path)
+        ds, samples, origin, known = _run_test_split(keras or source)
+        if source is not None:
+            origin += (f", the run the artefacts were exported from (add {source} to the models to measure "
+                       "agreement with it)")
     samples = samples.subsample(spec.max_images, seed=0)
     pixels_by_spec, sample_image, labels, n = {}, {}, None, None
     for i, pspec in enumerate(specs):
@@ -254,6 +258,31 @@ def _prepare_data(data: str | os.PathLike | None, models: list[BenchModel], spec
         Image.fromarray(np.asarray(decoded.pixels[0])).save(sample_image[pspec])
         out.flush()
     return _EvalData(labels if known else None, class_names, pixels_by_spec, sample_image, origin, int(n))
+
+
+def _source_run_model(models: Sequence[BenchModel]) -> Path | None:
+    """The ``model.keras`` that artefacts were exported from, where they still sit in (or beside) its run folder.
+
+    An artefact's metadata names its source model and that file's SHA-256; only a file with the same bytes counts,
+    so a retrained model in the same folder is never taken for the source.
+    """
+    from edgeclf.edge_runtime.artifact import read_metadata
+    from edgeclf.toolkit.io import sha256_file
+
+    checked: dict[Path, str] = {}
+    for m in models:
+        meta = read_metadata(m.path)
+        source, digest = meta.get("source_model"), meta.get("source_model_sha256")
+        if not source or not digest:
+            continue
+        for candidate in (m.path.parent.parent / Path(source).name, m.path.parent / Path(source).name):
+            if not (candidate.is_file() and candidate.with_name("metadata.json").is_file()):
+                continue
+            if candidate not in checked:
+                checked[candidate] = sha256_file(candidate)
+            if checked[candidate] == digest:
+                return candidate
+    return None
 
 
 def _run_test_split(keras_path: Path):

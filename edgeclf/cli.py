@@ -537,7 +537,7 @@ def camera(ctx, models, source, headless, events_path, min_frames, alerts, snaps
 @click.argument("models", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--data", type=click.Path(exists=True),
               help="Labelled images, any form `train` accepts (its test split if pre-split) [default: the test split "
-                   "of the run a given model.keras came from].")
+                   "of the run a given model.keras, or else the artefacts, came from].")
 @click.option("--threads", callback=_csv_ints, help="Comma-separated thread counts, e.g. 1,2,4 [default: all cores].")
 @click.option("--batch", "batches", callback=_csv_ints, default="1", show_default=True,
               help="Comma-separated batch sizes, e.g. 1,8.")

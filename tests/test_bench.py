@@ -188,5 +188,23 @@ def test_cli_bench_quick_writes_report_and_refuses_to_overwrite(exported, tmp_pa
 
 def test_cli_bench_needs_data_without_a_run(exported, tmp_path):
     run, _ = exported
-    res = CliRunner().invoke(main, ["bench", str(run / "export" / "run_int8.tflite"), "--out", str(tmp_path / "b")])
+    shutil.copy(run / "export" / "run_int8.tflite", tmp_path)  # away from the run it was exported from
+    res = CliRunner().invoke(main, ["bench", str(tmp_path / "run_int8.tflite"), "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "--data" in res.output
+
+
+def test_artefacts_alone_are_evaluated_on_the_run_they_came_from_while_its_model_is_unchanged(exported, tmp_path):
+    run, _ = exported
+    target = tmp_path / "run"
+    shutil.copytree(run, target)
+    args = ["bench", str(target / "export" / "run_int8.tflite"), "--quick", "--runs", "3", "--min-time", "0",
+            "--threads", "1", "--out", str(tmp_path / "b")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert results["data"].startswith(f"test split of {target}") and "exported from" in results["data"]
+    assert results["n_images"] == 18 and results["rows"][0]["accuracy"] is not None
+    with open(target / "model.keras", "ab") as fh:  # no longer the bytes the artefact was exported from
+        fh.write(b"\0")
+    res = CliRunner().invoke(main, [*args, "--force"])
     assert res.exit_code == 2 and "--data" in res.output
