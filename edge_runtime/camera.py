@@ -129,6 +129,24 @@ def _file_safe(name: str) -> str:
     return re.sub(r"[^\w.-]", "_", name)
 
 
+def _save_snapshot(cv2, frame: np.ndarray, folder: Path, stem: str) -> Path | None:
+    """Writes ``frame`` as ``folder/stem.jpg`` (temporary file, then rename), never over an existing snapshot.
+
+    Frame numbers start again at 0 in every run, so the wall-clock time in ``stem`` keeps runs apart; a second alert
+    within the same second and frame number (several models) gets ``-2``, ``-3``.
+    """
+    stem = _file_safe(stem)
+    snap, n = folder / f"{stem}.jpg", 1
+    while snap.exists():
+        n += 1
+        snap = folder / f"{stem}-{n}.jpg"
+    tmp = folder / f".{snap.stem}.part.jpg"
+    if not cv2.imwrite(str(tmp), frame):
+        return None
+    os.replace(tmp, snap)
+    return snap
+
+
 def _open(cv2, source: str):
     cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
     return cap if cap.isOpened() else None
@@ -217,10 +235,9 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
                     event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "frame": frame_index, "model": c.name,
                              "label": best.label, "score": round(best.score, 4), "alert": is_alert}
                     if is_alert and spec.snapshot_dir is not None:
-                        snap = Path(spec.snapshot_dir) / _file_safe(f"{c.name}_{best.label}_{frame_index:08d}.jpg")
-                        tmp = snap.with_name(f".{snap.stem}.part.jpg")
-                        if cv2.imwrite(str(tmp), frame):
-                            os.replace(tmp, snap)
+                        snap = _save_snapshot(cv2, frame, Path(spec.snapshot_dir),
+                                              f"{c.name}_{best.label}_{time.strftime('%Y%m%d-%H%M%S')}_f{frame_index}")
+                        if snap is not None:
                             event["snapshot"] = str(snap)
                     summary.events += 1
                     summary.alerts += int(is_alert)

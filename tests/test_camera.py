@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,8 +73,21 @@ def test_snapshot_names_are_file_safe_for_folder_qualified_model_names(classifie
                       headless=True)
     watch([classifier], spec, events.append)
     snap = Path(events[1]["snapshot"])
-    assert snap.parent == tmp_path / "snaps" and snap.name == "export_run_fp32.tflite_2_bar_v_00000012.jpg"
+    assert snap.parent == tmp_path / "snaps"
+    assert re.fullmatch(r"export_run_fp32\.tflite_2_bar_v_\d{8}-\d{6}_f12\.jpg", snap.name), snap.name
     assert events[1]["model"] == "export/run_fp32.tflite#2"
+
+
+def test_a_second_run_never_overwrites_the_first_runs_snapshots(classifier, video, tmp_path):
+    # Frame numbers restart at 0 each run: the same alert at the same frame must not replace yesterday's evidence.
+    spec = CameraSpec(source=str(video), min_frames=3, alerts=("bar_v",), snapshot_dir=tmp_path / "snaps",
+                      headless=True)
+    first, second = [], []
+    watch([classifier], spec, first.append)
+    watch([classifier], spec, second.append)
+    a, b = first[1]["snapshot"], second[1]["snapshot"]
+    assert a != b and os.path.exists(a) and os.path.exists(b)
+    assert sorted(p.name for p in (tmp_path / "snaps").iterdir()) == sorted([Path(a).name, Path(b).name])
 
 
 def test_every_n_classifies_a_subset(classifier, video):
