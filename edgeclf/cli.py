@@ -480,8 +480,9 @@ class _PredictionWriter:
 @click.option("--min-frames", type=int, default=3, show_default=True,
               help="A class change is reported once it holds for this many classified frames.")
 @click.option("--alert", "alerts", multiple=True, help="Label to mark as an alert, e.g. no_helmet; repeatable.")
-@click.option("--snapshot-dir", type=click.Path(file_okay=False), help="Save the frame that triggered each alert as MODEL_LABEL_DATE-TIME_fFRAME.jpg "
-              "(never over an earlier snapshot).")
+@click.option("--snapshot-dir", type=click.Path(file_okay=False),
+              help="Save the frame that triggered each alert as MODEL_LABEL_DATE-TIME_fFRAME.jpg (never over an "
+                   "earlier snapshot).")
 @click.option("--every-n", type=int, default=1, show_default=True, help="Classify every n-th frame.")
 @click.option("--max-fps", type=float, help="Classify at most this many frames per second.")
 @click.option("--max-reconnects", type=int, help="Give up after this many failed reconnections [default: never].")
