@@ -243,9 +243,21 @@ def evaluate(ctx, model, data, split, out_dir, batch_size):
         m = result.metrics
         auc = f"{m['roc_auc']:.4f}" if m["roc_auc"] is not None else "n/a"
         click.echo(f"n={m['n']} accuracy={m['accuracy']:.4f} f1_macro={m['f1_macro']:.4f} roc_auc={auc}")
-        for name, v in m["per_class"].items():
-            click.echo(f"  {name:<20} precision={v['precision']:.4f} recall={v['recall']:.4f} f1={v['f1']:.4f} "
-                       f"support={v['support']}")
+        predicted = [sum(col) for col in zip(*m["confusion_matrix"])]
+        absent = []
+        for (name, v), n_pred in zip(m["per_class"].items(), predicted):
+            if v["support"]:
+                click.echo(f"  {name:<20} precision={v['precision']:.4f} recall={v['recall']:.4f} f1={v['f1']:.4f} "
+                           f"support={v['support']}")
+            elif n_pred:
+                click.echo(f"  {name:<20} not in these images, yet predicted for {n_pred}")
+            else:
+                absent.append(name)
+        if any(not v["support"] for v in m["per_class"].values()):
+            n_present = sum(1 for v in m["per_class"].values() if v["support"])
+            click.echo(f"  (macro averages over the {n_present} class(es) in these images)")
+        if absent:
+            click.echo(f"  ({len(absent)} other class(es) neither in these images nor predicted: {', '.join(absent)})")
         if result.skipped:
             click.secho(f"{len(result.skipped)} file(s) skipped", fg="yellow")
         if result.out_dir:
