@@ -217,7 +217,7 @@ def _prepare_data(data: str | os.PathLike | None, models: list[BenchModel], spec
     class_names = list(usable[0].class_names)
     specs = list(dict.fromkeys(m.preprocess for m in usable))
     if data is not None:
-        ds = discover(data)
+        ds = discover(data, min_classes=1)
         samples = ds.splits["test"] if "test" in ds.splits else ds.all_samples()
         origin = f"{data}" + (" (test split)" if "test" in ds.splits else "")
         relabelled = ds.relabelled(samples, class_names)

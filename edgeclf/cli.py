@@ -226,8 +226,9 @@ def _print_train_summary(result) -> None:
 @click.option("--split", default="all", show_default=True, help="all, or train/val/test of a pre-split dataset.")
 @click.option("--out", "out_dir", type=click.Path(), help="Write metrics.json and plots here.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an earlier evaluation in --out.")
 @click.pass_context
-def evaluate(ctx, model, data, split, out_dir, batch_size):
+def evaluate(ctx, model, data, split, out_dir, batch_size, force):
     """Evaluate a trained model.keras on DATA (any form `train` accepts).
 
     \b
@@ -238,7 +239,7 @@ def evaluate(ctx, model, data, split, out_dir, batch_size):
     def go():
         from edgeclf.toolkit.evaluate import evaluate as run_eval
 
-        result = run_eval(model, data, split=split, out_dir=out_dir, batch_size=batch_size,
+        result = run_eval(model, data, split=split, out_dir=out_dir, batch_size=batch_size, force=force,
                           reporter=ClickReporter(ctx.obj["verbose"]))
         m = result.metrics
         auc = f"{m['roc_auc']:.4f}" if m["roc_auc"] is not None else "n/a"

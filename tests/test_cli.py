@@ -62,6 +62,9 @@ def test_train_then_evaluate_through_the_cli(tiny_folders, tmp_path):
     assert ev.exit_code == 0, ev.output
     assert "n=80 accuracy=" in ev.output
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]["n"] == 80
+    kept = CliRunner().invoke(main, ["evaluate", str(run / "model.keras"), str(tiny_folders), "--out",
+                                     str(tmp_path / "ev")])
+    assert kept.exit_code == 2 and "--force" in kept.output
 
 
 def test_evaluate_lists_only_the_classes_in_the_images_or_predicted(tmp_path):
@@ -83,6 +86,16 @@ def test_evaluate_lists_only_the_classes_in_the_images_or_predicted(tmp_path):
     else:
         assert not corner and "neither in these images nor predicted: corner" in ev.output
     assert "macro averages over the 2 class(es) in these images" in ev.output
+    # One class is a fair evaluation set (only no_helmet images from a new site); training still needs two.
+    one = tmp_path / "one"
+    (one / "bar_v").mkdir(parents=True)
+    for f in sorted((two / "bar_v").iterdir()):
+        f.rename(one / "bar_v" / f.name)
+    single = CliRunner().invoke(main, ["evaluate", str(run / "model.keras"), str(one)])
+    assert single.exit_code == 0, single.output
+    assert "n=10 " in single.output and "support=10" in single.output
+    refused = CliRunner().invoke(main, ["train", str(one), "--backbone", "simple_cnn", "--out", str(tmp_path / "r1")])
+    assert refused.exit_code == 2 and "at least 2" in refused.output
 
 
 def test_evaluate_without_metadata_explains_what_is_missing(tmp_path, tiny_folders):

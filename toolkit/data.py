@@ -148,7 +148,7 @@ def _labels_from_names(names: Sequence[str], class_names: list[str] | None = Non
     return class_names, np.array([index[n] for n in names], dtype=np.int32)
 
 
-def _discover_folders(root: Path) -> Dataset:
+def _discover_folders(root: Path, min_classes: int = 2) -> Dataset:
     split_dirs = {}
     for child in _class_dirs(root):
         alias = _SPLIT_ALIASES.get(child.name.lower())
@@ -160,8 +160,9 @@ def _discover_folders(root: Path) -> Dataset:
         if "train" not in split_dirs:
             raise DataError(f"{root} looks pre-split ({', '.join(sorted(split_dirs))}) but has no train/ folder.")
         class_names = [d.name for d in _class_dirs(split_dirs["train"])]
-        if len(class_names) < 2:
-            raise DataError(f"{split_dirs['train']} must hold one folder per class (at least 2); found {class_names}.")
+        if len(class_names) < min_classes:
+            raise DataError(f"{split_dirs['train']} must hold one folder per class (at least {min_classes}); "
+                            f"found {class_names}.")
         splits = {}
         for name, folder in split_dirs.items():
             paths, names = [], []
@@ -179,10 +180,11 @@ def _discover_folders(root: Path) -> Dataset:
         paths += files
         names += [class_dir.name] * len(files)
     class_names = [d.name for d in class_dirs if d.name in set(names)]
-    if len(class_names) < 2:
+    if len(class_names) < min_classes:
         raise DataError(
             f"Found {len(class_names)} class folder(s) with images in {root}. Expected one folder per class "
-            "(at least 2), e.g. root/helmet/*.jpg and root/no_helmet/*.jpg, or root/{train,val,test}/<class>/."
+            f"(at least {min_classes}), e.g. root/helmet/*.jpg and root/no_helmet/*.jpg, or "
+            "root/{train,val,test}/<class>/."
         )
     _, labels = _labels_from_names(names, class_names)
     return Dataset(root, "folders", class_names, {"all": Samples(paths, labels)})
@@ -267,8 +269,11 @@ def _discover_npy(npy: Path, labels_csv: Path) -> Dataset:
     return Dataset(npy, "npy", class_names, {"all": Samples(list(range(len(array))), labels)}, array=array, notes=notes)
 
 
-def discover(path: str | os.PathLike) -> Dataset:
+def discover(path: str | os.PathLike, min_classes: int = 2) -> Dataset:
     """Finds the images and labels at ``path`` in any accepted form.
+
+    ``min_classes`` is 2 for training data; evaluation data may hold a single class (a folder of only
+    ``no_helmet`` images from a new site is a fair test of a two-class model).
 
     Raises:
         DataError: If the path does not exist or holds no usable dataset; the message says what is expected.
@@ -286,9 +291,10 @@ def discover(path: str | os.PathLike) -> Dataset:
     elif (root / "images.npy").is_file():
         ds = _discover_npy(root / "images.npy", root / "labels.csv")
     else:
-        ds = _discover_folders(root)
-    if len(ds.class_names) < 2:
-        raise DataError(f"{root} has {len(ds.class_names)} class(es): {ds.class_names}. A classifier needs at least 2.")
+        ds = _discover_folders(root, min_classes)
+    if len(ds.class_names) < min_classes:
+        raise DataError(f"{root} has {len(ds.class_names)} class(es): {ds.class_names}. "
+                        + ("A classifier needs at least 2." if min_classes == 2 else f"Expected at least {min_classes}."))
     if sum(len(s) for s in ds.splits.values()) == 0:
         raise DataError(f"No images found in {root}. Expected .jpg, .jpeg, .png, .bmp or .webp files.")
     return ds

@@ -102,7 +102,7 @@ class EvaluateResult:
 
 
 def evaluate(model_path: str | os.PathLike, data: str | os.PathLike, *, split: str = "all",
-             out_dir: str | os.PathLike | None = None, batch_size: int = 64,
+             out_dir: str | os.PathLike | None = None, batch_size: int = 64, force: bool = False,
              reporter: Reporter | None = None) -> EvaluateResult:
     """Evaluates a saved model on a dataset in any form ``edgeclf train`` accepts.
 
@@ -111,6 +111,7 @@ def evaluate(model_path: str | os.PathLike, data: str | os.PathLike, *, split: s
         data: The dataset.
         split: ``"all"`` for every image, or ``train``/``val``/``test`` of a pre-split dataset.
         out_dir: Where to write ``metrics.json`` and plots; nothing is written without it.
+        force: Replace an earlier evaluation's files in ``out_dir``.
         batch_size: Inference batch size.
         reporter: Progress sink.
 
@@ -118,10 +119,14 @@ def evaluate(model_path: str | os.PathLike, data: str | os.PathLike, *, split: s
         DataError: If the dataset's classes are not the model's.
     """
     reporter = reporter or Reporter()
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and (out / "metrics.json").exists() and not force:
+        raise ConfigError(f"{out / 'metrics.json'} already exists. Pass --force to overwrite it, or choose another "
+                          "--out.")
     meta = read_metadata(model_path)
     class_names = meta["class_names"]
     model = load_keras_model(model_path)
-    ds = discover(data)
+    ds = discover(data, min_classes=1)
     if split == "all":
         samples = ds.all_samples()
     elif split in ds.splits:
@@ -137,7 +142,6 @@ def evaluate(model_path: str | os.PathLike, data: str | os.PathLike, *, split: s
         decoded = decode_samples(ds, samples, spec, progress=advance)
     for name, reason in decoded.skipped:
         reporter.warn(f"Skipped {name}: {reason}")
-    out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     metrics = evaluate_splits(model, {split: decoded}, class_names, out, batch_size).get(split)
