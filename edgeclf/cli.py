@@ -55,6 +55,12 @@ def _run(ctx: click.Context, fn, *args, **kwargs):
     except KeyboardInterrupt:
         click.secho("Interrupted. Run the same command again to resume.", fg="yellow", err=True)
         sys.exit(130)
+    except BrokenPipeError:
+        # The reader went away (`edgeclf predict ... | head`): stop quietly, as tools killed by SIGPIPE do.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        sys.exit(141)
     except Exception as exc:  # last resort: one line unless --verbose
         if verbose:
             raise

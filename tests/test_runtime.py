@@ -193,6 +193,25 @@ def test_predict_in_a_fresh_process_never_imports_tensorflow(exported):
     assert out.stdout.strip() == ""
 
 
+def test_predict_stops_quietly_when_its_reader_goes_away(exported):
+    """``edgeclf predict ... | head -1``: exit 141 like a tool killed by SIGPIPE, and no error on stderr."""
+    import fcntl
+    import os
+
+    model = _artefact(exported, "run_int8.tflite")
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)  # the output (~100 records) cannot all fit: writes must block
+    folder = _images(exported)[0].parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "edgeclf.cli", "predict", str(model), str(folder), "--format", "jsonl"],
+                            stdout=write_end, stderr=subprocess.PIPE)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        first = reader.readline()
+    _, err = proc.communicate(timeout=120)
+    assert json.loads(first)["path"].endswith(".png")
+    assert proc.returncode == 141 and b"Error" not in err and b"Traceback" not in err, err.decode()
+
+
 def test_native_notices_are_dropped_and_other_native_output_kept():
     code = ("import os\n"
             "from edgeclf.edge_runtime.native_log import quiet_native_log\n"
