@@ -14,6 +14,7 @@ import numpy as np
 from .backends import Backend, default_threads, open_backend
 from .errors import ConfigError, DataError, ImageDecodeError
 from .preprocess import ImageSource, PreprocessSpec, load_image, preprocess_frame
+from .sources import is_unmatched_pattern
 
 Image = Union[ImageSource, np.ndarray]
 
@@ -140,6 +141,8 @@ def stream_many(classifiers: Sequence[Classifier], images: Iterable[Image], batc
     first_for_spec = {spec: next(c for c in classifiers if c.preprocess == spec) for spec in specs}
 
     def decode(item):
+        if is_unmatched_pattern(item):
+            return ImageDecodeError(item, "no file matches this pattern")
         try:
             return {spec: first_for_spec[spec].prepare(item) for spec in specs}
         except ImageDecodeError as exc:

@@ -12,6 +12,11 @@ from .preprocess import is_image_file
 _GLOB_CHARS = set("*?[")
 
 
+def is_unmatched_pattern(item) -> bool:
+    """Whether ``item`` is a glob that matched no file (``expand_paths`` passes such patterns on to be reported)."""
+    return isinstance(item, str) and bool(_GLOB_CHARS & set(item)) and not os.path.exists(item)
+
+
 def expand_paths(args: Iterable[str], stdin: TextIO | None = None) -> Iterator[str]:
     """Yields image paths lazily, in a stable order.
 
@@ -37,7 +42,7 @@ def expand_paths(args: Iterable[str], stdin: TextIO | None = None) -> Iterator[s
         elif not path.exists() and _GLOB_CHARS & set(arg):
             matches = sorted(glob.glob(arg, recursive=True))
             if not matches:
-                yield arg  # reported as not found
+                yield arg  # reported as matching nothing (see is_unmatched_pattern)
             for m in matches:
                 if os.path.isfile(m):
                     yield m

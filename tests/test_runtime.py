@@ -125,13 +125,15 @@ def test_expand_paths(tmp_path):
 def test_predict_cli_jsonl_with_a_bad_file(exported, tmp_path):
     model = _artefact(exported, "run_int8.tflite")
     files = [str(f) for f in _images(exported)[:3]]
-    result = CliRunner().invoke(main, ["predict", str(model), *files, str(tmp_path / "gone.jpg"), "--format", "jsonl"])
+    result = CliRunner().invoke(main, ["predict", str(model), *files, str(tmp_path / "gone.jpg"),
+                                       str(tmp_path / "*.nomatch"), "--format", "jsonl"])
     assert result.exit_code == 1
     records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert records.pop() == {"path": str(tmp_path / "*.nomatch"), "error": "no file matches this pattern"}
     assert [r["path"] for r in records] == files + [str(tmp_path / "gone.jpg")]
     assert records[-1]["error"].startswith("unreadable")
     assert set(records[0]["scores"]) == {"bar_h", "bar_v"} and records[0]["label"] in ("bar_h", "bar_v")
-    assert "4 image(s), 1 failed" in result.stderr
+    assert "5 image(s), 2 failed" in result.stderr
 
 
 def test_predict_cli_several_models_csv_and_stdin(exported):
