@@ -182,6 +182,11 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
     cv2 = _cv2()
     stop = stop or threading.Event()
     headless = (not display_available()) if spec.headless is None else spec.headless
+    # A plain path (not a camera index, URL, image-sequence pattern or GStreamer pipeline) must exist.
+    plain_path = not spec.source.isdigit() and not any(c in spec.source for c in ("://", "%", "!"))
+    if plain_path and not os.path.exists(spec.source):
+        raise DataError(f"Video file not found: {spec.source}. Expected a camera index (0), an existing video file or "
+                        "a stream URL (rtsp://, http://).")
     if spec.snapshot_dir is not None:
         Path(spec.snapshot_dir).mkdir(parents=True, exist_ok=True)
     cap = _open(cv2, spec.source)

@@ -96,8 +96,11 @@ def test_every_n_classifies_a_subset(classifier, video):
 
 
 def test_unopenable_source_and_bad_options(classifier, tmp_path):
-    with pytest.raises(DataError, match="Cannot open video source"):
+    with pytest.raises(DataError, match="Video file not found"):
         watch([classifier], CameraSpec(source=str(tmp_path / "none.mp4"), headless=True), lambda e: None)
+    (tmp_path / "notes.mp4").write_text("not a video")
+    with pytest.raises(DataError, match="Cannot open video source"):
+        watch([classifier], CameraSpec(source=str(tmp_path / "notes.mp4"), headless=True), lambda e: None)
     with pytest.raises(ConfigError):
         CameraSpec(source="0", every_n=0)
 
