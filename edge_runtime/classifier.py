@@ -89,6 +89,8 @@ class Classifier:
             BackendUnavailableError: If its backend library is missing (the message names the install command).
         """
         path = Path(path)
+        if threads is not None and threads < 1:
+            raise ConfigError(f"Received: threads={threads}. Expected at least 1, or None for all cores.")
         if not path.is_file():
             raise DataError(f"Model not found: {path}.")
         backend = open_backend(path, threads or default_threads())
@@ -137,6 +139,8 @@ def stream_many(classifiers: Sequence[Classifier], images: Iterable[Image], batc
     """
     if batch_size < 1:
         raise ConfigError(f"Received: batch_size={batch_size}. Expected at least 1.")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"Received: workers={workers}. Expected at least 1, or None for all cores.")
     specs = list(dict.fromkeys(c.preprocess for c in classifiers))
     first_for_spec = {spec: next(c for c in classifiers if c.preprocess == spec) for spec in specs}
 

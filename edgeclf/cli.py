@@ -231,7 +231,7 @@ def _print_train_summary(result) -> None:
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--split", default="all", show_default=True, help="all, or train/val/test of a pre-split dataset.")
 @click.option("--out", "out_dir", type=click.Path(), help="Write metrics.json and plots here.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an earlier evaluation in --out.")
 @click.pass_context
 def evaluate(ctx, model, data, split, out_dir, batch_size, force):
@@ -373,8 +373,8 @@ def _print_export_summary(results, spec) -> None:
 @click.option("--batch-size", type=int, default=1, show_default=True,
               help="Images per inference call. Larger batches can cut inference time per image but raise peak "
                    "memory, and gain little when JPEG decoding is the bottleneck.")
-@click.option("--threads", type=int, help="Inference threads [default: all cores].")
-@click.option("--workers", type=int, help="Decoding threads [default: all cores].")
+@click.option("--threads", type=click.IntRange(min=1), help="Inference threads [default: all cores].")
+@click.option("--workers", type=click.IntRange(min=1), help="Decoding threads [default: all cores].")
 @click.pass_context
 def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, workers):
     """Classify images with exported models; never imports TensorFlow.
@@ -504,8 +504,8 @@ class _PredictionWriter:
                    "earlier snapshot).")
 @click.option("--every-n", type=int, default=1, show_default=True, help="Classify every n-th frame.")
 @click.option("--max-fps", type=float, help="Classify at most this many frames per second.")
-@click.option("--max-reconnects", type=int, help="Give up after this many failed reconnections [default: never].")
-@click.option("--threads", type=int, help="Inference threads [default: all cores].")
+@click.option("--max-reconnects", type=click.IntRange(min=0), help="Give up after this many failed reconnections [default: never].")
+@click.option("--threads", type=click.IntRange(min=1), help="Inference threads [default: all cores].")
 @click.pass_context
 def camera(ctx, models, source, headless, events_path, min_frames, alerts, snapshot_dir, every_n, max_fps,
            max_reconnects, threads):

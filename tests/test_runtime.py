@@ -176,6 +176,14 @@ def test_distinct_names_escalate_only_where_names_clash(exported, tmp_path):
 
 def test_predict_cli_usage_errors(exported):
     model = str(_artefact(exported, "run_fp32.onnx"))
+    for option in ("--threads", "--workers"):  # 0 used to mean "all cores" silently, -1 crashed
+        for value in ("0", "-1"):
+            bad = CliRunner().invoke(main, ["predict", model, str(_images(exported)[0]), option, value])
+            assert bad.exit_code == 2 and "x>=1" in bad.output, bad.output
+    with pytest.raises(ConfigError, match="threads=0"):
+        Classifier.load(model, threads=0)
+    with pytest.raises(ConfigError, match="workers=0"):
+        list(stream_many([Classifier.load(model, threads=1)], [], workers=0))
     no_images = CliRunner().invoke(main, ["predict", model])
     assert no_images.exit_code == 2 and "no images" in no_images.output
     top0 = CliRunner().invoke(main, ["predict", model, str(_images(exported)[0]), "--top-k", "0"])
