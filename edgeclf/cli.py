@@ -59,7 +59,10 @@ def _run(ctx: click.Context, fn, *args, **kwargs):
         # The reader went away (`edgeclf predict ... | head`): stop quietly, as tools killed by SIGPIPE do.
         import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        except (OSError, ValueError):  # stdout is not a real file (captured)
+            pass
         sys.exit(141)
     except Exception as exc:  # last resort: one line unless --verbose
         if verbose:
