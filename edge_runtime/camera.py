@@ -188,7 +188,11 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
         raise DataError(f"Video file not found: {spec.source}. Expected a camera index (0), an existing video file or "
                         "a stream URL (rtsp://, http://).")
     if spec.snapshot_dir is not None:
-        Path(spec.snapshot_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(spec.snapshot_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"Cannot create --snapshot-dir {spec.snapshot_dir}: {exc.strerror or exc}. Choose a "
+                              "writable folder.") from None
     cap = _open(cv2, spec.source)
     if cap is None:
         raise DataError(f"Cannot open video source '{spec.source}'. Expected a camera index (0), a video file or "

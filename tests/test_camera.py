@@ -101,6 +101,10 @@ def test_unopenable_source_and_bad_options(classifier, tmp_path):
     (tmp_path / "notes.mp4").write_text("not a video")
     with pytest.raises(DataError, match="Cannot open video source"):
         watch([classifier], CameraSpec(source=str(tmp_path / "notes.mp4"), headless=True), lambda e: None)
+    (tmp_path / "taken").write_text("a file where the snapshot folder should go")
+    with pytest.raises(ConfigError, match="Cannot create --snapshot-dir"):
+        watch([classifier], CameraSpec(source=str(tmp_path / "notes.mp4"), snapshot_dir=tmp_path / "taken" / "snaps",
+                                       headless=True), lambda e: None)
     with pytest.raises(ConfigError):
         CameraSpec(source="0", every_n=0)
 
