@@ -76,3 +76,20 @@ def test_wilson_interval_known_values():
     assert lo < 0.9798 < hi and hi - lo < 0.006
     with pytest.raises(ValueError, match="n > 0"):
         wilson_interval(1, 0)
+
+
+def test_threshold_section_chooses_on_val_and_reports_test():
+    from edgeclf.toolkit.report import threshold_section
+
+    # On val the best F1 is at 0.5; on test it would be at 0.9 - the report must not pick that one.
+    y_val, p_val = np.array([0, 0, 1, 1, 1]), np.array([0.45, 0.2, 0.6, 0.55, 0.95])
+    y_test, p_test = np.array([0, 0, 1, 1]), np.array([0.6, 0.3, 0.95, 0.92])
+    val, test = {"thresholds": threshold_table(y_val, p_val)}, {"thresholds": threshold_table(y_test, p_test)}
+    lines = threshold_section(val, test, "no_helmet")
+    assert lines[0] == "### Thresholds on P(no_helmet): choose on val, confirm on test"
+    marked = [line for line in lines if line.startswith("| **")]
+    assert len(marked) == 1 and marked[0].startswith("| **0.5** |")
+    assert lines[-1].startswith("Best val F1 (1.0000) at threshold 0.5: on test, accuracy 0.7500")
+    assert "--threshold 0.5" in lines[-1]
+    fallback = threshold_section(None, test, "no_helmet")
+    assert fallback[0] == "### Test, thresholds on P(no_helmet)" and len(fallback) == 4 + len(test["thresholds"])

@@ -82,10 +82,7 @@ def write_train_report(run: Path, meta: dict, metrics_doc: dict) -> Path:
         lines += [f"| {c} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |"
                   for c, v in test["per_class"].items()]
         if "thresholds" in test:
-            lines += ["", f"### Test, thresholds on P({names[1]})", "",
-                      "| threshold | accuracy | precision | recall | F1 |", "|---:|---:|---:|---:|---:|"]
-            lines += [f"| {t['threshold']:.1f} | {t['accuracy']:.4f} | {t['precision']:.4f} | {t['recall']:.4f} | "
-                      f"{t['f1']:.4f} |" for t in test["thresholds"]]
+            lines += [""] + threshold_section(metrics_doc["splits"].get("val"), test, names[1])
     lines += ["", "## Plots", ""]
     for png, title in (("training_curves.png", "Training curves"), ("confusion_test.png", "Confusion matrix (test)"),
                        ("roc_pr_test.png", "ROC and precision-recall (test)"),
@@ -95,3 +92,32 @@ def write_train_report(run: Path, meta: dict, metrics_doc: dict) -> Path:
     path = run / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def threshold_section(val: dict | None, test: dict, positive: str) -> list[str]:
+    """Markdown for choosing a binary threshold: chosen on the val split, its figures confirmed on test.
+
+    Picking the best row of a test-only table tunes the threshold on the test images; with val figures beside them
+    the choice is made on val and test stays an honest estimate. Ties go to the threshold nearest 0.5.
+    """
+    rows = test["thresholds"]
+    if not val or "thresholds" not in val:
+        lines = [f"### Test, thresholds on P({positive})", "", "| threshold | accuracy | precision | recall | F1 |",
+                 "|---:|---:|---:|---:|---:|"]
+        return lines + [f"| {t['threshold']:.1f} | {t['accuracy']:.4f} | {t['precision']:.4f} | {t['recall']:.4f} | "
+                        f"{t['f1']:.4f} |" for t in rows]
+    on_val = val["thresholds"]
+    best = max(range(len(on_val)), key=lambda i: (on_val[i]["f1"], -abs(on_val[i]["threshold"] - 0.5)))
+    lines = [f"### Thresholds on P({positive}): choose on val, confirm on test", "",
+             "| threshold | val precision | val recall | val F1 | test accuracy | test precision | test recall "
+             "| test F1 |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for i, (v, t) in enumerate(zip(on_val, rows)):
+        mark = "**" if i == best else ""
+        lines.append(f"| {mark}{t['threshold']:.1f}{mark} | {v['precision']:.4f} | {v['recall']:.4f} | "
+                     f"{v['f1']:.4f} | {t['accuracy']:.4f} | {t['precision']:.4f} | {t['recall']:.4f} | "
+                     f"{t['f1']:.4f} |")
+    b, tb = on_val[best], rows[best]
+    lines += ["", f"Best val F1 ({b['f1']:.4f}) at threshold {b['threshold']:.1f}: on test, accuracy "
+              f"{tb['accuracy']:.4f}, F1 {tb['f1']:.4f}. Use it with "
+              f"`edgeclf predict --threshold {b['threshold']:.1f}`."]
+    return lines
