@@ -43,6 +43,7 @@ class CameraSpec:
         headless: No window; None decides from the environment (no display, or OpenCV without GUI support).
         max_backoff: Longest wait between reconnection attempts of a live source, in seconds.
         max_reconnects: Give up after this many failed reconnections in a row (None: never).
+        threshold: Two-class models: class 1 wins when its probability reaches this (as ``predict --threshold``).
     """
 
     source: str
@@ -54,12 +55,32 @@ class CameraSpec:
     headless: bool | None = None
     max_backoff: float = 30.0
     max_reconnects: int | None = None
+    threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.every_n < 1 or self.min_frames < 1:
             raise ConfigError(f"Received: every_n={self.every_n}, min_frames={self.min_frames}. Expected at least 1.")
         if self.max_fps is not None and self.max_fps <= 0:
             raise ConfigError(f"Received: max_fps={self.max_fps}. Expected a positive number.")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"Received: threshold={self.threshold}. Expected a probability between 0 and 1.")
+
+    def check_models(self, classifiers: Sequence[Classifier]) -> None:
+        """Refuses alert labels no model predicts (a typo would never fire) and a threshold on a non-binary model.
+
+        Raises:
+            ConfigError: Naming the label or model and what the models offer.
+        """
+        known = list(dict.fromkeys(label for c in classifiers for label in c.class_names))
+        unknown = [a for a in self.alerts if a not in known]
+        if unknown:
+            raise ConfigError(f"Received: --alert {', '.join(unknown)}, which no model predicts. Expected one of the "
+                              f"models' classes: {', '.join(known)}.")
+        if self.threshold is not None:
+            for c in classifiers:
+                if len(c.class_names) != 2:
+                    raise ConfigError(f"Received: --threshold for {c.path.name}, which has {len(c.class_names)} "
+                                      "classes. A threshold applies to two-class models only.")
 
     @property
     def is_live(self) -> bool:
@@ -169,7 +190,8 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
     Args:
         classifiers: Models run on every classified frame (each with its own debounced label).
         spec: The source and event settings.
-        emit: Receives each event dict: time, frame, model, label, score, alert (and snapshot when saved).
+        emit: Receives each event dict: time, frame, model, label, score, alert, and ``video_time_s`` (the frame's
+            position in a video file) and ``snapshot`` where they apply.
         stop: Set it (e.g. from a SIGTERM handler) to end the loop cleanly.
         sleep: Injected for tests of reconnection back-off.
 
@@ -178,7 +200,9 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
 
     Raises:
         DataError: If the source cannot be opened at all.
+        ConfigError: For an alert label no model predicts, or a threshold on a model that is not two-class.
     """
+    spec.check_models(classifiers)
     cv2 = _cv2()
     stop = stop or threading.Event()
     headless = (not display_available()) if spec.headless is None else spec.headless
@@ -235,7 +259,7 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
             lines, alert_now = [], False
             pixels = {c.preprocess: preprocess_frame(frame, c.preprocess, bgr=True) for c in classifiers}
             for c, track in zip(classifiers, tracks):
-                best = c.classify_pixels(pixels[c.preprocess][None])[0].best
+                best = c.classify_pixels(pixels[c.preprocess][None])[0].decide(spec.threshold)
                 summary.last_labels[c.name] = best.label
                 lines.append(f"{c.name if len(classifiers) > 1 else ''} {best.label} {best.score:.2f}".strip())
                 if track.update(best.label, spec.min_frames):
@@ -243,6 +267,8 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
                     alert_now |= is_alert
                     event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "frame": frame_index, "model": c.name,
                              "label": best.label, "score": round(best.score, 4), "alert": is_alert}
+                    if not spec.is_live:
+                        event["video_time_s"] = round(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000, 3)
                     if is_alert and spec.snapshot_dir is not None:
                         snap = _save_snapshot(cv2, frame, Path(spec.snapshot_dir),
                                               f"{c.name}_{best.label}_{time.strftime('%Y%m%d-%H%M%S')}_f{frame_index}")

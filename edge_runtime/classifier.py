@@ -51,6 +51,8 @@ class Classification:
         if len(self.class_names) != 2:
             raise ConfigError(f"Received: threshold={threshold} for a {len(self.class_names)}-class model. "
                               "A threshold applies to two-class models only.")
+        if not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"Received: threshold={threshold}. Expected a probability between 0 and 1.")
         i = 1 if self.probabilities[1] >= threshold else 0
         return Prediction(i, self.class_names[i], float(self.probabilities[i]))
 

@@ -372,7 +372,9 @@ def _print_export_summary(results, spec) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv"]), default=None,
               help="Output format [default: table on a terminal, jsonl when piped].")
 @click.option("--top-k", type=int, default=1, show_default=True, help="Classes listed per image (table/jsonl).")
-@click.option("--threshold", type=float, help="Two-class models: class 1 wins when its probability reaches this.")
+@click.option("--threshold", type=click.FloatRange(0, 1),
+              help="Two-class models: the second class (as the model lists them) wins when its probability reaches "
+                   "this; the run's report.md suggests one chosen on the validation split.")
 @click.option("--batch-size", type=int, default=1, show_default=True,
               help="Images per inference call. Larger batches can cut inference time per image but raise peak "
                    "memory, and gain little when JPEG decoding is the bottleneck.")
@@ -508,10 +510,13 @@ class _PredictionWriter:
 @click.option("--every-n", type=int, default=1, show_default=True, help="Classify every n-th frame.")
 @click.option("--max-fps", type=float, help="Classify at most this many frames per second.")
 @click.option("--max-reconnects", type=click.IntRange(min=0), help="Give up after this many failed reconnections [default: never].")
+@click.option("--threshold", type=click.FloatRange(0, 1),
+              help="Two-class models: the second class (as the model lists them) wins when its probability reaches "
+                   "this, as in predict --threshold.")
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads [default: all cores].")
 @click.pass_context
 def camera(ctx, models, source, headless, events_path, min_frames, alerts, snapshot_dir, every_n, max_fps,
-           max_reconnects, threads):
+           max_reconnects, threshold, threads):
     """Classify a camera, video file or stream and report stable class changes as events.
 
     With a display, a window shows the label, score and FPS (q or Esc closes it). Headless, events go out as
@@ -534,7 +539,8 @@ def camera(ctx, models, source, headless, events_path, min_frames, alerts, snaps
         classifiers = [Classifier.load(p, threads) for p in models]
         distinct_names(classifiers)
         spec = CameraSpec(source=source, every_n=every_n, max_fps=max_fps, min_frames=min_frames, alerts=tuple(alerts),
-                          snapshot_dir=snapshot_dir, headless=headless, max_reconnects=max_reconnects)
+                          snapshot_dir=snapshot_dir, headless=headless, max_reconnects=max_reconnects,
+                          threshold=threshold)
         stop = threading.Event()
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
         sink = open(events_path, "a", encoding="utf-8") if events_path else None

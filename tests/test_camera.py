@@ -107,6 +107,25 @@ def test_unopenable_source_and_bad_options(classifier, tmp_path):
                                        headless=True), lambda e: None)
     with pytest.raises(ConfigError):
         CameraSpec(source="0", every_n=0)
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        CameraSpec(source="0", threshold=50)
+
+
+def test_an_alert_label_no_model_predicts_is_refused_before_the_source_opens(classifier, video):
+    # "no-helmet" for "no_helmet" would otherwise watch for days and never fire.
+    spec = CameraSpec(source=str(video), alerts=("bar_v", "bar-v"), headless=True)
+    with pytest.raises(ConfigError, match=r"--alert bar-v, which no model predicts.*bar_h, bar_v"):
+        watch([classifier], spec, lambda e: None)
+
+
+def test_threshold_decides_two_class_models_and_events_carry_the_video_position(classifier, video):
+    events = []
+    watch([classifier], CameraSpec(source=str(video), min_frames=3, headless=True), events.append)
+    # The clip is written at 10 frames per second: frame 12 is 1.2 s into it.
+    assert [(e["label"], e["frame"], e["video_time_s"]) for e in events] == [("bar_h", 2, 0.2), ("bar_v", 12, 1.2)]
+    events = []
+    watch([classifier], CameraSpec(source=str(video), min_frames=3, threshold=0.0, headless=True), events.append)
+    assert [(e["label"], e["frame"]) for e in events] == [("bar_v", 2)]  # P(bar_v) >= 0 on every frame
 
 
 def test_lost_live_source_backs_off_and_gives_up(classifier, monkeypatch, video):
@@ -180,6 +199,9 @@ def test_cli_camera_headless_events_file(exported, video, tmp_path):
     lines = [json.loads(line) for line in events.read_text().splitlines()]
     assert [e["label"] for e in lines] == ["bar_h", "bar_v"] and lines[1]["alert"] is True
     assert json.loads(result.stderr.strip().splitlines()[-1])["summary"]["stopped_by"] == "end of file"
+    typo = CliRunner().invoke(main, ["camera", "--model", str(model), "--source", str(video), "--headless",
+                                     "--alert", "no_such_label"])
+    assert typo.exit_code == 2 and "no model predicts" in typo.output, typo.output
 
 
 def test_sigterm_ends_the_run_cleanly_with_a_summary(exported, tmp_path):

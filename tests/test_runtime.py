@@ -72,7 +72,11 @@ def test_top_k_and_threshold(exported):
     top = result.top(2)
     assert [p.index for p in top] == list(np.argsort(-result.probabilities))
     assert top[0].score >= top[1].score
-    assert result.decide(0.0).label == "bar_v" and result.decide(1.01).label == "bar_h"
+    assert result.probabilities[1] < 1.0
+    assert result.decide(0.0).label == "bar_v" and result.decide(1.0).label == "bar_h"
+    for bad in (1.01, 50, -0.1):  # a percentage or a typo would silently decide every image one way
+        with pytest.raises(ConfigError, match="between 0 and 1"):
+            result.decide(bad)
 
 
 def test_stream_keeps_order_reports_bad_images_and_bounds_memory(exported, tmp_path):
@@ -188,6 +192,8 @@ def test_predict_cli_usage_errors(exported):
     assert no_images.exit_code == 2 and "no images" in no_images.output
     top0 = CliRunner().invoke(main, ["predict", model, str(_images(exported)[0]), "--top-k", "0"])
     assert top0.exit_code == 2
+    percent = CliRunner().invoke(main, ["predict", model, str(_images(exported)[0]), "--threshold", "50"])
+    assert percent.exit_code == 2 and "0<=x<=1" in percent.output, percent.output
 
 
 def test_predict_in_a_fresh_process_never_imports_tensorflow(exported):
