@@ -18,6 +18,7 @@ from edgeclf.edge_runtime import ConfigError, PreprocessSpec, load_image
 from edgeclf.edge_runtime.artifact import read_metadata
 from edgeclf.edge_runtime.backends import open_backend
 from edgeclf.toolkit.export import ExportError, ExportSpec, QuantSpec, export_model
+from edgeclf.toolkit.progress import Reporter
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "dynamic": 0.1, "int8": 0.1}  # max |delta probability|
 
@@ -156,6 +157,27 @@ def test_a_broken_artefact_is_rejected_by_the_gate(run_copy, monkeypatch):
     assert meta["gate"]["passed"] is False and meta["fidelity"]["agreement"] < 0.5
 
 
+def test_modes_a_format_lacks_are_named_not_silently_dropped(run_copy):
+    class Recorder(Reporter):
+        def __init__(self):
+            self.warnings = []
+
+        def warn(self, message):
+            self.warnings.append(message)
+
+    both, onnx_only = Recorder(), Recorder()
+    spec = ExportSpec(quant=(QuantSpec.float32(), QuantSpec.float16()), verify=False)
+    assert [(f.value, q.mode) for f, q in spec.skipped()] == [("onnx", "fp16")]
+    results = export_model(run_copy / "model.keras", spec=spec, reporter=both)
+    assert sorted(r.path.name for r in results) == ["run_fp16.tflite", "run_fp32.onnx", "run_fp32.tflite"]
+    assert both.warnings == ["onnx has no fp16 mode: written for tflite only."]
+    export_model(run_copy / "model.keras", force=True, reporter=onnx_only,
+                 spec=ExportSpec(formats=("onnx",), quant=(QuantSpec.float32(), QuantSpec.dynamic()), verify=False))
+    assert onnx_only.warnings == ["onnx has no dynamic mode: skipped."]
+    with pytest.raises(ConfigError, match="leaves nothing to export"):
+        ExportSpec(formats=("onnx",), quant=(QuantSpec.float16(), QuantSpec.dynamic()))
+
+
 def test_no_verify_is_recorded(run_copy):
     results = export_model(run_copy / "model.keras",
                            spec=ExportSpec(formats=("onnx",), quant=(QuantSpec.float32(),), verify=False))
@@ -197,6 +219,10 @@ def test_cli_export_exit_codes(run_copy, tmp_path):
     assert again.exit_code == 2 and "--force" in again.output
     bad = CliRunner().invoke(main, ["export", str(run_copy / "model.keras"), "--format", "tfl"])
     assert bad.exit_code == 2 and "format='tfl'. Supported: tflite, onnx" in bad.output
+    nothing = CliRunner().invoke(main, ["export", str(run_copy / "model.keras"), "--format", "onnx",
+                                        "--quantize", "fp16,dynamic", "--out", str(tmp_path / "none")])
+    assert nothing.exit_code == 2 and "leaves nothing to export" in nothing.output
+    assert "(onnx: fp32, int8)" in nothing.output and not (tmp_path / "none").exists()  # no empty report written
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "model.keras").write_bytes(b"not a zip")
     shutil.copyfile(run_copy / "metadata.json", tmp_path / "broken" / "metadata.json")

@@ -104,6 +104,16 @@ class ExportSpec:
                                   f"{', '.join(DEFAULT_MIN_AGREEMENT)} and a fraction between 0 and 1.")
         if self.calibration_images < 1 or self.verify_images < 1:
             raise ConfigError("Received a non-positive image count. Expected calibration/verify images >= 1.")
+        if not self.jobs():
+            supported = "; ".join(f"{f.value}: {', '.join(MODES[f])}" for f in self.formats)
+            raise ConfigError(
+                f"Received: format {','.join(f.value for f in self.formats)} with quantize "
+                f"{','.join(q.mode for q in self.quant)}, which leaves nothing to export. Expected at least one mode "
+                f"the format supports ({supported}).")
+
+    def skipped(self) -> list[tuple[Format, QuantSpec]]:
+        """The (format, mode) pairs asked for that the format has no such mode for (ONNX fp16, ONNX dynamic)."""
+        return [(f, q) for f in self.formats for q in self.quant if q.mode not in MODES[f]]
 
     def jobs(self) -> list[tuple[Format, QuantSpec]]:
         """Every (format, mode) pair to write; modes a format does not support are skipped."""
