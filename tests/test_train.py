@@ -153,6 +153,17 @@ def test_imbalanced_classes_get_class_weights(tmp_path):
     assert meta["class_weights"]["1"] > 2 * meta["class_weights"]["0"]
 
 
+def test_a_class_missing_from_the_test_split_is_reported(tmp_path):
+    data = write_class_folders(tmp_path / "data", {"common": 30, "rare": 2})  # 70/15/15 leaves rare none to test
+    run = tmp_path / "run"
+    train(data, run, backbone="simple_cnn", img_size=16, weights="none", spec=TrainSpec(epochs=1, **FAST))
+    meta = json.loads((run / "metadata.json").read_text())["dataset"]
+    assert meta["class_counts"]["test"]["rare"] == 0
+    note = "The test split has no images of rare: its test metrics leave it out. Add images of that class."
+    assert note in meta["notes"] and note in (run / "report.md").read_text()
+    assert not any("train split" in n or "val split" in n for n in meta["notes"])
+
+
 def test_dedup_removes_leaked_test_images(tmp_path):
     data = write_class_folders(tmp_path / "data", {"bar_h": 30, "bar_v": 30})
     # Every image duplicated: whatever the split, copies land in val/test beside originals in train.

@@ -443,6 +443,15 @@ def train(
     reporter.stage("Images per class (train/val/test): " + ", ".join(
         f"{c} {counts['train'][i]}/{counts['val'][i]}/{counts['test'][i]}" for i, c in enumerate(ds.class_names))
         + f"; imbalance {ratio:.2f}" + (", class weights on" if use_weights else ""))
+    for name in SPLITS:
+        absent = [c for i, c in enumerate(ds.class_names) if not counts[name][i]]
+        if absent and len(decoded[name]):
+            note = (f"The {name} split has no images of {', '.join(absent)}: "
+                    + ("the model cannot learn " + ("it" if len(absent) == 1 else "them") if name == "train" else
+                       f"its {name} metrics leave {'it' if len(absent) == 1 else 'them'} out")
+                    + f". Add images of {'that class' if len(absent) == 1 else 'those classes'}.")
+            reporter.warn(note)
+            ds.notes.append(note)
 
     tf, keras = import_tf()
     keras.utils.set_random_seed(spec.seed)
