@@ -71,6 +71,24 @@ def test_csv_manifest_without_required_columns(tmp_path):
         discover(tmp_path / "m.csv")
 
 
+@pytest.mark.parametrize("row, error", [("a.png,", "m.csv:3: empty label"), (",cat", "m.csv:3: empty path"),
+                                        ("a.png", "m.csv:3: empty label")])  # a short row: DictReader gives None
+def test_csv_manifest_rows_without_a_path_or_label_are_refused_by_line(tmp_path, row, error):
+    (tmp_path / "m.csv").write_text(f"path,label\nb.png,dog\n{row}\nc.png,cat\n")
+    with pytest.raises(DataError, match=error):
+        discover(tmp_path / "m.csv")
+
+
+def test_npy_labels_must_not_be_empty(tmp_path):
+    np.save(tmp_path / "images.npy", np.zeros((3, 4, 4), np.uint8))
+    (tmp_path / "labels.csv").write_text("id,label\n0,cat\n1,\n2,dog\n")
+    with pytest.raises(DataError, match="labels.csv:3: empty label"):
+        discover(tmp_path)
+    (tmp_path / "labels.csv").write_text("id,label\n0,cat\n1\n2,dog\n")
+    with pytest.raises(DataError, match="labels.csv:3: empty label"):
+        discover(tmp_path)
+
+
 def test_npy_with_labels_csv_and_float_pixels(tmp_path):
     images = np.zeros((6, 10, 10), dtype=np.float32)
     images[3:] = 1.0

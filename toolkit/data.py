@@ -211,10 +211,14 @@ def _discover_csv(path: Path) -> Dataset:
             split = _SPLIT_ALIASES.get((row["split"] or "").strip().lower())
             if split is None:
                 raise DataError(f"{path}:{line}: split '{row['split']}' is not one of train, val, test.")
-        p = Path(row["path"].strip())
+        raw_path, label = (row["path"] or "").strip(), (row["label"] or "").strip()  # None: the row is short
+        if not raw_path or not label:
+            raise DataError(f"{path}:{line}: {'empty path' if not raw_path else 'empty label'}. "
+                            "Expected a path and a label on every row.")
+        p = Path(raw_path)
         grouped.setdefault(split, ([], []))
         grouped[split][0].append(str(p if p.is_absolute() else base / p))
-        grouped[split][1].append(row["label"].strip())
+        grouped[split][1].append(label)
     all_names = [n for _, names in grouped.values() for n in names]
     class_names, _ = _labels_from_names(all_names)
     splits = {s: Samples(paths, _labels_from_names(names, class_names)[1]) for s, (paths, names) in grouped.items()}
@@ -253,14 +257,18 @@ def _discover_npy(npy: Path, labels_csv: Path) -> Dataset:
     if not labels_csv.is_file():
         raise DataError(f"{npy} needs its labels in {labels_csv} (one label per image, in order).")
     with open(labels_csv, newline="", encoding="utf-8-sig") as fh:
-        rows = [r for r in csv.reader(fh) if r]
-    if rows and "label" in [c.strip().lower() for c in rows[0]]:
-        col = [c.strip().lower() for c in rows[0]].index("label")
-        names = [r[col].strip() for r in rows[1:]]
-    else:
-        if rows and len(rows[0]) != 1:
-            raise DataError(f"{labels_csv} has several columns and no 'label' header. Add a header naming the label column.")
-        names = [r[0].strip() for r in rows]
+        rows = [(n, r) for n, r in enumerate(csv.reader(fh), start=1) if r]
+    col, first = 0, 0
+    if rows and "label" in [c.strip().lower() for c in rows[0][1]]:
+        col, first = [c.strip().lower() for c in rows[0][1]].index("label"), 1
+    elif rows and len(rows[0][1]) != 1:
+        raise DataError(f"{labels_csv} has several columns and no 'label' header. Add a header naming the label column.")
+    names = []
+    for line, row in rows[first:]:
+        name = row[col].strip() if col < len(row) else ""
+        if not name:
+            raise DataError(f"{labels_csv}:{line}: empty label. Expected one label per image, in order.")
+        names.append(name)
     if len(names) != len(array):
         raise DataError(f"{npy} holds {len(array)} images but {labels_csv} has {len(names)} labels.")
     class_names, labels = _labels_from_names(names)
