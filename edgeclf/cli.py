@@ -7,13 +7,15 @@ installed.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
 from . import __version__
-from edgeclf.edge_runtime.errors import EdgeclfError
+from edgeclf.edge_runtime.errors import ConfigError, EdgeclfError
 
 logger = logging.getLogger("edgeclf")
 
@@ -57,8 +59,6 @@ def _run(ctx: click.Context, fn, *args, **kwargs):
         sys.exit(130)
     except BrokenPipeError:
         # The reader went away (`edgeclf predict ... | head`): stop quietly, as tools killed by SIGPIPE do.
-        import os
-
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         except (OSError, ValueError):  # stdout is not a real file (captured)
@@ -395,7 +395,7 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
 
     def go():
         from edgeclf.edge_runtime.classifier import Classifier, distinct_names, stream_many
-        from edgeclf.edge_runtime.errors import ConfigError, ImageDecodeError
+        from edgeclf.edge_runtime.errors import ImageDecodeError
         from edgeclf.edge_runtime.sources import expand_paths
 
         model_paths, image_args = list(models), list(paths)
@@ -541,17 +541,24 @@ def camera(ctx, models, source, headless, events_path, min_frames, alerts, snaps
         spec = CameraSpec(source=source, every_n=every_n, max_fps=max_fps, min_frames=min_frames, alerts=tuple(alerts),
                           snapshot_dir=snapshot_dir, headless=headless, max_reconnects=max_reconnects,
                           threshold=threshold)
+        folder = Path(events_path).parent if events_path else None
+        if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
+            raise ConfigError(f"Cannot write --events {events_path}: {folder} is not a writable folder. Create it or "
+                              "choose another path.")
         stop = threading.Event()
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        sink = open(events_path, "a", encoding="utf-8") if events_path else None
+        sink = None  # opened at the first event, so a run refused before it starts leaves no empty file
         try:
             def emit(event):
+                nonlocal sink
                 line = _json.dumps(event)
-                if sink is not None:
-                    sink.write(line + "\n")
-                    sink.flush()
-                else:
+                if events_path is None:
                     click.echo(line)
+                    return
+                if sink is None:
+                    sink = open(events_path, "a", encoding="utf-8")
+                sink.write(line + "\n")
+                sink.flush()
 
             summary = watch(classifiers, spec, emit, stop)
         finally:
@@ -594,8 +601,6 @@ def bench(ctx, models, data, threads, batches, runs, min_time, warmup, max_image
     """
 
     def go():
-        from pathlib import Path
-
         from edgeclf.benchmarks.bench import BenchSpec, run_bench
         from edgeclf.benchmarks.bench_report import format_table, write_report
 
@@ -617,8 +622,6 @@ def bench(ctx, models, data, threads, batches, runs, min_time, warmup, max_image
         click.echo(f"\nReport: {out / 'report.md'}")
         if any(r.status != "ok" for r in result.rows):
             sys.exit(1)
-
-    from edgeclf.edge_runtime.errors import ConfigError
 
     _run(ctx, go)
 

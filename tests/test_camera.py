@@ -200,8 +200,18 @@ def test_cli_camera_headless_events_file(exported, video, tmp_path):
     assert [e["label"] for e in lines] == ["bar_h", "bar_v"] and lines[1]["alert"] is True
     assert json.loads(result.stderr.strip().splitlines()[-1])["summary"]["stopped_by"] == "end of file"
     typo = CliRunner().invoke(main, ["camera", "--model", str(model), "--source", str(video), "--headless",
-                                     "--alert", "no_such_label"])
+                                     "--alert", "no_such_label", "--events", str(tmp_path / "typo.jsonl")])
     assert typo.exit_code == 2 and "no model predicts" in typo.output, typo.output
+    missing = CliRunner().invoke(main, ["camera", "--model", str(model), "--source", str(tmp_path / "gone.mp4"),
+                                        "--headless", "--events", str(tmp_path / "gone.jsonl")])
+    assert missing.exit_code == 2 and "Video file not found" in missing.output
+    assert not (tmp_path / "typo.jsonl").exists() and not (tmp_path / "gone.jsonl").exists()  # refused: no empty file
+    nowhere = CliRunner().invoke(main, ["camera", "--model", str(model), "--source", str(video), "--headless",
+                                        "--events", str(tmp_path / "no_dir" / "events.jsonl")])
+    assert nowhere.exit_code == 2 and "is not a writable folder" in nowhere.output, nowhere.output
+    again = CliRunner().invoke(main, ["camera", "--model", str(model), "--source", str(video), "--headless",
+                                      "--events", str(events)])
+    assert again.exit_code == 0 and len(events.read_text().splitlines()) == 4  # appended to, never replaced
 
 
 def test_sigterm_ends_the_run_cleanly_with_a_summary(exported, tmp_path):
