@@ -603,6 +603,7 @@ def bench(ctx, models, data, threads, batches, runs, min_time, warmup, max_image
     def go():
         from edgeclf.benchmarks.bench import BenchSpec, run_bench
         from edgeclf.benchmarks.bench_report import format_table, write_report
+        from edgeclf.toolkit.io import ensure_writable_dir
 
         options = {"threads": threads or None, "batches": batches or None, "runs": runs, "min_seconds": min_time,
                    "warmup": warmup, "max_images": max_images, "timeout_s": timeout}
@@ -615,6 +616,7 @@ def bench(ctx, models, data, threads, batches, runs, min_time, warmup, max_image
         if not force and (out / "results.json").exists():  # fail before the work, not after
             raise ConfigError(f"{out / 'results.json'} already exists. Pass --force to overwrite it, or --out another "
                               "folder.")
+        ensure_writable_dir(out)
         result = run_bench(models, data, spec, ClickReporter(ctx.obj["verbose"]))
         write_report(result, out, force=force)
         click.echo()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from conftest import run_python, write_class_folders
@@ -31,6 +32,19 @@ def test_unknown_backbone_is_a_usage_error_with_a_suggestion(tiny_folders, tmp_p
     assert result.exit_code == 2
     assert "Error: Unknown backbone: 'resnet_50'. Did you mean 'resnet50'?" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "export", "bench"])
+def test_an_output_folder_that_cannot_be_created_is_a_usage_error_before_the_work(command, run_copy, trained_run,
+                                                                                 tmp_path):
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "a_file" / "sub"  # mkdir fails: a parent is a file (a permission test would pass as root)
+    model, data = str(run_copy / "model.keras"), str(trained_run.parent / "data")
+    args = {"train": [data, "--backbone", "simple_cnn", "--img-size", "16", "--epochs", "1"],
+            "evaluate": [model, data], "export": [model], "bench": [model, "--quick"]}[command]
+    result = CliRunner().invoke(main, [command, *args, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert f"Error: Cannot write to {out}: Not a directory. Choose a writable --out." in result.output
 
 
 def test_zero_image_size_is_rejected_not_replaced_by_the_default(tiny_folders, tmp_path):

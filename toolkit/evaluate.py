@@ -15,7 +15,7 @@ from edgeclf.edge_runtime.preprocess import PreprocessSpec
 
 from . import plots
 from .data import DecodedSplit, decode_samples, discover
-from .io import write_json
+from .io import ensure_writable_dir, write_json
 from .metrics import classification_metrics
 from .pipeline import predict_probs
 from .progress import Reporter
@@ -123,6 +123,8 @@ def evaluate(model_path: str | os.PathLike, data: str | os.PathLike, *, split: s
     if out is not None and (out / "metrics.json").exists() and not force:
         raise ConfigError(f"{out / 'metrics.json'} already exists. Pass --force to overwrite it, or choose another "
                           "--out.")
+    if out is not None:
+        ensure_writable_dir(out)
     meta = read_metadata(model_path)
     class_names = meta["class_names"]
     model = load_keras_model(model_path)

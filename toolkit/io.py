@@ -15,6 +15,25 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+def ensure_writable_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Creates ``path`` if needed and checks a file can be written in it, before any long work starts.
+
+    Raises:
+        ConfigError: Naming the folder, why it cannot be written, and the option to change.
+    """
+    from edgeclf.edge_runtime.errors import ConfigError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".edgeclf-write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"Cannot write to {path}: {exc.strerror or exc}. Choose a writable {option}.") from None
+    return path
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yields a temporary path beside ``path``; renames it onto ``path`` if the block succeeds.

@@ -31,7 +31,7 @@ from .augment import AugmentSpec, build_augmenter
 from .data import (SPLITS, DecodedSplit, SplitSpec, assign_splits, balanced_class_weights, class_counts,
                    decode_samples, discover, fingerprint, imbalance_ratio, stratified_folds)
 from .evaluate import evaluate_splits
-from .io import atomic_path, sha256_file, write_csv, write_json
+from .io import atomic_path, ensure_writable_dir, sha256_file, write_csv, write_json
 from .leakage import DEFAULT_THRESHOLD, find_leaks
 from .pipeline import make_dataset
 from .progress import Reporter
@@ -199,7 +199,7 @@ def _prepare_run_dir(out: Path, config: dict, force: bool) -> tuple[_RunState, b
             )
         else:
             return previous, True
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out)
     state = _RunState(state_path, config)
     state.save()
     return state, False

@@ -20,7 +20,7 @@ from edgeclf.edge_runtime.errors import ConfigError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
 
 from ..evaluate import load_keras_model, read_metadata
-from ..io import atomic_path, sha256_file, write_json
+from ..io import atomic_path, ensure_writable_dir, sha256_file, write_json
 from ..metrics import classification_metrics, wilson_interval
 from ..pipeline import predict_probs
 from ..progress import Reporter
@@ -143,13 +143,7 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     existing = [p for p in _targets(out, name, spec) if p.exists()]
     if existing and not force:
         raise ConfigError(f"{len(existing)} artefact(s) already exist, e.g. {existing[0]}. Pass --force to overwrite.")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".edgeclf-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"Cannot write to {out}: {exc.strerror or exc}. Choose a writable --out.") from None
+    ensure_writable_dir(out)
 
     model = load_keras_model(model_path)
     pre = PreprocessSpec.from_dict(run_meta["preprocess"])
