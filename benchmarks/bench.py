@@ -63,7 +63,10 @@ class BenchSpec:
                                   "Expected positive integers such as 1,2,4.")
         if self.runs < 1 or self.max_runs < self.runs or self.warmup < 0 or self.min_seconds < 0:
             raise ConfigError(f"Received: runs={self.runs}, max_runs={self.max_runs}, warmup={self.warmup}, "
-                              f"min_seconds={self.min_seconds}. Expected runs >= 1, max_runs >= runs, warmup >= 0.")
+                              f"min_seconds={self.min_seconds}. Expected runs >= 1, max_runs >= runs, warmup >= 0, "
+                              "min_seconds >= 0.")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"Received: timeout_s={self.timeout_s}. Expected a positive number of seconds per row.")
         if self.max_images is not None and self.max_images < 1:
             raise ConfigError(f"Received: max_images={self.max_images}. Expected at least 1.")
 

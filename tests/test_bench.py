@@ -58,6 +58,8 @@ def test_timed_runs_respects_minimum_runs_time_and_cap():
     ({"batches": ()}, "batch="),
     ({"runs": 0}, "runs=0"),
     ({"max_images": 0}, "max_images=0"),
+    ({"min_seconds": -1.0}, "min_seconds >= 0"),
+    ({"timeout_s": 0.0}, "timeout_s=0.0"),
 ])
 def test_bench_spec_rejects_bad_values(kwargs, match):
     with pytest.raises(ConfigError, match=match):
