@@ -22,6 +22,31 @@ def _history(run):
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"epochs": 0}, "epochs=0. Expected at least 1"),
+    ({"folds": 0}, "folds=0"),
+    ({"fine_tune_layers": -1}, "fine_tune_layers=-1. Expected 0 or more"),
+    ({"learning_rate": 0.0}, "learning rate <= 0"),
+    ({"leakage_threshold": 129}, "leakage_threshold=129. Expected at most 128 of 256 bits"),
+    ({"seed": -1}, "seed=-1"),
+    ({"seed": 2**32}, "seed=4294967296"),
+    ({"monitor": "loss"}, "Supported: val_loss, val_accuracy"),
+])
+def test_train_spec_rejects_values_that_cannot_work(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainSpec(**kwargs)
+
+
+def test_cli_train_seed_out_of_range_is_a_usage_error(tiny_folders, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeclf.cli import main
+
+    result = CliRunner().invoke(main, ["train", str(tiny_folders), "--backbone", "simple_cnn", "--seed", "-1",
+                                       "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "seed=-1" in result.output and "unexpected" not in result.output
+
+
 def test_train_writes_a_complete_run_directory(tiny_folders, tmp_path):
     import keras
 

@@ -24,6 +24,7 @@ from PIL import Image
 from edgeclf.edge_runtime.errors import ConfigError
 
 HASH_SIDE = 16  # 16x16 low frequencies: 256-bit hashes
+HASH_BITS = HASH_SIDE * HASH_SIDE
 THUMB_SIDE = 64
 DEFAULT_THRESHOLD = 16
 # (later split, earlier split): duplicates are removed from the later one, train is never reduced.
@@ -110,7 +111,7 @@ class LeakageReport:
         return {
             "threshold_bits": self.threshold,
             "hash": "pHash",
-            "hash_bits": HASH_SIDE * HASH_SIDE,
+            "hash_bits": HASH_BITS,
             "cross_split_pairs": len(self.pairs),
             "exact_pairs": exact,
             "near_pairs": len(self.pairs) - exact,

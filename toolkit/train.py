@@ -32,7 +32,7 @@ from .data import (SPLITS, DecodedSplit, SplitSpec, assign_splits, balanced_clas
                    decode_samples, discover, fingerprint, imbalance_ratio, stratified_folds)
 from .evaluate import evaluate_splits
 from .io import atomic_path, ensure_writable_dir, sha256_file, write_csv, write_json
-from .leakage import DEFAULT_THRESHOLD, find_leaks
+from .leakage import DEFAULT_THRESHOLD, HASH_BITS, find_leaks
 from .pipeline import make_dataset
 from .progress import Reporter
 from .report import write_train_report
@@ -107,6 +107,11 @@ class TrainSpec:
         for name in ("fine_tune_layers", "fine_tune_epochs", "leakage_threshold"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"Received: {name}={getattr(self, name)}. Expected 0 or more.")
+        if self.leakage_threshold > HASH_BITS // 2:
+            raise ConfigError(f"Received: leakage_threshold={self.leakage_threshold}. Expected at most "
+                              f"{HASH_BITS // 2} of {HASH_BITS} bits: unrelated images already differ in about half.")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"Received: seed={self.seed}. Expected an integer from 0 to 2**32 - 1.")
         if not self.learning_rate > 0 or (self.fine_tune_learning_rate is not None and not self.fine_tune_learning_rate > 0):
             raise ConfigError("Received a learning rate <= 0. Expected a positive learning rate.")
         for name, allowed in (("monitor", MONITORS), ("class_weights", CLASS_WEIGHTS),
