@@ -228,6 +228,11 @@ def test_cli_export_exit_codes(run_copy, tmp_path):
     shutil.copyfile(run_copy / "metadata.json", tmp_path / "broken" / "metadata.json")
     corrupt = CliRunner().invoke(main, ["export", str(tmp_path / "broken" / "model.keras")])
     assert corrupt.exit_code == 2 and "Cannot load" in corrupt.output and "Traceback" not in corrupt.output
+    for name in ("a/b", "../escape", " padded"):
+        named = CliRunner().invoke(main, ["export", str(run_copy / "model.keras"), "--format", "tflite", "--quantize",
+                                          "fp32", "--name", name, "--out", str(tmp_path / "named")])
+        assert named.exit_code == 2 and "without folders" in named.output, named.output
+    assert not (tmp_path / "named").exists() and not list(tmp_path.glob("escape*"))
     artefact = CliRunner().invoke(main, ["export", str(run_copy / "export" / "run_int8.tflite")])
     assert artefact.exit_code == 2 and "Expected a .keras model file" in artefact.output  # not "metadata.json missing"
 

@@ -140,6 +140,9 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     run_dir = model_path.parent
     out = Path(out_dir) if out_dir is not None else run_dir / "export"
     name = name or (run_dir.name if model_path.name == "model.keras" else model_path.stem)
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.strip() != name:
+        raise ConfigError(f"Received: name={name!r}. Expected a file name prefix such as 'helmet', without folders "
+                          "(--out sets the folder).")
     existing = [p for p in _targets(out, name, spec) if p.exists()]
     if existing and not force:
         raise ConfigError(f"{len(existing)} artefact(s) already exist, e.g. {existing[0]}. Pass --force to overwrite.")
