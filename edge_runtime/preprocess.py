@@ -29,6 +29,7 @@ RESIZE_METHODS = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+IMAGE_TYPES = ", ".join(IMAGE_EXTENSIONS)  # for messages: what a folder scan picks up
 # Pillow's own default; images above it are refused as decompression bombs rather than decoded.
 DEFAULT_MAX_PIXELS = 89_478_485
 _EXIF_ORIENTATION = 0x0112

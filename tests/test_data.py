@@ -115,6 +115,18 @@ def test_missing_or_single_class_dataset(tmp_path):
     write_class_folders(tmp_path / "one", {"only": 3})
     with pytest.raises(DataError, match="at least 2"):
         discover(tmp_path / "one")
+    for name in ("a", "b"):
+        (tmp_path / "text" / name).mkdir(parents=True)
+        (tmp_path / "text" / name / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match="0 class folder.* types: .jpg, .jpeg, .png, .bmp, .webp, .gif, .tif"):
+        discover(tmp_path / "text")
+
+
+def test_gif_and_tiff_images_in_class_folders_are_found(tmp_path):
+    write_class_folders(tmp_path / "d", {"a": 2}, fmt="gif")
+    write_class_folders(tmp_path / "d", {"a": 0, "b": 2}, fmt="tiff")
+    ds = discover(tmp_path / "d")
+    assert ds.class_names == ["a", "b"] and len(ds.splits["all"]) == 4
 
 
 def test_stratified_split_is_deterministic_disjoint_and_proportional():

@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from edgeclf.edge_runtime.errors import ConfigError, DataError, ImageDecodeError
-from edgeclf.edge_runtime.preprocess import PreprocessSpec, is_image_file, load_image, preprocess_frame
+from edgeclf.edge_runtime.preprocess import IMAGE_TYPES, PreprocessSpec, is_image_file, load_image, preprocess_frame
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def _discover_folders(root: Path, min_classes: int = 2) -> Dataset:
         raise DataError(
             f"Found {len(class_names)} class folder(s) with images in {root}. Expected one folder per class "
             f"(at least {min_classes}), e.g. root/helmet/*.jpg and root/no_helmet/*.jpg, or "
-            "root/{train,val,test}/<class>/."
+            f"root/{{train,val,test}}/<class>/; images are files of these types: {IMAGE_TYPES}."
         )
     _, labels = _labels_from_names(names, class_names)
     return Dataset(root, "folders", class_names, {"all": Samples(paths, labels)})
@@ -304,7 +304,7 @@ def discover(path: str | os.PathLike, min_classes: int = 2) -> Dataset:
         raise DataError(f"{root} has {len(ds.class_names)} class(es): {ds.class_names}. "
                         + ("A classifier needs at least 2." if min_classes == 2 else f"Expected at least {min_classes}."))
     if sum(len(s) for s in ds.splits.values()) == 0:
-        raise DataError(f"No images found in {root}. Expected .jpg, .jpeg, .png, .bmp or .webp files.")
+        raise DataError(f"No images found in {root}. Expected files of these types: {IMAGE_TYPES}.")
     return ds
 
 

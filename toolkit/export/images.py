@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from edgeclf.edge_runtime.errors import DataError
-from edgeclf.edge_runtime.preprocess import PreprocessSpec
+from edgeclf.edge_runtime.preprocess import IMAGE_TYPES, PreprocessSpec
 
 from ..data import Dataset, Samples, decode_samples, discover
 
@@ -100,5 +100,5 @@ def folder_images(path: str | os.PathLike, class_names: list[str], spec: Preproc
     samples = samples.subsample(limit, seed)
     decoded = decode_samples(ds, samples, spec)
     if not len(decoded):
-        raise DataError(f"No readable images in {root} (expected .jpg, .png, .bmp or .webp files).")
+        raise DataError(f"No readable images in {root} (expected files of these types: {IMAGE_TYPES}).")
     return ImageSet(decoded.pixels, decoded.labels if known else None, f"{root} ({len(decoded)} images)")
