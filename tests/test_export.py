@@ -81,6 +81,29 @@ def test_existing_artefacts_are_not_overwritten_without_force(exported):
     assert (run / "export" / "run_int8.tflite").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.parametrize("given", ["folder", "npy file"])
+def test_a_model_trained_on_numpy_data_calibrates_and_verifies_on_its_own_splits(tmp_path, given):
+    from conftest import class_image
+    from edgeclf.toolkit.augment import AugmentSpec
+    from edgeclf.toolkit.train import TrainSpec, train
+
+    rng = np.random.default_rng(3)
+    labels = [i % 2 for i in range(360)]  # a test split of at least MIN_HELD_OUT (50) images
+    (tmp_path / "npy").mkdir()
+    np.save(tmp_path / "npy" / "images.npy", np.stack([class_image(i, rng) for i in labels]))
+    (tmp_path / "npy" / "labels.csv").write_text("label\n" + "\n".join(["bar_h", "bar_v"][i] for i in labels) + "\n")
+    data = tmp_path / "npy" if given == "folder" else tmp_path / "npy" / "images.npy"
+    train(data, tmp_path / "run", backbone="simple_cnn", img_size=16, weights="none",
+          spec=TrainSpec(epochs=1, batch_size=16, augment=AugmentSpec.none()))
+    results = export_model(tmp_path / "run" / "model.keras", spec=ExportSpec(formats=("tflite",),
+                                                                             quant=(QuantSpec.int8(),)))
+    report = json.loads((tmp_path / "run" / "export" / "export_report.json").read_text())
+    sizes = json.loads((tmp_path / "run" / "metadata.json").read_text())["dataset"]["split_sizes"]
+    assert report["calibration"] == f"val split of the training run ({sizes['val']} images)"
+    assert report["verification"] == f"test split of the training run ({sizes['test']} images)"
+    assert results[0].fidelity["n"] == sizes["test"] > 0
+
+
 def test_int8_without_calibration_data_is_refused(run_copy):
     (run_copy / "splits.csv").unlink()
     with pytest.raises(ConfigError, match="int8 quantisation needs calibration images.*--calib"):

@@ -46,14 +46,13 @@ def run_split_samples(run_meta: dict, run_dir: Path, split: str) -> tuple[Datase
     if not rows:
         return None
     ds = discover(data_path)
-    by_name = {}
-    for samples in ds.splits.values():
-        for source in samples.sources:
-            by_name[str(ds.describe(source))] = source
+    # splits.csv names a file by its path relative to the dataset and an array image by its index.
+    by_name = {(str(int(source)) if ds.array is not None else str(ds.describe(source))): source
+               for samples in ds.splits.values() for source in samples.sources}
     class_index = {c: i for i, c in enumerate(run_meta["class_names"])}
     sources, labels = [], []
     for r in rows:
-        key = f"{Path(data_path).name}[{r['path']}]" if ds.array is not None else r["path"]
+        key = r["path"]
         if key in by_name and r["label"] in class_index:
             sources.append(by_name[key])
             labels.append(class_index[r["label"]])
