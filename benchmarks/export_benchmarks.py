@@ -9,10 +9,14 @@ Three benchmarks, each recorded in ``benchmarks/results/`` with the machine:
   medians, so machine noise hits both alike.
 - ``calibration``: int8 fidelity of one run (default: the MobileNetV2 Fashion-MNIST run) against the number of
   calibration images and the ONNX calibration method, each gated on the whole test split.
+- ``variants``: the ``speed`` comparison (2 threads, batch 1) under the settings that could change the int8/fp32
+  ratio: per-tensor int8 weights, XNNPACK's latest-features flag, and LiteRT's builtin kernels without XNNPACK.
+  Run ``speed`` first (it trains and exports the model).
 
     python -m edgeclf.benchmarks.export_benchmarks fidelity --run /tmp/edgeclf-fmnist/run-simple_cnn
     python -m edgeclf.benchmarks.export_benchmarks speed --work /tmp/edgeclf-mnv2
     python -m edgeclf.benchmarks.export_benchmarks calibration --run /tmp/fmnist/run-mobilenet_v2
+    python -m edgeclf.benchmarks.export_benchmarks variants --work /tmp/edgeclf-mnv2
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -89,13 +94,14 @@ def _time_rounds(interpreters: dict, rounds: int, per_round: int) -> dict[str, l
     return times
 
 
-def _interpreters(paths: dict, threads: int, batch: int) -> dict:
+def _interpreters(paths: dict, threads: int, batch: int, options: dict | None = None) -> dict:
+    """Warmed-up interpreters, one per name in ``paths``; ``options[name]`` adds ``Interpreter`` keyword arguments."""
     from ai_edge_litert.interpreter import Interpreter
 
     pixels = np.random.default_rng(0).integers(0, 256, (batch, 224, 224, 3), dtype=np.uint8)
     interpreters = {}
     for mode, path in paths.items():
-        interp = Interpreter(model_path=str(path), num_threads=threads)
+        interp = Interpreter(model_path=str(path), num_threads=threads, **(options or {}).get(mode, {}))
         inp = interp.get_input_details()[0]
         interp.resize_tensor_input(inp["index"], [batch, 224, 224, 3])
         interp.allocate_tensors()
@@ -158,6 +164,80 @@ def speed(work: Path, results: Path, threads: int, rounds: int) -> bool:
     return record["met"]
 
 
+def _per_tensor_int8(run: Path, out: Path) -> Path:
+    """The int8 model converted with one weight scale per tensor instead of per output channel.
+
+    edgeclf exports per-channel int8 (per-tensor costs MobileNets accuracy); the converter's switch for this is a
+    private attribute, so it is used here, in a benchmark, and not in the exporter.
+    """
+    from edgeclf.edge_runtime.preprocess import PreprocessSpec
+    from edgeclf.toolkit._deps import import_tf
+    from edgeclf.toolkit.evaluate import load_keras_model, read_metadata
+    from edgeclf.toolkit.export.archive import write_saved_model
+    from edgeclf.toolkit.export.images import run_split
+    from edgeclf.toolkit.export.tflite import representative_dataset
+
+    tf, _ = import_tf()
+    meta = read_metadata(run / "model.keras")
+    calib = run_split(meta, run, "val", PreprocessSpec.from_dict(meta["preprocess"]), 300)
+    with tempfile.TemporaryDirectory(prefix="edgeclf-variants-") as tmp:
+        saved = Path(tmp) / "saved_model"
+        write_saved_model(load_keras_model(run / "model.keras"), saved)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset(calib.batches())
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.uint8
+        converter._experimental_disable_per_channel = True
+        out.write_bytes(converter.convert())
+    return out
+
+
+def variants(work: Path, results: Path, threads: int, rounds: int) -> bool:
+    """int8 vs fp32 at ``threads`` threads, batch 1, under settings that could change the ratio; one process,
+    every interpreter timed in alternating rounds. Returns whether any variant reaches 1.8x."""
+    from ai_edge_litert.interpreter import OpResolverType
+
+    export = work / "run-mobilenet_v2-224" / "export"
+    fp32, int8 = export / "mobilenet_v2_224_fp32.tflite", export / "mobilenet_v2_224_int8.tflite"
+    if not (fp32.exists() and int8.exists()):
+        raise SystemExit(f"{fp32} and {int8} are needed: run `export_benchmarks speed --work {work}` first.")
+    per_tensor = _per_tensor_int8(work / "run-mobilenet_v2-224", work / "mobilenet_v2_224_int8_per_tensor.tflite")
+    builtin = {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    latest = {"experimental_default_delegate_latest_features": True}
+    # (name, what it is, fp32 path and options, int8 path and options)
+    plan = [("default", "as exported, XNNPACK (what edgeclf runs)", {}, {}, int8),
+            ("per-tensor int8", "int8 weights with one scale per tensor", {}, {}, per_tensor),
+            ("XNNPACK latest features", "experimental_default_delegate_latest_features=True", latest, latest, int8),
+            ("builtin kernels", "LiteRT's own kernels, no XNNPACK delegate", builtin, builtin, int8)]
+    paths, options = {}, {}
+    for name, _, fp32_opts, int8_opts, int8_path in plan:
+        paths[f"{name}/fp32"], options[f"{name}/fp32"] = fp32, fp32_opts
+        paths[f"{name}/int8"], options[f"{name}/int8"] = int8_path, int8_opts
+    times = _time_rounds(_interpreters(paths, threads, 1, options), rounds, 10)
+    med = {k: statistics.median(v) * 1000 for k, v in times.items()}
+    rows = [{"variant": name, "what": what, "fp32_ms": med[f"{name}/fp32"], "int8_ms": med[f"{name}/int8"],
+             "speedup": med[f"{name}/fp32"] / med[f"{name}/int8"]} for name, what, *_ in plan]
+    record = {"benchmark": f"MobileNetV2-224 TFLite int8 vs fp32 under other settings, {threads} threads, batch 1",
+              "threads": threads, "rounds": rounds, "invocations_per_model": len(times[f"{plan[0][0]}/fp32"]),
+              "rows": rows, "met_by_any": any(r["speedup"] >= 1.8 for r in rows), "machine": describe(),
+              "date": time.strftime("%Y-%m-%d")}
+    md = ["# MobileNetV2-224: int8 vs fp32 TFLite under other settings", "",
+          f"- date {record['date']}; {record['machine']['cpu']}, {record['machine']['affinity_cores']} cores, "
+          f"instruction sets {', '.join(record['machine']['instruction_sets'])}; ai-edge-litert "
+          f"{record['machine']['versions']['ai-edge-litert']}",
+          f"- command: `python -m edgeclf.benchmarks.export_benchmarks variants --work {work}`",
+          f"- {threads} threads, batch 1; all {2 * len(plan)} interpreters in one process, timed in {rounds} "
+          f"alternating rounds of 10 `invoke()` calls after 10 warm-up calls; medians",
+          "- per-tensor int8 is timed only: its accuracy was not gated (this model was trained one epoch, for speed)",
+          "", "| variant | what | fp32 median | int8 median | int8 speed-up |", "|---|---|---:|---:|---:|"]
+    md += [f"| {r['variant']} | {r['what']} | {r['fp32_ms']:.2f} ms | {r['int8_ms']:.2f} ms | {r['speedup']:.2f}x |"
+           for r in rows]
+    md += ["", f"**Any variant >= 1.8x: {'yes' if record['met_by_any'] else 'no'}**"]
+    _write("tflite_int8_speed_variants_mobilenet_v2", record, md, results)
+    return record["met_by_any"]
+
+
 def calibration(run: Path, results: Path, sizes: list[int], work: Path) -> bool:
     """int8 fidelity of one run against the number of calibration images and the ONNX calibration method.
 
@@ -201,17 +281,23 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--work", type=Path, default=Path("/tmp/edgeclf-mnv2"))
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--rounds", type=int, default=10)
+    v = sub.add_parser("variants", help="the speed comparison under other converter and runtime settings")
+    v.add_argument("--work", type=Path, default=Path("/tmp/edgeclf-mnv2"))
+    v.add_argument("--threads", type=int, default=2)
+    v.add_argument("--rounds", type=int, default=10)
     c = sub.add_parser("calibration", help="int8 fidelity vs calibration set size and ONNX calibration method")
     c.add_argument("--run", type=Path, default=Path("/tmp/fmnist/run-mobilenet_v2"))
     c.add_argument("--sizes", default="300,1000,3000", help="comma-separated calibration set sizes")
     c.add_argument("--work", type=Path, default=Path("/tmp/edgeclf-calibration"))
-    for p in (f, s, c):
+    for p in (f, s, v, c):
         p.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.which == "fidelity":
         ok = fidelity(args.run, args.results)
     elif args.which == "speed":
         ok = speed(args.work, args.results, args.threads, args.rounds)
+    elif args.which == "variants":
+        ok = variants(args.work, args.results, args.threads, args.rounds)
     else:
         ok = calibration(args.run, args.results, [int(v) for v in args.sizes.split(",")], args.work)
     return 0 if ok else 1
