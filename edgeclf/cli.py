@@ -360,7 +360,9 @@ def _print_export_summary(results, spec) -> None:
         if lo is not None and f["agreement"] < 1.0 and lo < spec.threshold(r.mode) <= hi:
             click.secho(f"  the {r.mode} gate of {spec.threshold(r.mode):.4f} lies inside the agreement's 95% interval "
                         f"({lo:.4f}-{hi:.4f}, {f['n']} images): {'passing' if r.passed else 'failing'} it is within "
-                        "sampling error; --verify-images with more images gives a firmer answer", fg="yellow")
+                        "sampling error; "
+                        + ("--verify-images above that gives a firmer answer" if f["n"] >= spec.verify_images else
+                           "a larger held-out split (all of it was used) gives a firmer answer"), fg="yellow")
     if results:
         click.echo(f"Report: {results[0].path.parent / 'export_report.json'}")
 

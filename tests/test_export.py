@@ -260,6 +260,18 @@ def test_cli_export_exit_codes(run_copy, tmp_path):
     assert artefact.exit_code == 2 and "Expected a .keras model file" in artefact.output  # not "metadata.json missing"
 
 
+@pytest.mark.parametrize("n, hint", [(1000, "--verify-images above that"), (120, "all of it was used")])
+def test_a_gate_inside_the_agreement_interval_is_flagged_with_advice_that_can_help(capsys, n, hint):
+    from edgeclf.cli import _print_export_summary
+    from edgeclf.toolkit.export import ExportResult
+
+    fidelity = {"verified": True, "agreement": 0.99, "agreement_ci95": (0.95, 0.998), "max_abs_diff": 0.1, "n": n}
+    result = ExportResult("tflite", "int8", Path("m_int8.tflite"), True, 1000, fidelity)
+    _print_export_summary([result], ExportSpec(verify_images=1000))
+    out = capsys.readouterr().out
+    assert "the int8 gate of 0.9800 lies inside the agreement's 95% interval" in out and hint in out
+
+
 def test_runtime_reads_and_runs_artefacts_without_tensorflow(exported):
     run, results = exported
     paths = [str(r.path) for r in results]
