@@ -50,6 +50,13 @@ def test_presplit_folders_carve_val_out_of_train(tmp_path):
     assert any("carved val" in n for n in ds.notes)
 
 
+def test_presplit_class_folder_missing_from_train_is_named_with_its_split(tmp_path):
+    write_class_folders(tmp_path / "train", {"a": 4, "b": 4})
+    write_class_folders(tmp_path / "valid", {"a": 2, "c": 2})
+    with pytest.raises(DataError, match=r"valid has class folder\(s\) c that .*train lacks"):
+        discover(tmp_path)
+
+
 def test_csv_manifest_with_split_column(tmp_path):
     root = write_class_folders(tmp_path / "imgs", {"cat": 6, "dog": 6})
     rows = [{"path": str(p.relative_to(tmp_path)), "label": p.parent.name, "split": "train" if i % 3 else "test"}

@@ -170,6 +170,10 @@ def _discover_folders(root: Path, min_classes: int = 2) -> Dataset:
                 files = _list_images(class_dir)
                 paths += files
                 names += [class_dir.name] * len(files)
+            extra = sorted(set(names) - set(class_names))
+            if extra:
+                raise DataError(f"{folder} has class folder(s) {', '.join(extra)} that {split_dirs['train']} lacks. "
+                                "Add them to train/, or remove them here.")
             _, labels = _labels_from_names(names, class_names)
             splits[name] = Samples(paths, labels)
         return Dataset(root, "presplit", class_names, splits)
