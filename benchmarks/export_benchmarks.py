@@ -171,23 +171,18 @@ def _per_tensor_int8(run: Path, out: Path) -> Path:
     private attribute, so it is used here, in a benchmark, and not in the exporter.
     """
     from edgeclf.edge_runtime.preprocess import PreprocessSpec
-    from edgeclf.toolkit._deps import import_tf
     from edgeclf.toolkit.evaluate import load_keras_model, read_metadata
+    from edgeclf.toolkit.export import QuantSpec
     from edgeclf.toolkit.export.archive import write_saved_model
     from edgeclf.toolkit.export.images import run_split
-    from edgeclf.toolkit.export.tflite import representative_dataset
+    from edgeclf.toolkit.export.tflite import make_converter
 
-    tf, _ = import_tf()
     meta = read_metadata(run / "model.keras")
     calib = run_split(meta, run, "val", PreprocessSpec.from_dict(meta["preprocess"]), 300)
     with tempfile.TemporaryDirectory(prefix="edgeclf-variants-") as tmp:
         saved = Path(tmp) / "saved_model"
         write_saved_model(load_keras_model(run / "model.keras"), saved)
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative_dataset(calib.batches())
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = converter.inference_output_type = tf.uint8
+        converter = make_converter(saved, QuantSpec.int8(), calib.batches())  # the exporter's int8 settings
         converter._experimental_disable_per_channel = True
         out.write_bytes(converter.convert())
     return out

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .classifier import Classifier
+from .classifier import Classifier, check_threshold
 from .errors import ConfigError, DataError, missing_dependency
 from .preprocess import preprocess_frame
 
@@ -62,8 +62,7 @@ class CameraSpec:
             raise ConfigError(f"Received: every_n={self.every_n}, min_frames={self.min_frames}. Expected at least 1.")
         if self.max_fps is not None and self.max_fps <= 0:
             raise ConfigError(f"Received: max_fps={self.max_fps}. Expected a positive number.")
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"Received: threshold={self.threshold}. Expected a probability between 0 and 1.")
+        check_threshold(self.threshold)
 
     def check_models(self, classifiers: Sequence[Classifier]) -> None:
         """Refuses alert labels no model predicts (a typo would never fire) and a threshold on a non-binary model.
@@ -76,11 +75,7 @@ class CameraSpec:
         if unknown:
             raise ConfigError(f"Received: --alert {', '.join(unknown)}, which no model predicts. Expected one of the "
                               f"models' classes: {', '.join(known)}.")
-        if self.threshold is not None:
-            for c in classifiers:
-                if len(c.class_names) != 2:
-                    raise ConfigError(f"Received: --threshold for {c.path.name}, which has {len(c.class_names)} "
-                                      "classes. A threshold applies to two-class models only.")
+        check_threshold(self.threshold, classifiers)
 
     @property
     def is_live(self) -> bool:

@@ -51,8 +51,7 @@ class Classification:
         if len(self.class_names) != 2:
             raise ConfigError(f"Received: threshold={threshold} for a {len(self.class_names)}-class model. "
                               "A threshold applies to two-class models only.")
-        if not 0.0 <= threshold <= 1.0:
-            raise ConfigError(f"Received: threshold={threshold}. Expected a probability between 0 and 1.")
+        check_threshold(threshold)
         i = 1 if self.probabilities[1] >= threshold else 0
         return Prediction(i, self.class_names[i], float(self.probabilities[i]))
 
@@ -130,6 +129,22 @@ class Classifier:
         """
         for item, results in stream_many([self], images, batch_size, workers):
             yield item, results[0]
+
+
+def check_threshold(threshold: float | None, classifiers: Sequence["Classifier"] = ()) -> None:
+    """Refuses a threshold outside [0, 1], or one given for a model that is not two-class, before any work.
+
+    Raises:
+        ConfigError: Naming the value or the model.
+    """
+    if threshold is None:
+        return
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"Received: threshold={threshold}. Expected a probability between 0 and 1.")
+    for c in classifiers:
+        if len(c.class_names) != 2:
+            raise ConfigError(f"Received: --threshold for {c.path.name}, which has {len(c.class_names)} classes. "
+                              "A threshold applies to two-class models only.")
 
 
 def stream_many(classifiers: Sequence[Classifier], images: Iterable[Image], batch_size: int = 8,

@@ -396,7 +396,7 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
     """
 
     def go():
-        from edgeclf.edge_runtime.classifier import Classifier, distinct_names, stream_many
+        from edgeclf.edge_runtime.classifier import Classifier, check_threshold, distinct_names, stream_many
         from edgeclf.edge_runtime.errors import ImageDecodeError
         from edgeclf.edge_runtime.sources import expand_paths
 
@@ -411,11 +411,7 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
             raise ConfigError(f"Received: top_k={top_k}. Expected at least 1.")
         classifiers = [Classifier.load(p, threads) for p in model_paths]
         distinct_names(classifiers)
-        if threshold is not None:
-            for c in classifiers:
-                if len(c.class_names) != 2:
-                    raise ConfigError(f"Received: --threshold for {c.path.name}, which has {len(c.class_names)} "
-                                      "classes. A threshold applies to two-class models only.")
+        check_threshold(threshold, classifiers)
         out_fmt = fmt or ("table" if sys.stdout.isatty() else "jsonl")
         writer = _PredictionWriter(out_fmt, classifiers, top_k, threshold)
         stream = stream_many(classifiers, expand_paths(image_args, sys.stdin), batch_size, workers)

@@ -28,7 +28,7 @@ from . import onnx as onnx_export
 from . import tflite as tflite_export
 from .archive import write_saved_model
 from .images import ImageSet, folder_images, run_split
-from .spec import MODES, ExportSpec, Format, QuantSpec
+from .spec import ExportSpec, Format, QuantSpec
 
 logger = logging.getLogger(__name__)
 MIN_HELD_OUT = 50  # fewer held-out images than this and the gate also uses the calibration images
@@ -154,8 +154,8 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     needs_calib = any(q.needs_calibration for _, q in spec.jobs())
     for fmt in spec.formats:
         missing = [q.mode for f, q in spec.skipped() if f is fmt]
-        others = [f.value for f in spec.formats if f is not fmt and any(q.mode in MODES[f] for q in spec.quant)]
         if missing:
+            others = list(dict.fromkeys(f.value for f, _ in spec.jobs() if f is not fmt))
             reporter.warn(f"{fmt.value} has no {' or '.join(missing)} mode: "
                           + (f"written for {', '.join(others)} only." if others else "skipped."))
 

@@ -39,16 +39,12 @@ def representative_dataset(batches: Callable[[], Iterable[np.ndarray]]):
     return gen
 
 
-def convert(saved_model_dir: str | Path, quant: QuantSpec, calibration: Callable[[], Iterable[np.ndarray]] | None) -> bytes:
-    """Converts the SavedModel to a TFLite flatbuffer.
-
-    Args:
-        saved_model_dir: Directory written by ``archive.write_saved_model``.
-        quant: The mode. ``int8`` is full-integer with uint8 input and output.
-        calibration: Returns an iterable of uint8 pixel batches (int8 only).
+def make_converter(saved_model_dir: str | Path, quant: QuantSpec,
+                   calibration: Callable[[], Iterable[np.ndarray]] | None):
+    """A ``TFLiteConverter`` set up for ``quant`` (see ``convert``), not yet run.
 
     Raises:
-        ExportError: If conversion fails or would need TensorFlow (Flex) ops.
+        ExportError: For int8 without calibration data.
     """
     tf, _ = import_tf()
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
@@ -68,6 +64,21 @@ def convert(saved_model_dir: str | Path, quant: QuantSpec, calibration: Callable
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
+    return converter
+
+
+def convert(saved_model_dir: str | Path, quant: QuantSpec, calibration: Callable[[], Iterable[np.ndarray]] | None) -> bytes:
+    """Converts the SavedModel to a TFLite flatbuffer.
+
+    Args:
+        saved_model_dir: Directory written by ``archive.write_saved_model``.
+        quant: The mode. ``int8`` is full-integer with uint8 input and output.
+        calibration: Returns an iterable of uint8 pixel batches (int8 only).
+
+    Raises:
+        ExportError: If conversion fails or would need TensorFlow (Flex) ops.
+    """
+    converter = make_converter(saved_model_dir, quant, calibration)
     try:
         with quiet_native_log(CONVERTER_NOTICES):
             return converter.convert()
