@@ -13,7 +13,7 @@ import numpy as np
 
 from .backends import Backend, default_threads, open_backend
 from .errors import ConfigError, DataError, ImageDecodeError
-from .preprocess import ImageSource, PreprocessSpec, load_image, preprocess_frame
+from .preprocess import ImageSource, PreprocessSpec, is_one_image, load_image, preprocess_frame
 from .sources import is_unmatched_pattern
 
 Image = Union[ImageSource, np.ndarray]
@@ -112,13 +112,16 @@ class Classifier:
         probs = self.backend.run(pixels)
         return [Classification(p, self.class_names) for p in probs]
 
-    def classify(self, images: Sequence[Image]) -> list[Classification]:
-        """Batch API: paths, bytes or RGB arrays.
+    def classify(self, images: Iterable[Image]) -> list[Classification]:
+        """Batch API: paths, encoded bytes, binary files, PIL images or (H, W, 3) uint8 RGB arrays.
 
         Raises:
             ImageDecodeError: For the first image that cannot be decoded (``stream`` carries on past bad images).
+            ConfigError: For one image instead of a list of them, or an item that is not an image.
         """
-        return self.classify_pixels(np.stack([self.prepare(i) for i in images])) if len(images) else []
+        _refuse_one_image(images, "classify")
+        prepared = [self.prepare(i) for i in images]
+        return self.classify_pixels(np.stack(prepared)) if prepared else []
 
     def stream(self, images: Iterable[Image], batch_size: int = 8, workers: int | None = None
                ) -> Iterator[tuple[Image, Classification | ImageDecodeError]]:
@@ -129,6 +132,12 @@ class Classifier:
         """
         for item, results in stream_many([self], images, batch_size, workers):
             yield item, results[0]
+
+
+def _refuse_one_image(images: object, method: str) -> None:
+    if is_one_image(images):
+        raise ConfigError(f"Received one image ({type(images).__name__}) where {method}() takes a list of images. "
+                          f"For one image: {method}([image]).")
 
 
 def check_threshold(threshold: float | None, classifiers: Sequence["Classifier"] = ()) -> None:
@@ -154,6 +163,7 @@ def stream_many(classifiers: Sequence[Classifier], images: Iterable[Image], batc
     Yields:
         ``(image, [result per classifier])`` in input order; a result is an ImageDecodeError for a bad image.
     """
+    _refuse_one_image(images, "stream")
     if batch_size < 1:
         raise ConfigError(f"Received: batch_size={batch_size}. Expected at least 1.")
     if workers is not None and workers < 1:

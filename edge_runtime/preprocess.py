@@ -8,6 +8,7 @@ whether it is fed to ``edgeclf train`` or to ``edgeclf predict``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from dataclasses import asdict, dataclass
@@ -19,7 +20,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ConfigError, ImageDecodeError
 
-ImageSource = Union[str, os.PathLike, bytes, BinaryIO]
+# A path, encoded bytes, a binary file object, or an image Pillow has opened (decoded as it is: no draft scale).
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image]
 
 RESIZE_METHODS = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -110,39 +112,69 @@ class PreprocessSpec:
         return x
 
 
+_BYTES = (bytes, bytearray, memoryview)
+
+
 def _describe(source: ImageSource) -> str:
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
-    if isinstance(source, bytes):
+    if isinstance(source, _BYTES):
         return f"<{len(source)} bytes>"
+    if isinstance(source, Image.Image):
+        return getattr(source, "filename", "") or f"<{source.width}x{source.height} {source.mode} image>"
     return getattr(source, "name", "<stream>")
 
 
+def check_image_source(source: object) -> None:
+    """Refuses what is not an image source here, instead of as an AttributeError from inside Pillow.
+
+    Raises:
+        ConfigError: Naming the type received and the types accepted.
+    """
+    if not isinstance(source, (str, os.PathLike, *_BYTES, Image.Image)) and not hasattr(source, "read"):
+        raise ConfigError(f"Received an image of type {type(source).__name__}. Expected a path, encoded bytes, "
+                          "a binary file object, a PIL image or an (H, W, 3) uint8 array.")
+
+
+def is_one_image(value: object) -> bool:
+    """Whether ``value`` is a single image where a collection of images is expected (a path would otherwise be
+    taken for a sequence of one-letter paths, an (H, W, 3) array for H images)."""
+    if isinstance(value, np.ndarray):
+        return value.ndim == 2 or (value.ndim == 3 and value.shape[2] == 3)
+    return isinstance(value, (str, os.PathLike, *_BYTES, Image.Image)) or hasattr(value, "read")
+
+
 def _open(source: ImageSource, max_pixels: int) -> Image.Image:
+    """Opens ``source`` lazily (a PIL image is returned as it is) and refuses empty files and bombs."""
+    check_image_source(source)
     name = _describe(source)
-    if isinstance(source, (str, os.PathLike)):
-        try:
-            if os.path.getsize(source) == 0:
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        if isinstance(source, (str, os.PathLike)):
+            try:
+                if os.path.getsize(source) == 0:
+                    raise ImageDecodeError(name, "empty file (0 bytes)")
+            except OSError as exc:
+                raise ImageDecodeError(name, f"unreadable: {exc.strerror or exc}") from None
+        elif isinstance(source, _BYTES):
+            if not len(source):
                 raise ImageDecodeError(name, "empty file (0 bytes)")
+            source = io.BytesIO(source)
+        try:
+            img = Image.open(source)
+        except UnidentifiedImageError:
+            raise ImageDecodeError(name, "not an image (unrecognised format)") from None
+        except Image.DecompressionBombError as exc:
+            raise ImageDecodeError(name, f"decompression bomb refused ({exc})") from None
         except OSError as exc:
+            if exc.errno is None:  # Pillow's own parse errors carry no errno
+                raise ImageDecodeError(name, f"truncated or corrupt image data: {exc}") from None
             raise ImageDecodeError(name, f"unreadable: {exc.strerror or exc}") from None
-    elif isinstance(source, bytes):
-        if not source:
-            raise ImageDecodeError(name, "empty file (0 bytes)")
-        source = io.BytesIO(source)
-    try:
-        img = Image.open(source)
-    except UnidentifiedImageError:
-        raise ImageDecodeError(name, "not an image (unrecognised format)") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(name, f"decompression bomb refused ({exc})") from None
-    except OSError as exc:
-        if exc.errno is None:  # Pillow's own parse errors carry no errno
-            raise ImageDecodeError(name, f"truncated or corrupt image data: {exc}") from None
-        raise ImageDecodeError(name, f"unreadable: {exc.strerror or exc}") from None
     w, h = img.size
     if w * h > max_pixels:
-        img.close()
+        if img is not source:
+            img.close()
         raise ImageDecodeError(
             name, f"decompression bomb refused: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}"
         )
@@ -185,7 +217,8 @@ def decode_image(
     ``background``).
 
     Args:
-        source: A path, the encoded bytes, or a binary file object.
+        source: A path, the encoded bytes, a binary file object, or a PIL image. A PIL image is used as it is:
+            decoded at full size (it may be loaded already), EXIF orientation applied, never closed.
         draft_size: ``(height, width)`` the caller will resize to. JPEGs are then decoded at the smallest DCT
             scale that is still at least this size, which is several times faster for large photos.
         background: RGB colour for transparent pixels.
@@ -199,9 +232,10 @@ def decode_image(
     """
     name = _describe(source)
     img = _open(source, max_pixels)
+    given = img is source  # the caller's PIL image: used as it is, never closed or redecoded at a draft scale
     try:
-        with img:
-            if draft_size is not None and img.format == "JPEG":
+        with contextlib.nullcontext(img) if given else img:
+            if draft_size is not None and img.format == "JPEG" and not given:
                 h, w = draft_size
                 orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
                 if orientation in (5, 6, 7, 8):  # the stored image is transposed relative to the upright one

@@ -101,6 +101,38 @@ def test_stream_keeps_order_reports_bad_images_and_bounds_memory(exported, tmp_p
     assert all(not isinstance(r, ImageDecodeError) for _, r in seen[:7] + seen[8:])
 
 
+def test_classify_takes_pil_images_bytes_and_generators_and_refuses_one_image(exported, tmp_path):
+    from PIL import Image
+
+    from edgeclf.edge_runtime import decode_image, resize_pixels
+
+    c = Classifier.load(_artefact(exported, "run_fp32.tflite"), threads=1)
+    photo = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways; upright is 48 x 64
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(photo, exif=exif)
+    upright = resize_pixels(decode_image(photo), c.preprocess)  # full-size decode, EXIF applied: no draft scale
+    expected = c.classify_pixels(upright[None])[0].probabilities
+
+    img = Image.open(photo)
+    got = c.classify([img])[0].probabilities
+    np.testing.assert_array_equal(got, expected)
+    assert img.size == (64, 48) and img.getexif()[0x0112] == 6  # the caller's image is not drafted or rotated
+    img.load()  # nor closed
+    encoded = photo.read_bytes()
+    for same in (bytearray(encoded), memoryview(encoded), io.BytesIO(encoded), str(photo)):
+        np.testing.assert_allclose(c.classify([same])[0].probabilities, c.classify([encoded])[0].probabilities)
+    assert len(c.classify(p for p in [photo, photo])) == 2 and c.classify([]) == []
+
+    for one in (str(photo), photo, img, upright, encoded):
+        with pytest.raises(ConfigError, match=r"one image .* For one image: classify\(\[image\]\)"):
+            c.classify(one)
+        with pytest.raises(ConfigError, match="stream"):
+            next(c.stream(one))
+    with pytest.raises(ConfigError, match="type int. Expected a path"):
+        c.classify([3])
+
+
 def test_several_models_share_one_decode(exported):
     a = Classifier.load(_artefact(exported, "run_fp32.tflite"))
     b = Classifier.load(_artefact(exported, "run_int8.onnx"))
