@@ -89,9 +89,11 @@ def main(ctx: click.Context, verbose: bool) -> None:
     """edgeclf: train Keras image classifiers and ship them to CPUs and edge devices.
 
     \b
-    Example:
+    Example (train, export int8 TFLite + ONNX gated on agreement, classify, benchmark):
       edgeclf train data/helmets --backbone mobilenet_v2 --out runs/helmet
-      edgeclf evaluate runs/helmet/model.keras data/helmets_holdout
+      edgeclf export runs/helmet/model.keras
+      edgeclf predict runs/helmet/export/helmet_int8.tflite photos/
+      edgeclf bench runs/helmet
     """
     ctx.obj = {"verbose": verbose}
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

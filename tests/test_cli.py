@@ -21,9 +21,31 @@ def test_help_lists_commands_with_an_example():
     assert result.exit_code == 0
     for cmd in ("train", "evaluate", "backbones"):
         assert cmd in result.output
-    assert "Example:" in result.output
+    assert "Example" in result.output
     train_help = CliRunner().invoke(main, ["train", "--help"])
     assert "--fine-tune-layers" in train_help.output and "edgeclf train data/" in train_help.output
+
+
+def test_every_help_example_names_a_real_command_and_real_options():
+    import shlex
+
+    helps = {"": CliRunner().invoke(main, ["--help"]).output}
+    helps.update({name: CliRunner().invoke(main, [name, "--help"]).output for name in main.commands})
+    checked = 0
+    for where, text in helps.items():
+        for line in text.splitlines():
+            example = line.split(" | ")[-1].split(" > ")[0].strip()  # `find ... | edgeclf predict ... > out.csv`
+            if not example.startswith("edgeclf "):
+                continue
+            words = shlex.split(example, comments=True)
+            command = main.commands.get(words[1])
+            assert command is not None, f"{where or 'edgeclf'} --help: unknown command in {line!r}"
+            options = {o for p in command.params for o in p.opts + p.secondary_opts}
+            for word in words[2:]:
+                if word.startswith("-") and word != "-":
+                    assert word.split("=")[0] in options, f"{words[1]} has no option {word} ({line.strip()!r})"
+            checked += 1
+    assert checked >= 2 * len(main.commands)  # every command shows at least one example besides edgeclf --help
 
 
 def test_unknown_backbone_is_a_usage_error_with_a_suggestion(tiny_folders, tmp_path):
