@@ -17,10 +17,23 @@ def is_unmatched_pattern(item) -> bool:
     return isinstance(item, str) and bool(_GLOB_CHARS & set(item)) and not os.path.exists(item)
 
 
+def walk_images(folder: str | os.PathLike) -> Iterator[str]:
+    """Image files under ``folder``, recursively, folder by folder in name order.
+
+    Hidden files and folders below ``folder`` (names starting with a dot: macOS's ``._photo.jpg`` resource forks,
+    ``.thumbnails/``) are left out, as shell globs leave them out; name one explicitly to use it.
+    """
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith(".") and is_image_file(name):
+                yield os.path.join(root, name)
+
+
 def expand_paths(args: Iterable[str], stdin: TextIO | None = None) -> Iterator[str]:
     """Yields image paths lazily, in a stable order.
 
-    Folders are walked recursively for image files; globs are expanded (``**`` included); ``-`` reads one path per
+    Folders are walked recursively for image files (``walk_images``: hidden files left out); globs are expanded (``**`` included); ``-`` reads one path per
     line from ``stdin``. A path that does not exist is yielded as it is, so the caller reports it as a failed
     image instead of silently dropping it.
     """
@@ -34,11 +47,7 @@ def expand_paths(args: Iterable[str], stdin: TextIO | None = None) -> Iterator[s
             continue
         path = Path(arg)
         if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs.sort()
-                for name in sorted(files):
-                    if is_image_file(name):
-                        yield os.path.join(root, name)
+            yield from walk_images(path)
         elif not path.exists() and _GLOB_CHARS & set(arg):
             matches = sorted(glob.glob(arg, recursive=True))
             if not matches:

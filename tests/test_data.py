@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 
 import numpy as np
 import pytest
@@ -134,6 +135,18 @@ def test_gif_and_tiff_images_in_class_folders_are_found(tmp_path):
     write_class_folders(tmp_path / "d", {"a": 0, "b": 2}, fmt="tiff")
     ds = discover(tmp_path / "d")
     assert ds.class_names == ["a", "b"] and len(ds.splits["all"]) == 4
+
+
+def test_hidden_files_and_folders_are_left_out_of_class_folders(tmp_path):
+    root = write_class_folders(tmp_path / "d", {"a": 2, "b": 2})
+    (root / "a" / "._a_000.png").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")  # not an image
+    (root / "b" / ".thumbnails").mkdir()
+    (root / "b" / ".thumbnails" / "b_000.png").write_bytes((root / "b" / "b_000.png").read_bytes())  # a copy
+    (root / "b" / "sub").mkdir()
+    (root / "b" / "sub" / "b_9.png").write_bytes((root / "b" / "b_001.png").read_bytes())
+    ds = discover(root)
+    assert [os.path.relpath(p, root) for p in ds.splits["all"].sources] == [
+        "a/a_000.png", "a/a_001.png", "b/b_000.png", "b/b_001.png", "b/sub/b_9.png"]
 
 
 def test_stratified_split_is_deterministic_disjoint_and_proportional():

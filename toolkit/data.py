@@ -2,7 +2,7 @@
 
 Accepted forms (``discover``):
 
-- class folders: ``root/<class>/*.jpg|png|bmp|webp``
+- class folders: ``root/<class>/*.jpg`` (any of ``IMAGE_EXTENSIONS``; hidden files and folders are left out)
 - pre-split folders: ``root/{train,val,test}/<class>/...`` (``validation``/``valid`` also name the val split;
   a missing val or test split is carved out of train)
 - a CSV manifest: ``path,label[,split]`` with paths relative to the CSV's folder
@@ -26,7 +26,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from edgeclf.edge_runtime.errors import ConfigError, DataError, ImageDecodeError
-from edgeclf.edge_runtime.preprocess import IMAGE_TYPES, PreprocessSpec, is_image_file, load_image, preprocess_frame
+from edgeclf.edge_runtime.preprocess import IMAGE_TYPES, PreprocessSpec, load_image, preprocess_frame
+from edgeclf.edge_runtime.sources import walk_images
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class Dataset:
 
 
 def _list_images(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+    return sorted(walk_images(folder))
 
 
 def _class_dirs(folder: Path) -> list[Path]:

@@ -91,9 +91,9 @@ def folder_images(path: str | os.PathLike, class_names: list[str], spec: Preproc
         known = relabelled is not None
         samples = relabelled if known else every
     except DataError:
-        from edgeclf.edge_runtime.preprocess import is_image_file
+        from edgeclf.edge_runtime.sources import walk_images
 
-        files = sorted(str(p) for p in root.rglob("*") if p.is_file() and is_image_file(p)) if root.is_dir() else []
+        files = sorted(walk_images(root)) if root.is_dir() else []
         ds = Dataset(root, "folders", ["unlabelled"], {})
         samples, known = Samples(files, np.zeros(len(files), dtype=np.int32)), False
     samples = samples.subsample(limit, seed)
