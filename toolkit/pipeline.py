@@ -7,11 +7,17 @@ import numpy as np
 from ._deps import import_tf
 
 
-def make_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool, seed: int, augmenter=None):
+def make_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool, seed: int, augmenter=None,
+                 parallel: bool = True):
     """Batches of (float32 0-255 pixels, int32 labels), prefetched.
 
     Batches are gathered from ``pixels`` by index, so a memory-mapped array is read batch by batch and never
-    loaded whole. Augmentation (training only) runs here, in parallel with the model step.
+    loaded whole. Augmentation (training only) runs here, overlapped with the model step by the prefetch.
+
+    Args:
+        parallel: Gather and augment several batches at once. Pass False under TensorFlow op determinism: it runs
+            these stateful maps one at a time anyway, by rewriting each parallel map into a sequential one, and
+            the rewrite logs "NodeDef mentions attribute use_unbounded_threadpool" errors at every epoch.
     """
     tf, _ = import_tf()
     n = len(labels)
@@ -33,9 +39,10 @@ def make_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shu
         y.set_shape((None,))
         return tf.cast(x, tf.float32), y
 
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    calls = tf.data.AUTOTUNE if parallel else None
+    ds = ds.map(load, num_parallel_calls=calls)
     if augmenter is not None:
-        ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=calls)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

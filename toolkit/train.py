@@ -311,9 +311,11 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
     best_path = ckpt / f"fold{fold}_best.weights.h5"
     model = create_model(model_spec, steps_per_epoch=_steps_per_epoch(train_split, spec))
     augmenter = build_augmenter(spec.augment, spec.seed + fold)
+    parallel = not spec.deterministic
     train_ds = make_dataset(train_split.pixels, train_split.labels, spec.batch_size, shuffle=True,
-                            seed=spec.seed + fold, augmenter=augmenter)
-    val_ds = make_dataset(val_split.pixels, val_split.labels, spec.batch_size, shuffle=False, seed=spec.seed)
+                            seed=spec.seed + fold, augmenter=augmenter, parallel=parallel)
+    val_ds = make_dataset(val_split.pixels, val_split.labels, spec.batch_size, shuffle=False, seed=spec.seed,
+                          parallel=parallel)
     phases = [(1, spec.epochs, spec.learning_rate)]
     if model_spec.pretrained and spec.fine_tune_layers and spec.fine_tune_epochs:
         phases.append((2, spec.fine_tune_epochs, spec.fine_tune_lr))
@@ -488,7 +490,8 @@ def train(
                 continue
             cw = balanced_class_weights(class_counts(tr.labels, k)) if use_weights else None
             model = _fit_fold(fold, tr, va, model_spec, spec, run, state, cw, reporter, callbacks)
-            scores = model.evaluate(make_dataset(va.pixels, va.labels, spec.batch_size, shuffle=False, seed=0),
+            scores = model.evaluate(make_dataset(va.pixels, va.labels, spec.batch_size, shuffle=False, seed=0,
+                                                 parallel=not spec.deterministic),
                                     verbose=0, return_dict=True)
             state.folds[str(fold)] = {"val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"]),
                                       "n_train": len(tr), "n_val": len(va)}
