@@ -14,7 +14,7 @@ import numpy as np
 from .backends import Backend, default_threads, open_backend
 from .errors import ConfigError, DataError, ImageDecodeError
 from .preprocess import ImageSource, PreprocessSpec, is_one_image, load_image, preprocess_frame
-from .sources import is_unmatched_pattern
+from .sources import empty_folder_reason, is_unmatched_pattern
 
 Image = Union[ImageSource, np.ndarray]
 
@@ -174,6 +174,10 @@ def stream_many(classifiers: Sequence[Classifier], images: Iterable[Image], batc
     def decode(item):
         if is_unmatched_pattern(item):
             return ImageDecodeError(item, "no file matches this pattern")
+        if isinstance(item, (str, os.PathLike)) and os.path.isdir(item):
+            reason = empty_folder_reason(item)
+            return ImageDecodeError(str(item), reason or "a folder, not an image (`predict` expands folders named "
+                                                          "as arguments, not read from stdin; in Python, expand_paths)")
         try:
             return {spec: first_for_spec[spec].prepare(item) for spec in specs}
         except ImageDecodeError as exc:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
-from .preprocess import is_image_file
+from .preprocess import IMAGE_TYPES, is_image_file
 
 _GLOB_CHARS = set("*?[")
 
@@ -30,12 +30,22 @@ def walk_images(folder: str | os.PathLike) -> Iterator[str]:
                 yield os.path.join(root, name)
 
 
+def empty_folder_reason(folder: str | os.PathLike) -> str | None:
+    """Why a folder given as an image source yields nothing, or None when it holds images."""
+    if next(walk_images(folder), None) is not None:
+        return None
+    others = sorted({os.path.splitext(name)[1].lower() or name for root, dirs, files in os.walk(folder)
+                     for name in files if not name.startswith(".")})
+    held = f"; it holds only {', '.join(others[:5])}{' ...' if len(others) > 5 else ''} files" if others else ""
+    return f"no image files in this folder or below{held}. Readable types: {IMAGE_TYPES}"
+
+
 def expand_paths(args: Iterable[str], stdin: TextIO | None = None) -> Iterator[str]:
     """Yields image paths lazily, in a stable order.
 
     Folders are walked recursively for image files (``walk_images``: hidden files left out); globs are expanded (``**`` included); ``-`` reads one path per
-    line from ``stdin``. A path that does not exist is yielded as it is, so the caller reports it as a failed
-    image instead of silently dropping it.
+    line from ``stdin``. A path that does not exist, a glob that matches nothing and a folder without images are
+    yielded as they are, so the caller reports each as a failed item instead of silently dropping it.
     """
     for arg in args:
         if arg == "-":
@@ -47,7 +57,12 @@ def expand_paths(args: Iterable[str], stdin: TextIO | None = None) -> Iterator[s
             continue
         path = Path(arg)
         if path.is_dir():
-            yield from walk_images(path)
+            any_image = False
+            for image in walk_images(path):
+                any_image = True
+                yield image
+            if not any_image:
+                yield arg  # reported with empty_folder_reason, not silently dropped
         elif not path.exists() and _GLOB_CHARS & set(arg):
             matches = sorted(glob.glob(arg, recursive=True))
             if not matches:

@@ -175,6 +175,25 @@ def test_predict_cli_jsonl_with_a_bad_file(exported, tmp_path):
     assert "5 image(s), 2 failed" in result.stderr
 
 
+def test_predict_cli_reports_a_folder_without_images(exported, tmp_path):
+    model = str(_artefact(exported, "run_int8.tflite"))
+    (tmp_path / "iphone").mkdir()
+    (tmp_path / "iphone" / "IMG_0001.HEIC").write_bytes(b"x")
+    (tmp_path / "iphone" / "._IMG_0002.jpg").write_bytes(b"x")
+    (tmp_path / "blank").mkdir()
+    image = str(_images(exported)[0])
+    result = CliRunner().invoke(main, ["predict", model, str(tmp_path / "iphone"), str(tmp_path / "blank"), image,
+                                       "--format", "jsonl"])
+    assert result.exit_code == 1  # a folder that gave nothing was a mistake, not a success with no output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["path"] for r in records] == [str(tmp_path / "iphone"), str(tmp_path / "blank"), image]
+    assert records[0]["error"].startswith("no image files in this folder or below; it holds only .heic files.")
+    assert records[1]["error"].startswith("no image files in this folder or below. Readable types: .jpg")
+    assert "label" in records[2]
+    listed = CliRunner().invoke(main, ["predict", model, "-", "--format", "jsonl"], input=str(exported[0]) + "\n")
+    assert json.loads(listed.stdout)["error"].startswith("a folder, not an image")
+
+
 def test_predict_cli_several_models_csv_and_stdin(exported):
     a, b = _artefact(exported, "run_fp32.tflite"), _artefact(exported, "run_int8.onnx")
     files = "\n".join(str(f) for f in _images(exported)[:4]) + "\n"
