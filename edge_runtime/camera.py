@@ -75,7 +75,7 @@ class CameraSpec:
         if unknown:
             raise ConfigError(f"Received: --alert {', '.join(unknown)}, which no model predicts. Expected one of the "
                               f"models' classes: {', '.join(known)}.")
-        check_threshold(self.threshold, classifiers)
+        check_threshold(self.threshold, [(c.path.name, c.class_names) for c in classifiers])
 
     @property
     def is_live(self) -> bool:

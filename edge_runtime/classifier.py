@@ -48,10 +48,7 @@ class Classification:
         """The predicted class; with ``threshold`` (two classes only), class 1 wins when its probability reaches it."""
         if threshold is None:
             return self.best
-        if len(self.class_names) != 2:
-            raise ConfigError(f"Received: threshold={threshold} for a {len(self.class_names)}-class model. "
-                              "A threshold applies to two-class models only.")
-        check_threshold(threshold)
+        check_threshold(threshold, [("this model", self.class_names)])
         i = 1 if self.probabilities[1] >= threshold else 0
         return Prediction(i, self.class_names[i], float(self.probabilities[i]))
 
@@ -140,8 +137,12 @@ def _refuse_one_image(images: object, method: str) -> None:
                           f"For one image: {method}([image]).")
 
 
-def check_threshold(threshold: float | None, classifiers: Sequence["Classifier"] = ()) -> None:
+def check_threshold(threshold: float | None, models: Iterable[tuple[str, Sequence[str]]] = ()) -> None:
     """Refuses a threshold outside [0, 1], or one given for a model that is not two-class, before any work.
+
+    Args:
+        threshold: The probability class 1 must reach, or None.
+        models: ``(name, class_names)`` of each model it will apply to.
 
     Raises:
         ConfigError: Naming the value or the model.
@@ -150,9 +151,9 @@ def check_threshold(threshold: float | None, classifiers: Sequence["Classifier"]
         return
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"Received: threshold={threshold}. Expected a probability between 0 and 1.")
-    for c in classifiers:
-        if len(c.class_names) != 2:
-            raise ConfigError(f"Received: --threshold for {c.path.name}, which has {len(c.class_names)} classes. "
+    for name, class_names in models:
+        if len(class_names) != 2:
+            raise ConfigError(f"Received: threshold={threshold} for {name}, which has {len(class_names)} classes. "
                               "A threshold applies to two-class models only.")
 
 

@@ -237,24 +237,30 @@ def _print_train_summary(result) -> None:
 @click.option("--split", default="all", show_default=True, help="all, or train/val/test of a pre-split dataset.")
 @click.option("--out", "out_dir", type=click.Path(), help="Write metrics.json and plots here.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--threshold", type=click.FloatRange(0, 1),
+              help="Two-class models: the second class wins when its probability reaches this, as in "
+                   "predict --threshold (the run's report.md suggests one chosen on val) [default: most probable].")
 @click.option("--force", is_flag=True, help="Overwrite an earlier evaluation in --out.")
 @click.pass_context
-def evaluate(ctx, model, data, split, out_dir, batch_size, force):
+def evaluate(ctx, model, data, split, out_dir, batch_size, threshold, force):
     """Evaluate a trained model.keras on DATA (any form `train` accepts).
 
     \b
     Example:
       edgeclf evaluate runs/helmet/model.keras data/helmets_holdout --out runs/helmet/holdout
+      edgeclf evaluate runs/helmet/model.keras data/helmets_holdout --threshold 0.7
     """
 
     def go():
         from edgeclf.toolkit.evaluate import evaluate as run_eval
 
         result = run_eval(model, data, split=split, out_dir=out_dir, batch_size=batch_size, force=force,
-                          reporter=ClickReporter(ctx.obj["verbose"]))
+                          threshold=threshold, reporter=ClickReporter(ctx.obj["verbose"]))
         m = result.metrics
         auc = f"{m['roc_auc']:.4f}" if m["roc_auc"] is not None else "n/a"
-        click.echo(f"n={m['n']} accuracy={m['accuracy']:.4f} f1_macro={m['f1_macro']:.4f} roc_auc={auc}")
+        second = list(m["per_class"])[1]
+        decided = f" ({second} where P({second}) >= {threshold:g})" if threshold is not None else ""
+        click.echo(f"n={m['n']} accuracy={m['accuracy']:.4f} f1_macro={m['f1_macro']:.4f} roc_auc={auc}{decided}")
         predicted = [sum(col) for col in zip(*m["confusion_matrix"])]
         absent = []
         for (name, v), n_pred in zip(m["per_class"].items(), predicted):
@@ -413,7 +419,7 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
             raise ConfigError(f"Received: top_k={top_k}. Expected at least 1.")
         classifiers = [Classifier.load(p, threads) for p in model_paths]
         distinct_names(classifiers)
-        check_threshold(threshold, classifiers)
+        check_threshold(threshold, [(c.path.name, c.class_names) for c in classifiers])
         out_fmt = fmt or ("table" if sys.stdout.isatty() else "jsonl")
         writer = _PredictionWriter(out_fmt, classifiers, top_k, threshold)
         stream = stream_many(classifiers, expand_paths(image_args, sys.stdin), batch_size, workers)

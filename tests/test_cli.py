@@ -101,6 +101,13 @@ def test_train_then_evaluate_through_the_cli(tiny_folders, tmp_path):
     kept = CliRunner().invoke(main, ["evaluate", str(run / "model.keras"), str(tiny_folders), "--out",
                                      str(tmp_path / "ev")])
     assert kept.exit_code == 2 and "--force" in kept.output
+    # --threshold decides as predict --threshold does: at 0 every image is the second class (40 of 80 right).
+    at0 = CliRunner().invoke(main, ["evaluate", str(run / "model.keras"), str(tiny_folders), "--threshold", "0",
+                                    "--out", str(tmp_path / "ev0")])
+    assert at0.exit_code == 0, at0.output
+    assert "n=80 accuracy=0.5000 " in at0.output and "(bar_v where P(bar_v) >= 0)" in at0.output
+    m = json.loads((tmp_path / "ev0" / "metrics.json").read_text())["metrics"]
+    assert m["threshold"] == 0.0 and m["confusion_matrix"] == [[0, 40], [0, 40]]
 
 
 def test_evaluate_lists_only_the_classes_in_the_images_or_predicted(tmp_path):

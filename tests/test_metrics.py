@@ -53,6 +53,20 @@ def test_classification_metrics_binary_has_threshold_table():
     assert row["predicted_positive"] == 3 and row["recall"] == 1.0 and row["precision"] == pytest.approx(2 / 3)
 
 
+def test_classification_metrics_decide_at_a_threshold():
+    from edgeclf.edge_runtime import ConfigError
+
+    y = np.array([0, 0, 1, 1])
+    p1 = np.array([0.2, 0.6, 0.65, 0.9])
+    probs = np.stack([1 - p1, p1], axis=1)
+    assert classification_metrics(y, probs, ["neg", "pos"])["confusion_matrix"] == [[1, 1], [0, 2]]
+    m = classification_metrics(y, probs, ["neg", "pos"], threshold=0.62)
+    assert m["confusion_matrix"] == [[2, 0], [0, 2]] and m["accuracy"] == 1.0 and m["threshold"] == 0.62
+    assert m["roc_auc"] == 1.0  # ranking figures do not depend on the threshold
+    with pytest.raises(ConfigError, match="3 classes. A threshold applies to two-class models only"):
+        classification_metrics(np.array([0]), np.full((1, 3), 1 / 3), ["a", "b", "c"], threshold=0.5)
+
+
 def test_threshold_table_extremes():
     rows = threshold_table(np.array([1, 0]), np.array([0.95, 0.05]), thresholds=(0.0, 1.0))
     assert rows[0]["recall"] == 1.0 and rows[0]["precision"] == 0.5

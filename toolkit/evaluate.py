@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeclf.edge_runtime.classifier import check_threshold
 from edgeclf.edge_runtime.errors import ConfigError, DataError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
 
@@ -24,8 +25,10 @@ logger = logging.getLogger(__name__)
 
 
 def evaluate_splits(model, splits: dict[str, DecodedSplit], class_names: list[str], out_dir: Path | None,
-                    batch_size: int = 64) -> dict[str, dict]:
+                    batch_size: int = 64, threshold: float | None = None) -> dict[str, dict]:
     """Computes metrics per split and, with ``out_dir``, writes confusion-matrix and ROC/PR plots for each.
+
+    ``threshold`` (two classes) decides class 1 where its probability reaches it; see ``classification_metrics``.
 
     Returns:
         ``{split: classification_metrics(...)}`` for every non-empty split.
@@ -35,7 +38,7 @@ def evaluate_splits(model, splits: dict[str, DecodedSplit], class_names: list[st
         if not len(split):
             continue
         probs = predict_probs(model, split.pixels, batch_size)
-        m = classification_metrics(split.labels, probs, class_names)
+        m = classification_metrics(split.labels, probs, class_names, threshold)
         if out_dir is not None:
             plots.plot_confusion(np.asarray(m["confusion_matrix"]), class_names, out_dir / f"confusion_{name}.png",
                                  f"{name}: accuracy {m['accuracy']:.3f}")
@@ -103,7 +106,7 @@ class EvaluateResult:
 
 def evaluate(model_path: str | os.PathLike, data: str | os.PathLike, *, split: str = "all",
              out_dir: str | os.PathLike | None = None, batch_size: int = 64, force: bool = False,
-             reporter: Reporter | None = None) -> EvaluateResult:
+             threshold: float | None = None, reporter: Reporter | None = None) -> EvaluateResult:
     """Evaluates a saved model on a dataset in any form ``edgeclf train`` accepts.
 
     Args:
@@ -112,6 +115,8 @@ def evaluate(model_path: str | os.PathLike, data: str | os.PathLike, *, split: s
         split: ``"all"`` for every image, or ``train``/``val``/``test`` of a pre-split dataset.
         out_dir: Where to write ``metrics.json`` and plots; nothing is written without it.
         force: Replace an earlier evaluation's files in ``out_dir``.
+        threshold: Two-class models: decide class 1 where its probability reaches this, as
+            ``edgeclf predict --threshold`` does (the run's report.md suggests one chosen on val).
         batch_size: Inference batch size.
         reporter: Progress sink.
 
@@ -127,6 +132,7 @@ def evaluate(model_path: str | os.PathLike, data: str | os.PathLike, *, split: s
         ensure_writable_dir(out)
     meta = read_metadata(model_path)
     class_names = meta["class_names"]
+    check_threshold(threshold, [(str(model_path), class_names)])
     model = load_keras_model(model_path)
     ds = discover(data, min_classes=1)
     if split == "all":
@@ -146,7 +152,7 @@ def evaluate(model_path: str | os.PathLike, data: str | os.PathLike, *, split: s
         reporter.warn(f"Skipped {name}: {reason}")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    metrics = evaluate_splits(model, {split: decoded}, class_names, out, batch_size).get(split)
+    metrics = evaluate_splits(model, {split: decoded}, class_names, out, batch_size, threshold).get(split)
     if metrics is None:
         raise DataError(f"No readable images to evaluate in {data}.")
     if out is not None:

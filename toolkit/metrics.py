@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
+from edgeclf.edge_runtime.classifier import check_threshold
 from edgeclf.edge_runtime.errors import ConfigError
 
 BINARY_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -127,13 +128,16 @@ def threshold_table(y_true: np.ndarray, positive_score: np.ndarray, thresholds: 
     return rows
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) -> dict:
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str],
+                           threshold: float | None = None) -> dict:
     """Everything edgeclf reports for one split.
 
     Args:
         y_true: (N,) true class indices.
         probs: (N, C) predicted probabilities.
         class_names: C names in index order.
+        threshold: Two classes only: predict class 1 where its probability reaches this (as ``predict
+            --threshold`` decides), instead of the most probable class. Recorded in the result.
 
     Returns:
         A JSON-ready dict: n, accuracy, macro and weighted precision/recall/F1, per-class figures, ROC-AUC and
@@ -145,7 +149,8 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: S
     k = len(class_names)
     if probs.ndim != 2 or probs.shape != (len(y_true), k):
         raise ConfigError(f"Received probabilities of shape {probs.shape}. Expected ({len(y_true)}, {k}).")
-    y_pred = probs.argmax(axis=1)
+    check_threshold(threshold, [("these probabilities", class_names)])
+    y_pred = probs.argmax(axis=1) if threshold is None else (probs[:, 1] >= threshold).astype(np.int64)
     cm = confusion_matrix(y_true, y_pred, k)
     precision, recall, f1 = precision_recall_f1(cm)
     support = cm.sum(axis=1)
@@ -171,6 +176,8 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: S
         },
         "confusion_matrix": cm.tolist(),
     }
+    if threshold is not None:
+        out["threshold"] = float(threshold)
     if k == 2:
         out["thresholds"] = threshold_table(y_true, probs[:, 1])
     return out
