@@ -436,6 +436,10 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
         if show_progress:
             click.echo("", err=True)
         summary = f"{done} image(s), {failed} failed"
+        if done > failed:
+            tallies = [", ".join(f"{label} {n}" for label, n in counts.items() if n) for counts in writer.counts]
+            summary += "; " + "; ".join(f"{c.name}: {t}" if len(classifiers) > 1 else t
+                                        for c, t in zip(classifiers, tallies))
         click.secho(summary, fg="red" if failed else "green", err=True)
         if failed:
             sys.exit(1)
@@ -451,6 +455,7 @@ class _PredictionWriter:
 
         self.fmt, self.classifiers, self.top_k, self.threshold = fmt, classifiers, top_k, threshold
         self.multi = len(classifiers) > 1
+        self.counts = [dict.fromkeys(c.class_names, 0) for c in classifiers]  # decided labels, per model
         if fmt == "csv":
             self.csv = _csv.writer(sys.stdout)
             header = ["path"]
@@ -474,6 +479,8 @@ class _PredictionWriter:
 
         error = results[0].reason if isinstance(results[0], ImageDecodeError) else None
         records = None if error else [self._model_record(c, r) for c, r in zip(self.classifiers, results)]
+        for counts, rec in zip(self.counts, records or []):
+            counts[rec["label"]] += 1
         if self.fmt == "jsonl":
             rec = {"path": path}
             if error:

@@ -172,7 +172,9 @@ def test_predict_cli_jsonl_with_a_bad_file(exported, tmp_path):
     assert [r["path"] for r in records] == files + [str(tmp_path / "gone.jpg")]
     assert records[-1]["error"].startswith("unreadable")
     assert set(records[0]["scores"]) == {"bar_h", "bar_v"} and records[0]["label"] in ("bar_h", "bar_v")
-    assert "5 image(s), 2 failed" in result.stderr
+    labels = [r["label"] for r in records[:3]]
+    tally = ", ".join(f"{name} {labels.count(name)}" for name in ("bar_h", "bar_v") if labels.count(name))
+    assert f"5 image(s), 2 failed; {tally}\n" in result.stderr  # what the folder held, by decided label
 
 
 def test_predict_cli_reports_a_folder_without_images(exported, tmp_path):
@@ -203,6 +205,7 @@ def test_predict_cli_several_models_csv_and_stdin(exported):
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("path,run_fp32.label,run_fp32.score,") and "run_int8.label" in lines[0]
     assert len(lines) == 5
+    assert "4 image(s), 0 failed; run_fp32: " in result.stderr and "; run_int8: " in result.stderr
 
 
 def test_predict_cli_models_sharing_a_name_keep_separate_results(exported):
