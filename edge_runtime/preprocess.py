@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ConfigError, ImageDecodeError
+from .paths import display_path
 
 # A path, encoded bytes, a binary file object, or an image Pillow has opened (decoded as it is: no draft scale).
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image]
@@ -117,12 +118,14 @@ _BYTES = (bytes, bytearray, memoryview)
 
 def _describe(source: ImageSource) -> str:
     if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
+        return display_path(source)
     if isinstance(source, _BYTES):
         return f"<{len(source)} bytes>"
     if isinstance(source, Image.Image):
-        return getattr(source, "filename", "") or f"<{source.width}x{source.height} {source.mode} image>"
-    return getattr(source, "name", "<stream>")
+        filename = getattr(source, "filename", "")
+        return display_path(filename) if filename else f"<{source.width}x{source.height} {source.mode} image>"
+    name = getattr(source, "name", None)
+    return display_path(name) if isinstance(name, (str, bytes)) else "<stream>"
 
 
 def check_image_source(source: object) -> None:

@@ -406,6 +406,7 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
     def go():
         from edgeclf.edge_runtime.classifier import Classifier, check_threshold, distinct_names, stream_many
         from edgeclf.edge_runtime.errors import ImageDecodeError
+        from edgeclf.edge_runtime.paths import display_path
         from edgeclf.edge_runtime.sources import expand_paths
 
         model_paths, image_args = list(models), list(paths)
@@ -430,7 +431,7 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
             done += 1
             if isinstance(results[0], ImageDecodeError):
                 failed += 1
-            writer.write(str(item), results)
+            writer.write(display_path(item) if isinstance(item, (str, os.PathLike)) else str(item), results)
             if show_progress and done % 50 == 0:
                 click.echo(f"\rClassified {done} images, {failed} failed", err=True, nl=False)
         if show_progress:

@@ -149,6 +149,30 @@ def test_hidden_files_and_folders_are_left_out_of_class_folders(tmp_path):
         "a/a_000.png", "a/a_001.png", "b/b_000.png", "b/b_001.png", "b/sub/b_9.png"]
 
 
+def test_file_names_that_are_not_utf8_are_written_escaped_and_found_again(tmp_path):
+    from edgeclf.toolkit.export.images import run_split_samples
+    from edgeclf.toolkit.io import write_csv, write_text
+
+    root = write_class_folders(tmp_path / "d", {"a": 3, "b": 3})
+    try:  # a Latin-1 name from an old archive; Python reads it back with a lone surrogate
+        os.rename(root / "a" / "a_000.png", os.fsencode(root / "a") + b"/caf\xe9.png")
+        (root / "b").joinpath(os.fsdecode(b"bad\xe9.png")).write_bytes(b"not an image")
+    except OSError:
+        pytest.skip("this file system only takes UTF-8 names")
+    ds = discover(root)
+    names = [ds.describe(s) for s in ds.splits["all"].sources]
+    assert "a/caf\\xe9.png" in names and all(n.encode("utf-8") for n in names)
+    decoded = decode_samples(ds, ds.splits["all"], PreprocessSpec(16, 16))
+    assert decoded.skipped == [("b/bad\\xe9.png", "not an image (unrecognised format)")]
+    # splits.csv keeps the escaped name, and the export step still finds the file from it.
+    write_csv(tmp_path / "splits.csv", [{"path": n, "label": "a" if n.startswith("a/") else "b", "split": "val"}
+                                        for n in names], ("path", "label", "split"))
+    found = run_split_samples({"dataset": {"path": str(root)}, "class_names": ["a", "b"]}, tmp_path, "val")
+    assert found is not None and sorted(found[1].sources) == sorted(ds.splits["all"].sources)
+    write_text(tmp_path / "report.md", "root " + os.fsdecode(b"x\xe9"))  # a stray surrogate cannot fail a report
+    assert (tmp_path / "report.md").read_text(encoding="utf-8") == "root x\\udce9"
+
+
 def test_stratified_split_is_deterministic_disjoint_and_proportional():
     labels = np.array([0] * 100 + [1] * 20)
     parts = stratified_split(labels, (0.7, 0.15, 0.15), seed=5)

@@ -196,6 +196,25 @@ def test_predict_cli_reports_a_folder_without_images(exported, tmp_path):
     assert json.loads(listed.stdout)["error"].startswith("a folder, not an image")
 
 
+def test_predict_prints_file_names_that_are_not_utf8(exported, tmp_path):
+    import os
+    import shutil
+
+    folder = tmp_path / "latin1"
+    folder.mkdir()
+    try:
+        shutil.copy(_images(exported)[0], os.fsencode(folder) + b"/caf\xe9.png")
+    except OSError:
+        pytest.skip("this file system only takes UTF-8 names")
+    model = str(_artefact(exported, "run_int8.tflite"))
+    env = dict(os.environ, PYTHONIOENCODING="utf-8:strict")  # a UTF-8 terminal, not the C locale's escapes
+    for fmt in ("csv", "jsonl", "table"):
+        out = subprocess.run([sys.executable, "-m", "edgeclf.cli", "predict", model, str(folder), "--format", fmt],
+                             capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr  # was UnicodeEncodeError on the first such name, ending the batch
+        assert f"{folder}/caf\\xe9.png" in out.stdout.replace("\\\\", "\\"), out.stdout
+
+
 def test_predict_cli_several_models_csv_and_stdin(exported):
     a, b = _artefact(exported, "run_fp32.tflite"), _artefact(exported, "run_int8.onnx")
     files = "\n".join(str(f) for f in _images(exported)[:4]) + "\n"

@@ -27,6 +27,7 @@ import numpy as np
 
 from edgeclf.edge_runtime.errors import ConfigError, DataError, ImageDecodeError
 from edgeclf.edge_runtime.preprocess import IMAGE_TYPES, PreprocessSpec, load_image, preprocess_frame
+from edgeclf.edge_runtime.paths import display_path
 from edgeclf.edge_runtime.sources import walk_images
 
 logger = logging.getLogger(__name__)
@@ -118,13 +119,14 @@ class Dataset:
         return Samples(samples.sources, remap[samples.labels])
 
     def describe(self, source) -> str:
-        """A readable name for one sample: a path relative to the root, or ``images.npy[i]``."""
+        """A readable name for one sample: a path relative to the root (non-UTF-8 bytes escaped, see
+        ``display_path``), or ``images.npy[i]``. splits.csv stores it, and the export step matches on it."""
         if isinstance(source, (int, np.integer)):
             return f"{self.root.name}[{int(source)}]"
         try:
-            return os.path.relpath(source, self.root if self.root.is_dir() else self.root.parent)
+            return display_path(os.path.relpath(source, self.root if self.root.is_dir() else self.root.parent))
         except ValueError:
-            return str(source)
+            return display_path(source)
 
 
 def _list_images(folder: Path) -> list[str]:

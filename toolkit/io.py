@@ -57,9 +57,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` to ``path`` atomically."""
+    """Writes ``text`` to ``path`` atomically, as UTF-8.
+
+    A character UTF-8 cannot hold (a lone surrogate from a file name that is not UTF-8) is written as a backslash
+    escape rather than failing the write at the end of a long run.
+    """
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
@@ -68,8 +72,9 @@ def write_json(path: str | os.PathLike, obj) -> None:
 
 
 def write_csv(path: str | os.PathLike, rows: Sequence[dict], fields: Sequence[str]) -> None:
-    """Writes dict rows as CSV atomically (missing keys left empty)."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+    """Writes dict rows as CSV atomically (missing keys left empty; unencodable characters escaped, as
+    ``write_text`` does)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(fields), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
