@@ -324,7 +324,8 @@ def test_predict_command_prints_no_runtime_log_noise(exported):
     out = subprocess.run([sys.executable, "-m", "edgeclf.cli", "predict", str(model), str(_images(exported)[0]),
                           "--format", "jsonl"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stderr == "1 image(s), 0 failed\n"
+    label = json.loads(out.stdout)["label"]
+    assert out.stderr == f"1 image(s), 0 failed; {label} 1\n"  # the summary and nothing else
 
 
 def test_missing_backend_library_names_the_install_command(exported):
