@@ -35,7 +35,7 @@ class CameraSpec:
 
     Args:
         source: Camera index (``"0"``), a video file, or a stream URL (``rtsp://``, ``http://``).
-        every_n: Classify every n-th frame.
+        every_n: Classify every n-th frame (of a live source: of the frames taken, each the newest at the time).
         max_fps: Classify at most this many frames per second (None: as fast as frames come).
         min_frames: A new class is reported only after it holds for this many classified frames in a row.
         alerts: Labels whose events are marked ``alert``.
@@ -109,6 +109,7 @@ class CameraSummary:
     """What a camera run saw."""
 
     frames_read: int = 0
+    frames_skipped: int = 0  # live sources: frames a newer one replaced before the classifier was free
     frames_classified: int = 0
     events: int = 0
     alerts: int = 0
@@ -124,7 +125,8 @@ class CameraSummary:
         return self.frames_classified / self.seconds if self.seconds else 0.0
 
     def to_dict(self) -> dict:
-        return {"frames_read": self.frames_read, "frames_classified": self.frames_classified, "events": self.events,
+        return {"frames_read": self.frames_read, "frames_skipped": self.frames_skipped,
+                "frames_classified": self.frames_classified, "events": self.events,
                 "alerts": self.alerts, "reconnects": self.reconnects, "seconds": round(self.seconds, 3),
                 "classified_fps": round(self.fps, 2), "stopped_by": self.stopped_by, "last_labels": self.last_labels,
                 "window": self.window, "frames_shown": self.frames_shown}
@@ -161,6 +163,66 @@ def _save_snapshot(cv2, frame: np.ndarray, folder: Path, stem: str) -> Path | No
         return None
     os.replace(tmp, snap)
     return snap
+
+
+_LOST = object()  # what ``_LatestFrames.take`` returns once its source stops giving frames
+
+
+class _LatestFrames:
+    """Reads a live source on its own thread and keeps only the newest frame.
+
+    A camera or stream delivers frames at its own pace; read one by one behind a slower classifier, they queue up
+    in OpenCV's and the network's buffers and every event comes later than the last (or the stream breaks up when
+    the buffers overflow). Here the thread reads as fast as frames come, and ``take`` hands out the newest frame
+    not yet taken, counting the ones it replaced.
+    """
+
+    def __init__(self, cap, first_index: int):
+        self._cap = cap
+        self._cond = threading.Condition()
+        self._frame = None
+        self._index = first_index - 1  # source frame number of the newest frame read
+        self._taken = first_index - 1
+        self._lost = False
+        self._closing = False
+        self.read = 0
+        self.replaced = 0
+        self._thread = threading.Thread(target=self._run, name="edgeclf-camera-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            ok, frame = self._cap.read()
+            with self._cond:
+                if self._closing:
+                    return
+                if not ok:
+                    self._lost = True
+                    self._cond.notify_all()
+                    return
+                if self._frame is not None:
+                    self.replaced += 1
+                self._frame, self._index = frame, self._index + 1
+                self.read += 1
+                self._cond.notify_all()
+
+    def take(self, timeout: float):
+        """``(frame, index)`` of the newest frame not yet taken; ``LOST`` once the source stops giving frames
+        (after any frame still waiting); None if nothing came within ``timeout`` seconds."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._frame is not None or self._lost, timeout)
+            if self._frame is not None:
+                frame, self._frame = self._frame, None
+                return frame, self._index
+            return _LOST if self._lost else None
+
+    def close(self, timeout: float = 2.0) -> bool:
+        """Stops the thread; False if it is still blocked in a read after ``timeout`` (the capture must then not be
+        released under it)."""
+        with self._cond:
+            self._closing = True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
 
 def _open(cv2, source: str):
@@ -221,16 +283,34 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
     started = time.perf_counter()
     last_classified = 0.0
     backoff, failures = 0.5, 0
-    frame_index = -1
+    frame_index, taken = -1, 0
     window = "edgeclf"
+    # A file is read frame by frame (every frame counts); a live source through a reader thread that keeps only
+    # the newest frame, so a slow classifier sees the current scene rather than a growing backlog.
+    reader = _LatestFrames(cap, 0) if spec.is_live else None
+
+    def retire(r: _LatestFrames, capture) -> None:
+        if r.close():
+            capture.release()  # never under a read still in progress
+        summary.frames_read += r.read
+        summary.frames_skipped += r.replaced
+
     try:
         while not stop.is_set():
-            ok, frame = cap.read()
-            if not ok:
-                if not spec.is_live:
+            if reader is not None:
+                got = reader.take(timeout=0.25)
+                if got is None:
+                    continue  # nothing yet: look at ``stop`` again
+            else:
+                ok, frame = cap.read()
+                got = (frame, frame_index + 1) if ok else _LOST
+                summary.frames_read += ok
+            if got is _LOST:
+                if reader is None:
                     summary.stopped_by = "end of file"
                     break
-                cap.release()
+                retire(reader, cap)
+                reader = None
                 failures += 1
                 if spec.max_reconnects is not None and failures > spec.max_reconnects:
                     summary.stopped_by = f"source lost after {spec.max_reconnects} reconnection attempts"
@@ -239,12 +319,13 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
                 sleep(backoff)
                 backoff = min(backoff * 2, spec.max_backoff)
                 cap = _open(cv2, spec.source) or cap
+                reader = _LatestFrames(cap, summary.frames_read)
                 summary.reconnects += 1
                 continue
+            frame, frame_index = got
             failures, backoff = 0, 0.5
-            frame_index += 1
-            summary.frames_read += 1
-            if frame_index % spec.every_n:
+            taken += 1
+            if (taken - 1) % spec.every_n:
                 continue
             now = time.perf_counter()
             if spec.max_fps is not None and now - last_classified < 1.0 / spec.max_fps:
@@ -285,7 +366,10 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
     except KeyboardInterrupt:
         summary.stopped_by = "Ctrl-C"
     finally:
-        cap.release()
+        if reader is not None:
+            retire(reader, cap)
+        else:
+            cap.release()
         if not headless:
             cv2.destroyAllWindows()
         summary.seconds = time.perf_counter() - started

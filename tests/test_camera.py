@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -164,29 +165,76 @@ def test_flapping_live_source_keeps_reconnecting(classifier, monkeypatch):
     import edgeclf.edge_runtime.camera as cam
 
     stop = threading.Event()
+    opened = []
 
-    class Flapping:
-        reads = 0
+    class Flapping:  # one good frame, then the connection drops
+        def __init__(self):
+            self.reads = 0
 
         def isOpened(self):
             return True
 
         def read(self):
-            Flapping.reads += 1
-            if Flapping.reads >= 40:
-                stop.set()
-            return (True, np.zeros((32, 32, 3), np.uint8)) if Flapping.reads % 2 else (False, None)
+            self.reads += 1
+            ok = self.reads == 1 and not stop.is_set()
+            return (True, np.zeros((32, 32, 3), np.uint8)) if ok else (False, None)
 
         def release(self):
             pass
 
-    monkeypatch.setattr(cam, "_open", lambda cv2, source: Flapping())
+    def reopen(cv2, source):
+        opened.append(source)
+        if len(opened) == 21:
+            stop.set()  # after 20 drops, each followed by a reconnection
+        return Flapping()
+
+    monkeypatch.setattr(cam, "_open", reopen)
     waits = []
     summary = watch([classifier], CameraSpec(source="0", headless=True, max_reconnects=1), lambda e: None, stop,
                     sleep=waits.append)
-    # 40 reads alternate good/dropped: 20 frames, 20 drops, each followed by a reconnection.
     assert summary.stopped_by == "stop requested" and summary.frames_read == 20 and summary.reconnects == 20
     assert set(waits) == {0.5}  # back-off restarts after every successful frame
+
+
+def test_a_live_source_faster_than_the_classifier_gives_it_the_newest_frame(classifier, monkeypatch):
+    """Frames a slow classifier cannot take are skipped, not queued: events stay current instead of lagging."""
+    import edgeclf.edge_runtime.camera as cam
+
+    class Fast:  # 400 frames at about 1 ms each, frame i carrying i in two colour channels; then the stream ends
+        def __init__(self):
+            self.reads = 0
+
+        def isOpened(self):
+            return True
+
+        def read(self):
+            if self.reads >= 400:
+                return False, None
+            self.reads += 1
+            time.sleep(0.001)
+            return True, np.full((32, 32, 3), (self.reads % 256, self.reads // 256, 0), np.uint8)  # BGR
+
+        def release(self):
+            pass
+
+    stream = Fast()
+    monkeypatch.setattr(cam, "_open", lambda cv2, source: stream)
+    classify = classifier.classify_pixels
+    seen = []
+
+    def slow(pixels):  # 20 ms per frame: 20 times slower than the source
+        seen.append((stream.reads, int(pixels[0, 0, 0, 2]) + 256 * int(pixels[0, 0, 0, 1])))  # now RGB
+        time.sleep(0.02)
+        return classify(pixels)
+
+    monkeypatch.setattr(classifier, "classify_pixels", slow)
+    summary = watch([classifier], CameraSpec(source="rtsp://camera/stream", headless=True, max_reconnects=0),
+                    lambda e: None)
+    assert summary.frames_read == 400 and "after 0 reconnection attempts" in summary.stopped_by
+    assert summary.frames_classified + summary.frames_skipped == 400
+    assert summary.frames_classified < 100  # read one by one, all 400 would have been classified, ever later
+    # Each classified frame was the newest when taken: a few frames behind the source at most, never a backlog.
+    assert max(reads - value for reads, value in seen[1:]) < 40
 
 
 def test_cli_camera_headless_events_file(exported, video, tmp_path):
