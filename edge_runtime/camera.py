@@ -182,7 +182,6 @@ class _LatestFrames:
         self._cond = threading.Condition()
         self._frame = None
         self._index = first_index - 1  # source frame number of the newest frame read
-        self._taken = first_index - 1
         self._lost = False
         self._closing = False
         self.read = 0
@@ -207,7 +206,7 @@ class _LatestFrames:
                 self._cond.notify_all()
 
     def take(self, timeout: float):
-        """``(frame, index)`` of the newest frame not yet taken; ``LOST`` once the source stops giving frames
+        """``(frame, index)`` of the newest frame not yet taken; ``_LOST`` once the source stops giving frames
         (after any frame still waiting); None if nothing came within ``timeout`` seconds."""
         with self._cond:
             self._cond.wait_for(lambda: self._frame is not None or self._lost, timeout)

@@ -26,8 +26,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from edgeclf.edge_runtime.errors import ConfigError, DataError, ImageDecodeError
-from edgeclf.edge_runtime.preprocess import IMAGE_TYPES, PreprocessSpec, load_image, preprocess_frame
 from edgeclf.edge_runtime.paths import display_path
+from edgeclf.edge_runtime.preprocess import IMAGE_TYPES, PreprocessSpec, load_image, preprocess_frame
 from edgeclf.edge_runtime.sources import walk_images
 
 logger = logging.getLogger(__name__)
