@@ -96,10 +96,15 @@ class Classifier:
             raise DataError(f"{path} carries no edgeclf metadata. Export it with `edgeclf export` so it describes itself.")
         return cls(backend, backend.metadata, path)
 
-    def prepare(self, image: Image) -> np.ndarray:
-        """Decodes (for a path or bytes) and resizes one image to the model's input, as training did."""
+    def prepare(self, image: Image, *, bgr: bool = False) -> np.ndarray:
+        """Decodes (for a path or bytes) and resizes one image to the model's input, as training did.
+
+        Args:
+            image: A path, encoded bytes, a binary file, a PIL image, or an (H, W, 3) uint8 array.
+            bgr: Arrays are in OpenCV's BGR order (``cv2.imread``, video frames) rather than RGB.
+        """
         if isinstance(image, np.ndarray):
-            return preprocess_frame(image, self.preprocess)
+            return preprocess_frame(image, self.preprocess, bgr=bgr)
         return load_image(image, self.preprocess)
 
     def classify_pixels(self, pixels: np.ndarray) -> list[Classification]:
@@ -109,25 +114,26 @@ class Classifier:
         probs = self.backend.run(pixels)
         return [Classification(p, self.class_names) for p in probs]
 
-    def classify(self, images: Iterable[Image]) -> list[Classification]:
-        """Batch API: paths, encoded bytes, binary files, PIL images or (H, W, 3) uint8 RGB arrays.
+    def classify(self, images: Iterable[Image], *, bgr: bool = False) -> list[Classification]:
+        """Batch API: paths, encoded bytes, binary files, PIL images or (H, W, 3) uint8 arrays (RGB, or BGR with
+        ``bgr=True`` for OpenCV images).
 
         Raises:
             ImageDecodeError: For the first image that cannot be decoded (``stream`` carries on past bad images).
             ConfigError: For one image instead of a list of them, or an item that is not an image.
         """
         _refuse_one_image(images, "classify")
-        prepared = [self.prepare(i) for i in images]
+        prepared = [self.prepare(i, bgr=bgr) for i in images]
         return self.classify_pixels(np.stack(prepared)) if prepared else []
 
-    def stream(self, images: Iterable[Image], batch_size: int = 8, workers: int | None = None
+    def stream(self, images: Iterable[Image], batch_size: int = 8, workers: int | None = None, *, bgr: bool = False
                ) -> Iterator[tuple[Image, Classification | ImageDecodeError]]:
         """Streaming API: yields ``(image, result)`` in input order; a bad image yields its ImageDecodeError.
 
         Decoding runs on ``workers`` threads while the model classifies the previous batch; at most a few
-        batches are in flight, so memory stays bounded for any number of images.
+        batches are in flight, so memory stays bounded for any number of images. ``bgr`` as in ``classify``.
         """
-        for item, results in stream_many([self], images, batch_size, workers):
+        for item, results in stream_many([self], images, batch_size, workers, bgr=bgr):
             yield item, results[0]
 
 
@@ -158,8 +164,11 @@ def check_threshold(threshold: float | None, models: Iterable[tuple[str, Sequenc
 
 
 def stream_many(classifiers: Sequence[Classifier], images: Iterable[Image], batch_size: int = 8,
-                workers: int | None = None) -> Iterator[tuple[Image, list[Classification | ImageDecodeError]]]:
+                workers: int | None = None, *, bgr: bool = False
+                ) -> Iterator[tuple[Image, list[Classification | ImageDecodeError]]]:
     """Runs several classifiers over the same images, decoding each image once per distinct input contract.
+
+    ``bgr``: arrays among ``images`` are in OpenCV's BGR order (see ``Classifier.classify``).
 
     Yields:
         ``(image, [result per classifier])`` in input order; a result is an ImageDecodeError for a bad image.
@@ -180,7 +189,7 @@ def stream_many(classifiers: Sequence[Classifier], images: Iterable[Image], batc
             return ImageDecodeError(str(item), reason or "a folder, not an image (`predict` expands folders named "
                                                           "as arguments, not read from stdin; in Python, expand_paths)")
         try:
-            return {spec: first_for_spec[spec].prepare(item) for spec in specs}
+            return {spec: first_for_spec[spec].prepare(item, bgr=bgr) for spec in specs}
         except ImageDecodeError as exc:
             return exc
         except OSError as exc:

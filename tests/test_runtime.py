@@ -131,6 +131,11 @@ def test_classify_takes_pil_images_bytes_and_generators_and_refuses_one_image(ex
             next(c.stream(one))
     with pytest.raises(ConfigError, match="type int. Expected a path"):
         c.classify([3])
+    # OpenCV images are BGR: bgr=True gives the same result as the RGB array, and without it the colours swap.
+    bgr = np.ascontiguousarray(upright[:, :, ::-1])
+    np.testing.assert_array_equal(c.classify([bgr], bgr=True)[0].probabilities, expected)
+    np.testing.assert_array_equal(next(c.stream([bgr], bgr=True))[1].probabilities, expected)
+    assert not np.array_equal(c.prepare(bgr), c.prepare(upright))
 
 
 def test_several_models_share_one_decode(exported):
