@@ -87,6 +87,16 @@ def test_csv_manifest_rows_without_a_path_or_label_are_refused_by_line(tmp_path,
         discover(tmp_path / "m.csv")
 
 
+def test_csv_files_that_are_not_utf8_are_refused_with_the_line_and_the_fix(tmp_path):
+    (tmp_path / "m.csv").write_bytes(b"path,label\na.png,x\ncaf\xe9.png,y\n")  # Excel's cp1252 "CSV"
+    with pytest.raises(DataError, match=r"m.csv:3: byte 0xe9 is not UTF-8 text. Save the file as UTF-8"):
+        discover(tmp_path / "m.csv")
+    np.save(tmp_path / "images.npy", np.zeros((2, 4, 4), np.uint8))
+    (tmp_path / "labels.csv").write_bytes(b"label\ncaf\xe9\nb\n")
+    with pytest.raises(DataError, match=r"labels.csv:2: byte 0xe9 is not UTF-8"):  # was an unexpected crash
+        discover(tmp_path / "images.npy")
+
+
 def test_npy_labels_must_not_be_empty(tmp_path):
     np.save(tmp_path / "images.npy", np.zeros((3, 4, 4), np.uint8))
     (tmp_path / "labels.csv").write_text("id,label\n0,cat\n1,\n2,dog\n")

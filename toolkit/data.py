@@ -197,12 +197,30 @@ def _discover_folders(root: Path, min_classes: int = 2) -> Dataset:
     return Dataset(root, "folders", class_names, {"all": Samples(paths, labels)})
 
 
-def _read_csv_rows(path: Path) -> list[dict]:
+def _read_csv(path: Path, reader: Callable) -> list:
+    """All rows of a UTF-8 CSV file through ``reader`` (``csv.reader`` or ``csv.DictReader``).
+
+    Raises:
+        DataError: If the file is unreadable, not UTF-8 (saying how to fix that) or malformed.
+    """
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            return list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            return list(reader(fh))
+    except UnicodeDecodeError:
+        data = path.read_bytes()  # the error's offset is into a buffered chunk; find the byte in the whole file
+        try:
+            data.decode("utf-8")
+            where = ""
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            where = f":{line}: byte 0x{data[exc.start]:02x} is"
+        raise DataError(f"{path}{where} not UTF-8 text. Save the file as UTF-8 (in Excel: CSV UTF-8).") from None
+    except (OSError, csv.Error) as exc:
         raise DataError(f"Cannot read {path}: {exc}") from None
+
+
+def _read_csv_rows(path: Path) -> list[dict]:
+    return _read_csv(path, csv.DictReader)
 
 
 def _discover_csv(path: Path) -> Dataset:
@@ -263,8 +281,7 @@ def _discover_npy(npy: Path, labels_csv: Path) -> Dataset:
         raise DataError(f"Cannot read {npy} as a NumPy array: {exc}") from None
     if not labels_csv.is_file():
         raise DataError(f"{npy} needs its labels in {labels_csv} (one label per image, in order).")
-    with open(labels_csv, newline="", encoding="utf-8-sig") as fh:
-        rows = [(n, r) for n, r in enumerate(csv.reader(fh), start=1) if r]
+    rows = [(n, r) for n, r in enumerate(_read_csv(labels_csv, csv.reader), start=1) if r]
     col, first = 0, 0
     if rows and "label" in [c.strip().lower() for c in rows[0][1]]:
         col, first = [c.strip().lower() for c in rows[0][1]].index("label"), 1
