@@ -40,6 +40,16 @@ def empty_folder_reason(folder: str | os.PathLike) -> str | None:
     return f"no image files in this folder or below{held}. Readable types: {IMAGE_TYPES}"
 
 
+def _lines(stdin: TextIO) -> Iterator[str]:
+    """Lines of ``stdin`` decoded as file names are: a name that is not UTF-8 (from ``find``) still opens."""
+    raw = getattr(stdin, "buffer", None)
+    if raw is None:  # a StringIO from a caller: already text
+        yield from stdin
+        return
+    for line in raw:
+        yield os.fsdecode(line)
+
+
 def expand_paths(args: Iterable[str], stdin: TextIO | None = None) -> Iterator[str]:
     """Yields image paths lazily, in a stable order.
 
@@ -50,7 +60,7 @@ def expand_paths(args: Iterable[str], stdin: TextIO | None = None) -> Iterator[s
     for arg in args:
         if arg == "-":
             if stdin is not None:
-                for line in stdin:
+                for line in _lines(stdin):
                     line = line.strip()
                     if line:
                         yield line

@@ -218,6 +218,11 @@ def test_predict_prints_file_names_that_are_not_utf8(exported, tmp_path):
                              capture_output=True, text=True, env=env, timeout=120)
         assert out.returncode == 0, out.stderr  # was UnicodeEncodeError on the first such name, ending the batch
         assert f"{folder}/caf\\xe9.png" in out.stdout.replace("\\\\", "\\"), out.stdout
+    # The same name in a list on stdin (`find ... | edgeclf predict MODEL -`) was an UnicodeDecodeError.
+    listed = subprocess.run([sys.executable, "-m", "edgeclf.cli", "predict", model, "-", "--format", "csv"],
+                            input=os.fsencode(folder) + b"/caf\xe9.png\n", capture_output=True, env=env, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert b"caf\\xe9.png,bar_" in listed.stdout
 
 
 def test_predict_cli_several_models_csv_and_stdin(exported):
