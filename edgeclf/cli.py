@@ -44,8 +44,11 @@ class ClickReporter:
             yield bar.update
 
 
-def _run(ctx: click.Context, fn, *args, **kwargs):
-    """Calls library code, turning edgeclf errors into one line and an exit code (traceback with --verbose)."""
+def _run(ctx: click.Context, fn, *args, interrupted: str = "Interrupted.", **kwargs):
+    """Calls library code, turning edgeclf errors into one line and an exit code (traceback with --verbose).
+
+    ``interrupted`` is what Ctrl-C prints: what is kept and how to go on differs by command.
+    """
     verbose = ctx.find_root().obj.get("verbose", False) if ctx.find_root().obj else False
     try:
         return fn(*args, **kwargs)
@@ -55,7 +58,7 @@ def _run(ctx: click.Context, fn, *args, **kwargs):
         click.secho(f"Error: {exc}", fg="red", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.secho("Interrupted. Run the same command again to resume.", fg="yellow", err=True)
+        click.secho(interrupted, fg="yellow", err=True)
         sys.exit(130)
     except BrokenPipeError:
         # The reader went away (`edgeclf predict ... | head`): stop quietly, as tools killed by SIGPIPE do.
@@ -202,7 +205,7 @@ def train(ctx, data, out_dir, recipe, backbone, img_size, weights, pooling, dens
         else:
             _print_train_summary(run_train(data, out_dir, **kwargs))
 
-    _run(ctx, go)
+    _run(ctx, go, interrupted="Interrupted. Run the same command again to resume from the last finished epoch.")
 
 
 def _print_train_summary(result) -> None:
@@ -345,7 +348,8 @@ def export(ctx, model, formats, quantize, calib, calib_method, out_dir, name, mi
         if any(not r.passed for r in results):
             sys.exit(1)
 
-    _run(ctx, go)
+    _run(ctx, go, interrupted="Interrupted. Artefacts finished before it are kept; run again with --force to "
+                              "export them all anew.")
 
 
 def _print_export_summary(results, spec) -> None:
@@ -427,13 +431,20 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
         done = failed = 0
         # A running count on the terminal while records go to a pipe or file; never mixed into a table.
         show_progress = sys.stderr.isatty() and not sys.stdout.isatty()
-        for item, results in stream:
-            done += 1
-            if isinstance(results[0], ImageDecodeError):
-                failed += 1
-            writer.write(display_path(item) if isinstance(item, (str, os.PathLike)) else str(item), results)
-            if show_progress and done % 50 == 0:
-                click.echo(f"\rClassified {done} images, {failed} failed", err=True, nl=False)
+        try:
+            for item, results in stream:
+                done += 1
+                if isinstance(results[0], ImageDecodeError):
+                    failed += 1
+                writer.write(display_path(item) if isinstance(item, (str, os.PathLike)) else str(item), results)
+                if show_progress and done % 50 == 0:
+                    click.echo(f"\rClassified {done} images, {failed} failed", err=True, nl=False)
+        except KeyboardInterrupt:
+            stream.close()  # waits for the decodes in flight; nothing half-written follows
+            lead = "\n" if show_progress else ""  # end the running count's line first
+            click.secho(f"{lead}Interrupted after {done} image(s), {failed} failed; every record written is complete.",
+                        fg="yellow", err=True)
+            sys.exit(130)
         if show_progress:
             click.echo("", err=True)
         summary = f"{done} image(s), {failed} failed"

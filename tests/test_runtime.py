@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -223,6 +224,24 @@ def test_predict_prints_file_names_that_are_not_utf8(exported, tmp_path):
                             input=os.fsencode(folder) + b"/caf\xe9.png\n", capture_output=True, env=env, timeout=120)
     assert listed.returncode == 0, listed.stderr
     assert b"caf\\xe9.png,bar_" in listed.stdout
+
+
+def test_ctrl_c_ends_predict_with_a_count_and_no_traceback(exported):
+    import os
+    import signal
+
+    model = str(_artefact(exported, "run_int8.tflite"))
+    proc = subprocess.Popen([sys.executable, "-m", "edgeclf.cli", "predict", model, "-", "--format", "jsonl"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc.stdin.write(b"".join(os.fsencode(f) + b"\n" for f in _images(exported)[:5]))
+    proc.stdin.flush()  # stdin stays open: after these it waits for more paths
+    first = proc.stdout.readline()  # a record is out, so the command is inside its loop
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and json.loads(first)["label"]
+    assert re.search(r"Interrupted after [1-5] image\(s\), 0 failed; every record written is complete", err.decode())
+    assert b"Traceback" not in err and b"resume" not in err  # predict has nothing to resume
 
 
 def test_predict_cli_several_models_csv_and_stdin(exported):
