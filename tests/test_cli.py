@@ -91,6 +91,8 @@ def test_train_then_evaluate_through_the_cli(tiny_folders, tmp_path):
     meta = json.loads((run / "metadata.json").read_text())
     assert meta["model"]["head"]["dense"] == [8] and meta["train"]["augment"]["flip"] == "none"
     assert meta["model"]["weights"] == "none"
+    assert ("head: GlobalAveragePooling -> Dropout 0.2 -> Dense 8 ReLU -> Dropout 0.2 -> Dense 2 softmax"
+            in (run / "report.md").read_text())
     again = CliRunner().invoke(main, ["train", str(tiny_folders), "--backbone", "simple_cnn", "--weights", "none",
                                       "--img-size", "16", "--epochs", "2", "--out", str(run)])
     assert again.exit_code == 2 and "--force" in again.output
