@@ -350,6 +350,11 @@ def run_bench(models: Sequence[str | os.PathLike], data: str | os.PathLike | Non
 
     spec, reporter = spec or BenchSpec(), reporter or Reporter()
     found = collect_models(models)
+    cores = default_threads()
+    over = [t for t in spec.threads if t > cores]
+    if over:
+        reporter.warn(f"{', '.join(map(str, over))} thread(s) on {cores} available core(s): those rows time the "
+                      "threads competing for cores, not the model's speed with that many.")
     rows: list[BenchRow] = []
     evaluation: dict[str, dict] = {}
     samples_ms: dict[str, list[float]] = {}

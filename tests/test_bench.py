@@ -186,6 +186,13 @@ def test_cli_bench_quick_writes_report_and_refuses_to_overwrite(exported, tmp_pa
     assert (target / "bench" / "report.md").exists()  # default: bench/ beside the first model
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 2 and "already exists" in res.output and "--force" in res.output
+    from edgeclf.edge_runtime.backends import default_threads
+
+    cores = default_threads()  # more threads than cores times contention, and the command says so
+    res = CliRunner().invoke(main, ["bench", str(target / "export" / "run_int8.tflite"), "--quick", "--runs", "3",
+                                    "--min-time", "0", "--threads", str(cores + 1), "--out", str(tmp_path / "over")])
+    assert res.exit_code == 0, res.output
+    assert f"{cores + 1} thread(s) on {cores} available core(s)" in res.output
 
 
 def test_cli_bench_needs_data_without_a_run(exported, tmp_path):
