@@ -291,13 +291,14 @@ def _source_run_model(models: Sequence[BenchModel]) -> Path | None:
 def _run_test_split(keras_path: Path):
     """The test split of the training run a ``model.keras`` came from (its ``splits.csv``)."""
     from edgeclf.toolkit.evaluate import read_metadata
-    from edgeclf.toolkit.export.images import run_split_samples
+    from edgeclf.toolkit.export.images import run_split_problem, run_split_samples
 
     run_dir = keras_path.parent
     meta = read_metadata(keras_path)
     found = run_split_samples(meta, run_dir, "test")
     if found is None:
-        raise ConfigError(f"{run_dir} has no usable test split (splits.csv and its dataset). Pass --data DIR.")
+        raise ConfigError(f"{run_dir} has no usable test split ({run_split_problem(meta, run_dir, 'test')}). "
+                          "Pass --data DIR.")
     ds, samples = found
     return ds, samples, f"test split of {run_dir} ({meta['dataset']['path']})", True
 

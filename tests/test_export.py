@@ -105,9 +105,18 @@ def test_a_model_trained_on_numpy_data_calibrates_and_verifies_on_its_own_splits
 
 
 def test_int8_without_calibration_data_is_refused(run_copy):
+    meta_path = run_copy / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["dataset"]["path"] = str(run_copy / "moved-away")
+    meta_path.write_text(json.dumps(meta))
+    int8 = ExportSpec(formats=("tflite",), quant=(QuantSpec.int8(),))
+    # The message says which part of the run is missing, not "splits.csv missing, or the dataset moved".
+    with pytest.raises(ConfigError, match=r"needs calibration images.*\(its dataset is no longer at .*moved-away\)"
+                                          r".*--calib"):
+        export_model(run_copy / "model.keras", spec=int8)
     (run_copy / "splits.csv").unlink()
-    with pytest.raises(ConfigError, match="int8 quantisation needs calibration images.*--calib"):
-        export_model(run_copy / "model.keras", spec=ExportSpec(formats=("tflite",), quant=(QuantSpec.int8(),)))
+    with pytest.raises(ConfigError, match=r"needs calibration images.*\(.* has no splits.csv\).*--calib"):
+        export_model(run_copy / "model.keras", spec=int8)
     assert not list((run_copy / "export").glob("*.tflite*"))
 
 

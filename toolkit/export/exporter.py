@@ -27,7 +27,7 @@ from ..progress import Reporter
 from . import onnx as onnx_export
 from . import tflite as tflite_export
 from .archive import write_saved_model
-from .images import ImageSet, folder_images, run_split
+from .images import ImageSet, folder_images, run_split, run_split_problem
 from .spec import ExportSpec, Format, QuantSpec
 
 logger = logging.getLogger(__name__)
@@ -167,13 +167,14 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     if needs_calib and calibration is None:
         raise ConfigError(
             "int8 quantisation needs calibration images, and the training run's validation split cannot be found "
-            f"(no splits.csv beside {model_path}, or its dataset moved). Pass --calib DIR with representative images."
+            f"({run_split_problem(run_meta, run_dir, 'val')}). Pass --calib DIR with representative images."
         )
     held_out = run_split(run_meta, run_dir, "test", pre, spec.verify_images, seed=1)
     if held_out is None or len(held_out) < MIN_HELD_OUT:
         if calibration is None:
             if spec.verify:
-                raise ConfigError("The fidelity gate needs images and none were found. Pass --calib DIR, or "
+                raise ConfigError("The fidelity gate needs images and the training run's test split cannot be found "
+                                  f"({run_split_problem(run_meta, run_dir, 'test')}). Pass --calib DIR, or "
                                   "--no-verify to skip the gate.")
         else:
             held_out = calibration.head(spec.verify_images)

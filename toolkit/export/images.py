@@ -61,6 +61,18 @@ def run_split_samples(run_meta: dict, run_dir: Path, split: str) -> tuple[Datase
     return ds, Samples(sources, np.asarray(labels, dtype=np.int32))
 
 
+def run_split_problem(run_meta: dict, run_dir: Path, split: str) -> str:
+    """Why ``run_split_samples`` found nothing, in words for an error message."""
+    data_path = run_meta.get("dataset", {}).get("path")
+    if not (run_dir / "splits.csv").exists():
+        return f"{run_dir} has no splits.csv"
+    if not data_path:
+        return f"{run_dir / 'metadata.json'} names no dataset"
+    if not Path(data_path).exists():
+        return f"its dataset is no longer at {data_path}"
+    return f"none of the {split} images listed in {run_dir / 'splits.csv'} is in {data_path} any more"
+
+
 def run_split(run_meta: dict, run_dir: Path, split: str, spec: PreprocessSpec, limit: int, seed: int = 0) -> ImageSet | None:
     """Images of one split of the training run (from its ``splits.csv``), or None if unavailable."""
     found = run_split_samples(run_meta, run_dir, split)
