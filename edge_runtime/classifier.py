@@ -89,6 +89,9 @@ class Classifier:
         path = Path(path)
         if threads is not None and threads < 1:
             raise ConfigError(f"Received: threads={threads}. Expected at least 1, or None for all cores.")
+        if path.is_dir():
+            raise DataError(f"Received: {path}, a folder. Expected a .tflite or .onnx file (edgeclf predict takes the "
+                            "model first: MODEL PATH..., or --model MODEL).")
         if not path.is_file():
             raise DataError(f"Model not found: {path}.")
         backend = open_backend(path, threads or default_threads())

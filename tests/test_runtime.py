@@ -152,6 +152,8 @@ def test_file_without_metadata_is_refused(tmp_path):
         Classifier.load(tmp_path / "x.tflite")
     with pytest.raises(ConfigError, match="Expected a .tflite or .onnx"):
         Classifier.load(__file__)
+    with pytest.raises(DataError, match="a folder. Expected a .tflite or .onnx file .*takes the model first"):
+        Classifier.load(tmp_path)  # `predict photos/ model.tflite`: the arguments the wrong way round
 
 
 def test_expand_paths(tmp_path):
