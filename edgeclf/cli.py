@@ -532,7 +532,7 @@ class _PredictionWriter:
 @click.option("--snapshot-dir", type=click.Path(file_okay=False),
               help="Save the frame that triggered each alert as MODEL_LABEL_DATE-TIME_fFRAME.jpg (never over an "
                    "earlier snapshot).")
-@click.option("--every-n", type=int, default=1, show_default=True, help="Classify every n-th frame.")
+@click.option("--every-n", type=int, default=1, show_default=True, help="Classify every n-th frame (of a camera or stream: of the newest frames taken).")
 @click.option("--max-fps", type=float, help="Classify at most this many frames per second.")
 @click.option("--max-reconnects", type=click.IntRange(min=0), help="Give up after this many failed reconnections [default: never].")
 @click.option("--threshold", type=click.FloatRange(0, 1),
@@ -545,7 +545,9 @@ def camera(ctx, models, source, headless, events_path, min_frames, alerts, snaps
     """Classify a camera, video file or stream and report stable class changes as events.
 
     With a display, a window shows the label, score and FPS (q or Esc closes it). Headless, events go out as
-    JSON lines. Ctrl-C, SIGTERM or the end of a file end the run with a summary on stderr.
+    JSON lines. Ctrl-C, SIGTERM or the end of a file end the run with a summary on stderr. A camera or stream is
+    classified on its newest frame whenever the model is free (frames it could not take are counted as skipped);
+    a video file frame by frame.
 
     \b
     Example:
