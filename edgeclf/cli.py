@@ -307,6 +307,9 @@ def _min_agreement(_ctx, _param, value):
 @click.option("--quantize", default="fp32,int8", show_default=True,
               help="Comma-separated: fp32, fp16, dynamic (TFLite), int8.")
 @click.option("--calib", type=click.Path(exists=True), help="Calibration images [default: the run's val split].")
+@click.option("--dataset", type=click.Path(exists=True),
+              help="Where the training run's dataset is now, if it moved since training: its val and test splits "
+                   "are found there from splits.csv.")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="ONNX int8 calibration method.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output folder [default: RUN_DIR/export].")
@@ -321,7 +324,7 @@ def _min_agreement(_ctx, _param, value):
 @click.option("--no-verify", is_flag=True, help="Skip the fidelity gate (recorded in the metadata).")
 @click.option("--force", is_flag=True, help="Overwrite existing artefacts.")
 @click.pass_context
-def export(ctx, model, formats, quantize, calib, calib_method, out_dir, name, min_agreement, calib_images,
+def export(ctx, model, formats, quantize, calib, dataset, calib_method, out_dir, name, min_agreement, calib_images,
            verify_images, no_verify, force):
     """Export MODEL (a model.keras from `edgeclf train`) to TFLite and ONNX artefacts.
 
@@ -332,6 +335,7 @@ def export(ctx, model, formats, quantize, calib, calib_method, out_dir, name, mi
     Example:
       edgeclf export runs/helmet/model.keras
       edgeclf export runs/helmet/model.keras --format tflite --quantize fp16,int8 --calib data/helmets/val
+      edgeclf export runs/helmet/model.keras --dataset /mnt/data/helmets   # the dataset moved since training
     """
 
     def go():
@@ -342,7 +346,7 @@ def export(ctx, model, formats, quantize, calib, calib_method, out_dir, name, mi
         spec = ExportSpec(formats=tuple(f.strip() for f in formats.split(",") if f.strip()), quant=quant,
                           min_agreement=min_agreement, verify=not no_verify, calibration_images=calib_images,
                           verify_images=verify_images)
-        results = export_model(model, out_dir, spec=spec, calib=calib, name=name, force=force,
+        results = export_model(model, out_dir, spec=spec, calib=calib, name=name, dataset=dataset, force=force,
                                reporter=ClickReporter(ctx.obj["verbose"]))
         _print_export_summary(results, spec)
         if any(not r.passed for r in results):

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from conftest import run_python, write_class_folders
 from edgeclf.cli import main
-from edgeclf.edge_runtime import ConfigError, PreprocessSpec, load_image
+from edgeclf.edge_runtime import ConfigError, DataError, PreprocessSpec, load_image
 from edgeclf.edge_runtime.artifact import read_metadata
 from edgeclf.edge_runtime.backends import open_backend
 from edgeclf.toolkit.export import ExportError, ExportSpec, QuantSpec, export_model
@@ -107,13 +107,21 @@ def test_a_model_trained_on_numpy_data_calibrates_and_verifies_on_its_own_splits
 def test_int8_without_calibration_data_is_refused(run_copy):
     meta_path = run_copy / "metadata.json"
     meta = json.loads(meta_path.read_text())
+    data_now = meta["dataset"]["path"]  # where the data really is; the run is told it was elsewhere
     meta["dataset"]["path"] = str(run_copy / "moved-away")
     meta_path.write_text(json.dumps(meta))
     int8 = ExportSpec(formats=("tflite",), quant=(QuantSpec.int8(),))
     # The message says which part of the run is missing, not "splits.csv missing, or the dataset moved".
     with pytest.raises(ConfigError, match=r"needs calibration images.*\(its dataset is no longer at .*moved-away\)"
-                                          r".*--calib"):
+                                          r".*--dataset DIR.*--calib"):
         export_model(run_copy / "model.keras", spec=int8)
+    with pytest.raises(DataError, match="Dataset not found"):
+        export_model(run_copy / "model.keras", spec=int8, dataset=run_copy / "nowhere")
+    # Told where the dataset is now, the run's own val and test splits are found there again.
+    export_model(run_copy / "model.keras", spec=int8, dataset=data_now, out_dir=run_copy / "moved-export")
+    report = json.loads((run_copy / "moved-export" / "export_report.json").read_text())
+    assert report["calibration"].startswith("val split of the training run")
+    assert "split of the training run" in report["verification"]  # this tiny run has under 50 test images
     (run_copy / "splits.csv").unlink()
     with pytest.raises(ConfigError, match=r"needs calibration images.*\(.* has no splits.csv\).*--calib"):
         export_model(run_copy / "model.keras", spec=int8)

@@ -16,7 +16,7 @@ import numpy as np
 import edgeclf
 from edgeclf.edge_runtime.artifact import METADATA_KEY, write_tflite_metadata
 from edgeclf.edge_runtime.backends import open_backend
-from edgeclf.edge_runtime.errors import ConfigError
+from edgeclf.edge_runtime.errors import ConfigError, DataError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
 
 from ..evaluate import load_keras_model, read_metadata
@@ -113,7 +113,8 @@ def _targets(out_dir: Path, name: str, spec: ExportSpec) -> list[Path]:
 
 def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
                  spec: ExportSpec | None = None, calib: str | os.PathLike | None = None, name: str | None = None,
-                 force: bool = False, reporter: Reporter | None = None) -> list[ExportResult]:
+                 dataset: str | os.PathLike | None = None, force: bool = False,
+                 reporter: Reporter | None = None) -> list[ExportResult]:
     """Exports a trained model to every requested format and quantisation mode, each gated on fidelity.
 
     Args:
@@ -122,6 +123,9 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
         spec: What to write.
         calib: Calibration images (a folder or any dataset form); defaults to the run's validation split.
         name: Artefact name prefix; defaults to the run directory's name.
+        dataset: Where the training run's dataset is now, when it has moved since training: its val and test
+            splits are rebuilt there from ``splits.csv`` (paths relative to the dataset), instead of falling back
+            to ``calib`` images for the gate.
         force: Overwrite existing artefacts.
         reporter: Progress sink.
 
@@ -138,6 +142,10 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     model_path = Path(model_path)
     run_meta = read_metadata(model_path)
     run_dir = model_path.parent
+    if dataset is not None:
+        if not Path(dataset).exists():
+            raise DataError(f"Dataset not found: {dataset}. Expected the training run's dataset at its new location.")
+        run_meta = {**run_meta, "dataset": {**run_meta.get("dataset", {}), "path": str(dataset)}}
     out = Path(out_dir) if out_dir is not None else run_dir / "export"
     name = name or (run_dir.name if model_path.name == "model.keras" else model_path.stem)
     if not name or name in (".", "..") or "/" in name or "\\" in name or name.strip() != name:
@@ -167,15 +175,16 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     if needs_calib and calibration is None:
         raise ConfigError(
             "int8 quantisation needs calibration images, and the training run's validation split cannot be found "
-            f"({run_split_problem(run_meta, run_dir, 'val')}). Pass --calib DIR with representative images."
+            f"({run_split_problem(run_meta, run_dir, 'val')}). Pass --dataset DIR where the run's dataset is now, or "
+            "--calib DIR with representative images."
         )
     held_out = run_split(run_meta, run_dir, "test", pre, spec.verify_images, seed=1)
     if held_out is None or len(held_out) < MIN_HELD_OUT:
         if calibration is None:
             if spec.verify:
                 raise ConfigError("The fidelity gate needs images and the training run's test split cannot be found "
-                                  f"({run_split_problem(run_meta, run_dir, 'test')}). Pass --calib DIR, or "
-                                  "--no-verify to skip the gate.")
+                                  f"({run_split_problem(run_meta, run_dir, 'test')}). Pass --dataset DIR where "
+                                  "the run's dataset is now, --calib DIR, or --no-verify to skip the gate.")
         else:
             held_out = calibration.head(spec.verify_images)
             held_out.origin = f"calibration images ({held_out.origin}; fewer than {MIN_HELD_OUT} held-out available)"
