@@ -536,7 +536,8 @@ class _PredictionWriter:
 @click.option("--snapshot-dir", type=click.Path(file_okay=False),
               help="Save the frame that triggered each alert as MODEL_LABEL_DATE-TIME_fFRAME.jpg (never over an "
                    "earlier snapshot).")
-@click.option("--every-n", type=int, default=1, show_default=True, help="Classify every n-th frame (of a camera or stream: of the newest frames taken).")
+@click.option("--every-n", type=int, default=1, show_default=True,
+              help="Classify every n-th frame (of a camera or stream: of the newest frames taken).")
 @click.option("--max-fps", type=float, help="Classify at most this many frames per second.")
 @click.option("--max-reconnects", type=click.IntRange(min=0), help="Give up after this many failed reconnections [default: never].")
 @click.option("--threshold", type=click.FloatRange(0, 1),

@@ -172,19 +172,21 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
         calibration = folder_images(calib, classes, pre, spec.calibration_images)
     else:
         calibration = run_split(run_meta, run_dir, "val", pre, spec.calibration_images)
+    # --dataset can help only a run that still has its splits.csv.
+    moved = "--dataset DIR where the run's dataset is now, " if (run_dir / "splits.csv").exists() else ""
     if needs_calib and calibration is None:
         raise ConfigError(
             "int8 quantisation needs calibration images, and the training run's validation split cannot be found "
-            f"({run_split_problem(run_meta, run_dir, 'val')}). Pass --dataset DIR where the run's dataset is now, or "
-            "--calib DIR with representative images."
+            f"({run_split_problem(run_meta, run_dir, 'val')}). Pass {moved}{'or ' if moved else ''}--calib DIR with "
+            "representative images."
         )
     held_out = run_split(run_meta, run_dir, "test", pre, spec.verify_images, seed=1)
     if held_out is None or len(held_out) < MIN_HELD_OUT:
         if calibration is None:
             if spec.verify:
                 raise ConfigError("The fidelity gate needs images and the training run's test split cannot be found "
-                                  f"({run_split_problem(run_meta, run_dir, 'test')}). Pass --dataset DIR where "
-                                  "the run's dataset is now, --calib DIR, or --no-verify to skip the gate.")
+                                  f"({run_split_problem(run_meta, run_dir, 'test')}). Pass {moved}--calib DIR, "
+                                  "or --no-verify to skip the gate.")
         else:
             held_out = calibration.head(spec.verify_images)
             held_out.origin = f"calibration images ({held_out.origin}; fewer than {MIN_HELD_OUT} held-out available)"
