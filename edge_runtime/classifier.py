@@ -187,13 +187,13 @@ def stream_many(classifiers: Sequence[Classifier], images: Iterable[Image], batc
     def decode(item):
         if is_unmatched_pattern(item):
             return ImageDecodeError(item, "no file matches this pattern")
-        if isinstance(item, (str, os.PathLike)) and os.path.isdir(item):
-            reason = empty_folder_reason(item)
-            return ImageDecodeError(str(item), reason or "a folder, not an image (`predict` expands folders named "
-                                                          "as arguments, not read from stdin; in Python, expand_paths)")
         try:
             return {spec: first_for_spec[spec].prepare(item, bgr=bgr) for spec in specs}
         except ImageDecodeError as exc:
+            if isinstance(item, (str, os.PathLike)) and os.path.isdir(item):  # only once decoding has failed
+                return ImageDecodeError(exc.source, empty_folder_reason(item) or "a folder, not an image (`predict` "
+                                        "expands folders named as arguments, not read from stdin; in Python, "
+                                        "expand_paths)")
             return exc
         except OSError as exc:
             return ImageDecodeError(str(item), f"unreadable: {exc.strerror or exc}")

@@ -128,13 +128,18 @@ def _describe(source: ImageSource) -> str:
     return display_path(name) if isinstance(name, (str, bytes)) else "<stream>"
 
 
+def _is_source(value: object) -> bool:
+    """A path, encoded bytes, a binary file object or a PIL image: what ``decode_image`` opens."""
+    return isinstance(value, (str, os.PathLike, *_BYTES, Image.Image)) or hasattr(value, "read")
+
+
 def check_image_source(source: object) -> None:
     """Refuses what is not an image source here, instead of as an AttributeError from inside Pillow.
 
     Raises:
         ConfigError: Naming the type received and the types accepted.
     """
-    if not isinstance(source, (str, os.PathLike, *_BYTES, Image.Image)) and not hasattr(source, "read"):
+    if not _is_source(source):
         raise ConfigError(f"Received an image of type {type(source).__name__}. Expected a path, encoded bytes, "
                           "a binary file object, a PIL image or an (H, W, 3) uint8 array.")
 
@@ -144,7 +149,7 @@ def is_one_image(value: object) -> bool:
     taken for a sequence of one-letter paths, an (H, W, 3) array for H images)."""
     if isinstance(value, np.ndarray):
         return value.ndim == 2 or (value.ndim == 3 and value.shape[2] == 3)
-    return isinstance(value, (str, os.PathLike, *_BYTES, Image.Image)) or hasattr(value, "read")
+    return _is_source(value)
 
 
 def _open(source: ImageSource, max_pixels: int) -> Image.Image:

@@ -53,9 +53,10 @@ def _lines(stdin: TextIO) -> Iterator[str]:
 def expand_paths(args: Iterable[str], stdin: TextIO | None = None) -> Iterator[str]:
     """Yields image paths lazily, in a stable order.
 
-    Folders are walked recursively for image files (``walk_images``: hidden files left out); globs are expanded (``**`` included); ``-`` reads one path per
-    line from ``stdin``. A path that does not exist, a glob that matches nothing and a folder without images are
-    yielded as they are, so the caller reports each as a failed item instead of silently dropping it.
+    Folders are walked recursively for image files (``walk_images``: hidden files left out); globs are expanded
+    (``**`` included); ``-`` reads one path per line from ``stdin``. A path that does not exist, a glob that matches
+    nothing and a folder without images are yielded as they are, so the caller reports each as a failed item instead
+    of silently dropping it.
     """
     for arg in args:
         if arg == "-":

@@ -440,7 +440,7 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
                 done += 1
                 if isinstance(results[0], ImageDecodeError):
                     failed += 1
-                writer.write(display_path(item) if isinstance(item, (str, os.PathLike)) else str(item), results)
+                writer.write(display_path(item), results)  # expand_paths yields file names as str
                 if show_progress and done % 50 == 0:
                     click.echo(f"\rClassified {done} images, {failed} failed", err=True, nl=False)
         except KeyboardInterrupt:

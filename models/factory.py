@@ -47,6 +47,26 @@ class HeadSpec:
                 raise ConfigError(f"Received: dropouts={self.dropouts} for dense={self.dense}. Expected one rate "
                                   "0 <= rate < 1 per hidden Dense layer.")
 
+    def plan(self) -> list[tuple[str, float, str]]:
+        """The layers between pooling and the output, in order: ``("dropout", rate, name)`` or
+        ``("dense", units, name)``. ``create_model`` builds them and the run report describes them."""
+        layers = []
+        for i, units in enumerate(self.dense):
+            if self.dropouts is None and self.dropout:
+                layers.append(("dropout", self.dropout, f"head_dropout_{i}"))
+            layers.append(("dense", units, f"head_dense_{i}"))
+            if self.dropouts is not None and self.dropouts[i]:
+                layers.append(("dropout", self.dropouts[i], f"head_dropout_{i}"))
+        if self.dropouts is None and self.dropout:
+            layers.append(("dropout", self.dropout, "head_dropout_out"))
+        return layers
+
+    def describe(self, num_classes: int) -> str:
+        """The head as its layers, e.g. ``GlobalAveragePooling -> Dropout 0.2 -> Dense 256 ReLU -> Dense 2 softmax``."""
+        parts = ["GlobalAveragePooling" if self.pooling == "gap" else "Flatten"]
+        parts += [f"Dropout {v:g}" if kind == "dropout" else f"Dense {v} ReLU" for kind, v, _ in self.plan()]
+        return " -> ".join(parts + [f"Dense {num_classes} softmax"])
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -241,15 +261,9 @@ def create_model(spec: ModelSpec, steps_per_epoch: int | None = None):
     base = _build_backbone(spec, shape, steps_per_epoch)
     x = base(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x) if spec.head.pooling == "gap" else layers.Flatten(name="pool")(x)
-    head = spec.head
-    for i, units in enumerate(head.dense):
-        if head.dropouts is None and head.dropout:
-            x = layers.Dropout(head.dropout, name=f"head_dropout_{i}")(x)
-        x = layers.Dense(units, activation="relu", name=f"head_dense_{i}")(x)
-        if head.dropouts is not None and head.dropouts[i]:
-            x = layers.Dropout(head.dropouts[i], name=f"head_dropout_{i}")(x)
-    if head.dropouts is None and head.dropout:
-        x = layers.Dropout(head.dropout, name="head_dropout_out")(x)
+    for kind, value, name in spec.head.plan():
+        x = (layers.Dropout(value, name=name) if kind == "dropout" else
+             layers.Dense(value, activation="relu", name=name))(x)
     # float32 output even under mixed precision: softmax in float16 is numerically poor.
     outputs = layers.Dense(spec.num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=f"edgeclf_{bb.name}")

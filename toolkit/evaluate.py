@@ -150,8 +150,6 @@ def evaluate(model_path: str | os.PathLike, data: str | os.PathLike, *, split: s
         decoded = decode_samples(ds, samples, spec, progress=advance)
     for name, reason in decoded.skipped:
         reporter.warn(f"Skipped {name}: {reason}")
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
     metrics = evaluate_splits(model, {split: decoded}, class_names, out, batch_size, threshold).get(split)
     if metrics is None:
         raise DataError(f"No readable images to evaluate in {data}.")

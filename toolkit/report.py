@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeclf.models.factory import HeadSpec
+
 from .io import write_text
 
 
@@ -25,22 +27,6 @@ def metrics_table(splits: dict[str, dict]) -> list[str]:
     return lines
 
 
-def _describe_head(head: dict, num_classes: int) -> str:
-    """``{'pooling': 'gap', 'dense': [256], 'dropout': 0.2, ...}`` as the layers ``models.factory`` builds from it,
-    e.g. ``GlobalAveragePooling -> Dropout 0.2 -> Dense 256 ReLU -> Dropout 0.2 -> Dense 2 softmax``."""
-    layers = ["GlobalAveragePooling" if head.get("pooling") == "gap" else "Flatten"]
-    dense, rates = list(head.get("dense") or []), head.get("dropouts")
-    for i, units in enumerate(dense):
-        if rates is None and head.get("dropout"):
-            layers.append(f"Dropout {head['dropout']:g}")
-        layers.append(f"Dense {units} ReLU")
-        if rates is not None and rates[i]:
-            layers.append(f"Dropout {rates[i]:g}")
-    if rates is None and head.get("dropout"):
-        layers.append(f"Dropout {head['dropout']:g}")
-    return " -> ".join(layers + [f"Dense {num_classes} softmax"])
-
-
 def write_train_report(run: Path, meta: dict, metrics_doc: dict) -> Path:
     """Writes ``run/report.md`` and returns its path."""
     ds = meta["dataset"]
@@ -50,7 +36,7 @@ def write_train_report(run: Path, meta: dict, metrics_doc: dict) -> Path:
         "",
         f"- edgeclf {meta['edgeclf_version']}, {meta['created']}, wall time {meta['wall_time_s']} s",
         f"- backbone `{meta['backbone']}`, input {meta['input']['shape']} RGB 0-255, weights `{meta['model']['weights']}`, "
-        f"head: {_describe_head(meta['model']['head'], len(names))}",
+        f"head: {HeadSpec(**meta['model']['head']).describe(len(names))}",
         f"- hardware: {'GPU ' + ', '.join(meta['hardware']['gpus']) if meta['hardware']['gpus'] else 'CPU'}"
         f"{', mixed precision' if meta['hardware']['mixed_precision'] else ''}",
         f"- dataset form `{ds['form']}`, fingerprint `{ds['fingerprint'][:16]}`",

@@ -47,7 +47,7 @@ def run_split_samples(run_meta: dict, run_dir: Path, split: str) -> tuple[Datase
         return None
     ds = discover(data_path)
     # splits.csv names a file by its path relative to the dataset and an array image by its index.
-    by_name = {(str(int(source)) if ds.array is not None else str(ds.describe(source))): source
+    by_name = {(str(int(source)) if ds.array is not None else ds.describe(source)): source
                for samples in ds.splits.values() for source in samples.sources}
     class_index = {c: i for i, c in enumerate(run_meta["class_names"])}
     sources, labels = [], []
