@@ -89,6 +89,7 @@ class BenchModel:
     preprocess: PreprocessSpec | None = None
     error: str | None = None
     name: str = ""
+    adapter: dict | None = None  # a Keras model trained elsewhere: the ForeignSpec its artefacts were exported with
 
     @property
     def size_bytes(self) -> int:
@@ -164,6 +165,26 @@ def _describe_model(path: Path) -> BenchModel:
         return BenchModel(path, kind, "unknown", error=f"unreadable: {type(exc).__name__}: {str(exc)[:200]}")
 
 
+def _describe_foreign(keras_model: BenchModel, artefacts: Sequence[BenchModel]) -> BenchModel:
+    """A Keras model trained outside edgeclf, described by an artefact exported from it (same SHA-256), whose
+    metadata records the class names, input and adapter that ``edgeclf export --labels ... --input-norm ...`` used."""
+    from edgeclf.edge_runtime.artifact import read_metadata
+    from edgeclf.toolkit.export.foreign import spec_from_artifact
+    from edgeclf.toolkit.io import sha256_file
+
+    digest = sha256_file(keras_model.path)
+    for artefact in artefacts:
+        meta = read_metadata(artefact.path)
+        if meta.get("source_model_sha256") == digest and meta.get("adapter"):
+            foreign = spec_from_artifact(meta)
+            return replace(keras_model, mode="keras", class_names=foreign.class_names, preprocess=artefact.preprocess,
+                           error=None, adapter=foreign.to_dict())
+    return replace(keras_model, error=f"{keras_model.path.with_name('metadata.json')} not found and none of the "
+                                      "artefacts benchmarked with it was exported from it: bench a Keras model "
+                                      "trained elsewhere together with its exported artefacts (their metadata "
+                                      "holds its class names and input).")
+
+
 def collect_models(paths: Sequence[str | os.PathLike]) -> list[BenchModel]:
     """The models named by ``paths``: files, run directories (model.keras + export/) or export directories.
 
@@ -187,12 +208,17 @@ def collect_models(paths: Sequence[str | os.PathLike]) -> list[BenchModel]:
         else:
             raise ConfigError(f"Received: {p}. Supported: .keras, .tflite, .onnx files, or a run/export folder.")
     unique = list(dict.fromkeys(f.resolve() for f in found))
+    described = {p: _describe_model(p) for p in unique}
+    for p, m in described.items():
+        if m.kind == "keras" and not p.with_name("metadata.json").exists():
+            artefacts = [a for a in described.values() if a.kind != "keras" and a.error is None]
+            described[p] = _describe_foreign(m, artefacts)
     # Names label rows, plots and files: the file name, or folder/file where that alone is ambiguous
     # (every run's Keras model is called model.keras).
     counts: dict[str, int] = {}
     for p in unique:
         counts[p.name] = counts.get(p.name, 0) + 1
-    models = [replace(_describe_model(p), name=f"{p.parent.name}/{p.name}" if counts[p.name] > 1 or
+    models = [replace(described[p], name=f"{p.parent.name}/{p.name}" if counts[p.name] > 1 or
                       p.name == "model.keras" else p.name) for p in unique]
     return sorted(models, key=lambda m: (KINDS.index(m.kind), _MODE_ORDER.get(m.mode, 9), m.name))
 
@@ -231,7 +257,7 @@ def _prepare_data(data: str | os.PathLike | None, models: list[BenchModel], spec
             reporter.warn(f"The classes of {data} ({', '.join(ds.class_names)}) are not the model's "
                           f"({', '.join(class_names)}); accuracy is not measured, only agreement.")
     else:
-        keras = next((m.path for m in usable if m.kind == "keras"), None)
+        keras = next((m.path for m in usable if m.kind == "keras" and m.adapter is None), None)  # with a run
         source = None if keras else _source_run_model(usable)
         if keras is None and source is None:
             raise ConfigError("Received no --data and no run directory. Pass --data DIR (labelled images) or a run "
@@ -307,7 +333,8 @@ def _run_row(model: BenchModel, threads: int, batch: int, spec: BenchSpec, data:
              evaluate: bool, tag: str) -> tuple[dict, Path | None]:
     job_path, result_path = work / f"job_{tag}.json", work / f"result_{tag}.json"
     probs_path = work / f"probs_{tag}.npy" if evaluate else None
-    job = {"model": str(model.path), "kind": model.kind, "threads": threads, "batch": batch, "runs": spec.runs,
+    job = {"model": str(model.path), "kind": model.kind, "adapter": model.adapter, "threads": threads, "batch": batch,
+           "runs": spec.runs,
            "min_seconds": spec.min_seconds, "max_runs": spec.max_runs, "warmup": spec.warmup,
            "sample_image": str(data.sample_image[model.preprocess]), "pixels": str(data.pixels_by_spec[model.preprocess]),
            "n_images": data.n, "probs_out": str(probs_path) if probs_path else None, "result": str(result_path)}

@@ -42,7 +42,7 @@ def peak_rss_mib() -> float | None:
         return None
 
 
-def _open_keras(path: str, threads: int):
+def _open_keras(path: str, threads: int, adapter: dict | None = None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from edgeclf.edge_runtime.preprocess import PreprocessSpec
     from edgeclf.toolkit._deps import import_tf
@@ -52,8 +52,14 @@ def _open_keras(path: str, threads: int):
     # Thread pools must be sized before TensorFlow creates them, i.e. before the model is loaded.
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    spec = PreprocessSpec.from_dict(read_metadata(path)["preprocess"])
     model = load_keras_model(path)
+    if adapter is None:
+        spec = PreprocessSpec.from_dict(read_metadata(path)["preprocess"])
+    else:  # trained outside edgeclf: wrapped exactly as `edgeclf export` wrapped it
+        from edgeclf.toolkit.export.foreign import ForeignSpec, adapt_model
+
+        model, meta = adapt_model(model, ForeignSpec(**adapter))
+        spec = PreprocessSpec.from_dict(meta["preprocess"])
     return (lambda pixels: np.asarray(model.predict_on_batch(pixels.astype(np.float32)))), spec
 
 
@@ -71,7 +77,10 @@ def measure(job: dict, launched_at: float | None = None) -> dict:
 
     batch, threads = int(job["batch"]), int(job["threads"])
     t = time.perf_counter()
-    infer, spec = (_open_keras if job["kind"] == "keras" else _open_artifact)(job["model"], threads)
+    if job["kind"] == "keras":
+        infer, spec = _open_keras(job["model"], threads, job.get("adapter"))
+    else:
+        infer, spec = _open_artifact(job["model"], threads)
     init_s = time.perf_counter() - t
     first = load_image(job["sample_image"], spec)[None]
     t = time.perf_counter()

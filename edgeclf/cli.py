@@ -323,31 +323,55 @@ def _min_agreement(_ctx, _param, value):
               help="Most held-out images the gate runs; more narrow its 95% interval.")
 @click.option("--no-verify", is_flag=True, help="Skip the fidelity gate (recorded in the metadata).")
 @click.option("--force", is_flag=True, help="Overwrite existing artefacts.")
+@click.option("--labels", help="Keras model trained elsewhere: its class names in output order, comma-separated or a "
+                               "file with one per line.")
+@click.option("--input-norm", type=click.Choice(["raw", "unit", "tf", "caffe", "torch"]),
+              help="Keras model trained elsewhere: how its training scaled RGB 0-255 pixels. raw: as they are; unit: "
+                   "x/255; tf: x/127.5-1; caffe: BGR minus ImageNet mean; torch: x/255, ImageNet mean/std.")
+@click.option("--model-output", "output_kind", type=click.Choice(["auto", "probabilities", "logits"]), default="auto",
+              show_default=True, help="Keras model trained elsewhere: what it outputs; auto reads its last layer.")
+@click.option("--img-size", type=click.IntRange(min=1),
+              help="Keras model trained elsewhere whose input size is not fixed: the size it was trained at.")
+@click.option("--resize", type=click.Choice(["bilinear", "nearest", "bicubic", "area", "lanczos"]),
+              help="Keras model trained elsewhere: the resampling filter its training used [default: bilinear].")
 @click.pass_context
 def export(ctx, model, formats, quantize, calib, dataset, calib_method, out_dir, name, min_agreement, calib_images,
-           verify_images, no_verify, force):
+           verify_images, no_verify, force, labels, input_norm, output_kind, img_size, resize):
     """Export MODEL (a model.keras from `edgeclf train`) to TFLite and ONNX artefacts.
 
     Each artefact is run through the edge runtime on held-out images and compared with the Keras model; one
     that agrees less than the gate requires is left as NAME_MODE.FORMAT.rejected and the command exits 1.
+
+    A .keras classifier trained elsewhere (no metadata.json beside it) needs --labels and --input-norm, and --calib
+    with images: part of them calibrate int8, the others run the gate. It is wrapped in built-in layers to take
+    RGB 0-255 pixels and output probabilities, as edgeclf's own models do.
 
     \b
     Example:
       edgeclf export runs/helmet/model.keras
       edgeclf export runs/helmet/model.keras --format tflite --quantize fp16,int8 --calib data/helmets/val
       edgeclf export runs/helmet/model.keras --dataset /mnt/data/helmets   # the dataset moved since training
+      edgeclf export notebook.keras --labels cat,dog --input-norm unit --calib data/pets/val
     """
 
     def go():
-        from edgeclf.toolkit.export import ExportSpec, QuantSpec, export_model
+        from edgeclf.toolkit.export import ExportSpec, ForeignSpec, QuantSpec, export_model, parse_labels
 
+        foreign = None
+        if labels is not None or input_norm is not None:
+            if labels is None or input_norm is None:
+                raise ConfigError("A Keras model trained elsewhere needs both --labels and --input-norm.")
+            foreign = ForeignSpec(parse_labels(labels), input_norm, output_kind, img_size, resize or "bilinear")
+        elif output_kind != "auto" or img_size is not None or resize is not None:
+            raise ConfigError("--model-output, --img-size and --resize describe a Keras model trained elsewhere and go with "
+                              "--labels and --input-norm; an edgeclf run's metadata.json sets them.")
         modes = [m.strip() for m in quantize.split(",") if m.strip()]
         quant = tuple(QuantSpec.int8(calib_method) if m == "int8" else QuantSpec(m) for m in modes)
         spec = ExportSpec(formats=tuple(f.strip() for f in formats.split(",") if f.strip()), quant=quant,
                           min_agreement=min_agreement, verify=not no_verify, calibration_images=calib_images,
                           verify_images=verify_images)
-        results = export_model(model, out_dir, spec=spec, calib=calib, name=name, dataset=dataset, force=force,
-                               reporter=ClickReporter(ctx.obj["verbose"]))
+        results = export_model(model, out_dir, spec=spec, calib=calib, name=name, dataset=dataset, foreign=foreign,
+                               force=force, reporter=ClickReporter(ctx.obj["verbose"]))
         _print_export_summary(results, spec)
         if any(not r.passed for r in results):
             sys.exit(1)

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 from edgeclf.edge_runtime.errors import ConfigError
 
-from .backbones import CAFFE_MEAN_BGR, NORMALISATIONS, get_backbone
+from .backbones import CAFFE_MEAN_BGR, NORMALISATIONS, TORCH_MEAN_RGB, TORCH_STD_RGB, get_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -139,27 +139,34 @@ class ModelSpec:
         return cls(**d)
 
 
-def _normalisation_layers(kind: str, keras):
+def normalise(x, kind: str, name: str = "normalise"):
+    """Applies one of ``NORMALISATIONS`` to a float32 RGB 0-255 tensor as built-in layers (``in_model``: none).
+
+    Built-in layers only, so a model that contains them still loads with safe_mode on and converts and quantises
+    like any other layer, unlike a Lambda around ``preprocess_input``.
+    """
+    import numpy as np
     from keras import layers
 
     if kind == "unit":
-        return [layers.Rescaling(1.0 / 255.0, name="normalise")]
+        return layers.Rescaling(1.0 / 255.0, name=name)(x)
     if kind == "tf":
-        return [layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalise")]
+        return layers.Rescaling(1.0 / 127.5, offset=-1.0, name=name)(x)
     if kind == "caffe":
-        # RGB->BGR and mean subtraction as a fixed 1x1 convolution: exact, built-in (safe_mode loads it) and
-        # trivially quantisable, unlike a Lambda around preprocess_input.
-        return [layers.Conv2D(3, 1, name="normalise", trainable=False)]
-    return []
-
-
-def _set_caffe_weights(layer) -> None:
-    import numpy as np
-
-    kernel = np.zeros((1, 1, 3, 3), dtype="float32")
-    for out_channel, in_channel in enumerate((2, 1, 0)):
-        kernel[0, 0, in_channel, out_channel] = 1.0
-    layer.set_weights([kernel, -np.asarray(CAFFE_MEAN_BGR, dtype="float32")])
+        # RGB->BGR and mean subtraction as a fixed 1x1 convolution: exact and trivially quantisable.
+        layer = layers.Conv2D(3, 1, name=name, trainable=False)
+        x = layer(x)
+        kernel = np.zeros((1, 1, 3, 3), dtype="float32")
+        for out_channel, in_channel in enumerate((2, 1, 0)):
+            kernel[0, 0, in_channel, out_channel] = 1.0
+        layer.set_weights([kernel, -np.asarray(CAFFE_MEAN_BGR, dtype="float32")])
+        return x
+    if kind == "torch":
+        x = layers.Rescaling(1.0 / 255.0, name=f"{name}_scale")(x)
+        return layers.Normalization(mean=TORCH_MEAN_RGB, variance=[s * s for s in TORCH_STD_RGB], name=name)(x)
+    if kind == "in_model":
+        return x
+    raise ConfigError(f"Received: normalisation='{kind}'. Supported: {', '.join(NORMALISATIONS)}.")
 
 
 def _build_backbone(spec: ModelSpec, input_shape, steps_per_epoch: int | None = None):
@@ -253,11 +260,7 @@ def create_model(spec: ModelSpec, steps_per_epoch: int | None = None):
     bb = get_backbone(spec.backbone)
     shape = (spec.img_size, spec.img_size, 3)
     inputs = keras.Input(shape, name="pixels", dtype="float32")
-    x = inputs
-    for layer in _normalisation_layers(spec.input_normalisation, keras):
-        x = layer(x)
-        if spec.input_normalisation == "caffe":
-            _set_caffe_weights(layer)
+    x = normalise(inputs, spec.input_normalisation)
     base = _build_backbone(spec, shape, steps_per_epoch)
     x = base(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x) if spec.head.pooling == "gap" else layers.Flatten(name="pool")(x)

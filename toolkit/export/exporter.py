@@ -27,6 +27,7 @@ from ..progress import Reporter
 from . import onnx as onnx_export
 from . import tflite as tflite_export
 from .archive import write_saved_model
+from .foreign import ForeignSpec, adapt_model, check_probabilities
 from .images import ImageSet, folder_images, run_split, run_split_problem
 from .spec import ExportSpec, Format, QuantSpec
 
@@ -95,6 +96,7 @@ def _artifact_metadata(run_meta: dict, source: Path, source_sha: str, fmt: Forma
         "preprocess": pre,
         "quantization": {"mode": quant.mode, **io.get("quantization", {})},
         "backbone": run_meta.get("backbone"),
+        "adapter": run_meta.get("adapter"),
         "source_model": source.name,
         "source_model_sha256": source_sha,
         "fidelity": fid,
@@ -113,12 +115,13 @@ def _targets(out_dir: Path, name: str, spec: ExportSpec) -> list[Path]:
 
 def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
                  spec: ExportSpec | None = None, calib: str | os.PathLike | None = None, name: str | None = None,
-                 dataset: str | os.PathLike | None = None, force: bool = False,
+                 dataset: str | os.PathLike | None = None, foreign: ForeignSpec | None = None, force: bool = False,
                  reporter: Reporter | None = None) -> list[ExportResult]:
     """Exports a trained model to every requested format and quantisation mode, each gated on fidelity.
 
     Args:
-        model_path: ``model.keras`` with its ``metadata.json`` (an edgeclf run directory).
+        model_path: ``model.keras`` with its ``metadata.json`` (an edgeclf run directory), or with ``foreign``
+            a ``.keras`` model trained elsewhere.
         out_dir: Output folder; defaults to ``export/`` beside the model.
         spec: What to write.
         calib: Calibration images (a folder or any dataset form); defaults to the run's validation split.
@@ -126,6 +129,8 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
         dataset: Where the training run's dataset is now, when it has moved since training: its val and test
             splits are rebuilt there from ``splits.csv`` (paths relative to the dataset), instead of falling back
             to ``calib`` images for the gate.
+        foreign: The class names and input contract of a model trained outside edgeclf (no ``metadata.json``);
+            it is wrapped to take RGB 0-255 pixels and output probabilities (``foreign.adapt_model``).
         force: Overwrite existing artefacts.
         reporter: Progress sink.
 
@@ -140,8 +145,8 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     spec = spec or ExportSpec()
     reporter = reporter or Reporter()
     model_path = Path(model_path)
-    run_meta = read_metadata(model_path)
     run_dir = model_path.parent
+    run_meta = _source_metadata(model_path, foreign, dataset)
     if dataset is not None:
         if not Path(dataset).exists():
             raise DataError(f"Dataset not found: {dataset}. Expected the training run's dataset at its new location.")
@@ -157,6 +162,8 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     ensure_writable_dir(out)
 
     model = load_keras_model(model_path)
+    if foreign is not None:
+        model, run_meta = adapt_model(model, foreign)
     pre = PreprocessSpec.from_dict(run_meta["preprocess"])
     classes = run_meta["class_names"]
     needs_calib = any(q.needs_calibration for _, q in spec.jobs())
@@ -168,29 +175,28 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
                           + (f"written for {', '.join(others)} only." if others else "skipped."))
 
     reporter.stage("Loading calibration and verification images")
-    if calib is not None:
-        calibration = folder_images(calib, classes, pre, spec.calibration_images)
-    else:
-        calibration = run_split(run_meta, run_dir, "val", pre, spec.calibration_images)
+    calibration, held_out = _images(run_meta, run_dir, calib, pre, spec, needs_calib, from_run=foreign is None)
     # --dataset can help only a run that still has its splits.csv.
-    moved = "--dataset DIR where the run's dataset is now, " if (run_dir / "splits.csv").exists() else ""
+    moved = ("--dataset DIR where the run's dataset is now, "
+             if foreign is None and (run_dir / "splits.csv").exists() else "")
     if needs_calib and calibration is None:
         raise ConfigError(
-            "int8 quantisation needs calibration images, and the training run's validation split cannot be found "
-            f"({run_split_problem(run_meta, run_dir, 'val')}). Pass {moved}{'or ' if moved else ''}--calib DIR with "
-            "representative images."
+            "int8 quantisation needs calibration images, and " + (
+                f"the training run's validation split cannot be found ({run_split_problem(run_meta, run_dir, 'val')})"
+                if foreign is None else "a model trained outside edgeclf has no run to take them from")
+            + f". Pass {moved}{'or ' if moved else ''}--calib DIR with representative images."
         )
-    held_out = run_split(run_meta, run_dir, "test", pre, spec.verify_images, seed=1)
-    if held_out is None or len(held_out) < MIN_HELD_OUT:
-        if calibration is None:
-            if spec.verify:
-                raise ConfigError("The fidelity gate needs images and the training run's test split cannot be found "
-                                  f"({run_split_problem(run_meta, run_dir, 'test')}). Pass {moved}--calib DIR, "
-                                  "or --no-verify to skip the gate.")
-        else:
-            held_out = calibration.head(spec.verify_images)
-            held_out.origin = f"calibration images ({held_out.origin}; fewer than {MIN_HELD_OUT} held-out available)"
+    if held_out is None and spec.verify:
+        raise ConfigError("The fidelity gate needs images and " + (
+            f"the training run's test split cannot be found ({run_split_problem(run_meta, run_dir, 'test')})"
+            if foreign is None else "a model trained outside edgeclf has no run to take them from")
+            + f". Pass {moved}--calib DIR, or --no-verify to skip the gate.")
     reference = predict_probs(model, held_out.pixels) if held_out is not None and spec.verify else None
+    if foreign is not None:
+        probe = reference if reference is not None else (
+            predict_probs(model, calibration.pixels[:GATE_BATCH]) if calibration is not None else None)
+        if probe is not None:
+            check_probabilities(probe)
 
     source_sha = sha256_file(model_path)
     results: list[ExportResult] = []
@@ -228,6 +234,62 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     }
     _write_report(out / "export_report.json", export, [{**r.to_dict(), **export} for r in results])
     return results
+
+
+def _source_metadata(model_path: Path, foreign: ForeignSpec | None, dataset) -> dict:
+    """The training run's metadata, or a placeholder to be completed by ``adapt_model`` for a foreign model."""
+    beside = model_path.with_name("metadata.json")
+    if foreign is None:
+        if not beside.exists() and model_path.suffix == ".keras" and model_path.is_file():
+            raise ConfigError(f"{beside} not found: {model_path.name} is not from `edgeclf train`. To export a Keras "
+                              "model trained elsewhere, pass --labels (its class names in output order) and "
+                              "--input-norm (how its pixels were scaled).")
+        return read_metadata(model_path)
+    if beside.exists():
+        raise ConfigError(f"{model_path} has a metadata.json beside it, which sets its class names and input: "
+                          "--labels, --input-norm, --model-output, --img-size and --resize are for Keras models trained elsewhere. "
+                          "Leave them out.")
+    if dataset is not None:
+        raise ConfigError("Received --dataset for a model trained outside edgeclf: it finds a training run's splits. "
+                          "Pass --calib DIR instead.")
+    return {}
+
+
+def _images(run_meta: dict, run_dir: Path, calib, pre: PreprocessSpec, spec: ExportSpec, needs_calib: bool,
+            from_run: bool) -> tuple[ImageSet | None, ImageSet | None]:
+    """Calibration images and the gate's held-out images.
+
+    A training run gives its val split to calibrate and its test split to verify. Images from ``calib`` alone are
+    split in two, so that the gate does not run on the images the int8 ranges were fitted to; only when there are
+    too few for both does the gate reuse them (and says so).
+    """
+    classes = run_meta["class_names"]
+    held_out = run_split(run_meta, run_dir, "test", pre, spec.verify_images, seed=1) if from_run else None
+    has_held_out = held_out is not None and len(held_out) >= MIN_HELD_OUT
+    calibration = None
+    if calib is None:
+        calibration = run_split(run_meta, run_dir, "val", pre, spec.calibration_images) if from_run else None
+    elif has_held_out:
+        calibration = folder_images(calib, classes, pre, spec.calibration_images)
+    elif needs_calib or spec.verify:
+        pool = folder_images(calib, classes, pre, (spec.calibration_images if needs_calib else 0)
+                             + (spec.verify_images if spec.verify else 0))
+        n_cal = min(spec.calibration_images, len(pool)) if needs_calib else 0
+        if spec.verify and needs_calib and len(pool) - n_cal < MIN_HELD_OUT:
+            n_cal = len(pool) - MIN_HELD_OUT if len(pool) >= 2 * MIN_HELD_OUT else len(pool)
+        if not needs_calib:
+            calibration, rest = None, pool
+        elif n_cal >= len(pool):
+            calibration, rest = pool, None
+        else:
+            calibration, rest = pool.split(n_cal)
+        if rest is not None:
+            held_out = rest
+        has_held_out = held_out is not None and len(held_out) >= MIN_HELD_OUT
+    if not has_held_out and calibration is not None and spec.verify:
+        held_out = calibration.head(spec.verify_images)
+        held_out.origin = f"calibration images ({held_out.origin}; fewer than {MIN_HELD_OUT} held-out available)"
+    return calibration, held_out
 
 
 def _artifact_key(path: str | Path) -> str:

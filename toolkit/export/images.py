@@ -34,6 +34,16 @@ class ImageSet:
     def head(self, n: int) -> "ImageSet":
         return ImageSet(self.pixels[:n], None if self.labels is None else self.labels[:n], self.origin)
 
+    def _take(self, index: np.ndarray, origin: str) -> "ImageSet":
+        return ImageSet(self.pixels[index], None if self.labels is None else self.labels[index], origin)
+
+    def split(self, n: int, seed: int = 0) -> tuple["ImageSet", "ImageSet"]:
+        """``n`` images drawn at random (seeded) for calibration, and the others: disjoint, each in folder order."""
+        order = np.random.default_rng(seed).permutation(len(self))
+        first, rest = np.sort(order[:n]), np.sort(order[n:])
+        return (self._take(first, f"{len(first)} of {self.origin}"),
+                self._take(rest, f"the other {len(rest)} of {self.origin}, not used for calibration"))
+
 
 def run_split_samples(run_meta: dict, run_dir: Path, split: str) -> tuple[Dataset, Samples] | None:
     """The dataset and samples of one split of a training run (from its ``splits.csv``), or None if unavailable."""

@@ -1,0 +1,204 @@
+"""Exporting a Keras classifier trained outside edgeclf: --labels, --input-norm, --model-output, --img-size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import write_class_folders
+from edgeclf.cli import main
+from edgeclf.edge_runtime import Classifier, ConfigError, PreprocessSpec, load_image
+from edgeclf.edge_runtime.artifact import read_metadata
+from edgeclf.toolkit.export import ExportSpec, ForeignSpec, QuantSpec, export_model, parse_labels
+from edgeclf.toolkit.export.foreign import adapt_model
+
+CLASSES = ("bar_h", "bar_v")
+FP32_AND_INT8 = ExportSpec(quant=(QuantSpec.float32(), QuantSpec.int8()))
+
+
+def _notebook_model(units: int, activation: str | None, channels: int = 3, size: int | None = 16):
+    import keras
+
+    return keras.Sequential([keras.Input((size, size, channels)), keras.layers.Conv2D(8, 3, activation="relu"),
+                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(units, activation=activation)])
+
+
+def _inputs(files, norm: str, channels: int = 3) -> np.ndarray:
+    """What a notebook's own pipeline feeds its model: Pillow RGB (or "L"), scaled by hand."""
+    mode = "RGB" if channels == 3 else "L"
+    x = np.stack([np.asarray(Image.open(f).convert(mode), dtype="float32") for f in files])
+    x = x if channels == 3 else x[..., None]
+    return {"unit": x / 255.0, "tf": x / 127.5 - 1.0, "raw": x}[norm]
+
+
+@pytest.fixture(scope="session")
+def notebook(tmp_path_factory):
+    """Labelled images and three Keras models trained on x/255 the way a notebook would, saved without metadata."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    root = tmp_path_factory.mktemp("foreign")
+    data = write_class_folders(root / "data", {"bar_h": 80, "bar_v": 80})
+    files = sorted(data.rglob("*.png"))
+    x, y = _inputs(files, "unit"), np.array([0 if f.parent.name == "bar_h" else 1 for f in files])
+    models = {}
+    for name, units, activation, loss in [
+        ("softmax", 2, "softmax", "sparse_categorical_crossentropy"),
+        ("logits", 2, None, keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
+        ("sigmoid", 1, "sigmoid", "binary_crossentropy"),
+    ]:
+        model = _notebook_model(units, activation)
+        model.compile(keras.optimizers.Adam(1e-2), loss)
+        model.fit(x, y, epochs=25, batch_size=32, verbose=0)
+        models[name] = root / f"{name}.keras"
+        model.save(models[name])
+    return data, models
+
+
+def _expected(model_path: Path, files, norm: str = "unit") -> np.ndarray:
+    """The notebook model's own probabilities for ``files``: softmax over logits, (1 - p, p) for one sigmoid."""
+    import keras
+
+    raw = np.asarray(keras.models.load_model(model_path)(_inputs(files, norm)))
+    if raw.shape[1] == 1:
+        return np.concatenate([1.0 - raw, raw], axis=1)
+    if model_path.stem == "logits":
+        e = np.exp(raw - raw.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+    return raw
+
+
+@pytest.mark.parametrize("kind", ["softmax", "logits", "sigmoid"])
+def test_a_notebook_model_exports_and_the_runtime_reproduces_its_own_pipeline(notebook, tmp_path, kind):
+    data, models = notebook
+    results = export_model(models[kind], tmp_path / "out", spec=FP32_AND_INT8, calib=data,
+                           foreign=ForeignSpec(CLASSES, "unit"))
+    assert sorted(r.path.name for r in results) == [f"{kind}_fp32.onnx", f"{kind}_fp32.tflite", f"{kind}_int8.onnx",
+                                                   f"{kind}_int8.tflite"]
+    files = sorted(data.rglob("*.png"))[::10]
+    expected = _expected(models[kind], files)
+    for r in results:
+        assert r.passed, r.reason
+        # 160 images: 110 calibrate int8, the other 50 run the gate, with labels (accuracy is reported).
+        assert r.fidelity["n"] == 50 and "not used for calibration" in r.fidelity["images"]
+        assert "accuracy" in r.fidelity
+        meta = read_metadata(r.path)
+        assert meta["class_names"] == list(CLASSES) and meta["input"]["shape"] == [16, 16, 3]
+        assert meta["backbone"] is None
+        assert meta["adapter"] == {"source_input_shape": [16, 16, 3], "input_norm": "unit",
+                                   "output": "logits" if kind == "logits" else "probabilities",
+                                   "output_units": 1 if kind == "sigmoid" else 2, "grayscale": False}
+        clf = Classifier.load(r.path, threads=1)
+        probs = np.stack([c.probabilities for c in clf.classify([str(f) for f in files])])
+        assert np.abs(probs - expected).max() <= (1e-5 if r.mode == "fp32" else 0.05), r.path.name
+    report = json.loads((tmp_path / "out" / "export_report.json").read_text())
+    assert report["calibration"].startswith("110 of ") and report["verification"].startswith("the other 50 of ")
+
+
+def test_grayscale_and_variable_size_models(notebook, tmp_path):
+    data, _ = notebook
+    model = _notebook_model(2, "softmax", channels=1, size=None)
+    path = tmp_path / "gray.keras"
+    model.save(path)
+    with pytest.raises(ConfigError, match="input size is not fixed.*--img-size"):
+        export_model(path, tmp_path / "out", calib=data, foreign=ForeignSpec(CLASSES, "raw"))
+    with pytest.raises(ConfigError, match="one input channel.*raw, unit or tf"):
+        export_model(path, tmp_path / "out", calib=data, foreign=ForeignSpec(CLASSES, "caffe", img_size=16))
+    results = export_model(path, tmp_path / "out", spec=ExportSpec(formats=("tflite",), quant=(QuantSpec.float32(),)),
+                           calib=data, foreign=ForeignSpec(CLASSES, "raw", img_size=16))
+    assert results[0].passed and read_metadata(results[0].path)["adapter"]["grayscale"]
+    files = sorted(data.rglob("*.png"))[::10]
+    # Pillow's "L" rounds luminance to integers; the artefact keeps it exact, so the two differ by < 0.5 grey level.
+    expected = np.asarray(model(_inputs(files, "raw", channels=1)))
+    probs = np.stack([c.probabilities for c in Classifier.load(results[0].path).classify([str(f) for f in files])])
+    assert np.abs(probs - expected).max() < 1e-2
+
+
+def test_logits_declared_as_probabilities_are_refused(notebook, tmp_path):
+    data, models = notebook
+    with pytest.raises(ConfigError, match="not probabilities.*--model-output logits"):
+        export_model(models["logits"], tmp_path / "out", calib=data,
+                     foreign=ForeignSpec(CLASSES, "unit", output="probabilities"))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("model, labels, match", [
+    (lambda: _notebook_model(3, "softmax"), CLASSES, "2 labels.*3 output units"),
+    (lambda: _notebook_model(1, "sigmoid"), ("a", "b", "c"), "one sigmoid unit: two labels, negative class first"),
+    (lambda: _notebook_model(3, "sigmoid"), ("a", "b", "c"), "multi-label"),
+    (lambda: _notebook_model(2, "relu"), CLASSES, "--model-output probabilities or --model-output logits"),
+])
+def test_models_that_cannot_be_adapted_say_why(model, labels, match):
+    with pytest.raises(ConfigError, match=match):
+        adapt_model(model(), ForeignSpec(labels, "unit"))
+
+
+def test_channels_first_input_is_named():
+    import keras
+
+    model = keras.Sequential([keras.Input((3, 16, 16)), keras.layers.Flatten(), keras.layers.Dense(2, "softmax")])
+    with pytest.raises(ConfigError, match="channels-first"):
+        adapt_model(model, ForeignSpec(CLASSES, "unit"))
+
+
+def test_foreign_spec_and_labels(tmp_path):
+    with pytest.raises(ConfigError, match="at least two"):
+        ForeignSpec(("only",), "unit")
+    with pytest.raises(ConfigError, match="bar_h more than once"):
+        ForeignSpec(("bar_h", "bar_h"), "unit")
+    with pytest.raises(ConfigError, match="Supported: raw, unit, tf, caffe, torch"):
+        ForeignSpec(CLASSES, "imagenet")
+    listing = tmp_path / "labels.txt"
+    listing.write_text("\ufeffno_helmet\n\nhelmet \n", encoding="utf-8")
+    assert parse_labels(str(listing)) == ("no_helmet", "helmet")
+    assert parse_labels("cat, dog") == ("cat", "dog")
+
+
+def test_run_models_and_foreign_options_do_not_mix(run_copy, notebook, tmp_path):
+    data, models = notebook
+    with pytest.raises(ConfigError, match="metadata.json beside it.*Leave them out"):
+        export_model(run_copy / "model.keras", foreign=ForeignSpec(CLASSES, "unit"))
+    with pytest.raises(ConfigError, match="--dataset.*--calib DIR instead"):
+        export_model(models["softmax"], tmp_path / "out", dataset=data, foreign=ForeignSpec(CLASSES, "unit"))
+    with pytest.raises(ConfigError, match="int8 quantisation needs calibration images.*trained outside edgeclf"):
+        export_model(models["softmax"], tmp_path / "out", foreign=ForeignSpec(CLASSES, "unit"))
+
+
+def test_cli_for_a_model_trained_elsewhere(notebook, tmp_path):
+    data, models = notebook
+    runner = CliRunner()
+    missing = runner.invoke(main, ["export", str(models["softmax"]), "--out", str(tmp_path / "a")])
+    assert missing.exit_code == 2 and "not from `edgeclf train`" in missing.output and "--labels" in missing.output
+    half = runner.invoke(main, ["export", str(models["softmax"]), "--labels", "bar_h,bar_v"])
+    assert half.exit_code == 2 and "both --labels and --input-norm" in half.output
+    stray = runner.invoke(main, ["export", str(models["softmax"]), "--img-size", "16"])
+    assert stray.exit_code == 2 and "go with --labels and --input-norm" in stray.output
+    ok = runner.invoke(main, ["export", str(models["sigmoid"]), "--labels", "bar_h,bar_v", "--input-norm", "unit",
+                              "--calib", str(data), "--format", "tflite", "--quantize", "fp32",
+                              "--out", str(tmp_path / "b")])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "b" / "sigmoid_fp32.tflite").exists() and "pass" in ok.output
+
+
+def test_bench_takes_a_model_trained_elsewhere_as_the_reference_through_its_artefacts(notebook, tmp_path):
+    from edgeclf.benchmarks.bench import BenchSpec, run_bench
+
+    data, models = notebook
+    out = tmp_path / "out"
+    export_model(models["logits"], out, spec=ExportSpec(formats=("tflite",), quant=(QuantSpec.float32(),)),
+                 calib=data, foreign=ForeignSpec(CLASSES, "unit"))
+    spec = BenchSpec(threads=(1,), runs=5, min_seconds=0.0, warmup=1, timeout_s=300, max_images=40)
+    result = run_bench([models["logits"], out / "logits_fp32.tflite"], data=data, spec=spec)
+    rows = {r.model: r for r in result.rows}
+    assert rows["logits.keras"].status == "ok", rows["logits.keras"].reason
+    assert rows["logits.keras"].accuracy == rows["logits_fp32.tflite"].accuracy
+    assert rows["logits_fp32.tflite"].agreement == 1.0
+    # Alone, nothing says what its classes or inputs are: a failed row that says what to add.
+    alone = run_bench([models["logits"], out / "logits_fp32.tflite", models["softmax"]], data=data, spec=spec)
+    failed = next(r for r in alone.rows if r.model == "softmax.keras")
+    assert failed.status == "failed" and "together with its exported artefacts" in failed.reason

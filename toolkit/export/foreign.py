@@ -1,0 +1,214 @@
+"""Keras classifiers trained outside edgeclf: the contract edgeclf cannot read from the file, and the adapter to it.
+
+An edgeclf model takes RGB pixels 0-255 and outputs one probability per class, with its normalisation inside the
+graph. A model from a notebook usually expects its inputs scaled by the training pipeline (``x / 255``,
+``preprocess_input``) and may output logits or one sigmoid unit. ``adapt_model`` wraps it in built-in layers so that
+the artefacts keep edgeclf's contract and the runtime needs to know nothing about where the model came from.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeclf.edge_runtime.errors import ConfigError, DataError
+from edgeclf.edge_runtime.preprocess import RESIZE_METHODS, PreprocessSpec
+
+# How the model's training pipeline scaled RGB 0-255 pixels, named as the CLI takes them -> models.NORMALISATIONS.
+INPUT_NORMS = {"raw": "in_model", "unit": "unit", "tf": "tf", "caffe": "caffe", "torch": "torch"}
+OUTPUTS = ("auto", "probabilities", "logits")
+# Luminance weights of Pillow's convert("L") (ITU-R 601-2), for a model trained on grayscale images.
+LUMA_RGB = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class ForeignSpec:
+    """What a Keras model trained outside edgeclf does not say about itself.
+
+    Args:
+        class_names: One per output unit, in output order; two for a one-unit sigmoid output, whose value is the
+            probability of the second.
+        input_norm: How the training pipeline scaled the RGB 0-255 pixels before the model, one of ``INPUT_NORMS``.
+        output: ``probabilities`` (softmax, or one sigmoid unit), ``logits``, or ``auto`` to read it from the
+            model's last layer.
+        img_size: Square input size, for a model whose input size is not fixed.
+        resize: Resampling filter of the training pipeline, one of ``RESIZE_METHODS``.
+    """
+
+    class_names: tuple[str, ...]
+    input_norm: str
+    output: str = "auto"
+    img_size: int | None = None
+    resize: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        names = tuple(str(n).strip() for n in self.class_names)
+        object.__setattr__(self, "class_names", names)
+        if len(names) < 2 or any(not n for n in names):
+            raise ConfigError(f"Received: labels {list(names)}. Expected at least two non-empty class names, in the "
+                              "order of the model's outputs.")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"Received: labels with {', '.join(repeated)} more than once. Expected each class once.")
+        if self.input_norm not in INPUT_NORMS:
+            raise ConfigError(f"Received: input_norm='{self.input_norm}'. Supported: {', '.join(INPUT_NORMS)}.")
+        if self.output not in OUTPUTS:
+            raise ConfigError(f"Received: output='{self.output}'. Supported: {', '.join(OUTPUTS)}.")
+        if self.img_size is not None and self.img_size < 1:
+            raise ConfigError(f"Received: img_size={self.img_size}. Expected a positive integer.")
+        if self.resize not in RESIZE_METHODS:
+            raise ConfigError(f"Received: resize='{self.resize}'. Supported: {', '.join(RESIZE_METHODS)}.")
+
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict; ``ForeignSpec(**d)`` reverses it."""
+        return {"class_names": list(self.class_names), "input_norm": self.input_norm, "output": self.output,
+                "img_size": self.img_size, "resize": self.resize}
+
+
+def spec_from_artifact(meta: dict) -> ForeignSpec:
+    """The ForeignSpec an artefact was exported with, from its metadata (``adapter``, class names, input)."""
+    adapter, pre = meta["adapter"], meta["preprocess"]
+    variable = None in adapter["source_input_shape"][:2]
+    return ForeignSpec(tuple(meta["class_names"]), adapter["input_norm"], adapter["output"],
+                       pre["height"] if variable else None, pre["resize"])
+
+
+def parse_labels(value: str) -> tuple[str, ...]:
+    """``--labels``: a file with one class name per line (``labels.txt``), or the names separated by commas.
+
+    Raises:
+        DataError: If the file cannot be read as UTF-8 text.
+    """
+    if os.path.isfile(value):
+        try:
+            text = Path(value).read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{value} is not UTF-8 text (byte {exc.start}). Save it as UTF-8, one class name per "
+                            "line.") from None
+        except OSError as exc:
+            raise DataError(f"Cannot read {value}: {exc.strerror or exc}.") from None
+        return tuple(line.strip() for line in text.splitlines() if line.strip())
+    return tuple(part.strip() for part in value.split(","))
+
+
+def _last_activation(model) -> str | None:
+    """The name of the activation the model's output goes through last, when its last layer says."""
+    from keras import layers
+
+    layer = model.layers[-1] if getattr(model, "layers", None) else None
+    if layer is None:
+        return None
+    if hasattr(layer, "layers") and layer.layers:  # a nested model as the last layer
+        return _last_activation(layer)
+    if isinstance(layer, layers.Softmax):
+        return "softmax"
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", None) if activation is not None else None
+
+
+def _output_kind(model, units: int, spec: ForeignSpec) -> str:
+    if spec.output != "auto":
+        return spec.output
+    activation = _last_activation(model)
+    if activation == "softmax" and units > 1 or activation == "sigmoid" and units == 1:
+        return "probabilities"
+    if activation == "linear":
+        return "logits"
+    if activation == "sigmoid":
+        raise ConfigError(f"The model ends in {units} sigmoid units: a multi-label output, where each class is decided "
+                          "on its own. edgeclf exports single-label classifiers (one class per image).")
+    raise ConfigError(f"Cannot tell from the model's last layer (activation: {activation or 'unknown'}) whether it "
+                      "outputs probabilities or logits. Pass --model-output probabilities or --model-output logits.")
+
+
+def adapt_model(model, spec: ForeignSpec):
+    """Wraps ``model`` so that it takes RGB 0-255 pixels and outputs one probability per class.
+
+    Returns:
+        ``(adapted keras.Model, run metadata)``: the metadata stands in for an edgeclf run's ``metadata.json``
+        (class names, preprocessing) and records the adapter.
+
+    Raises:
+        ConfigError: For a model whose input or output edgeclf cannot adapt, or labels that do not fit it.
+    """
+    import keras
+    from keras import layers
+
+    from edgeclf.models.factory import normalise
+
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ConfigError(f"The model has {len(model.inputs)} input(s) and {len(model.outputs)} output(s). Expected "
+                          "an image classifier with one image input and one output.")
+    in_shape, out_shape = tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
+    if len(in_shape) != 4 or in_shape[-1] not in (1, 3):
+        hint = " It looks channels-first (N, C, H, W); edgeclf needs channels-last." if (
+            len(in_shape) == 4 and in_shape[1] in (1, 3)) else ""
+        raise ConfigError(f"The model's input has shape {in_shape}. Expected (batch, height, width, 1 or 3).{hint}")
+    _, h, w, channels = in_shape
+    if h is None or w is None:
+        if spec.img_size is None:
+            raise ConfigError(f"The model's input size is not fixed ({in_shape}). Pass --img-size with the size it "
+                              "was trained at.")
+        h = w = spec.img_size
+    elif spec.img_size is not None and (h, w) != (spec.img_size, spec.img_size):
+        raise ConfigError(f"Received: --img-size {spec.img_size} for a model whose input is fixed at {h}x{w}. "
+                          "Leave --img-size out.")
+    if len(out_shape) != 2 or out_shape[-1] is None:
+        raise ConfigError(f"The model's output has shape {out_shape}. Expected (batch, classes).")
+    units = out_shape[-1]
+    expected = 2 if units == 1 else units
+    if len(spec.class_names) != expected:
+        what = "one sigmoid unit: two labels, negative class first" if units == 1 else f"{units} output units"
+        raise ConfigError(f"Received {len(spec.class_names)} labels ({', '.join(spec.class_names)}) for a model with "
+                          f"{what}. Expected {expected} labels in the order of its outputs.")
+    if channels == 1 and spec.input_norm in ("caffe", "torch"):
+        raise ConfigError(f"Received: --input-norm {spec.input_norm} for a model with one input channel; "
+                          f"{spec.input_norm} normalises three colour channels. Expected raw, unit or tf.")
+    kind = _output_kind(model, units, spec)
+
+    inputs = keras.Input((h, w, 3), name="pixels", dtype="float32")
+    x = inputs
+    if channels == 1:  # trained on grayscale: the same luminance Pillow's convert("L") computes
+        luma = layers.Conv2D(1, 1, name="luminance", trainable=False)
+        x = luma(x)
+        luma.set_weights([np.asarray(LUMA_RGB, dtype="float32").reshape(1, 1, 3, 1), np.zeros(1, dtype="float32")])
+    x = normalise(x, INPUT_NORMS[spec.input_norm], name="input_norm")
+    y = model(x)
+    y = layers.Activation("linear", dtype="float32", name="source_output")(y)  # a float16 model's output too
+    if units == 1:
+        if kind == "logits":
+            y = layers.Activation("sigmoid", name="sigmoid")(y)
+        # (p) -> (1 - p, p) with fixed weights: the second label is the one the sigmoid unit scores.
+        pair = layers.Dense(2, name="two_classes", trainable=False)
+        y = pair(y)
+        pair.set_weights([np.asarray([[-1.0, 1.0]], dtype="float32"), np.asarray([1.0, 0.0], dtype="float32")])
+    elif kind == "logits":
+        y = layers.Softmax(name="softmax")(y)
+    adapted = keras.Model(inputs, y, name=f"edgeclf_adapted_{model.name}")
+    meta = {
+        "class_names": list(spec.class_names),
+        "preprocess": PreprocessSpec(int(h), int(w), resize=spec.resize).to_dict(),
+        "backbone": None,
+        "adapter": {"source_input_shape": [None if d is None else int(d) for d in in_shape[1:]],
+                    "input_norm": spec.input_norm, "output": kind, "output_units": int(units),
+                    "grayscale": channels == 1},
+    }
+    return adapted, meta
+
+
+def check_probabilities(outputs: np.ndarray) -> None:
+    """Refuses an adapted model whose outputs are not probabilities (``--output probabilities`` on logits).
+
+    Raises:
+        ConfigError: Naming what the outputs look like and the option that fixes it.
+    """
+    sums = outputs.sum(axis=1)
+    low, high = float(outputs.min()), float(outputs.max())
+    if low < -1e-4 or high > 1 + 1e-4 or np.abs(sums - 1.0).max() > 1e-3:
+        raise ConfigError(f"The model's outputs on {len(outputs)} images are not probabilities (values {low:.3g} to {high:.3g}, "
+                          f"rows summing to {sums.min():.3g}-{sums.max():.3g}): it outputs logits. Pass "
+                          "--model-output logits.")
