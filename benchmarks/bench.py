@@ -234,7 +234,7 @@ class _EvalData:
 
 
 def _prepare_data(data: str | os.PathLike | None, models: list[BenchModel], spec: BenchSpec, work: Path,
-                  reporter: Reporter) -> _EvalData:
+                  reporter: Reporter, dataset: str | os.PathLike | None = None) -> _EvalData:
     """Decodes the evaluation images once per distinct input contract into ``.npy`` files the workers map."""
     from PIL import Image
 
@@ -262,7 +262,7 @@ def _prepare_data(data: str | os.PathLike | None, models: list[BenchModel], spec
         if keras is None and source is None:
             raise ConfigError("Received no --data and no run directory. Pass --data DIR (labelled images) or a run "
                               "directory whose test split can be used.")
-        ds, samples, origin, known = _run_test_split(keras or source)
+        ds, samples, origin, known = _run_test_split(keras or source, dataset)
         if source is not None:
             origin += (f", the run the artefacts were exported from (add {source} to the models to measure "
                        "agreement with it)")
@@ -314,17 +314,22 @@ def _source_run_model(models: Sequence[BenchModel]) -> Path | None:
     return None
 
 
-def _run_test_split(keras_path: Path):
-    """The test split of the training run a ``model.keras`` came from (its ``splits.csv``)."""
+def _run_test_split(keras_path: Path, dataset: str | os.PathLike | None = None):
+    """The test split of the training run a ``model.keras`` came from (its ``splits.csv``), found in ``dataset``
+    instead of where the run was trained when the dataset has moved."""
     from edgeclf.toolkit.evaluate import read_metadata
     from edgeclf.toolkit.export.images import run_split_problem, run_split_samples
 
     run_dir = keras_path.parent
     meta = read_metadata(keras_path)
+    if dataset is not None:
+        meta = {**meta, "dataset": {**meta.get("dataset", {}), "path": str(dataset)}}
     found = run_split_samples(meta, run_dir, "test")
     if found is None:
+        moved = ("--dataset DIR where the run's dataset is now, or "
+                 if dataset is None and (run_dir / "splits.csv").exists() else "")
         raise ConfigError(f"{run_dir} has no usable test split ({run_split_problem(meta, run_dir, 'test')}). "
-                          "Pass --data DIR.")
+                          f"Pass {moved}--data DIR with labelled images.")
     ds, samples = found
     return ds, samples, f"test split of {run_dir} ({meta['dataset']['path']})", True
 
@@ -357,7 +362,8 @@ def _run_row(model: BenchModel, threads: int, batch: int, spec: BenchSpec, data:
 
 
 def run_bench(models: Sequence[str | os.PathLike], data: str | os.PathLike | None = None,
-              spec: BenchSpec | None = None, reporter: Reporter | None = None) -> BenchResult:
+              spec: BenchSpec | None = None, reporter: Reporter | None = None,
+              dataset: str | os.PathLike | None = None) -> BenchResult:
     """Benchmarks each model at each thread count and batch size.
 
     Args:
@@ -365,6 +371,8 @@ def run_bench(models: Sequence[str | os.PathLike], data: str | os.PathLike | Non
         data: Labelled images in any form ``edgeclf train`` accepts (its ``test`` split when pre-split); None uses
             the test split of the run a given ``model.keras`` came from.
         spec: How to benchmark.
+        dataset: Where that run's dataset is now, when it has moved since training: its test split is rebuilt
+            there from ``splits.csv``. Not with ``data``.
         reporter: Progress sink.
 
     Returns:
@@ -377,6 +385,12 @@ def run_bench(models: Sequence[str | os.PathLike], data: str | os.PathLike | Non
     from edgeclf.toolkit.metrics import classification_metrics
 
     spec, reporter = spec or BenchSpec(), reporter or Reporter()
+    if dataset is not None:
+        if data is not None:
+            raise ConfigError("Received both --data and --dataset. Pass --data DIR to evaluate on other images, or "
+                              "--dataset DIR to find the run's own test split where its dataset is now.")
+        if not Path(dataset).exists():
+            raise DataError(f"Dataset not found: {dataset}. Expected the training run's dataset at its new location.")
     found = collect_models(models)
     cores = default_threads()
     over = [t for t in spec.threads if t > cores]
@@ -388,7 +402,7 @@ def run_bench(models: Sequence[str | os.PathLike], data: str | os.PathLike | Non
     samples_ms: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="edgeclf-bench-") as tmp:
         work = Path(tmp)
-        eval_data = _prepare_data(data, found, spec, work, reporter)
+        eval_data = _prepare_data(data, found, spec, work, reporter, dataset)
         probs_by_model: dict[str, np.ndarray] = {}
         grid = [(m, t, b) for m in found for t in spec.threads for b in spec.batches]
         with reporter.progress(len(grid), f"Benchmarking {len(found)} model(s), {len(grid)} row(s)") as advance:

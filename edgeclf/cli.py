@@ -631,6 +631,9 @@ def camera(ctx, models, source, headless, events_path, min_frames, alerts, snaps
 @click.option("--data", type=click.Path(exists=True),
               help="Labelled images, any form `train` accepts (its test split if pre-split) [default: the test split "
                    "of the run a given model.keras, or else the artefacts, came from].")
+@click.option("--dataset", type=click.Path(exists=True),
+              help="Where the run's dataset is now, if it moved since training: its test split is found there from "
+                   "splits.csv.")
 @click.option("--threads", callback=_csv_ints, help="Comma-separated thread counts, e.g. 1,2,4 [default: all cores].")
 @click.option("--batch", "batches", callback=_csv_ints, default="1", show_default=True,
               help="Comma-separated batch sizes, e.g. 1,8.")
@@ -644,7 +647,8 @@ def camera(ctx, models, source, headless, events_path, min_frames, alerts, snaps
               help="Report folder [default: bench/ inside the first model's folder].")
 @click.option("--force", is_flag=True, help="Overwrite an existing report.")
 @click.pass_context
-def bench(ctx, models, data, threads, batches, runs, min_time, warmup, max_images, quick, timeout, out_dir, force):
+def bench(ctx, models, data, dataset, threads, batches, runs, min_time, warmup, max_images, quick, timeout, out_dir,
+          force):
     """Benchmark a Keras model and its artefacts side by side: accuracy, agreement, latency, cold start, memory.
 
     MODELS are .keras/.tflite/.onnx files or run/export folders (everything in them). Every model x thread count x
@@ -654,6 +658,7 @@ def bench(ctx, models, data, threads, batches, runs, min_time, warmup, max_image
     Example:
       edgeclf bench runs/helmet                               # model.keras + export/*, on the run's test split
       edgeclf bench runs/helmet/export/*.tflite runs/helmet/model.keras --data data/holdout --threads 1,2,4
+      edgeclf bench runs/helmet --dataset /mnt/data/helmets   # the dataset moved since training
     """
 
     def go():
@@ -667,13 +672,16 @@ def bench(ctx, models, data, threads, batches, runs, min_time, warmup, max_image
         if "runs" in options:
             options["max_runs"] = max(options["runs"], BenchSpec.max_runs)
         spec = BenchSpec.quick(**options) if quick else BenchSpec(**options)
+        if data is not None and dataset is not None:
+            raise ConfigError("Received both --data and --dataset. Pass --data DIR to evaluate on other images, or "
+                              "--dataset DIR to find the run's own test split where its dataset is now.")
         first = Path(models[0])
         out = Path(out_dir) if out_dir else (first if first.is_dir() else first.parent) / "bench"
         if not force and (out / "results.json").exists():  # fail before the work, not after
             raise ConfigError(f"{out / 'results.json'} already exists. Pass --force to overwrite it, or --out another "
                               "folder.")
         ensure_writable_dir(out)
-        result = run_bench(models, data, spec, ClickReporter(ctx.obj["verbose"]))
+        result = run_bench(models, data, spec, ClickReporter(ctx.obj["verbose"]), dataset=dataset)
         write_report(result, out, force=force)
         click.echo()
         click.echo(format_table(result.rows))

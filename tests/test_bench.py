@@ -217,3 +217,21 @@ def test_artefacts_alone_are_evaluated_on_the_run_they_came_from_while_its_model
         fh.write(b"\0")
     res = CliRunner().invoke(main, [*args, "--force"])
     assert res.exit_code == 2 and "--data" in res.output
+
+
+def test_a_run_whose_dataset_moved_is_benchmarked_on_its_own_test_split_with_dataset(run_copy, tmp_path):
+    meta_path = run_copy / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    moved = tmp_path / "moved-data"
+    shutil.copytree(meta["dataset"]["path"], moved)
+    meta["dataset"]["path"] = str(run_copy / "gone")
+    meta_path.write_text(json.dumps(meta))
+    spec = BenchSpec(max_images=10, **FAST)
+    with pytest.raises(ConfigError, match=r"no usable test split \(its dataset is no longer at .*gone\)\. Pass "
+                                          r"--dataset DIR where the run's dataset is now, or --data DIR"):
+        run_bench([run_copy / "model.keras"], spec=spec)
+    with pytest.raises(ConfigError, match="both --data and --dataset"):
+        run_bench([run_copy / "model.keras"], data=moved, spec=spec, dataset=moved)
+    result = run_bench([run_copy / "model.keras"], spec=spec, dataset=moved)
+    assert result.rows[0].status == "ok" and result.data.startswith(f"test split of {run_copy} ({moved})")
+    assert result.n_images == min(10, meta["dataset"]["split_sizes"]["test"])

@@ -202,3 +202,11 @@ def test_bench_takes_a_model_trained_elsewhere_as_the_reference_through_its_arte
     alone = run_bench([models["logits"], out / "logits_fp32.tflite", models["softmax"]], data=data, spec=spec)
     failed = next(r for r in alone.rows if r.model == "softmax.keras")
     assert failed.status == "failed" and "together with its exported artefacts" in failed.reason
+
+
+def test_a_legacy_hdf5_model_is_refused_with_the_way_to_resave_it(tmp_path):
+    legacy = tmp_path / "notebook.h5"
+    legacy.write_bytes(b"\x89HDF\r\n\x1a\n")
+    with pytest.raises(ConfigError, match=r"legacy HDF5 model.*save\('notebook.keras'\)"):
+        export_model(legacy, tmp_path / "out", foreign=ForeignSpec(CLASSES, "unit"))
+    assert not (tmp_path / "out").exists()

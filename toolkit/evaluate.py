@@ -47,9 +47,18 @@ def evaluate_splits(model, splits: dict[str, DecodedSplit], class_names: list[st
     return results
 
 
-def _check_model_file(path: Path) -> None:
+def check_model_file(path: Path) -> None:
+    """Refuses a path that is not an existing ``.keras`` file, saying what it is instead.
+
+    Raises:
+        ConfigError: For a missing file, a legacy HDF5 model or another type.
+    """
     if not path.is_file():
-        raise ConfigError(f"Model not found: {path}. Expected a .keras file written by `edgeclf train`.")
+        raise ConfigError(f"Model not found: {path}. Expected a .keras model file.")
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        raise ConfigError(f"Received: {path}, a legacy HDF5 model, which cannot be loaded with Keras' safe_mode. "
+                          "Re-save it in the Keras that trained it: "
+                          f"load_model('{path.name}').save('{path.stem}.keras').")
     if path.suffix != ".keras":
         raise ConfigError(f"Received: {path}. Expected a .keras model file (exported .tflite/.onnx files are for "
                           "`edgeclf predict` and `edgeclf bench`).")
@@ -62,7 +71,7 @@ def read_metadata(model_path: str | os.PathLike) -> dict:
         ConfigError: If ``model_path`` is missing or not a ``.keras`` file.
         DataError: If the metadata is missing or unreadable.
     """
-    _check_model_file(Path(model_path))
+    check_model_file(Path(model_path))
     path = Path(model_path).with_name("metadata.json")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -84,7 +93,7 @@ def load_keras_model(path: str | os.PathLike):
     from ._deps import import_tf
 
     path = Path(path)
-    _check_model_file(path)
+    check_model_file(path)
     _, keras = import_tf()
     try:
         return keras.models.load_model(path, safe_mode=True, compile=False)

@@ -19,7 +19,7 @@ from edgeclf.edge_runtime.backends import open_backend
 from edgeclf.edge_runtime.errors import ConfigError, DataError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
 
-from ..evaluate import load_keras_model, read_metadata
+from ..evaluate import check_model_file, load_keras_model, read_metadata
 from ..io import atomic_path, ensure_writable_dir, sha256_file, write_json
 from ..metrics import classification_metrics, wilson_interval
 from ..pipeline import predict_probs
@@ -238,17 +238,18 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
 
 def _source_metadata(model_path: Path, foreign: ForeignSpec | None, dataset) -> dict:
     """The training run's metadata, or a placeholder to be completed by ``adapt_model`` for a foreign model."""
+    check_model_file(model_path)
     beside = model_path.with_name("metadata.json")
     if foreign is None:
-        if not beside.exists() and model_path.suffix == ".keras" and model_path.is_file():
+        if not beside.exists():
             raise ConfigError(f"{beside} not found: {model_path.name} is not from `edgeclf train`. To export a Keras "
                               "model trained elsewhere, pass --labels (its class names in output order) and "
                               "--input-norm (how its pixels were scaled).")
         return read_metadata(model_path)
     if beside.exists():
         raise ConfigError(f"{model_path} has a metadata.json beside it, which sets its class names and input: "
-                          "--labels, --input-norm, --model-output, --img-size and --resize are for Keras models trained elsewhere. "
-                          "Leave them out.")
+                          "--labels, --input-norm, --model-output, --img-size and --resize are for Keras models "
+                          "trained elsewhere. Leave them out.")
     if dataset is not None:
         raise ConfigError("Received --dataset for a model trained outside edgeclf: it finds a training run's splits. "
                           "Pass --calib DIR instead.")
