@@ -16,6 +16,7 @@ from edgeclf.edge_runtime import Classifier, ConfigError, PreprocessSpec, load_i
 from edgeclf.edge_runtime.artifact import read_metadata
 from edgeclf.toolkit.export import ExportSpec, ForeignSpec, QuantSpec, export_model, parse_labels
 from edgeclf.toolkit.export.foreign import adapt_model
+from edgeclf.toolkit.progress import Reporter
 
 CLASSES = ("bar_h", "bar_v")
 FP32_AND_INT8 = ExportSpec(quant=(QuantSpec.float32(), QuantSpec.int8()))
@@ -210,3 +211,42 @@ def test_a_legacy_hdf5_model_is_refused_with_the_way_to_resave_it(tmp_path):
     with pytest.raises(ConfigError, match=r"legacy HDF5 model.*save\('notebook.keras'\)"):
         export_model(legacy, tmp_path / "out", foreign=ForeignSpec(CLASSES, "unit"))
     assert not (tmp_path / "out").exists()
+
+
+class _Warnings(Reporter):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def warn(self, message: str) -> None:
+        self.messages.append(message)
+
+
+def test_labels_in_the_wrong_order_are_caught_on_labelled_images(notebook, tmp_path):
+    data, models = notebook
+    reporter = _Warnings()
+    export_model(models["softmax"], tmp_path / "out", calib=data,
+                 spec=ExportSpec(formats=("tflite",), quant=(QuantSpec.float32(),)), foreign=ForeignSpec(("bar_v", "bar_h"), "unit"), reporter=reporter)
+    assert any("below chance" in m and "In the order bar_h,bar_v it is right on" in m for m in reporter.messages), \
+        reporter.messages
+
+
+def test_label_order_problem_names_the_order_that_fits():
+    from edgeclf.toolkit.export.foreign import label_order_problem
+
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    rotated = np.eye(3)[[1, 1, 2, 2, 0, 0]]  # output 1 is class 0, output 2 class 1, output 0 class 2
+    message = label_order_problem(rotated, labels, ["a", "b", "c"])
+    assert "right on only 0.0 % of 6" in message and "In the order c,a,b it is right on 100.0 %" in message
+    assert label_order_problem(np.eye(3)[labels], labels, ["a", "b", "c"]) is None
+
+
+def test_a_calibration_dataset_with_other_classes_is_used_unlabelled_and_said_so(notebook, tmp_path):
+    _, models = notebook
+    other = write_class_folders(tmp_path / "other", {"cat": 30, "dog": 30})
+    reporter = _Warnings()
+    results = export_model(models["softmax"], tmp_path / "out", calib=other, reporter=reporter,
+                           spec=ExportSpec(formats=("tflite",), quant=(QuantSpec.float32(),)),
+                           foreign=ForeignSpec(CLASSES, "unit"))
+    assert "accuracy" not in results[0].fidelity
+    assert any("(cat, dog) are not the model's (bar_h, bar_v)" in m for m in reporter.messages), reporter.messages

@@ -10,6 +10,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from ..progress import Reporter
 from . import onnx as onnx_export
 from . import tflite as tflite_export
 from .archive import write_saved_model
-from .foreign import ForeignSpec, adapt_model, check_probabilities
+from .foreign import ForeignSpec, adapt_model, check_probabilities, label_order_problem
 from .images import ImageSet, folder_images, run_split, run_split_problem
 from .spec import ExportSpec, Format, QuantSpec
 
@@ -175,7 +176,8 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
                           + (f"written for {', '.join(others)} only." if others else "skipped."))
 
     reporter.stage("Loading calibration and verification images")
-    calibration, held_out = _images(run_meta, run_dir, calib, pre, spec, needs_calib, from_run=foreign is None)
+    calibration, held_out = _images(run_meta, run_dir, calib, pre, spec, needs_calib, from_run=foreign is None,
+                                    warn=reporter.warn)
     # --dataset can help only a run that still has its splits.csv.
     moved = ("--dataset DIR where the run's dataset is now, "
              if foreign is None and (run_dir / "splits.csv").exists() else "")
@@ -197,6 +199,10 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
             predict_probs(model, calibration.pixels[:GATE_BATCH]) if calibration is not None else None)
         if probe is not None:
             check_probabilities(probe)
+        if reference is not None and held_out.labels is not None:
+            problem = label_order_problem(reference, held_out.labels, classes)
+            if problem:
+                reporter.warn(problem)
 
     source_sha = sha256_file(model_path)
     results: list[ExportResult] = []
@@ -257,7 +263,7 @@ def _source_metadata(model_path: Path, foreign: ForeignSpec | None, dataset) -> 
 
 
 def _images(run_meta: dict, run_dir: Path, calib, pre: PreprocessSpec, spec: ExportSpec, needs_calib: bool,
-            from_run: bool) -> tuple[ImageSet | None, ImageSet | None]:
+            from_run: bool, warn: Callable[[str], None]) -> tuple[ImageSet | None, ImageSet | None]:
     """Calibration images and the gate's held-out images.
 
     A training run gives its val split to calibrate and its test split to verify. Images from ``calib`` alone are
@@ -271,10 +277,10 @@ def _images(run_meta: dict, run_dir: Path, calib, pre: PreprocessSpec, spec: Exp
     if calib is None:
         calibration = run_split(run_meta, run_dir, "val", pre, spec.calibration_images) if from_run else None
     elif has_held_out:
-        calibration = folder_images(calib, classes, pre, spec.calibration_images)
+        calibration = folder_images(calib, classes, pre, spec.calibration_images, warn=warn)
     elif needs_calib or spec.verify:
         pool = folder_images(calib, classes, pre, (spec.calibration_images if needs_calib else 0)
-                             + (spec.verify_images if spec.verify else 0))
+                             + (spec.verify_images if spec.verify else 0), warn=warn)
         n_cal = min(spec.calibration_images, len(pool)) if needs_calib else 0
         if spec.verify and needs_calib and len(pool) - n_cal < MIN_HELD_OUT:
             n_cal = len(pool) - MIN_HELD_OUT if len(pool) >= 2 * MIN_HELD_OUT else len(pool)

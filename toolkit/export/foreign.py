@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -201,7 +202,7 @@ def adapt_model(model, spec: ForeignSpec):
 
 
 def check_probabilities(outputs: np.ndarray) -> None:
-    """Refuses an adapted model whose outputs are not probabilities (``--output probabilities`` on logits).
+    """Refuses an adapted model whose outputs are not probabilities (``--model-output probabilities`` on logits).
 
     Raises:
         ConfigError: Naming what the outputs look like and the option that fixes it.
@@ -209,6 +210,29 @@ def check_probabilities(outputs: np.ndarray) -> None:
     sums = outputs.sum(axis=1)
     low, high = float(outputs.min()), float(outputs.max())
     if low < -1e-4 or high > 1 + 1e-4 or np.abs(sums - 1.0).max() > 1e-3:
-        raise ConfigError(f"The model's outputs on {len(outputs)} images are not probabilities (values {low:.3g} to {high:.3g}, "
-                          f"rows summing to {sums.min():.3g}-{sums.max():.3g}): it outputs logits. Pass "
-                          "--model-output logits.")
+        raise ConfigError(f"The model's outputs on {len(outputs)} images are not probabilities (values {low:.3g} to "
+                          f"{high:.3g}, rows summing to {sums.min():.3g}-{sums.max():.3g}): they look like logits. "
+                          "Pass --model-output logits.")
+
+
+def label_order_problem(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> str | None:
+    """Labelled images the adapted model gets mostly wrong usually mean ``--labels`` is not in output order.
+
+    Returns:
+        None when the model's accuracy is at least chance; otherwise a message, naming the order that fits where
+        each output is mostly one class.
+    """
+    k = len(class_names)
+    predicted = probs.argmax(1)
+    accuracy = float((predicted == labels).mean())
+    if accuracy >= 1.0 / k:
+        return None
+    message = (f"The Keras model is right on only {100 * accuracy:.1f} % of {len(labels)} labelled images, below "
+               f"chance ({100 / k:.0f} %): --labels is probably not in the order of its outputs.")
+    confusion = np.zeros((k, k), dtype=np.int64)  # rows: output index, columns: true class
+    np.add.at(confusion, (predicted, labels), 1)
+    best = confusion.argmax(1)
+    if sorted(best) == list(range(k)) and all(confusion[i].sum() for i in range(k)):
+        fitted = float(confusion[np.arange(k), best].sum()) / len(labels)
+        message += f" In the order {','.join(class_names[c] for c in best)} it is right on {100 * fitted:.1f} %."
+    return message

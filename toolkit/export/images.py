@@ -95,10 +95,11 @@ def run_split(run_meta: dict, run_dir: Path, split: str, spec: PreprocessSpec, l
 
 
 def folder_images(path: str | os.PathLike, class_names: list[str], spec: PreprocessSpec, limit: int,
-                  seed: int = 0) -> ImageSet:
+                  seed: int = 0, warn: Callable[[str], None] | None = None) -> ImageSet:
     """Images from ``--calib``: a folder of images, or a dataset in any form training accepts.
 
-    Labels are kept when the dataset's classes are the model's.
+    Labels are kept when the dataset's classes are the model's; ``warn`` hears when a labelled dataset's are not
+    (accuracy is then not measured).
 
     Raises:
         DataError: If no readable image is found.
@@ -112,6 +113,9 @@ def folder_images(path: str | os.PathLike, class_names: list[str], spec: Preproc
         relabelled = ds.relabelled(every, class_names)
         known = relabelled is not None
         samples = relabelled if known else every
+        if not known and warn is not None:
+            warn(f"The classes of {root} ({', '.join(ds.class_names)}) are not the model's "
+                 f"({', '.join(class_names)}): its images are used unlabelled, and accuracy is not measured.")
     except DataError:
         from edgeclf.edge_runtime.sources import walk_images
 
