@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import write_class_folders
 from edgeclf.cli import main
-from edgeclf.edge_runtime import Classifier, ConfigError, PreprocessSpec, load_image
+from edgeclf.edge_runtime import Classifier, ConfigError, DataError
 from edgeclf.edge_runtime.artifact import read_metadata
 from edgeclf.toolkit.export import ExportSpec, ForeignSpec, QuantSpec, export_model, parse_labels
 from edgeclf.toolkit.export.foreign import adapt_model
@@ -158,6 +158,16 @@ def test_foreign_spec_and_labels(tmp_path):
     listing.write_text("\ufeffno_helmet\n\nhelmet \n", encoding="utf-8")
     assert parse_labels(str(listing)) == ("no_helmet", "helmet")
     assert parse_labels("cat, dog") == ("cat", "dog")
+    numbered = tmp_path / "tm_labels.txt"  # Teachable Machine's labels.txt
+    numbered.write_text("0 Hard hat\n1 No hard hat\n", encoding="utf-8")
+    assert parse_labels(str(numbered)) == ("Hard hat", "No hard hat")
+    listing.write_text("1 first\n0 second\n", encoding="utf-8")  # numbers out of order are part of the names
+    assert parse_labels(str(listing)) == ("1 first", "0 second")
+    with pytest.raises(DataError, match="Labels file not found: .*missing.txt"):
+        parse_labels(str(tmp_path / "missing.txt"))
+    (tmp_path / "cp1252.txt").write_bytes("caf\xe9\nth\xe9\n".encode("cp1252"))
+    with pytest.raises(DataError, match="not UTF-8 text.*Save it as UTF-8"):
+        parse_labels(str(tmp_path / "cp1252.txt"))
 
 
 def test_run_models_and_foreign_options_do_not_mix(run_copy, notebook, tmp_path):

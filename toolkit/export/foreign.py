@@ -81,19 +81,28 @@ def spec_from_artifact(meta: dict) -> ForeignSpec:
 def parse_labels(value: str) -> tuple[str, ...]:
     """``--labels``: a file with one class name per line (``labels.txt``), or the names separated by commas.
 
+    Lines numbered in order from 0 (``0 cat``, as Teachable Machine writes them) lose their numbers.
+
     Raises:
-        DataError: If the file cannot be read as UTF-8 text.
+        DataError: If a named file is missing or cannot be read as UTF-8 text.
     """
-    if os.path.isfile(value):
-        try:
-            text = Path(value).read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{value} is not UTF-8 text (byte {exc.start}). Save it as UTF-8, one class name per "
-                            "line.") from None
-        except OSError as exc:
-            raise DataError(f"Cannot read {value}: {exc.strerror or exc}.") from None
-        return tuple(line.strip() for line in text.splitlines() if line.strip())
-    return tuple(part.strip() for part in value.split(","))
+    if not os.path.isfile(value):
+        if "," not in value and (os.sep in value or "/" in value or Path(value).suffix in (".txt", ".csv", ".json")):
+            raise DataError(f"Labels file not found: {value}. Expected a file with one class name per line, or "
+                            "the names separated by commas.")
+        return tuple(part.strip() for part in value.split(","))
+    try:
+        text = Path(value).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{value} is not UTF-8 text (byte {exc.start}). Save it as UTF-8, one class name per "
+                        "line.") from None
+    except OSError as exc:
+        raise DataError(f"Cannot read {value}: {exc.strerror or exc}.") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    numbered = [line.split(None, 1) for line in lines]
+    if all(len(parts) == 2 and parts[0] == str(i) for i, parts in enumerate(numbered)):
+        return tuple(parts[1].strip() for parts in numbered)
+    return tuple(lines)
 
 
 def _last_activation(model) -> str | None:
