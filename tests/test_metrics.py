@@ -44,6 +44,15 @@ def test_classification_metrics_multiclass():
     assert "thresholds" not in m and 0 <= m["roc_auc"] <= 1
 
 
+def test_macro_averages_count_classes_predicted_but_absent_and_skip_classes_never_seen():
+    y = np.array([0, 0, 1, 1])  # no image of c; the model calls one b image c; d is neither true nor predicted
+    probs = np.eye(4)[[0, 0, 1, 2]]
+    m = classification_metrics(y, probs, ["a", "b", "c", "d"])
+    # a: F1 1; b: P 1, R 1/2 -> 2/3; c: predicted once, never true -> 0 (as scikit-learn); d: left out
+    assert m["f1_macro"] == pytest.approx(np.mean([1.0, 2 / 3, 0.0]))
+    assert m["recall_macro"] == pytest.approx(np.mean([1.0, 0.5, 0.0]))
+
+
 def test_classification_metrics_binary_has_threshold_table():
     y = np.array([0, 0, 1, 1])
     p1 = np.array([0.1, 0.4, 0.35, 0.8])

@@ -155,7 +155,9 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: S
     precision, recall, f1 = precision_recall_f1(cm)
     support = cm.sum(axis=1)
     weights = support / support.sum() if support.sum() else np.zeros(k)
-    present = support > 0
+    # Macro averages over the classes that occur, as true or as predicted labels (scikit-learn's default): a class
+    # the model predicts but the images never hold counts with F1 0 instead of leaving the average flattered.
+    present = (support > 0) | (cm.sum(axis=0) > 0)
     if k == 2:
         auc, ap = roc_auc(y_true == 1, probs[:, 1]), average_precision(y_true == 1, probs[:, 1])
     else:
