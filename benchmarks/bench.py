@@ -209,9 +209,9 @@ def collect_models(paths: Sequence[str | os.PathLike]) -> list[BenchModel]:
             raise ConfigError(f"Received: {p}. Supported: .keras, .tflite, .onnx files, or a run/export folder.")
     unique = list(dict.fromkeys(f.resolve() for f in found))
     described = {p: _describe_model(p) for p in unique}
+    artefacts = [m for m in described.values() if m.kind != "keras" and m.error is None]
     for p, m in described.items():
         if m.kind == "keras" and not p.with_name("metadata.json").exists():
-            artefacts = [a for a in described.values() if a.kind != "keras" and a.error is None]
             described[p] = _describe_foreign(m, artefacts)
     # Names label rows, plots and files: the file name, or folder/file where that alone is ambiguous
     # (every run's Keras model is called model.keras).
@@ -318,16 +318,15 @@ def _run_test_split(keras_path: Path, dataset: str | os.PathLike | None = None):
     """The test split of the training run a ``model.keras`` came from (its ``splits.csv``), found in ``dataset``
     instead of where the run was trained when the dataset has moved."""
     from edgeclf.toolkit.evaluate import read_metadata
-    from edgeclf.toolkit.export.images import run_split_problem, run_split_samples
+    from edgeclf.toolkit.export.images import relocate_dataset, relocate_hint, run_split_problem, run_split_samples
 
     run_dir = keras_path.parent
     meta = read_metadata(keras_path)
     if dataset is not None:
-        meta = {**meta, "dataset": {**meta.get("dataset", {}), "path": str(dataset)}}
+        meta = relocate_dataset(meta, dataset)
     found = run_split_samples(meta, run_dir, "test")
     if found is None:
-        moved = ("--dataset DIR where the run's dataset is now, or "
-                 if dataset is None and (run_dir / "splits.csv").exists() else "")
+        moved = relocate_hint(run_dir) if dataset is None else ""
         raise ConfigError(f"{run_dir} has no usable test split ({run_split_problem(meta, run_dir, 'test')}). "
                           f"Pass {moved}--data DIR with labelled images.")
     ds, samples = found
@@ -339,8 +338,7 @@ def _run_row(model: BenchModel, threads: int, batch: int, spec: BenchSpec, data:
     job_path, result_path = work / f"job_{tag}.json", work / f"result_{tag}.json"
     probs_path = work / f"probs_{tag}.npy" if evaluate else None
     job = {"model": str(model.path), "kind": model.kind, "adapter": model.adapter, "threads": threads, "batch": batch,
-           "runs": spec.runs,
-           "min_seconds": spec.min_seconds, "max_runs": spec.max_runs, "warmup": spec.warmup,
+           "runs": spec.runs, "min_seconds": spec.min_seconds, "max_runs": spec.max_runs, "warmup": spec.warmup,
            "sample_image": str(data.sample_image[model.preprocess]), "pixels": str(data.pixels_by_spec[model.preprocess]),
            "n_images": data.n, "probs_out": str(probs_path) if probs_path else None, "result": str(result_path)}
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
@@ -359,6 +357,17 @@ def _run_row(model: BenchModel, threads: int, batch: int, spec: BenchSpec, data:
                   + (f": {tail[-1][:300]}" if tail else "")}
     ok = result["status"] == "ok" and probs_path is not None and probs_path.is_file()
     return result, probs_path if ok else None
+
+
+def check_evaluation_images(data: str | os.PathLike | None, dataset: str | os.PathLike | None) -> None:
+    """Refuses ``data`` and ``dataset`` together, before any work: they are two answers to one question.
+
+    Raises:
+        ConfigError: If both are given.
+    """
+    if data is not None and dataset is not None:
+        raise ConfigError("Received both --data and --dataset. Pass --data DIR to evaluate on other images, or "
+                          "--dataset DIR to find the run's own test split where its dataset is now.")
 
 
 def run_bench(models: Sequence[str | os.PathLike], data: str | os.PathLike | None = None,
@@ -385,12 +394,7 @@ def run_bench(models: Sequence[str | os.PathLike], data: str | os.PathLike | Non
     from edgeclf.toolkit.metrics import classification_metrics
 
     spec, reporter = spec or BenchSpec(), reporter or Reporter()
-    if dataset is not None:
-        if data is not None:
-            raise ConfigError("Received both --data and --dataset. Pass --data DIR to evaluate on other images, or "
-                              "--dataset DIR to find the run's own test split where its dataset is now.")
-        if not Path(dataset).exists():
-            raise DataError(f"Dataset not found: {dataset}. Expected the training run's dataset at its new location.")
+    check_evaluation_images(data, dataset)
     found = collect_models(models)
     cores = default_threads()
     over = [t for t in spec.threads if t > cores]

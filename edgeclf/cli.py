@@ -363,8 +363,8 @@ def export(ctx, model, formats, quantize, calib, dataset, calib_method, out_dir,
                 raise ConfigError("A Keras model trained elsewhere needs both --labels and --input-norm.")
             foreign = ForeignSpec(parse_labels(labels), input_norm, output_kind, img_size, resize or "bilinear")
         elif output_kind != "auto" or img_size is not None or resize is not None:
-            raise ConfigError("--model-output, --img-size and --resize describe a Keras model trained elsewhere and go with "
-                              "--labels and --input-norm; an edgeclf run's metadata.json sets them.")
+            raise ConfigError("--model-output, --img-size and --resize describe a Keras model trained elsewhere and "
+                              "go with --labels and --input-norm; an edgeclf run's metadata.json sets them.")
         modes = [m.strip() for m in quantize.split(",") if m.strip()]
         quant = tuple(QuantSpec.int8(calib_method) if m == "int8" else QuantSpec(m) for m in modes)
         spec = ExportSpec(formats=tuple(f.strip() for f in formats.split(",") if f.strip()), quant=quant,
@@ -662,7 +662,7 @@ def bench(ctx, models, data, dataset, threads, batches, runs, min_time, warmup, 
     """
 
     def go():
-        from edgeclf.benchmarks.bench import BenchSpec, run_bench
+        from edgeclf.benchmarks.bench import BenchSpec, check_evaluation_images, run_bench
         from edgeclf.benchmarks.bench_report import format_table, write_report
         from edgeclf.toolkit.io import ensure_writable_dir
 
@@ -672,9 +672,7 @@ def bench(ctx, models, data, dataset, threads, batches, runs, min_time, warmup, 
         if "runs" in options:
             options["max_runs"] = max(options["runs"], BenchSpec.max_runs)
         spec = BenchSpec.quick(**options) if quick else BenchSpec(**options)
-        if data is not None and dataset is not None:
-            raise ConfigError("Received both --data and --dataset. Pass --data DIR to evaluate on other images, or "
-                              "--dataset DIR to find the run's own test split where its dataset is now.")
+        check_evaluation_images(data, dataset)  # before the report folder is made
         first = Path(models[0])
         out = Path(out_dir) if out_dir else (first if first.is_dir() else first.parent) / "bench"
         if not force and (out / "results.json").exists():  # fail before the work, not after

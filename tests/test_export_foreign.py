@@ -260,3 +260,15 @@ def test_a_calibration_dataset_with_other_classes_is_used_unlabelled_and_said_so
                            foreign=ForeignSpec(CLASSES, "unit"))
     assert "accuracy" not in results[0].fidelity
     assert any("(cat, dog) are not the model's (bar_h, bar_v)" in m for m in reporter.messages), reporter.messages
+
+
+def test_cli_choices_are_the_library_s():
+    """The CLI spells its choices out (importing the export code would slow every command's start); they must not
+    drift from what the library accepts."""
+    from edgeclf.edge_runtime.preprocess import RESIZE_METHODS
+    from edgeclf.toolkit.export.foreign import INPUT_NORMS, OUTPUTS
+
+    params = {p.name: p for p in main.commands["export"].params}
+    assert list(params["input_norm"].type.choices) == list(INPUT_NORMS)
+    assert list(params["output_kind"].type.choices) == list(OUTPUTS)
+    assert list(params["resize"].type.choices) == list(RESIZE_METHODS)

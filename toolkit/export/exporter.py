@@ -17,7 +17,7 @@ import numpy as np
 import edgeclf
 from edgeclf.edge_runtime.artifact import METADATA_KEY, write_tflite_metadata
 from edgeclf.edge_runtime.backends import open_backend
-from edgeclf.edge_runtime.errors import ConfigError, DataError
+from edgeclf.edge_runtime.errors import ConfigError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
 
 from ..evaluate import check_model_file, load_keras_model, read_metadata
@@ -29,7 +29,7 @@ from . import onnx as onnx_export
 from . import tflite as tflite_export
 from .archive import write_saved_model
 from .foreign import ForeignSpec, adapt_model, check_probabilities, label_order_problem
-from .images import ImageSet, folder_images, run_split, run_split_problem
+from .images import ImageSet, folder_images, relocate_dataset, relocate_hint, run_split, run_split_problem
 from .spec import ExportSpec, Format, QuantSpec
 
 logger = logging.getLogger(__name__)
@@ -149,9 +149,7 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     run_dir = model_path.parent
     run_meta = _source_metadata(model_path, foreign, dataset)
     if dataset is not None:
-        if not Path(dataset).exists():
-            raise DataError(f"Dataset not found: {dataset}. Expected the training run's dataset at its new location.")
-        run_meta = {**run_meta, "dataset": {**run_meta.get("dataset", {}), "path": str(dataset)}}
+        run_meta = relocate_dataset(run_meta, dataset)
     out = Path(out_dir) if out_dir is not None else run_dir / "export"
     name = name or (run_dir.name if model_path.name == "model.keras" else model_path.stem)
     if not name or name in (".", "..") or "/" in name or "\\" in name or name.strip() != name:
@@ -178,15 +176,13 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     reporter.stage("Loading calibration and verification images")
     calibration, held_out = _images(run_meta, run_dir, calib, pre, spec, needs_calib, from_run=foreign is None,
                                     warn=reporter.warn)
-    # --dataset can help only a run that still has its splits.csv.
-    moved = ("--dataset DIR where the run's dataset is now, "
-             if foreign is None and (run_dir / "splits.csv").exists() else "")
+    moved = relocate_hint(run_dir) if foreign is None else ""
     if needs_calib and calibration is None:
         raise ConfigError(
             "int8 quantisation needs calibration images, and " + (
                 f"the training run's validation split cannot be found ({run_split_problem(run_meta, run_dir, 'val')})"
                 if foreign is None else "a model trained outside edgeclf has no run to take them from")
-            + f". Pass {moved}{'or ' if moved else ''}--calib DIR with representative images."
+            + f". Pass {moved}--calib DIR with representative images."
         )
     if held_out is None and spec.verify:
         raise ConfigError("The fidelity gate needs images and " + (
@@ -281,17 +277,15 @@ def _images(run_meta: dict, run_dir: Path, calib, pre: PreprocessSpec, spec: Exp
     elif needs_calib or spec.verify:
         pool = folder_images(calib, classes, pre, (spec.calibration_images if needs_calib else 0)
                              + (spec.verify_images if spec.verify else 0), warn=warn)
-        n_cal = min(spec.calibration_images, len(pool)) if needs_calib else 0
-        if spec.verify and needs_calib and len(pool) - n_cal < MIN_HELD_OUT:
-            n_cal = len(pool) - MIN_HELD_OUT if len(pool) >= 2 * MIN_HELD_OUT else len(pool)
         if not needs_calib:
-            calibration, rest = None, pool
-        elif n_cal >= len(pool):
-            calibration, rest = pool, None
+            held_out = pool
         else:
-            calibration, rest = pool.split(n_cal)
-        if rest is not None:
-            held_out = rest
+            n_cal = min(spec.calibration_images, len(pool))
+            if spec.verify and len(pool) - n_cal < MIN_HELD_OUT:  # keep enough for the gate, if there are enough
+                n_cal = len(pool) - MIN_HELD_OUT if len(pool) >= 2 * MIN_HELD_OUT else len(pool)
+            calibration = pool
+            if n_cal < len(pool):
+                calibration, held_out = pool.split(n_cal)
         has_held_out = held_out is not None and len(held_out) >= MIN_HELD_OUT
     if not has_held_out and calibration is not None and spec.verify:
         held_out = calibration.head(spec.verify_images)

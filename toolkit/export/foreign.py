@@ -9,7 +9,7 @@ the artefacts keep edgeclf's contract and the runtime needs to know nothing abou
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -66,8 +66,7 @@ class ForeignSpec:
 
     def to_dict(self) -> dict:
         """A JSON-ready dict; ``ForeignSpec(**d)`` reverses it."""
-        return {"class_names": list(self.class_names), "input_norm": self.input_norm, "output": self.output,
-                "img_size": self.img_size, "resize": self.resize}
+        return {**asdict(self), "class_names": list(self.class_names)}
 
 
 def spec_from_artifact(meta: dict) -> ForeignSpec:

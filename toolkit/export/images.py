@@ -71,6 +71,22 @@ def run_split_samples(run_meta: dict, run_dir: Path, split: str) -> tuple[Datase
     return ds, Samples(sources, np.asarray(labels, dtype=np.int32))
 
 
+def relocate_dataset(run_meta: dict, dataset: str | os.PathLike) -> dict:
+    """``run_meta`` with its dataset at ``dataset``: where a run's dataset is now, when it moved since training.
+
+    Raises:
+        DataError: If ``dataset`` does not exist.
+    """
+    if not Path(dataset).exists():
+        raise DataError(f"Dataset not found: {dataset}. Expected the training run's dataset at its new location.")
+    return {**run_meta, "dataset": {**run_meta.get("dataset", {}), "path": str(dataset)}}
+
+
+def relocate_hint(run_dir: Path) -> str:
+    """The ``--dataset`` suggestion for a message, where it can help: only a run that still has its splits.csv."""
+    return "--dataset DIR where the run's dataset is now, or " if (run_dir / "splits.csv").exists() else ""
+
+
 def run_split_problem(run_meta: dict, run_dir: Path, split: str) -> str:
     """Why ``run_split_samples`` found nothing, in words for an error message."""
     data_path = run_meta.get("dataset", {}).get("path")
