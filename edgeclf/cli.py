@@ -275,8 +275,9 @@ def evaluate(ctx, model, data, split, out_dir, batch_size, threshold, force):
             else:
                 absent.append(name)
         if any(not v["support"] for v in m["per_class"].values()):
-            n_present = sum(1 for v in m["per_class"].values() if v["support"])
-            click.echo(f"  (macro averages over the {n_present} class(es) in these images)")
+            # As classification_metrics averages: over the classes that are true or predicted labels here.
+            counted = sum(1 for v, n_pred in zip(m["per_class"].values(), predicted) if v["support"] or n_pred)
+            click.echo(f"  (macro averages over the {counted} class(es) in these images or predicted for them)")
         if absent:
             click.echo(f"  ({len(absent)} other class(es) neither in these images nor predicted: {', '.join(absent)})")
         if result.skipped:

@@ -130,7 +130,10 @@ def test_evaluate_lists_only_the_classes_in_the_images_or_predicted(tmp_path):
         assert corner == [f"  {'corner':<20} not in these images, yet predicted for {predicted_corner}"]
     else:
         assert not corner and "neither in these images nor predicted: corner" in ev.output
-    assert "macro averages over the 2 class(es) in these images" in ev.output
+    counted = 3 if predicted_corner else 2  # a class predicted but absent counts in the macro averages, with F1 0
+    assert f"macro averages over the {counted} class(es) in these images or predicted for them" in ev.output
+    f1 = [v["f1"] for v in m["per_class"].values()]
+    assert m["f1_macro"] == pytest.approx(sum(f1[:counted]) / counted)
     # One class is a fair evaluation set (only no_helmet images from a new site); training still needs two.
     one = tmp_path / "one"
     (one / "bar_v").mkdir(parents=True)
