@@ -141,6 +141,18 @@ def test_k_fold_reports_every_fold_and_keeps_the_best(tiny_folders, tmp_path):
     assert {int(r["fold"]) for r in _history(run)} == {0, 1, 2}
     assert "Cross-validation" in (run / "report.md").read_text()
     assert len(result.folds) == 3
+    # The run records the kept fold's own train/val images, not the 70/15 split the folds were drawn from: export
+    # calibrates on splits.csv's val rows, which the saved model must not have trained on.
+    best = doc["folds"][doc["fold_summary"]["best_fold"]]
+    rows = list(csv.DictReader((run / "splits.csv").open()))
+    per_split = {s: {r["path"] for r in rows if r["split"] == s} for s in ("train", "val", "test")}
+    assert (len(per_split["train"]), len(per_split["val"]), len(per_split["test"])) == (best["n_train"], best["n_val"], 12)
+    assert not per_split["train"] & per_split["val"]
+    meta = json.loads((run / "metadata.json").read_text())
+    assert meta["dataset"]["split_sizes"] == {"train": best["n_train"], "val": best["n_val"], "test": 12}
+    assert sum(meta["dataset"]["class_counts"]["val"].values()) == best["n_val"]
+    assert doc["splits"]["val"]["n"] == best["n_val"]
+    assert doc["splits"]["val"]["accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-6)
 
 
 def test_pretrained_backbone_trains_in_two_phases(tiny_folders, tmp_path):

@@ -77,7 +77,8 @@ def write_train_report(run: Path, meta: dict, metrics_doc: dict) -> Path:
         lines += [f"| {f['fold']} | {f['n_train']} | {f['n_val']} | {f['val_accuracy']:.4f} | {f['val_loss']:.4f} |"
                   for f in metrics_doc["folds"]]
         lines.append(f"\nVal accuracy {fs['val_accuracy_mean']:.4f} ± {fs['val_accuracy_std']:.4f}; "
-                     f"best fold {fs['best_fold']} is the saved model.")
+                     f"best fold {fs['best_fold']} is the saved model; the data table, the train and val metrics and "
+                     "splits.csv are its own train and val images.")
     test = metrics_doc["splits"].get("test")
     if test:
         lines += ["", "### Test, per class", "", "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]

@@ -521,7 +521,10 @@ def train(
     if history:
         plots.plot_history(history, run / "training_curves.png")
 
-    class_count_table = {name: {c: int(n) for c, n in zip(ds.class_names, counts[name])} for name in SPLITS}
+    # The record describes the images the saved model trained and was validated on: with K folds, the kept fold's
+    # part of train+val (splits.csv is what export calibrates on and what a reader reproduces the run from).
+    kept_counts = {name: class_counts(final_splits[name].labels, k) for name in SPLITS}
+    class_count_table = {name: {c: int(n) for c, n in zip(ds.class_names, kept_counts[name])} for name in SPLITS}
     folds_out = [{"fold": f, **s} for f, s in enumerate(fold_scores)]
     fold_summary = None
     if spec.folds > 1:
@@ -530,7 +533,7 @@ def train(
                         "best_fold": best_fold}
     metrics_doc = {"splits": metrics, "folds": folds_out, "fold_summary": fold_summary}
     write_json(run / "metrics.json", metrics_doc)
-    _write_splits_csv(run / "splits.csv", ds, decoded)
+    _write_splits_csv(run / "splits.csv", ds, final_splits)
     wall = time.perf_counter() - started
     metadata = {
         "edgeclf_version": edgeclf.__version__,
@@ -547,10 +550,10 @@ def train(
         "dataset": {
             "path": str(Path(data).resolve()), "form": ds.form,
             "fingerprint": fingerprint(((n, decoded[n]) for n in SPLITS), ds.class_names),
-            "split_sizes": {n: len(decoded[n]) for n in SPLITS},
+            "split_sizes": {n: len(final_splits[n]) for n in SPLITS},
             "class_counts": class_count_table,
-            "imbalance_ratio": ratio,
-            "class_weights": balanced_class_weights(counts["train"]) if use_weights else None,
+            "imbalance_ratio": imbalance_ratio(kept_counts["train"]),
+            "class_weights": balanced_class_weights(kept_counts["train"]) if use_weights else None,
             "skipped": [{"path": n, "reason": r} for n, r in skipped],
             "leakage": leakage,
             "removed_by_dedup": removed,
