@@ -234,6 +234,46 @@ def _print_train_summary(result) -> None:
                f"Report: {result.run_dir / 'report.md'}")
 
 
+
+# Spelled out rather than imported from edgeclf.toolkit.export.foreign, which would slow every command's start; a test
+# checks they equal INPUT_NORMS, OUTPUTS and RESIZE_METHODS.
+_FOREIGN_OPTIONS = (
+    click.option("--labels", help="Keras model trained elsewhere: its class names in output order, comma-separated or "
+                                  "a file with one per line."),
+    click.option("--input-norm", type=click.Choice(["raw", "unit", "tf", "caffe", "torch"]),
+                 help="Keras model trained elsewhere: how its training scaled RGB 0-255 pixels. raw: as they are; "
+                      "unit: x/255; tf: x/127.5-1; caffe: BGR minus ImageNet mean; torch: x/255, ImageNet mean/std."),
+    click.option("--model-output", "output_kind", type=click.Choice(["auto", "probabilities", "logits"]),
+                 default="auto", show_default=True,
+                 help="Keras model trained elsewhere: what it outputs; auto reads its last layer."),
+    click.option("--img-size", type=click.IntRange(min=1),
+                 help="Keras model trained elsewhere whose input size is not fixed: the size it was trained at."),
+    click.option("--resize", type=click.Choice(["bilinear", "nearest", "bicubic", "area", "lanczos"]),
+                 help="Keras model trained elsewhere: the resampling filter its training used [default: bilinear]."),
+)
+
+
+def _foreign_model_options(command):
+    """--labels, --input-norm, --model-output, --img-size and --resize: a Keras model trained outside edgeclf."""
+    for option in reversed(_FOREIGN_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _foreign_spec(labels, input_norm, output_kind, img_size, resize):
+    """The ForeignSpec the options describe, or None for an edgeclf run's model (and then none may be given)."""
+    if labels is not None or input_norm is not None:
+        if labels is None or input_norm is None:
+            raise ConfigError("A Keras model trained elsewhere needs both --labels and --input-norm.")
+        from edgeclf.toolkit.export import ForeignSpec, parse_labels
+
+        return ForeignSpec(parse_labels(labels), input_norm, output_kind, img_size, resize or "bilinear")
+    if output_kind != "auto" or img_size is not None or resize is not None:
+        raise ConfigError("--model-output, --img-size and --resize describe a Keras model trained elsewhere and "
+                          "go with --labels and --input-norm; an edgeclf run's metadata.json sets them.")
+    return None
+
+
 @main.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.argument("data", type=click.Path(exists=True))
@@ -244,21 +284,28 @@ def _print_train_summary(result) -> None:
               help="Two-class models: the second class wins when its probability reaches this, as in "
                    "predict --threshold (the run's report.md suggests one chosen on val) [default: most probable].")
 @click.option("--force", is_flag=True, help="Overwrite an earlier evaluation in --out.")
+@_foreign_model_options
 @click.pass_context
-def evaluate(ctx, model, data, split, out_dir, batch_size, threshold, force):
+def evaluate(ctx, model, data, split, out_dir, batch_size, threshold, force, labels, input_norm, output_kind, img_size,
+             resize):
     """Evaluate a trained model.keras on DATA (any form `train` accepts).
+
+    A .keras classifier trained elsewhere (no metadata.json beside it) needs --labels and --input-norm, as for
+    `export`, and is evaluated wrapped as `export` wraps it.
 
     \b
     Example:
       edgeclf evaluate runs/helmet/model.keras data/helmets_holdout --out runs/helmet/holdout
       edgeclf evaluate runs/helmet/model.keras data/helmets_holdout --threshold 0.7
+      edgeclf evaluate notebook.keras data/pets/test --labels cat,dog --input-norm unit
     """
 
     def go():
         from edgeclf.toolkit.evaluate import evaluate as run_eval
 
+        foreign = _foreign_spec(labels, input_norm, output_kind, img_size, resize)
         result = run_eval(model, data, split=split, out_dir=out_dir, batch_size=batch_size, force=force,
-                          threshold=threshold, reporter=ClickReporter(ctx.obj["verbose"]))
+                          threshold=threshold, foreign=foreign, reporter=ClickReporter(ctx.obj["verbose"]))
         m = result.metrics
         auc = f"{m['roc_auc']:.4f}" if m["roc_auc"] is not None else "n/a"
         second = list(m["per_class"])[1]
@@ -324,17 +371,7 @@ def _min_agreement(_ctx, _param, value):
               help="Most held-out images the gate runs; more narrow its 95% interval.")
 @click.option("--no-verify", is_flag=True, help="Skip the fidelity gate (recorded in the metadata).")
 @click.option("--force", is_flag=True, help="Overwrite existing artefacts.")
-@click.option("--labels", help="Keras model trained elsewhere: its class names in output order, comma-separated or a "
-                               "file with one per line.")
-@click.option("--input-norm", type=click.Choice(["raw", "unit", "tf", "caffe", "torch"]),
-              help="Keras model trained elsewhere: how its training scaled RGB 0-255 pixels. raw: as they are; unit: "
-                   "x/255; tf: x/127.5-1; caffe: BGR minus ImageNet mean; torch: x/255, ImageNet mean/std.")
-@click.option("--model-output", "output_kind", type=click.Choice(["auto", "probabilities", "logits"]), default="auto",
-              show_default=True, help="Keras model trained elsewhere: what it outputs; auto reads its last layer.")
-@click.option("--img-size", type=click.IntRange(min=1),
-              help="Keras model trained elsewhere whose input size is not fixed: the size it was trained at.")
-@click.option("--resize", type=click.Choice(["bilinear", "nearest", "bicubic", "area", "lanczos"]),
-              help="Keras model trained elsewhere: the resampling filter its training used [default: bilinear].")
+@_foreign_model_options
 @click.pass_context
 def export(ctx, model, formats, quantize, calib, dataset, calib_method, out_dir, name, min_agreement, calib_images,
            verify_images, no_verify, force, labels, input_norm, output_kind, img_size, resize):
@@ -356,16 +393,9 @@ def export(ctx, model, formats, quantize, calib, dataset, calib_method, out_dir,
     """
 
     def go():
-        from edgeclf.toolkit.export import ExportSpec, ForeignSpec, QuantSpec, export_model, parse_labels
+        from edgeclf.toolkit.export import ExportSpec, QuantSpec, export_model
 
-        foreign = None
-        if labels is not None or input_norm is not None:
-            if labels is None or input_norm is None:
-                raise ConfigError("A Keras model trained elsewhere needs both --labels and --input-norm.")
-            foreign = ForeignSpec(parse_labels(labels), input_norm, output_kind, img_size, resize or "bilinear")
-        elif output_kind != "auto" or img_size is not None or resize is not None:
-            raise ConfigError("--model-output, --img-size and --resize describe a Keras model trained elsewhere and "
-                              "go with --labels and --input-norm; an edgeclf run's metadata.json sets them.")
+        foreign = _foreign_spec(labels, input_norm, output_kind, img_size, resize)
         modes = [m.strip() for m in quantize.split(",") if m.strip()]
         quant = tuple(QuantSpec.int8(calib_method) if m == "int8" else QuantSpec(m) for m in modes)
         spec = ExportSpec(formats=tuple(f.strip() for f in formats.split(",") if f.strip()), quant=quant,

@@ -1,4 +1,5 @@
-"""Exporting a Keras classifier trained outside edgeclf: --labels, --input-norm, --model-output, --img-size."""
+"""A Keras classifier trained outside edgeclf, exported and evaluated: --labels, --input-norm, --model-output,
+--img-size."""
 
 from __future__ import annotations
 
@@ -268,7 +269,57 @@ def test_cli_choices_are_the_library_s():
     from edgeclf.edge_runtime.preprocess import RESIZE_METHODS
     from edgeclf.toolkit.export.foreign import INPUT_NORMS, OUTPUTS
 
-    params = {p.name: p for p in main.commands["export"].params}
-    assert list(params["input_norm"].type.choices) == list(INPUT_NORMS)
-    assert list(params["output_kind"].type.choices) == list(OUTPUTS)
-    assert list(params["resize"].type.choices) == list(RESIZE_METHODS)
+    for command in ("export", "evaluate"):
+        params = {p.name: p for p in main.commands[command].params}
+        assert list(params["input_norm"].type.choices) == list(INPUT_NORMS)
+        assert list(params["output_kind"].type.choices) == list(OUTPUTS)
+        assert list(params["resize"].type.choices) == list(RESIZE_METHODS)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "logits", "sigmoid"])
+def test_evaluate_scores_a_notebook_model_as_its_own_pipeline_does(notebook, tmp_path, kind):
+    from edgeclf.toolkit.evaluate import evaluate
+
+    data, models = notebook
+    files = sorted(data.rglob("*.png"))
+    labels = np.array([CLASSES.index(f.parent.name) for f in files])
+    expected = float((_expected(models[kind], files).argmax(1) == labels).mean())
+    result = evaluate(models[kind], data, foreign=ForeignSpec(CLASSES, "unit"), out_dir=tmp_path / "ev")
+    assert result.metrics["n"] == len(files) == 160
+    assert result.metrics["accuracy"] == pytest.approx(expected, abs=1e-9)
+    assert result.metrics["accuracy"] > 0.9  # the notebook models learned the bars: a wrong wrapper would not score
+    doc = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert doc["adapter"]["input_norm"] == "unit" and doc["adapter"]["class_names"] == list(CLASSES)
+    assert doc["adapter"]["output"] == ("logits" if kind == "logits" else "probabilities")
+    assert (tmp_path / "ev" / "confusion_all.png").exists()
+
+
+def test_evaluate_of_a_notebook_model_checks_its_labels_and_outputs(notebook, run_copy, tmp_path):
+    from edgeclf.toolkit.evaluate import evaluate
+
+    data, models = notebook
+    reporter = _Warnings()
+    swapped = evaluate(models["softmax"], data, foreign=ForeignSpec(("bar_v", "bar_h"), "unit"), reporter=reporter)
+    assert swapped.metrics["accuracy"] < 0.5
+    assert any("below chance" in m and "In the order bar_h,bar_v" in m for m in reporter.messages), reporter.messages
+    with pytest.raises(ConfigError, match="not probabilities.*--model-output logits"):
+        evaluate(models["logits"], data, foreign=ForeignSpec(CLASSES, "unit", output="probabilities"))
+    with pytest.raises(ConfigError, match="metadata.json beside it.*Leave them out"):
+        evaluate(run_copy / "model.keras", data, foreign=ForeignSpec(CLASSES, "unit"))
+    with pytest.raises(DataError, match=r"Classes \['cat'\] of .* are not classes of the model"):
+        evaluate(models["softmax"], write_class_folders(tmp_path / "cats", {"cat": 3}),
+                 foreign=ForeignSpec(CLASSES, "unit"))
+
+
+def test_cli_evaluate_for_a_model_trained_elsewhere(notebook, tmp_path):
+    data, models = notebook
+    runner = CliRunner()
+    missing = runner.invoke(main, ["evaluate", str(models["softmax"]), str(data)])
+    assert missing.exit_code == 2 and "not from `edgeclf train`" in missing.output and "--labels" in missing.output
+    half = runner.invoke(main, ["evaluate", str(models["softmax"]), str(data), "--input-norm", "unit"])
+    assert half.exit_code == 2 and "both --labels and --input-norm" in half.output
+    ok = runner.invoke(main, ["evaluate", str(models["sigmoid"]), str(data), "--labels", "bar_h,bar_v",
+                              "--input-norm", "unit", "--threshold", "0.5", "--out", str(tmp_path / "ev")])
+    assert ok.exit_code == 0, ok.output
+    assert "n=160 accuracy=" in ok.output and "(bar_v where P(bar_v) >= 0.5)" in ok.output
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]["threshold"] == 0.5

@@ -33,18 +33,20 @@ def evaluate_splits(model, splits: dict[str, DecodedSplit], class_names: list[st
     Returns:
         ``{split: classification_metrics(...)}`` for every non-empty split.
     """
-    results = {}
-    for name, split in splits.items():
-        if not len(split):
-            continue
-        probs = predict_probs(model, split.pixels, batch_size)
-        m = classification_metrics(split.labels, probs, class_names, threshold)
-        if out_dir is not None:
-            plots.plot_confusion(np.asarray(m["confusion_matrix"]), class_names, out_dir / f"confusion_{name}.png",
-                                 f"{name}: accuracy {m['accuracy']:.3f}")
-            plots.plot_roc_pr(split.labels, probs, class_names, out_dir / f"roc_pr_{name}.png")
-        results[name] = m
-    return results
+    return {name: split_metrics(name, split.labels, predict_probs(model, split.pixels, batch_size), class_names,
+                                out_dir, threshold)
+            for name, split in splits.items() if len(split)}
+
+
+def split_metrics(name: str, labels: np.ndarray, probs: np.ndarray, class_names: list[str], out_dir: Path | None,
+                  threshold: float | None = None) -> dict:
+    """``classification_metrics`` of one split's predictions and, with ``out_dir``, its confusion and ROC/PR plots."""
+    m = classification_metrics(labels, probs, class_names, threshold)
+    if out_dir is not None:
+        plots.plot_confusion(np.asarray(m["confusion_matrix"]), class_names, out_dir / f"confusion_{name}.png",
+                             f"{name}: accuracy {m['accuracy']:.3f}")
+        plots.plot_roc_pr(labels, probs, class_names, out_dir / f"roc_pr_{name}.png")
+    return m
 
 
 def check_model_file(path: Path) -> None:
@@ -68,17 +70,18 @@ def read_metadata(model_path: str | os.PathLike) -> dict:
     """Reads the ``metadata.json`` written beside a trained ``model.keras``.
 
     Raises:
-        ConfigError: If ``model_path`` is missing or not a ``.keras`` file.
-        DataError: If the metadata is missing or unreadable.
+        ConfigError: If ``model_path`` is missing or not a ``.keras`` file, or has no metadata beside it.
+        DataError: If the metadata is unreadable.
     """
     check_model_file(Path(model_path))
     path = Path(model_path).with_name("metadata.json")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DataError(
-            f"{path} not found. edgeclf needs the metadata.json that `edgeclf train` writes beside model.keras "
-            "(class names and preprocessing)."
+        raise ConfigError(
+            f"{path} not found: {Path(model_path).name} is not from `edgeclf train`, whose metadata.json gives the "
+            "class names and input. For a Keras model trained elsewhere, pass --labels (its class names in output "
+            "order) and --input-norm (how its pixels were scaled)."
         ) from None
     except (OSError, ValueError) as exc:
         raise DataError(f"Cannot read {path}: {exc}") from None
@@ -115,17 +118,20 @@ class EvaluateResult:
 
 def evaluate(model_path: str | os.PathLike, data: str | os.PathLike, *, split: str = "all",
              out_dir: str | os.PathLike | None = None, batch_size: int = 64, force: bool = False,
-             threshold: float | None = None, reporter: Reporter | None = None) -> EvaluateResult:
+             threshold: float | None = None, foreign=None, reporter: Reporter | None = None) -> EvaluateResult:
     """Evaluates a saved model on a dataset in any form ``edgeclf train`` accepts.
 
     Args:
-        model_path: A ``model.keras`` with its ``metadata.json``.
+        model_path: A ``model.keras`` with its ``metadata.json``, or with ``foreign`` any ``.keras`` classifier.
         data: The dataset.
         split: ``"all"`` for every image, or ``train``/``val``/``test`` of a pre-split dataset.
         out_dir: Where to write ``metrics.json`` and plots; nothing is written without it.
         force: Replace an earlier evaluation's files in ``out_dir``.
         threshold: Two-class models: decide class 1 where its probability reaches this, as
             ``edgeclf predict --threshold`` does (the run's report.md suggests one chosen on val).
+        foreign: A ``ForeignSpec`` for a Keras model trained outside edgeclf (no ``metadata.json``): its class
+            names and input contract. The model is wrapped exactly as ``edgeclf export`` wraps it, so the figures
+            are those of the model its artefacts are gated against.
         batch_size: Inference batch size.
         reporter: Progress sink.
 
@@ -139,10 +145,19 @@ def evaluate(model_path: str | os.PathLike, data: str | os.PathLike, *, split: s
                           "--out.")
     if out is not None:
         ensure_writable_dir(out)
-    meta = read_metadata(model_path)
-    class_names = meta["class_names"]
+    if foreign is None:
+        meta = read_metadata(model_path)
+        class_names = meta["class_names"]
+    else:
+        from .export.foreign import adapt_model, check_outputs, refuse_run_model
+
+        check_model_file(Path(model_path))
+        refuse_run_model(Path(model_path))
+        class_names = list(foreign.class_names)
     check_threshold(threshold, [(str(model_path), class_names)])
     model = load_keras_model(model_path)
+    if foreign is not None:
+        model, meta = adapt_model(model, foreign)
     ds = discover(data, min_classes=1)
     if split == "all":
         samples = ds.all_samples()
@@ -159,12 +174,17 @@ def evaluate(model_path: str | os.PathLike, data: str | os.PathLike, *, split: s
         decoded = decode_samples(ds, samples, spec, progress=advance)
     for name, reason in decoded.skipped:
         reporter.warn(f"Skipped {name}: {reason}")
-    metrics = evaluate_splits(model, {split: decoded}, class_names, out, batch_size, threshold).get(split)
-    if metrics is None:
+    if not len(decoded):
         raise DataError(f"No readable images to evaluate in {data}.")
+    probs = predict_probs(model, decoded.pixels, batch_size)
+    if foreign is not None:
+        check_outputs(probs, decoded.labels, class_names, reporter.warn)
+    metrics = split_metrics(split, decoded.labels, probs, class_names, out, threshold)
     if out is not None:
         write_json(out / "metrics.json", {
             "model": str(model_path), "data": str(data), "split": split, "metrics": metrics,
             "skipped": [{"path": n, "reason": r} for n, r in decoded.skipped],
+            **({"adapter": {**meta["adapter"], "class_names": class_names, "preprocess": meta["preprocess"]}}
+               if foreign is not None else {}),
         })
     return EvaluateResult(metrics, decoded.skipped, out)

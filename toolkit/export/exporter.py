@@ -28,7 +28,7 @@ from ..progress import Reporter
 from . import onnx as onnx_export
 from . import tflite as tflite_export
 from .archive import write_saved_model
-from .foreign import ForeignSpec, adapt_model, check_probabilities, label_order_problem
+from .foreign import ForeignSpec, adapt_model, check_outputs, refuse_run_model
 from .images import ImageSet, folder_images, relocate_dataset, relocate_hint, run_split, run_split_problem
 from .spec import ExportSpec, Format, QuantSpec
 
@@ -194,11 +194,7 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
         probe = reference if reference is not None else (
             predict_probs(model, calibration.pixels[:GATE_BATCH]) if calibration is not None else None)
         if probe is not None:
-            check_probabilities(probe)
-        if reference is not None and held_out.labels is not None:
-            problem = label_order_problem(reference, held_out.labels, classes)
-            if problem:
-                reporter.warn(problem)
+            check_outputs(probe, held_out.labels if reference is not None else None, classes, reporter.warn)
 
     source_sha = sha256_file(model_path)
     results: list[ExportResult] = []
@@ -241,17 +237,9 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
 def _source_metadata(model_path: Path, foreign: ForeignSpec | None, dataset) -> dict:
     """The training run's metadata, or a placeholder to be completed by ``adapt_model`` for a foreign model."""
     check_model_file(model_path)
-    beside = model_path.with_name("metadata.json")
     if foreign is None:
-        if not beside.exists():
-            raise ConfigError(f"{beside} not found: {model_path.name} is not from `edgeclf train`. To export a Keras "
-                              "model trained elsewhere, pass --labels (its class names in output order) and "
-                              "--input-norm (how its pixels were scaled).")
         return read_metadata(model_path)
-    if beside.exists():
-        raise ConfigError(f"{model_path} has a metadata.json beside it, which sets its class names and input: "
-                          "--labels, --input-norm, --model-output, --img-size and --resize are for Keras models "
-                          "trained elsewhere. Leave them out.")
+    refuse_run_model(model_path)
     if dataset is not None:
         raise ConfigError("Received --dataset for a model trained outside edgeclf: it finds a training run's splits. "
                           "Pass --calib DIR instead.")

@@ -69,6 +69,32 @@ class ForeignSpec:
         return {**asdict(self), "class_names": list(self.class_names)}
 
 
+def refuse_run_model(model_path: Path) -> None:
+    """Refuses the options that describe a foreign model for a model from an edgeclf run.
+
+    Raises:
+        ConfigError: If ``model_path`` has the ``metadata.json`` of an edgeclf run beside it.
+    """
+    if Path(model_path).with_name("metadata.json").exists():
+        raise ConfigError(f"{model_path} has a metadata.json beside it, which sets its class names and input: "
+                          "--labels, --input-norm, --model-output, --img-size and --resize are for Keras models "
+                          "trained elsewhere. Leave them out.")
+
+
+def check_outputs(probs: np.ndarray, labels: np.ndarray | None, class_names: Sequence[str],
+                  warn) -> None:
+    """The checks on an adapted model's outputs that export and evaluate share.
+
+    Raises ``check_probabilities``' error for outputs that are not probabilities, and passes ``warn`` the
+    ``label_order_problem`` message when ``labels`` are known and the model is below chance on them.
+    """
+    check_probabilities(probs)
+    if labels is not None:
+        problem = label_order_problem(probs, labels, class_names)
+        if problem:
+            warn(problem)
+
+
 def spec_from_artifact(meta: dict) -> ForeignSpec:
     """The ForeignSpec an artefact was exported with, from its metadata (``adapter``, class names, input)."""
     adapter, pre = meta["adapter"], meta["preprocess"]
