@@ -234,7 +234,6 @@ def _print_train_summary(result) -> None:
                f"Report: {result.run_dir / 'report.md'}")
 
 
-
 # Spelled out rather than imported from edgeclf.toolkit.export.foreign, which would slow every command's start; a test
 # checks they equal INPUT_NORMS, OUTPUTS and RESIZE_METHODS.
 _FOREIGN_OPTIONS = (

@@ -7,6 +7,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from .io import ensure_writable_dir, write_json
 from .metrics import classification_metrics
 from .pipeline import predict_probs
 from .progress import Reporter
+
+if TYPE_CHECKING:  # the export package is imported only for a foreign model
+    from .export.foreign import ForeignSpec
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +122,8 @@ class EvaluateResult:
 
 def evaluate(model_path: str | os.PathLike, data: str | os.PathLike, *, split: str = "all",
              out_dir: str | os.PathLike | None = None, batch_size: int = 64, force: bool = False,
-             threshold: float | None = None, foreign=None, reporter: Reporter | None = None) -> EvaluateResult:
+             threshold: float | None = None, foreign: ForeignSpec | None = None,
+             reporter: Reporter | None = None) -> EvaluateResult:
     """Evaluates a saved model on a dataset in any form ``edgeclf train`` accepts.
 
     Args:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -84,7 +84,7 @@ def refuse_run_model(model_path: Path) -> None:
 
 
 def check_outputs(probs: np.ndarray, labels: np.ndarray | None, class_names: Sequence[str],
-                  warn) -> None:
+                  warn: Callable[[str], None]) -> None:
     """The checks on an adapted model's outputs that export and evaluate share.
 
     Raises ``check_probabilities``' error for outputs that are not probabilities, and passes ``warn`` the
