@@ -226,6 +226,14 @@ def test_no_verify_is_recorded(run_copy):
     assert meta["gate"]["verified"] is False
 
 
+def test_a_relative_model_keras_inside_its_run_folder_names_artefacts_after_the_folder(run_copy, monkeypatch):
+    monkeypatch.chdir(run_copy)  # `cd runs/helmet && edgeclf export model.keras`
+    results = export_model(Path("model.keras"),
+                           spec=ExportSpec(formats=("onnx",), quant=(QuantSpec.float32(),), verify=False))
+    assert [r.path for r in results] == [Path("export") / "run_fp32.onnx"]
+    assert (run_copy / "export" / "run_fp32.onnx").exists()
+
+
 def test_a_later_export_into_the_same_folder_keeps_the_earlier_report_entries(run_copy):
     def export(fmt, name, **kw):
         return export_model(run_copy / "model.keras", name=name, **kw,

@@ -151,7 +151,8 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     if dataset is not None:
         run_meta = relocate_dataset(run_meta, dataset)
     out = Path(out_dir) if out_dir is not None else run_dir / "export"
-    name = name or (run_dir.name if model_path.name == "model.keras" else model_path.stem)
+    # resolve(): `edgeclf export model.keras` run inside the run folder names the artefacts after that folder.
+    name = name or (run_dir.resolve().name if model_path.name == "model.keras" else model_path.stem)
     if not name or name in (".", "..") or "/" in name or "\\" in name or name.strip() != name:
         raise ConfigError(f"Received: name={name!r}. Expected a file name prefix such as 'helmet', without folders "
                           "(--out sets the folder).")
