@@ -475,7 +475,7 @@ def train(
                             decoded["train"].sources + decoded["val"].sources)
         fold_idx = stratified_folds(pool.labels, spec.folds, spec.seed)
         fold_splits = []
-        for f, val_idx in enumerate(fold_idx):
+        for val_idx in fold_idx:
             train_idx = np.setdiff1d(np.arange(len(pool)), val_idx)
             fold_splits.append((pool.take(train_idx), pool.take(val_idx)))
     else:
