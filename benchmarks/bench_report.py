@@ -62,6 +62,69 @@ def markdown_table(rows: list[BenchRow]) -> str:
     return "\n".join(out)
 
 
+# An int8/fp32 latency ratio within this band is reported as "no faster": closer than the machine's noise.
+NO_FASTER = (0.95, 1.05)
+
+
+def summarise(rows: list[BenchRow]) -> list[dict]:
+    """Per thread count and batch size: the fastest model, and int8 against fp32 of the same format and folder.
+
+    Which artefact is fastest depends on the CPU (int8 TFLite was 1.4x fp32 on an AVX-512 VNNI Xeon and 0.93x on an
+    AVX2-only EPYC, where int8 ONNX was 1.5x fp32 ONNX), so the table is read for the user rather than left to them.
+    fp32 and int8 are paired only within one folder (one export), where exactly one of each exists.
+    """
+    configs = []
+    for threads, batch in dict.fromkeys((r.threads, r.batch) for r in rows):
+        timed = [r for r in rows if (r.threads, r.batch) == (threads, batch) and r.status == "ok" and r.p50_ms]
+        if len(timed) < 2:
+            continue
+        fastest = min(timed, key=lambda r: r.p50_ms)
+        keras = [r for r in timed if r.format == "keras"]
+        entry = {"threads": threads, "batch": batch, "fastest": {
+            "model": fastest.model, "p50_ms": fastest.p50_ms, "agreement": fastest.agreement,
+            "vs_keras": keras[0].p50_ms / fastest.p50_ms if len(keras) == 1 and fastest.format != "keras" else None}}
+        pairs = []
+        groups: dict[tuple[str, str], list[BenchRow]] = {}
+        for r in timed:
+            groups.setdefault((r.format, str(Path(r.path).parent)), []).append(r)
+        for (fmt, _), members in groups.items():
+            fp32 = [r for r in members if r.quantization == "fp32"]
+            int8 = [r for r in members if r.quantization == "int8"]
+            if fmt == "keras" or len(fp32) != 1 or len(int8) != 1:
+                continue
+            f, i = fp32[0], int8[0]
+            pairs.append({"format": fmt, "fp32": f.model, "int8": i.model, "fp32_p50_ms": f.p50_ms,
+                          "int8_p50_ms": i.p50_ms, "speedup": f.p50_ms / i.p50_ms,
+                          "size_ratio": i.size_bytes / f.size_bytes if f.size_bytes else None})
+        entry["int8_vs_fp32"] = pairs
+        configs.append(entry)
+    return configs
+
+
+def summary_lines(configs: list[dict]) -> list[str]:
+    """``summarise``'s findings as sentences, one per line."""
+    lines = []
+    for c in configs:
+        f = c["fastest"]
+        line = f"{c['threads']} thread(s), batch {c['batch']}: fastest is {f['model']}, p50 {f['p50_ms']:.3f} ms"
+        if f["vs_keras"] is not None:
+            line += f", {f['vs_keras']:.1f}x the Keras model"
+        if f["agreement"] is not None:
+            line += f" (agreement {100 * f['agreement']:.2f} %)"
+        lines.append(line + ".")
+        for p in c["int8_vs_fp32"]:
+            line = (f"  int8 vs fp32 {p['format']}: {p['speedup']:.2f}x ({p['int8_p50_ms']:.3f} vs "
+                    f"{p['fp32_p50_ms']:.3f} ms)")
+            if p["size_ratio"] is not None:
+                line += f", {100 * p['size_ratio']:.0f} % of the size"
+            if p["speedup"] < NO_FASTER[0]:
+                line += "; slower than fp32 on this CPU: its gain here is size only"
+            elif p["speedup"] <= NO_FASTER[1]:
+                line += "; no faster than fp32 on this CPU: its gain here is size only"
+            lines.append(line + ".")
+    return lines
+
+
 def _file_safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
@@ -131,7 +194,7 @@ def write_report(result: BenchResult, out_dir: str | os.PathLike, *, force: bool
         "created": result.created, "data": result.data, "n_images": result.n_images, "class_names": result.class_names,
         "spec": {"threads": list(spec.threads), "batches": list(spec.batches), "runs": spec.runs,
                  "min_seconds": spec.min_seconds, "warmup": spec.warmup, "max_images": spec.max_images},
-        "machine": result.machine, "rows": rows, "evaluation": result.evaluation,
+        "machine": result.machine, "rows": rows, "summary": summarise(result.rows), "evaluation": result.evaluation,
         "latency_samples_ms": result.samples_ms,
     })
     write_csv(out / "results.csv", rows, COLUMNS)
@@ -148,6 +211,9 @@ def write_report(result: BenchResult, out_dir: str | os.PathLike, *, force: bool
         "process launch to the first result on an image file; RSS is the process's peak before evaluation",
         "", markdown_table(result.rows), "",
     ]
+    summary = summary_lines(summarise(result.rows))
+    if summary:
+        md += [*(f"- {line.strip()}" if not line.startswith(" ") else f"  - {line.strip()}" for line in summary), ""]
     md += [f"![{p.stem}]({p.name})" for p in written]
     if plot_note:
         md += ["", plot_note]

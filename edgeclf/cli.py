@@ -693,7 +693,7 @@ def bench(ctx, models, data, dataset, threads, batches, runs, min_time, warmup, 
 
     def go():
         from edgeclf.benchmarks.bench import BenchSpec, check_evaluation_images, run_bench
-        from edgeclf.benchmarks.bench_report import format_table, write_report
+        from edgeclf.benchmarks.bench_report import format_table, summarise, summary_lines, write_report
         from edgeclf.toolkit.io import ensure_writable_dir
 
         options = {"threads": threads or None, "batches": batches or None, "runs": runs, "min_seconds": min_time,
@@ -713,6 +713,9 @@ def bench(ctx, models, data, dataset, threads, batches, runs, min_time, warmup, 
         write_report(result, out, force=force)
         click.echo()
         click.echo(format_table(result.rows))
+        summary = summary_lines(summarise(result.rows))
+        if summary:
+            click.echo("\n" + "\n".join(summary))
         click.echo(f"\nReport: {out / 'report.md'}")
         if any(r.status != "ok" for r in result.rows):
             sys.exit(1)

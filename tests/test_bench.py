@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeclf.benchmarks.bench import BenchSpec, collect_models, run_bench
-from edgeclf.benchmarks.bench_report import COLUMNS, format_table, write_report
+from edgeclf.benchmarks.bench import BenchRow, BenchSpec, collect_models, run_bench
+from edgeclf.benchmarks.bench_report import COLUMNS, format_table, summarise, summary_lines, write_report
 from edgeclf.benchmarks.stats import LatencyStats, percentile, timed_runs
 from edgeclf.cli import main
 from edgeclf.edge_runtime import ConfigError
@@ -165,6 +165,8 @@ def test_report_files_are_written_and_well_formed(bench_result, tmp_path):
     assert {r["status"] for r in csv_rows} == {"ok", "failed"}
     md = (out / "report.md").read_text()
     assert md.count("| ok |") == 14 and md.count("| failed: ") == 4
+    assert [c["batch"] for c in data["summary"]] == [1, 4]  # one finding per batch size (one thread count)
+    assert all(f"batch {b}: fastest is " in md for b in (1, 4))
     pngs = [p for p in written if p.suffix == ".png"]
     assert {"accuracy_vs_latency.png", "latency.png"} <= {p.name for p in pngs}
     assert sum(p.name.startswith("confusion_") for p in pngs) == 7  # one per model that was evaluated
@@ -172,6 +174,41 @@ def test_report_files_are_written_and_well_formed(bench_result, tmp_path):
     with pytest.raises(ConfigError, match="--force"):
         write_report(result, out)
     write_report(result, out, force=True)
+
+
+def _row(model, fmt, quant, p50, *, threads=2, size=1000, folder="run/export", status="ok", agreement=1.0):
+    return BenchRow(model=model, path=f"/{folder}/{model}", format=fmt, quantization=quant, threads=threads, batch=1,
+                    status=status, size_bytes=size, p50_ms=p50 if status == "ok" else None, agreement=agreement)
+
+
+def test_summary_names_the_fastest_and_int8_against_fp32_of_the_same_export():
+    rows = [_row("run/model.keras", "keras", "keras", 20.0, folder="run"),
+            _row("a_fp32.tflite", "tflite", "fp32", 5.0, size=8000),
+            _row("a_int8.tflite", "tflite", "int8", 5.5, size=2400, agreement=0.99),  # slower than its fp32
+            _row("a_fp32.onnx", "onnx", "fp32", 5.0),
+            _row("a_int8.onnx", "onnx", "int8", 4.9),  # within the noise band
+            _row("b_fp32.onnx", "onnx", "fp32", 6.0, folder="other/export"),  # another export: paired on its own
+            _row("b_int8.onnx", "onnx", "int8", 2.0, folder="other/export", agreement=0.985),
+            _row("c_fp32.tflite", "tflite", "fp32", 9.0, folder="third"),  # two fp32 in one folder: no pair
+            _row("d_fp32.tflite", "tflite", "fp32", 9.5, folder="third"),
+            _row("c_int8.tflite", "tflite", "int8", 3.0, folder="third", status="failed"),
+            _row("a_int8.tflite", "tflite", "int8", 1.0, threads=1)]  # alone at 1 thread: nothing to compare
+    [config] = summarise(rows)
+    assert (config["threads"], config["batch"]) == (2, 1)
+    assert config["fastest"] == {"model": "b_int8.onnx", "p50_ms": 2.0, "agreement": 0.985, "vs_keras": 10.0}
+    pairs = {(p["format"], p["int8"]): p for p in config["int8_vs_fp32"]}
+    assert set(pairs) == {("tflite", "a_int8.tflite"), ("onnx", "a_int8.onnx"), ("onnx", "b_int8.onnx")}
+    assert pairs[("tflite", "a_int8.tflite")]["speedup"] == pytest.approx(5.0 / 5.5)
+    assert pairs[("tflite", "a_int8.tflite")]["size_ratio"] == pytest.approx(0.3)
+    assert pairs[("onnx", "b_int8.onnx")]["fp32"] == "b_fp32.onnx" and pairs[("onnx", "b_int8.onnx")]["speedup"] == 3
+    lines = summary_lines([config])
+    assert lines[0] == ("2 thread(s), batch 1: fastest is b_int8.onnx, p50 2.000 ms, 10.0x the Keras model "
+                        "(agreement 98.50 %).")
+    assert len(lines) == 4
+    assert "0.91x (5.500 vs 5.000 ms), 30 % of the size; slower than fp32 on this CPU" in lines[1]
+    assert "1.02x" in lines[2] and "no faster than fp32 on this CPU" in lines[2]
+    assert lines[3].endswith("3.00x (2.000 vs 6.000 ms), 100 % of the size.")
+    assert summarise([_row("x.tflite", "tflite", "fp32", 1.0)]) == []  # one row: nothing to say
 
 
 def test_cli_bench_quick_writes_report_and_refuses_to_overwrite(exported, tmp_path):
@@ -183,6 +220,7 @@ def test_cli_bench_quick_writes_report_and_refuses_to_overwrite(exported, tmp_pa
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "run_int8.tflite" in res.output and "p50 ms" in res.output
+    assert "1 thread(s), batch 1: fastest is " in res.output
     assert (target / "bench" / "report.md").exists()  # default: bench/ beside the first model
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 2 and "already exists" in res.output and "--force" in res.output
