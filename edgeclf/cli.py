@@ -359,6 +359,10 @@ def _min_agreement(_ctx, _param, value):
                    "are found there from splits.csv.")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="ONNX int8 calibration method.")
+@click.option("--reduce-range", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="ONNX int8: 7-bit weights, needed on x86 CPUs without VNNI (8-bit would saturate there). auto: "
+                   "on when this machine lacks VNNI; say on when the target CPU does (e.g. AVX2-only), off for ARM "
+                   "or VNNI targets.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output folder [default: RUN_DIR/export].")
 @click.option("--name", help="Artefact name prefix [default: the run directory's name].")
 @click.option("--min-agreement", callback=_min_agreement,
@@ -372,7 +376,7 @@ def _min_agreement(_ctx, _param, value):
 @click.option("--force", is_flag=True, help="Overwrite existing artefacts.")
 @_foreign_model_options
 @click.pass_context
-def export(ctx, model, formats, quantize, calib, dataset, calib_method, out_dir, name, min_agreement, calib_images,
+def export(ctx, model, formats, quantize, calib, dataset, calib_method, reduce_range, out_dir, name, min_agreement, calib_images,
            verify_images, no_verify, force, labels, input_norm, output_kind, img_size, resize):
     """Export MODEL (a model.keras from `edgeclf train`) to TFLite and ONNX artefacts.
 
@@ -396,7 +400,8 @@ def export(ctx, model, formats, quantize, calib, dataset, calib_method, out_dir,
 
         foreign = _foreign_spec(labels, input_norm, output_kind, img_size, resize)
         modes = [m.strip() for m in quantize.split(",") if m.strip()]
-        quant = tuple(QuantSpec.int8(calib_method) if m == "int8" else QuantSpec(m) for m in modes)
+        reduce = {"auto": None, "on": True, "off": False}[reduce_range]
+        quant = tuple(QuantSpec.int8(calib_method, reduce_range=reduce) if m == "int8" else QuantSpec(m) for m in modes)
         spec = ExportSpec(formats=tuple(f.strip() for f in formats.split(",") if f.strip()), quant=quant,
                           min_agreement=min_agreement, verify=not no_verify, calibration_images=calib_images,
                           verify_images=verify_images)
@@ -408,6 +413,13 @@ def export(ctx, model, formats, quantize, calib, dataset, calib_method, out_dir,
 
     _run(ctx, go, interrupted="Interrupted. Artefacts finished before it are kept; run again with --force to "
                               "export them all anew.")
+
+
+def _warn_deployment(classifiers) -> None:
+    """Says on stderr what makes a loaded artefact less faithful on this machine than its export gate measured."""
+    for c in classifiers:
+        for message in c.warnings:
+            click.secho(f"! {message}", fg="yellow", err=True)
 
 
 def _print_export_summary(results, spec) -> None:
@@ -481,6 +493,7 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
         if top_k < 1:
             raise ConfigError(f"Received: top_k={top_k}. Expected at least 1.")
         classifiers = [Classifier.load(p, threads) for p in model_paths]
+        _warn_deployment(classifiers)
         distinct_names(classifiers)
         check_threshold(threshold, [(c.path.name, c.class_names) for c in classifiers])
         out_fmt = fmt or ("table" if sys.stdout.isatty() else "jsonl")
@@ -623,6 +636,7 @@ def camera(ctx, models, source, headless, events_path, min_frames, alerts, snaps
         from edgeclf.edge_runtime.classifier import Classifier, distinct_names
 
         classifiers = [Classifier.load(p, threads) for p in models]
+        _warn_deployment(classifiers)
         distinct_names(classifiers)
         spec = CameraSpec(source=source, every_n=every_n, max_fps=max_fps, min_frames=min_frames, alerts=tuple(alerts),
                           snapshot_dir=snapshot_dir, headless=headless, max_reconnects=max_reconnects,

@@ -347,6 +347,36 @@ def test_onnx_percentile_calibration(run_copy):
     assert read_metadata(results[0].path)["quantization"]["calibration_method"] == "percentile"
 
 
+def _int8_weight_extremes(path) -> int:
+    import onnx
+    from onnx import numpy_helper
+
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8]
+    assert weights, "no int8 weights in the QDQ model"
+    return max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+
+
+def test_onnx_reduce_range_follows_the_option_not_only_this_cpu(run_copy):
+    """7-bit weights for x86 targets without VNNI: decided by --reduce-range, or by this CPU when it is auto."""
+    from edgeclf.edge_runtime.backends import needs_reduce_range
+
+    extremes = {}
+    for reduce, cli in ((True, "on"), (False, "off")):
+        out = run_copy / f"export_{cli}"
+        result = CliRunner().invoke(main, ["export", str(run_copy / "model.keras"), "--format", "onnx", "--quantize",
+                                           "int8", "--reduce-range", cli, "--out", str(out), "--no-verify"])
+        assert result.exit_code == 0, result.output
+        quant = read_metadata(out / "run_int8.onnx")["quantization"]
+        assert quant["reduce_range"] is reduce and quant["reduce_range_from"] == "--reduce-range"
+        extremes[cli] = _int8_weight_extremes(out / "run_int8.onnx")
+    assert extremes["on"] <= 64 < extremes["off"] <= 127  # 7-bit weights against the full int8 range
+    auto = export_model(run_copy / "model.keras", run_copy / "export_auto",
+                        spec=ExportSpec(formats=("onnx",), quant=(QuantSpec.int8(),), verify=False))
+    quant = read_metadata(auto[0].path)["quantization"]
+    assert quant["reduce_range"] is needs_reduce_range() and quant["reduce_range_from"] == "this CPU"
+
+
 def test_ops_without_a_builtin_kernel_are_refused_at_export(tmp_path):
     import tensorflow as tf
 

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -371,3 +372,37 @@ def test_missing_backend_library_names_the_install_command(exported):
             "    print(exc)\n")
     out = run_python(code)
     assert "pip install 'edgeclf[runtime]'" in out.stdout and "ai-edge-litert" in out.stdout
+
+
+@pytest.mark.parametrize("fmt, mode, reduce_range, cpu_needs_it, warned", [
+    ("onnx", "int8", False, True, True),  # 8-bit weights on an x86 CPU without VNNI: saturates
+    ("onnx", "int8", True, True, False),  # exported for such a CPU
+    ("onnx", "int8", False, False, False),  # a VNNI or ARM CPU runs 8-bit weights exactly
+    ("onnx", "fp32", None, True, False),
+    ("tflite", "int8", None, True, False),  # LiteRT's int8 kernels do not have this problem
+])
+def test_an_int8_onnx_file_with_8bit_weights_is_flagged_on_a_cpu_without_vnni(monkeypatch, fmt, mode, reduce_range,
+                                                                             cpu_needs_it, warned):
+    import edgeclf.edge_runtime.classifier as classifier
+
+    monkeypatch.setattr(classifier, "needs_reduce_range", lambda: cpu_needs_it)
+    quant = {"mode": mode} if reduce_range is None else {"mode": mode, "reduce_range": reduce_range}
+    messages = classifier.deployment_warnings({"format": fmt, "quantization": quant}, Path(f"m_{mode}.{fmt}"))
+    assert len(messages) == int(warned)
+    if warned:
+        assert "--reduce-range on" in messages[0] and f"m_{mode}.{fmt}" in messages[0]
+
+
+def test_predict_says_when_an_artefact_may_be_less_faithful_here(exported, monkeypatch):
+    import edgeclf.edge_runtime.classifier as classifier
+
+    onnx_int8 = _artefact(exported, "run_int8.onnx")
+    exported_for_vnni = Classifier.load(onnx_int8).metadata["quantization"]["reduce_range"] is False
+    # this machine's CPU decided reduce_range at export; pretend to be the CPU that would mind, or could not
+    monkeypatch.setattr(classifier, "needs_reduce_range", lambda: exported_for_vnni)
+    args = ["predict", str(onnx_int8), str(_images(exported)[0])]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert ("has 8-bit int8 weights" in result.output) is exported_for_vnni
+    monkeypatch.setattr(classifier, "needs_reduce_range", lambda: False)
+    assert "has 8-bit int8 weights" not in CliRunner().invoke(main, args).output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 from typing import Protocol
 
 import numpy as np
@@ -21,6 +22,21 @@ class Backend(Protocol):
     metadata: dict | None  # the artefact's embedded edgeclf metadata
 
     def run(self, pixels: np.ndarray) -> np.ndarray: ...
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this x86 CPU has VNNI (8-bit dot products); without it int8 weights need ``reduce_range``."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+def needs_reduce_range() -> bool:
+    """7-bit int8 weights on x86 CPUs without VNNI (their 8-bit multiply-add, VPMADDUBSW, saturates)."""
+    return platform.machine().lower() in ("x86_64", "amd64", "i686") and not cpu_has_vnni()
 
 
 def default_threads() -> int:

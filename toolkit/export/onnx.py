@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import platform
 import tempfile
 import warnings
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from edgeclf.edge_runtime.backends import needs_reduce_range
 from edgeclf.edge_runtime.errors import missing_dependency
 
 from .archive import INPUT_NAME, concrete_function
@@ -18,22 +18,6 @@ from .spec import QuantSpec
 from edgeclf.edge_runtime.errors import ExportError
 
 logger = logging.getLogger(__name__)
-
-
-def cpu_has_vnni() -> bool:
-    """Whether this x86 CPU has VNNI (8-bit dot products); without it int8 weights need ``reduce_range``."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
-
-
-def reduce_range_default() -> bool:
-    """7-bit weights on x86 CPUs without VNNI (saturation in VPMADDUBSW), full range elsewhere."""
-    machine = platform.machine().lower()
-    return machine in ("x86_64", "amd64", "i686") and not cpu_has_vnni()
 
 
 def convert_fp32(model, out_path: str | Path, opset: int) -> None:
@@ -68,11 +52,12 @@ class _Reader:
 
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, quant: QuantSpec,
-                  calibration: Callable[[], Iterable[np.ndarray]], reduce_range: bool | None = None) -> dict:
+                  calibration: Callable[[], Iterable[np.ndarray]]) -> dict:
     """Static QDQ int8 quantisation of an fp32 ONNX model with onnxruntime.
 
     Runs ``quant_pre_process`` (shape inference and graph optimisation) first, then quantises with per-channel
-    weights and the chosen calibration method.
+    weights and the chosen calibration method; 7-bit weights when ``quant.reduce_range`` says so, or, when it is
+    None, when this machine is an x86 CPU without VNNI.
 
     Returns:
         The quantisation settings used (recorded in the metadata).
@@ -87,7 +72,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, quant: QuantSpec,
         calibration = lambda: (img[None] for batch in batches() for img in batch)  # noqa: E731
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[quant.calibration_method]
-    reduce = reduce_range_default() if reduce_range is None else reduce_range
+    reduce = needs_reduce_range() if quant.reduce_range is None else quant.reduce_range
     with tempfile.TemporaryDirectory() as tmp:
         prepped = Path(tmp) / "prepped.onnx"
         pre_processed = True
@@ -105,7 +90,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, quant: QuantSpec,
         except Exception as exc:
             raise ExportError(f"ONNX int8 quantisation failed: {str(exc)[:400]}") from None
     return {"format": "QDQ", "pre_processed": pre_processed, "activations": "uint8", "weights": "int8", "per_channel": quant.per_channel,
-            "reduce_range": reduce, "calibration_method": quant.calibration_method}
+            "reduce_range": reduce, "reduce_range_from": "this CPU" if quant.reduce_range is None else "--reduce-range",
+            "calibration_method": quant.calibration_method}
 
 
 def write_metadata(path: str | Path, meta_json: str, key: str) -> None:

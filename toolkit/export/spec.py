@@ -36,11 +36,15 @@ class QuantSpec:
         mode: ``fp32``, ``fp16`` (float16 weights), ``dynamic`` (dynamic-range) or ``int8`` (full integer).
         calibration_method: For ONNX int8: ``minmax``, ``entropy`` or ``percentile``.
         per_channel: For ONNX int8: per-channel weight scales.
+        reduce_range: For ONNX int8: 7-bit weights, which x86 CPUs without VNNI need (their 8-bit multiply-add
+            saturates). None decides from this machine's CPU; set it from the CPU the artefact will run on when
+            that is another one.
     """
 
     mode: str
     calibration_method: str = "minmax"
     per_channel: bool = True
+    reduce_range: bool | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in DEFAULT_MIN_AGREEMENT:
@@ -62,8 +66,9 @@ class QuantSpec:
         return cls("dynamic")
 
     @classmethod
-    def int8(cls, calibration_method: str = "minmax", per_channel: bool = True) -> "QuantSpec":
-        return cls("int8", calibration_method, per_channel)
+    def int8(cls, calibration_method: str = "minmax", per_channel: bool = True, reduce_range: bool | None = None
+             ) -> "QuantSpec":
+        return cls("int8", calibration_method, per_channel, reduce_range)
 
     @property
     def needs_calibration(self) -> bool:
