@@ -76,7 +76,8 @@ class Classifier:
     """Classifies images with an exported ``.tflite`` or ``.onnx`` artefact.
 
     Everything it needs - class names, input size, resize method, quantisation - is read from the file's own
-    metadata; nothing is guessed from names or constants.
+    metadata; nothing is guessed from names or constants. ``warnings`` says what makes the file less faithful on
+    this machine than its export gate measured (``deployment_warnings``).
     """
 
     def __init__(self, backend: Backend, metadata: dict, path: Path):

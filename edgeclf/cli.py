@@ -376,8 +376,8 @@ def _min_agreement(_ctx, _param, value):
 @click.option("--force", is_flag=True, help="Overwrite existing artefacts.")
 @_foreign_model_options
 @click.pass_context
-def export(ctx, model, formats, quantize, calib, dataset, calib_method, reduce_range, out_dir, name, min_agreement, calib_images,
-           verify_images, no_verify, force, labels, input_norm, output_kind, img_size, resize):
+def export(ctx, model, formats, quantize, calib, dataset, calib_method, reduce_range, out_dir, name, min_agreement,
+           calib_images, verify_images, no_verify, force, labels, input_norm, output_kind, img_size, resize):
     """Export MODEL (a model.keras from `edgeclf train`) to TFLite and ONNX artefacts.
 
     Each artefact is run through the edge runtime on held-out images and compared with the Keras model; one
