@@ -189,12 +189,13 @@ def write_report(result: BenchResult, out_dir: str | os.PathLike, *, force: bool
         except BackendUnavailableError as exc:
             plot_note = f"Plots not drawn: {exc}"
     rows = [r.to_dict() for r in result.rows]
+    summary = summarise(result.rows)
     spec = result.spec
     write_json(out / "results.json", {
         "created": result.created, "data": result.data, "n_images": result.n_images, "class_names": result.class_names,
         "spec": {"threads": list(spec.threads), "batches": list(spec.batches), "runs": spec.runs,
                  "min_seconds": spec.min_seconds, "warmup": spec.warmup, "max_images": spec.max_images},
-        "machine": result.machine, "rows": rows, "summary": summarise(result.rows), "evaluation": result.evaluation,
+        "machine": result.machine, "rows": rows, "summary": summary, "evaluation": result.evaluation,
         "latency_samples_ms": result.samples_ms,
     })
     write_csv(out / "results.csv", rows, COLUMNS)
@@ -211,9 +212,9 @@ def write_report(result: BenchResult, out_dir: str | os.PathLike, *, force: bool
         "process launch to the first result on an image file; RSS is the process's peak before evaluation",
         "", markdown_table(result.rows), "",
     ]
-    summary = summary_lines(summarise(result.rows))
-    if summary:
-        md += [*(f"- {line.strip()}" if not line.startswith(" ") else f"  - {line.strip()}" for line in summary), ""]
+    lines = summary_lines(summary)
+    if lines:
+        md += [*(f"- {line.strip()}" if not line.startswith(" ") else f"  - {line.strip()}" for line in lines), ""]
     md += [f"![{p.stem}]({p.name})" for p in written]
     if plot_note:
         md += ["", plot_note]

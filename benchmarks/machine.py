@@ -17,16 +17,15 @@ FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "fma", "neon"
 
 def describe() -> dict:
     """A JSON-ready description of this machine and the installed library versions."""
-    cpu, flags = platform.processor() or platform.machine(), set()
+    from edgeclf.edge_runtime.backends import cpu_flags  # here: bench workers import this module for vm_hwm_mib
+
+    cpu, flags = platform.processor() or platform.machine(), cpu_flags()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
                 key, _, value = line.partition(":")
-                key = key.strip().lower()
-                if key in ("model name", "hardware") and cpu in ("", platform.machine()):
+                if key.strip().lower() in ("model name", "hardware") and cpu in ("", platform.machine()):
                     cpu = value.strip()
-                elif key in ("flags", "features"):
-                    flags |= set(value.split())
     except OSError:
         pass
     versions = {}

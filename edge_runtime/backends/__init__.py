@@ -24,14 +24,23 @@ class Backend(Protocol):
     def run(self, pixels: np.ndarray) -> np.ndarray: ...
 
 
-def cpu_has_vnni() -> bool:
-    """Whether this x86 CPU has VNNI (8-bit dot products); without it int8 weights need ``reduce_range``."""
+def cpu_flags() -> set[str]:
+    """The instruction-set flags /proc/cpuinfo lists (``flags`` on x86, ``Features`` on ARM); empty where unreadable."""
+    flags: set[str] = set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    flags |= set(value.split())
     except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
+        pass
+    return flags
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this x86 CPU has VNNI (8-bit dot products); without it int8 weights need ``reduce_range``."""
+    return not cpu_flags().isdisjoint({"avx512_vnni", "avx_vnni"})
 
 
 def needs_reduce_range() -> bool:
