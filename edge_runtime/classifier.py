@@ -86,7 +86,10 @@ class Classifier:
         self.path = path
         self.name = path.stem  # labels this model's results; see ``distinct_names`` for several models
         self.class_names = tuple(metadata["class_names"])
-        self.preprocess = PreprocessSpec.from_dict(metadata["preprocess"])
+        try:
+            self.preprocess = PreprocessSpec.from_dict(metadata["preprocess"])
+        except ConfigError as exc:
+            raise DataError(f"{path}: its metadata's input contract is one this runtime cannot follow. {exc}") from None
         if tuple(backend.input_shape) != (self.preprocess.height, self.preprocess.width, 3):
             raise DataError(f"{path}: metadata says input {self.preprocess.size} but the model takes "
                             f"{backend.input_shape}. The file is inconsistent; export it again.")

@@ -47,8 +47,9 @@ class PreprocessSpec:
         width: Input width in pixels.
         resize: Resampling filter, one of ``RESIZE_METHODS``. Pillow's filters antialias when downscaling.
         color: Channel order fed to the model; always ``"RGB"``.
-        value_range: Range the 0-255 pixels are mapped to before the model. The models built by edgeclf bake
-            their normalisation into the graph, so this is ``(0, 255)`` for them.
+        value_range: Range of the values fed to the model; always ``(0, 255)``: edgeclf models and artefacts bake
+            their normalisation into the graph. Recorded so that readers of the metadata need not assume it, and
+            checked so that the runtime never feeds raw pixels to a file whose metadata asks for another range.
         layout: Tensor layout; always ``"NHWC"``.
         background: RGB colour that transparent pixels are composited onto.
         draft: Let JPEG decoding run at a reduced DCT scale that is still at least the target size.
@@ -74,10 +75,11 @@ class PreprocessSpec:
             raise ConfigError(f"Received: color='{self.color}'. Supported: RGB.")
         if self.layout != "NHWC":
             raise ConfigError(f"Received: layout='{self.layout}'. Supported: NHWC.")
-        lo, hi = self.value_range
-        if not hi > lo:
-            raise ConfigError(f"Received: value_range={self.value_range}. Expected (low, high) with high > low.")
-        object.__setattr__(self, "value_range", (float(lo), float(hi)))
+        if len(self.value_range) != 2 or tuple(float(v) for v in self.value_range) != (0.0, 255.0):
+            raise ConfigError(f"Received: value_range={tuple(self.value_range)}. Supported: (0, 255) - edgeclf models "
+                              "take pixels 0-255 and normalise inside the graph; export the model with edgeclf so its "
+                              "normalisation is part of the artefact.")
+        object.__setattr__(self, "value_range", (0.0, 255.0))
         object.__setattr__(self, "background", tuple(int(c) for c in self.background))
 
     @property
@@ -103,14 +105,6 @@ class PreprocessSpec:
             if key in d:
                 d[key] = tuple(d[key])
         return cls(**d)
-
-    def to_model_input(self, pixels: np.ndarray) -> np.ndarray:
-        """Maps uint8 pixels (N, H, W, 3) to float32 model input in ``value_range``."""
-        lo, hi = self.value_range
-        x = pixels.astype(np.float32)
-        if (lo, hi) != (0.0, 255.0):
-            x = x * np.float32((hi - lo) / 255.0) + np.float32(lo)
-        return x
 
 
 _BYTES = (bytes, bytearray, memoryview)

@@ -138,8 +138,10 @@ def test_spec_validation_and_round_trip():
         PreprocessSpec.from_dict({"height": 1, "width": 1, "mean": 3})
 
 
-def test_value_range_mapping():
-    px = np.array([[[[0, 255, 51]]]], dtype=np.uint8)
-    np.testing.assert_allclose(PreprocessSpec(1, 1).to_model_input(px), px.astype(np.float32))
-    np.testing.assert_allclose(PreprocessSpec(1, 1, value_range=(-1, 1)).to_model_input(px)[0, 0, 0], [-1, 1, -0.6],
-                               atol=1e-6)
+def test_value_range_other_than_raw_pixels_is_refused():
+    # Nothing maps pixels to another range before the model, so a spec (or an artefact's metadata) asking for one
+    # must be refused rather than fed raw pixels.
+    assert PreprocessSpec.from_dict({"height": 1, "width": 1, "value_range": [0, 255]}).value_range == (0.0, 255.0)
+    for bad in ((-1, 1), (0, 1), (0, 255, 1)):
+        with pytest.raises(ConfigError, match="Supported: \\(0, 255\\)"):
+            PreprocessSpec(1, 1, value_range=bad)

@@ -157,6 +157,18 @@ def test_file_without_metadata_is_refused(tmp_path):
         Classifier.load(tmp_path)  # `predict photos/ model.tflite`: the arguments the wrong way round
 
 
+def test_metadata_asking_for_another_input_range_is_refused_not_ignored(exported, tmp_path):
+    from edgeclf.edge_runtime.artifact import read_tflite_metadata, write_tflite_metadata
+
+    data = _artefact(exported, "run_fp32.tflite").read_bytes()
+    meta = read_tflite_metadata(data)
+    meta["preprocess"]["value_range"] = [-1.0, 1.0]  # a model that wants x/127.5-1 fed to it
+    path = tmp_path / "wants_minus1_1.tflite"
+    path.write_bytes(write_tflite_metadata(data, meta))
+    with pytest.raises(DataError, match=r"wants_minus1_1.tflite: .*value_range=\(-1.0, 1.0\). Supported: \(0, 255\)"):
+        Classifier.load(path)
+
+
 def test_expand_paths(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / ".thumbs").mkdir()
