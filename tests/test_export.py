@@ -377,6 +377,36 @@ def test_onnx_reduce_range_follows_the_option_not_only_this_cpu(run_copy):
     assert quant["reduce_range"] is needs_reduce_range() and quant["reduce_range_from"] == "this CPU"
 
 
+@pytest.mark.parametrize("cpu_saturates", [True, False])
+def test_gate_says_when_it_measured_8bit_weights_where_they_saturate(run_copy, monkeypatch, cpu_saturates):
+    """--reduce-range off (for a VNNI or ARM target) verified on an x86 CPU without VNNI: the figures understate the
+    artefact, so a pass is flagged and a rejection says why it may not hold on the target."""
+    from edgeclf.toolkit.export import exporter
+
+    monkeypatch.setattr(exporter, "needs_reduce_range", lambda: cpu_saturates)
+    args = ["export", str(run_copy / "model.keras"), "--format", "onnx", "--quantize", "int8", "--reduce-range", "off"]
+    result = CliRunner().invoke(main, [*args, "--out", str(run_copy / "passed")])
+    assert result.exit_code == 0, result.output
+    assert ("gate figures measured on an x86 CPU without VNNI" in result.output) is cpu_saturates
+    meta = read_metadata(run_copy / "passed" / "run_int8.onnx")
+    assert meta["fidelity"].get("measured_where_it_saturates", False) is cpu_saturates
+
+    real_open = exporter.open_backend
+
+    class Swapped:
+        def __init__(self, path):
+            self.inner = real_open(path)
+
+        def run(self, pixels):
+            return self.inner.run(pixels)[:, ::-1]
+
+    monkeypatch.setattr(exporter, "open_backend", lambda path: Swapped(path))
+    (r,) = export_model(run_copy / "model.keras", run_copy / "rejected", spec=ExportSpec(
+        formats=("onnx",), quant=(QuantSpec.int8(reduce_range=False),)))
+    assert not r.passed and "below the int8 gate" in r.reason
+    assert ("on a VNNI or ARM CPU it can agree better" in r.reason and "--no-verify" in r.reason) is cpu_saturates
+
+
 def test_ops_without_a_builtin_kernel_are_refused_at_export(tmp_path):
     import tensorflow as tf
 

@@ -16,7 +16,7 @@ import numpy as np
 
 import edgeclf
 from edgeclf.edge_runtime.artifact import METADATA_KEY, write_tflite_metadata
-from edgeclf.edge_runtime.backends import open_backend
+from edgeclf.edge_runtime.backends import needs_reduce_range, open_backend
 from edgeclf.edge_runtime.errors import ConfigError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
 
@@ -225,6 +225,8 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
                     io["quantization"] = {**io.get("quantization", {}), "opset": spec.opset}
                 results.append(_gate_and_write(staged, out, name, fmt, quant, io, run_meta, model_path, source_sha,
                                                spec, held_out, reference, classes))
+                if results[-1].passed and results[-1].fidelity.get("measured_where_it_saturates"):
+                    reporter.warn(f"{results[-1].path.name}: gate figures {SATURATION_NOTE}.")
                 advance(1)
     export = {
         "source_model": str(model_path), "source_model_sha256": source_sha, "spec": spec.to_dict(),
@@ -304,6 +306,16 @@ def _write_report(path: Path, export: dict, artifacts: list[dict]) -> None:
     write_json(path, {**export, "artifacts": kept + artifacts})
 
 
+SATURATION_NOTE = ("measured on an x86 CPU without VNNI, where onnxruntime's int8 kernels saturate its 8-bit weights "
+                   "(--reduce-range off); on a VNNI or ARM CPU it can agree better than this")
+
+
+def saturates_here(fmt: Format, io: dict) -> bool:
+    """Whether an ONNX int8 artefact with 8-bit weights is being verified on a CPU whose int8 kernels saturate them."""
+    return (fmt is Format.ONNX and (io.get("quantization") or {}).get("reduce_range") is False
+            and needs_reduce_range())
+
+
 def _gate_and_write(staged: Path, out: Path, name: str, fmt: Format, quant: QuantSpec, io: dict, run_meta: dict,
                     model_path: Path, source_sha: str, spec: ExportSpec, held_out: ImageSet | None,
                     reference: np.ndarray | None, classes: list[str]) -> ExportResult:
@@ -319,6 +331,11 @@ def _gate_and_write(staged: Path, out: Path, name: str, fmt: Format, quant: Quan
         lo, hi = fid["agreement_ci95"]
         reason = "" if passed else (f"top-1 agreement {fid['agreement']:.4f} (95% interval {lo:.4f}-{hi:.4f}) is "
                                     f"below the {quant.mode} gate of {threshold:.4f} on {fid['n']} images")
+        if saturates_here(fmt, io):
+            fid["measured_where_it_saturates"] = True
+            if not passed:
+                reason += (f"; {SATURATION_NOTE}. Run the gate on the target CPU, or pass --no-verify if you have "
+                           "checked it there")
     else:
         fid, passed, reason = {"verified": False, "reason": "--no-verify: the fidelity gate was skipped"}, True, ""
     meta = _artifact_metadata(run_meta, model_path, source_sha, fmt, quant, io, fid, spec)
