@@ -90,6 +90,7 @@ class BenchModel:
     error: str | None = None
     name: str = ""
     adapter: dict | None = None  # a Keras model trained elsewhere: the ForeignSpec its artefacts were exported with
+    warnings: tuple[str, ...] = ()  # what makes it less faithful on this machine (``deployment_warnings``)
 
     @property
     def size_bytes(self) -> int:
@@ -144,21 +145,25 @@ class BenchResult:
     machine: dict
     spec: BenchSpec
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    warnings: tuple[str, ...] = ()  # the models' deployment warnings on this machine
 
 
 def _describe_model(path: Path) -> BenchModel:
     from edgeclf.edge_runtime.artifact import read_metadata
+    from edgeclf.edge_runtime.classifier import deployment_warnings
 
     kind = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}[path.suffix]
     try:
         if kind == "keras":
             from edgeclf.toolkit.evaluate import read_metadata as read_keras_metadata
 
-            meta, mode = read_keras_metadata(path), "keras"
+            meta, mode, warnings = read_keras_metadata(path), "keras", ()
         else:
             meta = read_metadata(path)
             mode = meta.get("quantization", {}).get("mode", "unknown")
-        return BenchModel(path, kind, mode, tuple(meta["class_names"]), PreprocessSpec.from_dict(meta["preprocess"]))
+            warnings = deployment_warnings(meta, path)
+        return BenchModel(path, kind, mode, tuple(meta["class_names"]), PreprocessSpec.from_dict(meta["preprocess"]),
+                          warnings=warnings)
     except EdgeclfError as exc:
         return BenchModel(path, kind, "unknown", error=str(exc))
     except Exception as exc:  # a corrupt file is a failed row, not a failed benchmark
@@ -396,6 +401,9 @@ def run_bench(models: Sequence[str | os.PathLike], data: str | os.PathLike | Non
     spec, reporter = spec or BenchSpec(), reporter or Reporter()
     check_evaluation_images(data, dataset)
     found = collect_models(models)
+    warnings = tuple(w for m in found for w in m.warnings)
+    for w in warnings:
+        reporter.warn(w)
     cores = default_threads()
     over = [t for t in spec.threads if t > cores]
     if over:
@@ -458,4 +466,4 @@ def run_bench(models: Sequence[str | os.PathLike], data: str | os.PathLike | Non
                              roc_auc=ev.get("roc_auc") if len(eval_data.class_names) == 2 else None,
                              accuracy_change_pp=change, agreement=ev.get("agreement")))
     return BenchResult(final, evaluation, samples_ms, eval_data.origin, eval_data.n, eval_data.class_names, describe(),
-                       spec)
+                       spec, warnings=warnings)

@@ -195,7 +195,8 @@ def write_report(result: BenchResult, out_dir: str | os.PathLike, *, force: bool
         "created": result.created, "data": result.data, "n_images": result.n_images, "class_names": result.class_names,
         "spec": {"threads": list(spec.threads), "batches": list(spec.batches), "runs": spec.runs,
                  "min_seconds": spec.min_seconds, "warmup": spec.warmup, "max_images": spec.max_images},
-        "machine": result.machine, "rows": rows, "summary": summary, "evaluation": result.evaluation,
+        "machine": result.machine, "rows": rows, "summary": summary, "warnings": list(result.warnings),
+        "evaluation": result.evaluation,
         "latency_samples_ms": result.samples_ms,
     })
     write_csv(out / "results.csv", rows, COLUMNS)
@@ -215,6 +216,8 @@ def write_report(result: BenchResult, out_dir: str | os.PathLike, *, force: bool
     lines = summary_lines(summary)
     if lines:
         md += [*(f"- {line.strip()}" if not line.startswith(" ") else f"  - {line.strip()}" for line in lines), ""]
+    if result.warnings:
+        md += ["Warnings:", "", *(f"- {w}" for w in result.warnings), ""]
     md += [f"![{p.stem}]({p.name})" for p in written]
     if plot_note:
         md += ["", plot_note]

@@ -233,6 +233,34 @@ def test_cli_bench_quick_writes_report_and_refuses_to_overwrite(exported, tmp_pa
     assert f"{cores + 1} thread(s) on {cores} available core(s)" in res.output
 
 
+def test_bench_passes_on_the_runtime_warnings_of_its_artefacts(exported, tmp_path, monkeypatch):
+    """An int8 ONNX file with 8-bit weights on an x86 CPU without VNNI: predict warns, and so must bench."""
+    import edgeclf.edge_runtime.classifier as classifier
+    from edgeclf.edge_runtime.artifact import METADATA_KEY, read_metadata
+    from edgeclf.toolkit.export.onnx import write_metadata
+
+    run, _ = exported
+    target = tmp_path / "run"
+    shutil.copytree(run, target)
+    onnx_int8 = target / "export" / "run_int8.onnx"
+    meta = read_metadata(onnx_int8)
+    meta["quantization"]["reduce_range"] = False  # as exported on (or for) a CPU with VNNI
+    write_metadata(onnx_int8, json.dumps(meta), METADATA_KEY)
+    monkeypatch.setattr(classifier, "needs_reduce_range", lambda: True)
+    res = CliRunner().invoke(main, ["bench", str(onnx_int8), "--quick", "--runs", "3", "--min-time", "0",
+                                    "--threads", "1", "--out", str(tmp_path / "bench")])
+    assert res.exit_code == 0, res.output
+    assert "run_int8.onnx has 8-bit int8 weights" in res.output
+    assert "run_int8.onnx has 8-bit int8 weights" in (tmp_path / "bench" / "report.md").read_text()
+    (warning,) = json.loads((tmp_path / "bench" / "results.json").read_text())["warnings"]
+    assert "--reduce-range on" in warning
+    monkeypatch.setattr(classifier, "needs_reduce_range", lambda: False)  # a VNNI or ARM CPU: nothing to say
+    res = CliRunner().invoke(main, ["bench", str(onnx_int8), "--quick", "--runs", "3", "--min-time", "0",
+                                    "--threads", "1", "--out", str(tmp_path / "bench2")])
+    assert res.exit_code == 0 and "8-bit int8 weights" not in res.output
+    assert json.loads((tmp_path / "bench2" / "results.json").read_text())["warnings"] == []
+
+
 def test_cli_bench_needs_data_without_a_run(exported, tmp_path):
     run, _ = exported
     shutil.copy(run / "export" / "run_int8.tflite", tmp_path)  # away from the run it was exported from
