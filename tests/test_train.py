@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,6 +215,34 @@ def test_dedup_removes_leaked_test_images(tmp_path):
     removed = meta["removed_by_dedup"]
     assert len(removed.get("test", [])) == result.leakage["leaked_images"]["test"] > 0
     assert meta["split_sizes"]["test"] == 18 - len(removed["test"])
+
+
+def test_k_fold_checks_each_folds_val_against_its_own_train(tmp_path):
+    """Copies inside the old train split pass the run-wide check (same split) but land on both sides of a fold."""
+    data = write_class_folders(tmp_path / "data", {"bar_h": 30, "bar_v": 30})
+    for p in list(data.rglob("*.png")):
+        p.with_name("copy_" + p.name).write_bytes(p.read_bytes())
+    found = {}
+    for dedup in (False, True):
+        run = tmp_path / f"run_{dedup}"
+        result = train(data, run, backbone="simple_cnn", img_size=16, weights="none",
+                       spec=TrainSpec(epochs=1, folds=3, dedup=dedup, **FAST))
+        folds = result.leakage["folds"]
+        assert [f["fold"] for f in folds] == [0, 1, 2]
+        assert sum(f["leaked_val_images"] for f in folds) > 0
+        assert all(e["exact"] and e["distance"] == 0 for f in folds for e in f["examples"])
+        doc = json.loads((run / "metrics.json").read_text())
+        removed = [f["removed"] for f in folds]
+        assert removed == ([f["leaked_val_images"] for f in folds] if dedup else [0, 0, 0])
+        # every fold splits the same pool; --dedup takes exactly the counted copies out of each fold's val
+        assert len({f["n_train"] + f["n_val"] + r for f, r in zip(doc["folds"], removed)}) == 1
+        report = (run / "report.md").read_text()
+        assert "K-fold (train and val pooled" in report and ("(removed " in report) is dedup
+        rows = list(csv.DictReader((run / "splits.csv").open()))  # the kept fold's own train and val
+        train_names = {Path(r["path"]).name.removeprefix("copy_") for r in rows if r["split"] == "train"}
+        val_names = [Path(r["path"]).name.removeprefix("copy_") for r in rows if r["split"] == "val"]
+        found[dedup] = sum(n in train_names for n in val_names)
+    assert found[False] > 0 and found[True] == 0
 
 
 def test_atomic_writes_leave_normal_permissions_and_no_temporary_files(tmp_path):

@@ -65,6 +65,11 @@ def write_train_report(run: Path, meta: dict, metrics_doc: dict) -> Path:
               f"{lk['leaked_images']['test']}. Exact duplicates inside a split: {lk['within_split_exact_duplicates']}."]
     if lk.get("removed"):
         lines.append(f"Removed by --dedup: {lk['removed']}.")
+    if lk.get("folds"):
+        lines += ["", "K-fold (train and val pooled, then split into folds): val images that duplicate an image of "
+                  "their own fold's train: " + ", ".join(
+                      f"fold {f['fold']} {f['leaked_val_images']}" + (f" (removed {f['removed']})" if f["removed"] else "")
+                      for f in lk["folds"]) + "."]
     if lk["examples"]:
         lines += ["", "| image | split | duplicate of | split | distance |", "|---|---|---|---|---:|"]
         lines += [f"| {e['path']} | {e['split']} | {e['other_path']} | {e['other_split']} | "

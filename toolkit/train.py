@@ -302,6 +302,38 @@ def _steps_per_epoch(split: DecodedSplit, spec: TrainSpec) -> int:
     return math.ceil(len(split) / spec.batch_size)
 
 
+def _fold_leakage(fold: int, tr: DecodedSplit, va: DecodedSplit, spec: TrainSpec, ds
+                  ) -> tuple[DecodedSplit, DecodedSplit, dict]:
+    """A K-fold split's train and val (with ``--dedup``, its val without duplicates of its train) and what was found.
+
+    The run-wide check compares the 70/15/15 splits; once train and val are pooled for K-fold, copies inside the
+    old train (or val) can land on both sides of a fold, and that fold's val score then counts memorised images.
+    """
+    found = find_leaks({"train": tr.pixels, "val": va.pixels}, spec.leakage_threshold)
+    leaked = found.leaked("val")
+    exact = sum(p.exact for p in found.pairs)
+    entry = {"fold": fold, "exact_pairs": exact, "near_pairs": len(found.pairs) - exact,
+             "leaked_val_images": int(len(leaked)), "removed": 0,
+             "examples": [{"path": ds.describe(va.sources[p.index]), "other_path": ds.describe(tr.sources[p.other_index]),
+                           "distance": p.distance, "exact": p.exact} for p in found.pairs[:5]]}
+    if spec.dedup and len(leaked):
+        drop = set(leaked.tolist())
+        va = va.take([i for i in range(len(va)) if i not in drop])
+        entry["removed"] = len(drop)
+        if not len(va):
+            raise DataError(f"Fold {fold}'s val has no images left once --dedup removed the duplicates of its train "
+                            "images. Use fewer --folds, or remove the duplicates from the dataset.")
+    return tr, va, entry
+
+
+def _warn_fold_leakage(folds: list[dict], dedup: bool, reporter) -> None:
+    leaked = [f for f in folds if f["leaked_val_images"]]
+    if leaked:
+        reporter.warn("K-fold leakage: val images that duplicate an image of their own fold's train: "
+                      + ", ".join(f"fold {f['fold']} {f['leaked_val_images']}" for f in leaked) + "."
+                      + (" Removed from those folds' val (--dedup)." if dedup else " Pass --dedup to remove them."))
+
+
 def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, model_spec: ModelSpec, spec: TrainSpec,
               run: Path, state: _RunState, class_weight: dict | None, reporter: Reporter, extra_callbacks: Sequence):
     """Trains one model (one or two phases) and returns it with its best weights loaded."""
@@ -474,10 +506,14 @@ def train(
                             np.concatenate([decoded["train"].labels, decoded["val"].labels]),
                             decoded["train"].sources + decoded["val"].sources)
         fold_idx = stratified_folds(pool.labels, spec.folds, spec.seed)
-        fold_splits = []
-        for val_idx in fold_idx:
+        reporter.stage("Checking each fold's val images for duplicates of its train images")
+        fold_splits, leakage["folds"] = [], []
+        for fold, val_idx in enumerate(fold_idx):
             train_idx = np.setdiff1d(np.arange(len(pool)), val_idx)
-            fold_splits.append((pool.take(train_idx), pool.take(val_idx)))
+            tr, va, found = _fold_leakage(fold, pool.take(train_idx), pool.take(val_idx), spec, ds)
+            fold_splits.append((tr, va))
+            leakage["folds"].append(found)
+        _warn_fold_leakage(leakage["folds"], spec.dedup, reporter)
     else:
         fold_splits = [(decoded["train"], decoded["val"])]
 
