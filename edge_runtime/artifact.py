@@ -10,21 +10,32 @@ import json
 import os
 from pathlib import Path
 
-from .errors import ConfigError, DataError, missing_dependency
+from .errors import ConfigError, DataError, EdgeclfError, missing_dependency
 
 METADATA_KEY = "edgeclf"
 FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
 
 
-def artifact_format(path: str | os.PathLike) -> str:
+REJECTED = ".rejected"  # what export appends to an artefact that failed its fidelity gate
+
+
+def artifact_format(path: str | os.PathLike, *, rejected: bool = False) -> str:
     """``"tflite"`` or ``"onnx"`` from the file suffix.
+
+    Args:
+        path: The artefact.
+        rejected: Also take a ``NAME.tflite.rejected`` / ``NAME.onnx.rejected`` file left by a failed gate.
 
     Raises:
         ConfigError: For any other suffix.
     """
-    fmt = FORMATS.get(Path(path).suffix.lower())
+    path = Path(path)
+    if rejected and path.name.lower().endswith(REJECTED):
+        path = path.with_name(path.name[: -len(REJECTED)])
+    fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise ConfigError(f"Received: {path}. Expected a .tflite or .onnx file.")
+        raise ConfigError(f"Received: {path}. Expected a .tflite or .onnx file"
+                          + (f" (or one that export left as {REJECTED})." if rejected else "."))
     return fmt
 
 
@@ -102,26 +113,37 @@ def write_tflite_metadata(data: bytes, meta: dict) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def read_metadata(path: str | os.PathLike) -> dict:
+def read_metadata(path: str | os.PathLike, *, rejected: bool = False) -> dict:
     """The metadata embedded in an exported ``.tflite`` or ``.onnx`` file.
+
+    Args:
+        path: The artefact.
+        rejected: Also read a file that export left as ``*.rejected``.
 
     Raises:
         DataError: If the file has no edgeclf metadata (it was not exported by edgeclf).
     """
     path = Path(path)
-    fmt = artifact_format(path)
-    if fmt == "tflite":
-        meta = read_tflite_metadata(path.read_bytes())
-    else:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise missing_dependency("onnxruntime", "runtime", exc) from None
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        meta = json.loads(raw) if raw else None
+    fmt = artifact_format(path, rejected=rejected)
+    if not path.is_file():
+        raise DataError(f"Model not found: {path}.")
+    try:
+        if fmt == "tflite":
+            meta = read_tflite_metadata(path.read_bytes())
+        else:
+            try:
+                import onnxruntime as ort
+            except ImportError as exc:
+                raise missing_dependency("onnxruntime", "runtime", exc) from None
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+            meta = json.loads(raw) if raw else None
+    except EdgeclfError:
+        raise
+    except Exception as exc:  # not a flatbuffer / ONNX protobuf, or its metadata is not JSON
+        raise DataError(f"{path} is not a readable {fmt} file ({type(exc).__name__}: {str(exc)[:200]}).") from None
     if meta is None:
         raise DataError(f"{path} carries no edgeclf metadata. Export it with `edgeclf export` so it describes itself.")
     return meta

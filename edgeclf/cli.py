@@ -738,6 +738,46 @@ def bench(ctx, models, data, dataset, threads, batches, runs, min_time, warmup, 
 
 
 @main.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per file: its path and its full metadata.")
+@click.pass_context
+def info(ctx, models, as_json):
+    """Show what exported artefacts say about themselves: classes, input contract, quantisation, source model and
+    the export's fidelity gate, from the metadata inside each file (no sidecar needed), plus any warning that applies
+    on this machine. Reads files export left as *.rejected too.
+
+    \b
+    Example:
+      edgeclf info runs/helmet/export/helmet_int8.tflite
+      edgeclf info runs/helmet/export/*.onnx --json > onnx_metadata.jsonl
+    """
+    def go():
+        import json
+
+        from edgeclf.edge_runtime.artifact import read_metadata
+        from edgeclf.edge_runtime.describe import describe
+        from edgeclf.edge_runtime.paths import display_path
+
+        codes = []
+        for path in models:
+            try:
+                meta = read_metadata(path, rejected=True)
+            except EdgeclfError as exc:  # one bad file is reported, the others are still shown
+                codes.append(exc.exit_code)
+                click.secho(f"Error: {exc}", fg="red", err=True)
+                continue
+            if as_json:
+                click.echo(json.dumps({"path": display_path(path), "metadata": meta}, sort_keys=True))
+                continue
+            click.secho(display_path(path), bold=True)
+            for field, text in describe(meta, path, path.stat().st_size):
+                click.echo(f"  {field:<13} " + (click.style(text, fg="yellow") if field == "warning" else text))
+        return max(codes, default=0)
+
+    ctx.exit(_run(ctx, go))
+
+
+@main.command()
 @click.argument("pattern", default="*")
 @click.option("--details", is_flag=True, help="Also show what the original did, its reported figure and the fixes.")
 def recipes(pattern, details):

@@ -1,0 +1,98 @@
+"""What an exported artefact says about itself, in readable lines: ``edgeclf info``.
+
+Everything comes from the metadata inside the file (the sidecar ``NAME.json`` may not have travelled with it to
+the device), plus the warnings that apply on this machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .classifier import deployment_warnings
+
+MAX_CLASSES_SHOWN = 20
+
+
+def _quantised(q: dict | None) -> str:
+    # LiteRT reports scale 0 for a float tensor: not quantised
+    return f", scale {q['scale']:.6g} zero point {q['zero_point']}" if q and q.get("scale") else ""
+
+
+def _quantization(meta: dict) -> str:
+    q = meta.get("quantization") or {}
+    mode = q.get("mode", "unknown")
+    if meta.get("format") == "tflite":
+        return {"fp32": "none (float32)", "fp16": "float16 weights", "dynamic": "dynamic range (int8 weights, float "
+                "activations)", "int8": "full integer (int8 weights and activations)"}.get(mode, mode)
+    if mode != "int8":
+        return "none (float32)" if mode == "fp32" else mode
+    parts = [f"int8 {q.get('format', '')} ({q.get('activations', 'uint8')} activations, "
+             f"{'per-channel' if q.get('per_channel') else 'per-tensor'} int8 weights)".replace("  ", " ")]
+    if "reduce_range" in q:
+        bits = "7-bit weights (reduce_range)" if q["reduce_range"] else "8-bit weights"
+        source = q.get("reduce_range_from")
+        parts.append(bits + (f", set by {source}" if source else ""))
+    if q.get("calibration_method"):
+        parts.append(f"{q['calibration_method']} calibration")
+    return "; ".join(parts)
+
+
+def _gate(meta: dict) -> str:
+    gate, fid = meta.get("gate") or {}, meta.get("fidelity") or {}
+    if not fid.get("verified"):
+        return f"not verified ({fid.get('reason') or 'no fidelity figures recorded'})"
+    verdict = "passed" if gate.get("passed", True) else "REJECTED"
+    text = (f"{verdict} (min agreement {100 * gate['min_agreement']:.2f} %): " if "min_agreement" in gate else
+            f"{verdict}: ")
+    lo, hi = fid.get("agreement_ci95", (None, None))
+    text += f"top-1 agreement with Keras {100 * fid['agreement']:.2f} %"
+    if lo is not None:
+        text += f" (95 % interval {100 * lo:.2f}-{100 * hi:.2f})"
+    text += f" on {fid.get('images') or str(fid['n']) + ' images'}, max |dp| {fid['max_abs_diff']:.4f}"
+    if "accuracy_change_pp" in fid:
+        text += f", accuracy {100 * fid['accuracy']:.2f} % ({fid['accuracy_change_pp']:+.2f} pp vs Keras)"
+    if fid.get("measured_where_it_saturates"):
+        text += "; measured on an x86 CPU without VNNI, where its 8-bit weights saturate"
+    if gate.get("reason"):
+        text += f"; reason: {gate['reason']}"
+    return text
+
+
+def describe(meta: dict, path: Path, size_bytes: int | None = None) -> list[tuple[str, str]]:
+    """``(field, text)`` lines describing an artefact from its embedded metadata.
+
+    Args:
+        meta: The metadata (``artifact.read_metadata``).
+        path: The file, for its name and this machine's warnings.
+        size_bytes: The file's size, when known.
+    """
+    names = list(meta.get("class_names", []))
+    shown = ", ".join(names[:MAX_CLASSES_SHOWN]) + (
+        f", ... ({len(names) - MAX_CLASSES_SHOWN} more)" if len(names) > MAX_CLASSES_SHOWN else "")
+    inp, out, pre = meta.get("input") or {}, meta.get("output") or {}, meta.get("preprocess") or {}
+    h, w = pre.get("height"), pre.get("width")
+    lo, hi = pre.get("value_range", (0, 255))
+    mode = (meta.get("quantization") or {}).get("mode", "unknown")
+    lines = [
+        ("artefact", f"{meta.get('format', '?')} {mode}" + (f", {size_bytes / 1024:.0f} KiB" if size_bytes else "")),
+        ("classes", f"{len(names)}: {shown}"),
+        ("input", f"{h}x{w} {pre.get('color', 'RGB')} {pre.get('layout', 'NHWC')} {inp.get('dtype', '?')}"
+                  f"{_quantised(inp.get('quantization'))}; pixels {lo:g}-{hi:g}, {pre.get('resize', '?')} resize"
+                  + (", JPEG draft decoding" if pre.get("draft") else "")),
+        ("output", f"{out.get('kind', '?')}, {out.get('dtype', '?')}{_quantised(out.get('quantization'))}"),
+        ("quantization", _quantization(meta)),
+    ]
+    source = f"{meta.get('source_model', '?')} (sha256 {str(meta.get('source_model_sha256', '?'))[:16]})"
+    if meta.get("backbone"):
+        source += f", backbone {meta['backbone']}"
+    adapter = meta.get("adapter")
+    if adapter:
+        shape = "x".join("?" if d is None else str(d) for d in adapter.get("source_input_shape") or [])
+        source += (f", trained outside edgeclf (input norm {adapter.get('input_norm')}, output "
+                   f"{adapter.get('output')}, its own input {shape or '?'}"
+                   + (", grayscale" if adapter.get("grayscale") else "") + ")")
+    lines += [("source", source),
+              ("exported", f"{meta.get('created', '?')} by edgeclf {meta.get('edgeclf_version', '?')}"),
+              ("gate", _gate(meta))]
+    lines += [("warning", w) for w in deployment_warnings(meta, path)]
+    return lines
