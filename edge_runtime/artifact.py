@@ -13,6 +13,8 @@ from pathlib import Path
 from .errors import ConfigError, DataError, EdgeclfError, missing_dependency
 
 METADATA_KEY = "edgeclf"
+NO_METADATA = ("{path} carries no edgeclf metadata. Export it with `edgeclf export`, or adopt a model made elsewhere "
+               "with `edgeclf adopt {path} --labels ... --input-norm ...`, so that it describes itself.")
 FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
 
 
@@ -145,5 +147,5 @@ def read_metadata(path: str | os.PathLike, *, rejected: bool = False) -> dict:
     except Exception as exc:  # not a flatbuffer / ONNX protobuf, or its metadata is not JSON
         raise DataError(f"{path} is not a readable {fmt} file ({type(exc).__name__}: {str(exc)[:200]}).") from None
     if meta is None:
-        raise DataError(f"{path} carries no edgeclf metadata. Export it with `edgeclf export` so it describes itself.")
+        raise DataError(NO_METADATA.format(path=path))
     return meta

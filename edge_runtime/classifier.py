@@ -11,10 +11,12 @@ from typing import Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
+from .artifact import NO_METADATA
 from .backends import Backend, default_threads, needs_reduce_range, open_backend
 from .errors import ConfigError, DataError, ImageDecodeError
 from .preprocess import ImageSource, PreprocessSpec, is_one_image, load_image, preprocess_frame
 from .sources import empty_folder_reason, is_unmatched_pattern
+from .tensor import adapt_backend
 
 Image = Union[ImageSource, np.ndarray]
 
@@ -81,18 +83,19 @@ class Classifier:
     """
 
     def __init__(self, backend: Backend, metadata: dict, path: Path):
-        self.backend = backend
         self.metadata = metadata
         self.path = path
         self.name = path.stem  # labels this model's results; see ``distinct_names`` for several models
         self.class_names = tuple(metadata["class_names"])
         try:
             self.preprocess = PreprocessSpec.from_dict(metadata["preprocess"])
+            # an adopted model's own scaling, layout or logits; edgeclf's exports get ``backend`` itself
+            self.backend = adapt_backend(backend, metadata)
         except ConfigError as exc:
             raise DataError(f"{path}: its metadata's input contract is one this runtime cannot follow. {exc}") from None
-        if tuple(backend.input_shape) != (self.preprocess.height, self.preprocess.width, 3):
+        if tuple(self.backend.input_shape) != (self.preprocess.height, self.preprocess.width, 3):
             raise DataError(f"{path}: metadata says input {self.preprocess.size} but the model takes "
-                            f"{backend.input_shape}. The file is inconsistent; export it again.")
+                            f"{self.backend.input_shape}. The file is inconsistent; export it again.")
         self.warnings = deployment_warnings(metadata, path)
 
     @classmethod
@@ -117,7 +120,7 @@ class Classifier:
             raise DataError(f"Model not found: {path}.")
         backend = open_backend(path, threads or default_threads())
         if backend.metadata is None:
-            raise DataError(f"{path} carries no edgeclf metadata. Export it with `edgeclf export` so it describes itself.")
+            raise DataError(NO_METADATA.format(path=path))
         return cls(backend, backend.metadata, path)
 
     def prepare(self, image: Image, *, bgr: bool = False) -> np.ndarray:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .classifier import deployment_warnings
+from .errors import ConfigError
+from .tensor import InputTensor
 
 MAX_CLASSES_SHOWN = 20
 
@@ -16,6 +18,19 @@ MAX_CLASSES_SHOWN = 20
 def _quantised(q: dict | None) -> str:
     # LiteRT reports scale 0 for a float tensor: not quantised
     return f", scale {q['scale']:.6g} zero point {q['zero_point']}" if q and q.get("scale") else ""
+
+
+def _tensor(inp: dict) -> str:
+    """How the runtime turns the pixels into the model's input, where that is more than passing them on."""
+    try:
+        tensor = InputTensor.from_metadata(inp)
+    except ConfigError as exc:
+        return f"; model input: not supported here ({exc})"
+    if tensor.identity:
+        return ""
+    fmt = ", ".join
+    return (f"; model input {tensor.layout} {tensor.color}, (pixel - mean) / std with mean "
+            f"({fmt(f'{m:g}' for m in tensor.mean)}) and std ({fmt(f'{v:g}' for v in tensor.std)})")
 
 
 def _quantization(meta: dict) -> str:
@@ -40,7 +55,13 @@ def _quantization(meta: dict) -> str:
 def _gate(meta: dict) -> str:
     gate, fid = meta.get("gate") or {}, meta.get("fidelity") or {}
     if not fid.get("verified"):
-        return f"not verified ({fid.get('reason') or 'no fidelity figures recorded'})"
+        text = f"not verified ({fid.get('reason') or 'no fidelity figures recorded'})"
+        check = fid.get("check")
+        if check:
+            text += f"; --check: accuracy {100 * check['accuracy']:.2f} % on {check['images']}"
+            if check.get("label_order_problem"):
+                text += f"; {check['label_order_problem']}"
+        return text
     verdict = "passed" if gate.get("passed", True) else "REJECTED"
     text = (f"{verdict} (min agreement {100 * gate['min_agreement']:.2f} %): " if "min_agreement" in gate else
             f"{verdict}: ")
@@ -78,8 +99,9 @@ def describe(meta: dict, path: Path, size_bytes: int | None = None) -> list[tupl
         ("classes", f"{len(names)}: {shown}"),
         ("input", f"{h}x{w} {pre.get('color', 'RGB')} {pre.get('layout', 'NHWC')} {inp.get('dtype', '?')}"
                   f"{_quantised(inp.get('quantization'))}; pixels {lo:g}-{hi:g}, {pre.get('resize', '?')} resize"
-                  + (", JPEG draft decoding" if pre.get("draft") else "")),
-        ("output", f"{out.get('kind', '?')}, {out.get('dtype', '?')}{_quantised(out.get('quantization'))}"),
+                  + (", JPEG draft decoding" if pre.get("draft") else "") + _tensor(inp)),
+        ("output", f"{out.get('kind', '?')}, {out.get('dtype', '?')}{_quantised(out.get('quantization'))}"
+                   + ("; the runtime applies a softmax" if out.get("kind") == "logits" else "")),
         ("quantization", _quantization(meta)),
     ]
     source = f"{meta.get('source_model', '?')} (sha256 {str(meta.get('source_model_sha256', '?'))[:16]})"
@@ -88,11 +110,13 @@ def describe(meta: dict, path: Path, size_bytes: int | None = None) -> list[tupl
     adapter = meta.get("adapter")
     if adapter:
         shape = "x".join("?" if d is None else str(d) for d in adapter.get("source_input_shape") or [])
-        source += (f", trained outside edgeclf (input norm {adapter.get('input_norm')}, output "
+        source += (f", {'adopted: made' if adapter.get('adopted') else 'trained'} outside edgeclf (input norm "
+                   f"{adapter.get('input_norm')}, output "
                    f"{adapter.get('output')}, its own input {shape or '?'}"
                    + (", grayscale" if adapter.get("grayscale") else "") + ")")
     lines += [("source", source),
-              ("exported", f"{meta.get('created', '?')} by edgeclf {meta.get('edgeclf_version', '?')}"),
+              ("adopted" if (adapter or {}).get("adopted") else "exported",
+               f"{meta.get('created', '?')} by edgeclf {meta.get('edgeclf_version', '?')}"),
               ("gate", _gate(meta))]
     lines += [("warning", w) for w in deployment_warnings(meta, path)]
     return lines

@@ -237,18 +237,19 @@ def _print_train_summary(result) -> None:
 # Spelled out rather than imported from edgeclf.toolkit.export.foreign, which would slow every command's start; a test
 # checks they equal INPUT_NORMS, OUTPUTS and RESIZE_METHODS.
 _FOREIGN_OPTIONS = (
-    click.option("--labels", help="Keras model trained elsewhere: its class names in output order, comma-separated or "
+    click.option("--labels", help="Model trained elsewhere: its class names in output order, comma-separated or "
                                   "a file with one per line."),
     click.option("--input-norm", type=click.Choice(["raw", "unit", "tf", "caffe", "torch"]),
-                 help="Keras model trained elsewhere: how its training scaled RGB 0-255 pixels. raw: as they are; "
+                 help="Model trained elsewhere: how its training scaled RGB 0-255 pixels. raw: as they are; "
                       "unit: x/255; tf: x/127.5-1; caffe: BGR minus ImageNet mean; torch: x/255, ImageNet mean/std."),
     click.option("--model-output", "output_kind", type=click.Choice(["auto", "probabilities", "logits"]),
                  default="auto", show_default=True,
-                 help="Keras model trained elsewhere: what it outputs; auto reads its last layer."),
+                 help="Model trained elsewhere: what it outputs; auto reads it from the model (a Keras model's last "
+                      "layer; an adopted file's outputs on probe images)."),
     click.option("--img-size", type=click.IntRange(min=1),
-                 help="Keras model trained elsewhere whose input size is not fixed: the size it was trained at."),
+                 help="Model trained elsewhere whose input size is not fixed: the size it was trained at."),
     click.option("--resize", type=click.Choice(["bilinear", "nearest", "bicubic", "area", "lanczos"]),
-                 help="Keras model trained elsewhere: the resampling filter its training used [default: bilinear]."),
+                 help="Model trained elsewhere: the resampling filter its training used [default: bilinear]."),
 )
 
 
@@ -413,6 +414,49 @@ def export(ctx, model, formats, quantize, calib, dataset, calib_method, reduce_r
 
     _run(ctx, go, interrupted="Interrupted. Artefacts finished before it are kept; run again with --force to "
                               "export them all anew.")
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The adopted copy [default: NAME_edgeclf.tflite / .onnx beside MODEL].")
+@click.option("--check", type=click.Path(exists=True),
+              help="Labelled images (any form `train` accepts) to measure its accuracy and check --labels' order on.")
+@click.option("--force", is_flag=True, help="Overwrite an existing copy.")
+@_foreign_model_options
+@click.pass_context
+def adopt(ctx, model, out_path, check, force, labels, input_norm, output_kind, img_size, resize):
+    """Give a .tflite or .onnx classifier made elsewhere (Teachable Machine, Model Maker, PyTorch via ONNX) the
+    metadata edgeclf's runtime reads, so predict, camera, bench and info take it.
+
+    Writes a copy; the original is kept. --labels and --input-norm say what the file cannot: its class names in
+    output order and how its training scaled pixels. Channels-first (NCHW) input and logits outputs are read from
+    the model. With no source model to compare with it is not gated (its metadata says so); --check measures its
+    accuracy on labelled images and names a --labels order that fits them better.
+
+    \b
+    Example:
+      edgeclf adopt model_unquant.tflite --labels labels.txt --input-norm tf --check data/helmets/val
+      edgeclf adopt resnet18.onnx --labels cat,dog --input-norm torch --out pets.onnx
+      edgeclf predict model_unquant_edgeclf.tflite photos/
+    """
+
+    def go():
+        from edgeclf.toolkit.export.adopt import adopt as adopt_model
+
+        spec = _foreign_spec(labels, input_norm, output_kind, img_size, resize)
+        if spec is None:
+            raise ConfigError("adopt needs --labels (the class names in output order) and --input-norm (how the "
+                              "model's training scaled pixels).")
+        result = adopt_model(model, out_path, spec=spec, check=check, force=force,
+                             reporter=ClickReporter(ctx.obj["verbose"]))
+        from edgeclf.edge_runtime.describe import describe
+
+        click.secho(str(result.path), bold=True)
+        for field, text in describe(result.metadata, result.path, result.path.stat().st_size):
+            click.echo(f"  {field:<13} {text}")
+
+    _run(ctx, go)
 
 
 def _warn_deployment(classifiers) -> None:

@@ -20,10 +20,6 @@ from edgeclf.edge_runtime.registry import Registry
 #   torch: x / 255, minus ImageNet mean, over its standard deviation (DenseNet; many PyTorch-trained ports)
 #   in_model: the Keras application normalises inside itself (MobileNetV3, EfficientNet)
 NORMALISATIONS = ("unit", "tf", "caffe", "torch", "in_model")
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-# keras.applications' "torch" mode (pixels / 255, then ImageNet mean and standard deviation per RGB channel).
-TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
-TORCH_STD_RGB = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from edgeclf.edge_runtime.errors import ConfigError
+from edgeclf.edge_runtime.tensor import CAFFE_MEAN_BGR, TORCH_MEAN_RGB, TORCH_STD_RGB
 
-from .backbones import CAFFE_MEAN_BGR, NORMALISATIONS, TORCH_MEAN_RGB, TORCH_STD_RGB, get_backbone
+from .backbones import NORMALISATIONS, get_backbone
 
 logger = logging.getLogger(__name__)
 

@@ -30,10 +30,20 @@ class OnnxBackend:
         self.metadata = json.loads(raw) if raw else None
         inp = self.session.get_inputs()[0]
         self._input_name = inp.name
+        if not all(isinstance(d, int) for d in inp.shape[1:]):
+            raise DataError(f"{path}: its input size is not fixed ({inp.shape}). Adopt it with `edgeclf adopt "
+                            "--img-size N` to fix it.")
         self.input_shape = tuple(int(d) for d in inp.shape[1:])
         self.input_dtype = "float32"
+        # A model exported with a fixed batch (PyTorch's usual batch of 1) runs a batch in slices of that size.
+        self._batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) pixels 0-255 -> (N, C) float32 probabilities."""
+        """(N, *input_shape) model input (pixels 0-255 for edgeclf's exports) -> (N, C) float32 outputs."""
         x = np.ascontiguousarray(pixels, dtype=np.float32)
-        return np.asarray(self.session.run(None, {self._input_name: x})[0], dtype=np.float32)
+        if self._batch is None or len(x) == self._batch:
+            return np.asarray(self.session.run(None, {self._input_name: x})[0], dtype=np.float32)
+        if len(x) % self._batch:
+            raise DataError(f"This model takes batches of exactly {self._batch} images; received {len(x)}.")
+        return np.concatenate([np.asarray(self.session.run(None, {self._input_name: x[i : i + self._batch]})[0],
+                                          dtype=np.float32) for i in range(0, len(x), self._batch)])

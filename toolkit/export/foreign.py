@@ -251,7 +251,8 @@ def check_probabilities(outputs: np.ndarray) -> None:
                           "Pass --model-output logits.")
 
 
-def label_order_problem(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> str | None:
+def label_order_problem(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                        subject: str = "The Keras model") -> str | None:
     """Labelled images the adapted model gets wrong in a pattern usually mean ``--labels`` is not in output order.
 
     The order that fits gives each output the class it is most often right for (where that names every class once).
@@ -273,9 +274,9 @@ def label_order_problem(probs: np.ndarray, labels: np.ndarray, class_names: Sequ
     order = f"In the order {','.join(class_names[c] for c in best)} it is right on {100 * fitted:.1f} %." if (
         fitted is not None) else ""
     if accuracy < 1.0 / k:
-        return (f"The Keras model is right on only {100 * accuracy:.1f} % of {len(labels)} labelled images, below "
+        return (f"{subject} is right on only {100 * accuracy:.1f} % of {len(labels)} labelled images, below "
                 f"chance ({100 / k:.0f} %): --labels is probably not in the order of its outputs. {order}").strip()
     if fitted is not None and fitted - accuracy >= ORDER_GAIN:
-        return (f"The Keras model is right on {100 * accuracy:.1f} % of {len(labels)} labelled images with --labels "
+        return (f"{subject} is right on {100 * accuracy:.1f} % of {len(labels)} labelled images with --labels "
                 f"as given: some are probably not in the order of its outputs. {order}")
     return None

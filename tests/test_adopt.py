@@ -1,0 +1,231 @@
+"""``edgeclf adopt``: .tflite / .onnx classifiers made elsewhere, run by the runtime exactly as their own pipeline
+would feed them (scaling, channel order, layout, logits)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeclf.cli import main
+from edgeclf.edge_runtime import PreprocessSpec, load_image
+from edgeclf.edge_runtime.artifact import read_metadata
+from edgeclf.edge_runtime.classifier import Classifier
+from edgeclf.edge_runtime.tensor import TORCH_MEAN_RGB, TORCH_STD_RGB
+
+
+def _artefact(exported, name):
+    _, results = exported
+    return next(r.path for r in results if r.path.name == name)
+
+
+def _data(exported):
+    run, _ = exported
+    return run.parent / "data"
+
+
+def _pixels(exported, n=20):
+    paths = sorted(_data(exported).rglob("*.png"))[:: max(1, 120 // n)][:n]
+    return np.stack([load_image(p, PreprocessSpec(16, 16)) for p in paths])
+
+
+def _probs(path, pixels):
+    return Classifier.load(path, threads=1).backend.run(pixels)
+
+
+def _fed(path, pixels):
+    """The tensor the model itself receives when the runtime classifies ``pixels``."""
+    backend = Classifier.load(path, threads=1).backend
+    seen, inner_run = [], backend.inner.run
+    backend.inner.run = lambda x: (seen.append(x), inner_run(x))[1]
+    backend.run(pixels)
+    return np.concatenate(seen)
+
+
+@pytest.mark.parametrize("norm", ["raw", "unit", "tf", "caffe", "torch"])
+def test_input_norms_feed_what_the_keras_preprocessing_computes(norm):
+    """The runtime's presets and the Keras layers that --input-norm means for a .keras model agree."""
+    from edgeclf.edge_runtime.tensor import InputTensor
+    from edgeclf.models.factory import normalise
+    from edgeclf.toolkit.export.foreign import INPUT_NORMS
+
+    import keras
+
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 4, 5, 3), dtype=np.uint8)
+    inp = keras.Input((4, 5, 3))
+    expected = keras.Model(inp, normalise(inp, INPUT_NORMS[norm])).predict(pixels.astype(np.float32), verbose=0)
+    np.testing.assert_allclose(InputTensor.preset(norm).apply(pixels), expected, rtol=1e-5, atol=1e-4)
+    nchw = InputTensor.preset(norm, "NCHW").apply(pixels)
+    np.testing.assert_allclose(nchw, expected.transpose(0, 3, 1, 2), rtol=1e-5, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def foreign(exported, tmp_path_factory):
+    """What other tools hand over, built from the test run's model so the right answers are known:
+
+    - ``tm_float.tflite``: takes x/127.5-1 (Teachable Machine's float model), outputs probabilities;
+    - ``tm_quant.tflite``: the same, full-integer with uint8 input and output calibrated on x/127.5-1 values;
+    - ``torch_nchw.onnx``: channels first, ImageNet mean/std on x/255, a fixed batch of 1, outputs logits;
+    - ``torch_dynamic.onnx``: the same with its batch, height and width not fixed.
+    """
+    import keras
+    import onnx
+    import tensorflow as tf
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeclf.toolkit.evaluate import load_keras_model
+    from edgeclf.toolkit.export import QuantSpec
+    from edgeclf.toolkit.export import tflite as tflite_export
+    from edgeclf.toolkit.export.archive import write_saved_model
+
+    run, _ = exported
+    out = tmp_path_factory.mktemp("foreign")
+    inp = keras.Input((16, 16, 3))
+    model = keras.Model(inp, load_keras_model(run / "model.keras")(keras.layers.Rescaling(127.5, offset=127.5)(inp)))
+    write_saved_model(model, out / "saved_model")
+    (out / "tm_float.tflite").write_bytes(tflite_export.convert(out / "saved_model", QuantSpec.float32(), None))
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(out / "saved_model"))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    pixels = _pixels(exported, 40).astype(np.float32)
+    converter.representative_dataset = lambda: ([p[None] / 127.5 - 1.0] for p in pixels)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.uint8
+    (out / "tm_quant.tflite").write_bytes(converter.convert())
+    (out / "labels.txt").write_text("0 bar_h\n1 bar_v\n")
+
+    for name, dims in (("torch_nchw.onnx", [1, 3, 16, 16]), ("torch_dynamic.onnx", ["N", 3, "H", "W"])):
+        m = onnx.load(str(_artefact(exported, "run_fp32.onnx")))
+        del m.metadata_props[:]
+        g = m.graph
+        source_in, source_out = g.input[0].name, g.output[0].name
+        g.initializer.extend([
+            numpy_helper.from_array(255.0 * np.asarray(TORCH_STD_RGB, np.float32), "std255"),
+            numpy_helper.from_array(255.0 * np.asarray(TORCH_MEAN_RGB, np.float32), "mean255")])
+        nodes = [helper.make_node("Transpose", ["x"], ["x_nhwc"], perm=[0, 2, 3, 1]),
+                 helper.make_node("Mul", ["x_nhwc", "std255"], ["x_scaled"]),
+                 helper.make_node("Add", ["x_scaled", "mean255"], [source_in]),
+                 *g.node, helper.make_node("Log", [source_out], ["logits"])]  # softmax(log p) = p
+        del g.node[:]
+        g.node.extend(nodes)
+        del g.input[:]
+        g.input.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, dims))
+        del g.output[:]
+        g.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, [dims[0], 2]))
+        onnx.checker.check_model(m)
+        onnx.save(m, str(out / name))
+    return out
+
+
+def test_a_teachable_machine_style_tflite_is_run_as_its_pipeline_feeds_it(exported, foreign):
+    before = CliRunner().invoke(main, ["predict", str(foreign / "tm_float.tflite"), str(_data(exported))])
+    assert before.exit_code == 2 and "carries no edgeclf metadata" in before.output and "edgeclf adopt" in before.output
+    labels = str(foreign / "labels.txt")
+    result = CliRunner().invoke(main, ["adopt", str(foreign / "tm_float.tflite"), "--labels", labels,
+                                       "--input-norm", "tf"])
+    assert result.exit_code == 0, result.output
+    adopted = foreign / "tm_float_edgeclf.tflite"
+    meta = read_metadata(adopted)
+    assert meta["class_names"] == ["bar_h", "bar_v"] and meta["output"]["kind"] == "probabilities"
+    assert meta["input"]["mean"] == [127.5] * 3 and meta["input"]["std"] == [127.5] * 3
+    assert meta["adapter"]["adopted"] is True and meta["fidelity"]["verified"] is False
+    assert meta["quantization"]["mode"] == "fp32" and (foreign / "tm_float_edgeclf.tflite.json").exists()
+    assert "adopted: made outside edgeclf" in result.output and "(pixel - mean) / std" in result.output
+    pixels = _pixels(exported)
+    np.testing.assert_allclose(_probs(adopted, pixels), _probs(_artefact(exported, "run_fp32.tflite"), pixels),
+                               atol=1e-4)
+    np.testing.assert_allclose(_fed(adopted, pixels), pixels / 127.5 - 1.0, atol=1e-6)  # what the model got
+    listing = CliRunner().invoke(main, ["predict", str(adopted), str(_data(exported)), "--format", "jsonl"])
+    assert listing.exit_code == 0, listing.output
+    assert len([line for line in listing.output.splitlines() if line.startswith("{")]) == 120
+
+
+def test_a_quantised_tflite_with_uint8_output_keeps_probabilities(exported, foreign):
+    result = CliRunner().invoke(main, ["adopt", str(foreign / "tm_quant.tflite"), "--labels", "bar_h,bar_v",
+                                       "--input-norm", "tf", "--check", str(_data(exported))])
+    assert result.exit_code == 0, result.output
+    meta = read_metadata(foreign / "tm_quant_edgeclf.tflite")
+    # uint8 outputs round each probability to 1/256: still probabilities, not logits to softmax again
+    assert meta["output"]["kind"] == "probabilities" and meta["quantization"]["mode"] == "int8"
+    # uint8 input whose values stand for x/127.5-1 (calibrated on these images): the runtime scales, then quantises
+    assert meta["input"]["dtype"] == "uint8" and 0 < meta["input"]["quantization"]["scale"] < 2 / 255 + 1e-6
+    pixels = _pixels(exported)
+    reference = _probs(_artefact(exported, "run_fp32.tflite"), pixels)
+    adopted = _probs(foreign / "tm_quant_edgeclf.tflite", pixels)
+    assert (adopted.argmax(1) == reference.argmax(1)).all() and np.abs(adopted - reference).max() < 0.05
+    check = meta["fidelity"]["check"]
+    assert check["n"] == 120 and check["accuracy"] > 0.9
+
+
+def test_a_pytorch_style_onnx_nchw_logits_batch_of_one(exported, foreign, tmp_path):
+    out = tmp_path / "pets.onnx"
+    result = CliRunner().invoke(main, ["adopt", str(foreign / "torch_nchw.onnx"), "--labels", "bar_h,bar_v",
+                                       "--input-norm", "torch", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    meta = read_metadata(out)
+    assert meta["input"]["layout"] == "NCHW" and meta["input"]["shape"] == [3, 16, 16]
+    assert meta["output"]["kind"] == "logits" and "recorded as logits" in result.output
+    pixels = _pixels(exported)  # 20 images through a model that takes one at a time
+    np.testing.assert_allclose(_probs(out, pixels), _probs(_artefact(exported, "run_fp32.onnx"), pixels), atol=1e-4)
+    mean, std = 255 * np.asarray(TORCH_MEAN_RGB), 255 * np.asarray(TORCH_STD_RGB)
+    np.testing.assert_allclose(_fed(out, pixels), ((pixels - mean) / std).transpose(0, 3, 1, 2), atol=1e-4)
+    # bench and info take it as they take an export
+    bench = CliRunner().invoke(main, ["bench", str(out), "--data", str(_data(exported)), "--quick", "--runs", "3",
+                                      "--min-time", "0", "--threads", "1", "--out", str(tmp_path / "bench")])
+    assert bench.exit_code == 0, bench.output
+    (row,) = json.loads((tmp_path / "bench" / "results.json").read_text())["rows"]
+    assert row["status"] == "ok" and row["accuracy"] > 0.9
+    info = CliRunner().invoke(main, ["info", str(out)])
+    assert "logits, float32; the runtime applies a softmax" in info.output and "model input NCHW RGB" in info.output
+
+
+def test_an_onnx_input_whose_size_is_not_fixed_needs_img_size(exported, foreign, tmp_path):
+    src = foreign / "torch_dynamic.onnx"
+    args = ["adopt", str(src), "--labels", "bar_h,bar_v", "--input-norm", "torch", "--out", str(tmp_path / "d.onnx")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "input size is not fixed" in result.output and "--img-size" in result.output
+    result = CliRunner().invoke(main, [*args, "--img-size", "16"])
+    assert result.exit_code == 0, result.output
+    pixels = _pixels(exported)
+    np.testing.assert_allclose(_probs(tmp_path / "d.onnx", pixels), _probs(_artefact(exported, "run_fp32.onnx"),
+                                                                          pixels), atol=1e-4)
+
+
+def test_check_names_a_label_order_that_fits_better(exported, foreign, tmp_path):
+    result = CliRunner().invoke(main, ["adopt", str(foreign / "tm_float.tflite"), "--labels", "bar_v,bar_h",
+                                       "--input-norm", "tf", "--check", str(_data(exported)),
+                                       "--out", str(tmp_path / "swapped.tflite")])
+    assert result.exit_code == 0, result.output
+    assert "The model is right on only" in result.output and "In the order bar_h,bar_v" in result.output
+    check = read_metadata(tmp_path / "swapped.tflite")["fidelity"]["check"]
+    assert check["accuracy"] < 0.1 and "label_order_problem" in check
+
+
+def test_adopt_refusals(exported, foreign, tmp_path):
+    def run(*args):
+        return CliRunner().invoke(main, ["adopt", *map(str, args)])
+
+    tm = foreign / "tm_float.tflite"
+    r = run(tm, "--labels", "a,b,c", "--input-norm", "tf", "--out", tmp_path / "x.tflite")
+    assert r.exit_code == 2 and "Received 3 labels (a, b, c) for a model with 2 output units" in r.output
+    r = run(_artefact(exported, "run_int8.tflite"), "--labels", "a,b", "--input-norm", "raw", "--out",
+            tmp_path / "y.tflite")
+    assert r.exit_code == 2 and "already carries edgeclf metadata" in r.output
+    r = run(foreign / "torch_nchw.onnx", "--labels", "a,b", "--input-norm", "torch", "--model-output",
+            "probabilities", "--out", tmp_path / "z.onnx")
+    assert r.exit_code == 2 and "Pass --model-output logits" in r.output and not (tmp_path / "z.onnx").exists()
+    r = run(tm, "--labels", "a,b")
+    assert r.exit_code == 2 and "--input-norm" in r.output
+    r = run(tm, "--labels", "a,b", "--input-norm", "tf", "--out", tm)
+    assert r.exit_code == 2 and "the model itself" in r.output
+    r = run(tm, "--labels", "a,b", "--input-norm", "tf", "--out", tmp_path / "x.onnx")
+    assert r.exit_code == 2 and "Expected a .tflite file name" in r.output
+    shutil.copyfile(tm, tmp_path / "again.tflite")
+    assert run(tmp_path / "again.tflite", "--labels", "a,b", "--input-norm", "tf").exit_code == 0
+    r = run(tmp_path / "again.tflite", "--labels", "a,b", "--input-norm", "tf")
+    assert r.exit_code == 2 and "already exists. Pass --force" in r.output
+    assert run(tmp_path / "again.tflite", "--labels", "a,b", "--input-norm", "tf", "--force").exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.tflite", "again_edgeclf.tflite",
+                                                          "again_edgeclf.tflite.json"]  # no temporary files left

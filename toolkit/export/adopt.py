@@ -1,0 +1,306 @@
+"""``edgeclf adopt``: a ``.tflite`` or ``.onnx`` classifier made elsewhere, given the metadata the runtime reads.
+
+A Teachable Machine or Model Maker ``.tflite``, or a PyTorch model exported to ONNX, takes its training pipeline's
+input (``x / 127.5 - 1``, ImageNet mean and std, channels first) and may output logits. Nothing in the file says
+which, so the user says it (``--labels``, ``--input-norm``, as ``export`` takes them for a ``.keras`` file) and
+adopt writes a copy carrying edgeclf metadata: the input tensor (layout, channel order, mean, std) and output kind
+that ``edge_runtime.tensor`` applies, the class names and the preprocessing contract. The graph is left as it is
+(an ONNX input whose size is not fixed gets ``--img-size``). There is no source model to gate it against, so the
+metadata says so; ``--check DATA`` measures its accuracy on labelled images and checks the label order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import edgeclf
+from edgeclf.edge_runtime.artifact import METADATA_KEY, artifact_format, read_tflite_metadata, write_tflite_metadata
+from edgeclf.edge_runtime.classifier import Classifier
+from edgeclf.edge_runtime.errors import ConfigError, DataError
+from edgeclf.edge_runtime.preprocess import PreprocessSpec
+from edgeclf.edge_runtime.tensor import InputTensor, softmax
+
+from ..io import atomic_path, ensure_writable_dir, sha256_file, write_json
+from ..progress import Reporter
+from .foreign import ForeignSpec, label_order_problem
+from .images import folder_images
+from .onnx import write_metadata as write_onnx_metadata
+
+logger = logging.getLogger(__name__)
+CHECK_IMAGES = 1000  # --check: at most this many labelled images
+PROBE_IMAGES = 8  # synthetic images that tell probabilities from logits when no --check data is given
+_ONNX_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                   "MatMulInteger"}
+
+
+@dataclass(frozen=True)
+class AdoptResult:
+    """The adopted artefact, its metadata, and what ``--check`` measured (None without it)."""
+
+    path: Path
+    metadata: dict
+    check: dict | None
+
+
+@dataclass(frozen=True)
+class _ModelIO:
+    shape: tuple  # input shape with the batch dimension; None where not fixed
+    dtype: str
+    quantization: dict | None
+    output_shape: tuple
+    output_dtype: str
+    output_quantization: dict | None
+    mode: str
+    existing: bool  # already carries edgeclf metadata
+
+
+def _tflite_io(data: bytes, path: Path) -> _ModelIO:
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        existing = read_tflite_metadata(data) is not None
+        interp = Interpreter(model_content=data)
+    except Exception as exc:
+        raise DataError(f"{path} is not a readable tflite file ({type(exc).__name__}: {str(exc)[:200]}).") from None
+    inp, out = interp.get_input_details(), interp.get_output_details()
+    if len(inp) != 1 or len(out) != 1:
+        raise ConfigError(f"{path} has {len(inp)} input(s) and {len(out)} output(s). Expected an image classifier "
+                          "with one image input and one output.")
+    inp, out = inp[0], out[0]
+    signature = [int(d) for d in inp.get("shape_signature", inp["shape"])]
+    shape = tuple(None if d < 0 else int(s) for d, s in zip(signature, inp["shape"]))
+    in_dtype = np.dtype(inp["dtype"])
+    dtypes = {np.dtype(t["dtype"]) for t in interp.get_tensor_details()}
+    if in_dtype.kind in "iu":
+        mode = "int8"
+    elif np.dtype(np.float16) in dtypes:
+        mode = "fp16"
+    elif np.dtype(np.int8) in dtypes:
+        mode = "dynamic"
+    else:
+        mode = "fp32"
+
+    def quant(detail):
+        scale, zero_point = detail["quantization"]
+        return {"scale": float(scale), "zero_point": int(zero_point)} if scale else None
+
+    return _ModelIO(shape, in_dtype.name, quant(inp), tuple(int(d) for d in out["shape"]),
+                    np.dtype(out["dtype"]).name, quant(out), mode, existing)
+
+
+def _onnx_io(model, path: Path) -> _ModelIO:
+    import onnx
+
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1 or len(model.graph.output) != 1:
+        raise ConfigError(f"{path} has {len(inputs)} input(s) and {len(model.graph.output)} output(s). Expected an "
+                          "image classifier with one image input and one output.")
+
+    def dims(value_info):
+        return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                     for d in value_info.type.tensor_type.shape.dim)
+
+    elem = inputs[0].type.tensor_type.elem_type
+    if elem != onnx.TensorProto.FLOAT:
+        raise ConfigError(f"{path} takes {onnx.helper.tensor_dtype_to_np_dtype(elem)} input. Expected float32 "
+                          "(edgeclf's ONNX backend feeds float32).")
+    ops = {n.op_type for n in model.graph.node}
+    if "DynamicQuantizeLinear" in ops:
+        mode = "dynamic"
+    elif ops & _ONNX_QUANT_OPS:
+        mode = "int8"
+    elif any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer):
+        mode = "fp16"
+    else:
+        mode = "fp32"
+    existing = any(p.key == METADATA_KEY for p in model.metadata_props)
+    return _ModelIO(dims(inputs[0]), "float32", None, dims(model.graph.output[0]), "float32", None, mode, existing)
+
+
+def _layout(shape: tuple, path: Path) -> tuple[str, int | None, int | None]:
+    """``(layout, height, width)`` from an input shape (batch first)."""
+    if len(shape) == 4 and shape[3] == 3:
+        return "NHWC", shape[1], shape[2]
+    if len(shape) == 4 and shape[1] == 3:
+        return "NCHW", shape[2], shape[3]
+    if len(shape) == 4 and 1 in (shape[1], shape[3]):
+        raise ConfigError(f"{path} takes one-channel (grayscale) input {shape}. edgeclf adopts colour models; "
+                          "a grayscale .keras model can go through `edgeclf export --labels ... --input-norm ...`.")
+    raise ConfigError(f"{path} takes input of shape {shape}. Expected an image batch: (N, H, W, 3) or (N, 3, H, W).")
+
+
+def _fix_onnx_size(model, layout: str, size: int) -> None:
+    """Sets the input's height and width to ``size`` where they are not fixed."""
+    initializers = {i.name for i in model.graph.initializer}
+    value_info = next(i for i in model.graph.input if i.name not in initializers)
+    dims = value_info.type.tensor_type.shape.dim
+    for axis in ((1, 2) if layout == "NHWC" else (2, 3)):
+        if not (dims[axis].HasField("dim_value") and dims[axis].dim_value > 0):
+            dims[axis].Clear()
+            dims[axis].dim_value = size
+
+
+def _metadata(src: Path, io: _ModelIO, spec: ForeignSpec, tensor: InputTensor, h: int, w: int, kind: str,
+              units: int, check: dict | None) -> dict:
+    pre = PreprocessSpec(h, w, resize=spec.resize)
+    return {
+        "edgeclf_version": edgeclf.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "format": artifact_format(src),
+        "class_names": list(spec.class_names),
+        "input": {"shape": list(tensor.shape(h, w)), "dtype": io.dtype, **tensor.to_metadata(),
+                  "value_range": [0.0, 255.0], "resize": spec.resize, "quantization": io.quantization},
+        "output": {"kind": kind, "dtype": io.output_dtype, "quantization": io.output_quantization},
+        "preprocess": pre.to_dict(),
+        "quantization": {"mode": io.mode},
+        "backbone": None,
+        "adapter": {"adopted": True, "source_input_shape": [None if d is None else int(d) for d in io.shape[1:]],
+                    "input_norm": spec.input_norm, "output": kind, "output_units": units, "grayscale": False},
+        "source_model": src.name,
+        "source_model_sha256": sha256_file(src),
+        "fidelity": {"verified": False, "reason": "adopted: made outside edgeclf, no source model to compare with",
+                     **({"check": check} if check else {})},
+        "gate": {"verified": False, "passed": True, "reason": ""},
+    }
+
+
+def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = None, *, spec: ForeignSpec,
+          check: str | os.PathLike | None = None, force: bool = False, reporter: Reporter | None = None
+          ) -> AdoptResult:
+    """Writes a copy of a foreign ``.tflite`` / ``.onnx`` classifier that carries edgeclf metadata.
+
+    Args:
+        model_path: The classifier, made outside edgeclf.
+        out_path: Where to write the copy; default ``NAME_edgeclf.tflite`` / ``.onnx`` beside it.
+        spec: Its class names (in output order), input normalisation, output kind, input size and resize filter.
+        check: Labelled images (any form ``train`` accepts) to measure its accuracy and check the label order on.
+        force: Overwrite ``out_path``.
+        reporter: Progress and warnings.
+
+    Raises:
+        ConfigError: For a model the runtime cannot run as described, or an existing output without ``force``.
+        DataError: For an unreadable file or check data.
+    """
+    reporter = reporter or Reporter()
+    src = Path(model_path)
+    fmt = artifact_format(src)
+    if not src.is_file():
+        raise DataError(f"Model not found: {src}.")
+    out = Path(out_path) if out_path is not None else src.with_name(f"{src.stem}_edgeclf{src.suffix}")
+    if artifact_format(out) != fmt:
+        raise ConfigError(f"Received: --out {out} for a .{fmt} model. Expected a .{fmt} file name.")
+    if out.resolve() == src.resolve():
+        raise ConfigError(f"Received: --out {out}, the model itself. Expected a new file (the original is kept).")
+    if out.exists() and not force:
+        raise ConfigError(f"{out} already exists. Pass --force to overwrite it.")
+    ensure_writable_dir(out.parent)
+
+    if fmt == "tflite":
+        data = src.read_bytes()
+        io = _tflite_io(data, src)
+        onnx_model = None
+    else:
+        import onnx
+
+        try:
+            onnx_model = onnx.load(str(src))
+        except Exception as exc:
+            raise DataError(f"{src} is not a readable onnx file ({type(exc).__name__}: {str(exc)[:200]}).") from None
+        io = _onnx_io(onnx_model, src)
+    if io.existing:
+        raise ConfigError(f"{src} already carries edgeclf metadata (it was exported or adopted by edgeclf): "
+                          "predict with it as it is.")
+    layout, h, w = _layout(io.shape, src)
+    if h is None or w is None:
+        if spec.img_size is None:
+            raise ConfigError(f"{src}'s input size is not fixed ({io.shape}). Pass --img-size with the size it was "
+                              "trained at.")
+        if fmt == "tflite":
+            raise ConfigError(f"{src}'s input size is not fixed ({io.shape}); edgeclf runs TFLite models at their "
+                              "fixed size. Convert it with a fixed input size.")
+        _fix_onnx_size(onnx_model, layout, spec.img_size)
+        h, w = h or spec.img_size, w or spec.img_size
+    elif spec.img_size is not None and (h, w) != (spec.img_size, spec.img_size):
+        raise ConfigError(f"Received: --img-size {spec.img_size} for a model whose input is fixed at {h}x{w}. "
+                          "Leave --img-size out.")
+    if len(io.output_shape) != 2 or not io.output_shape[1]:
+        raise ConfigError(f"{src}'s output has shape {io.output_shape}. Expected (batch, classes).")
+    units = int(io.output_shape[1])
+    if units == 1:
+        raise ConfigError(f"{src} has one output unit (a sigmoid). edgeclf adopts models with one output per class; "
+                          "a .keras model with one sigmoid unit can go through `edgeclf export --labels ...`.")
+    if len(spec.class_names) != units:
+        raise ConfigError(f"Received {len(spec.class_names)} labels ({', '.join(spec.class_names)}) for a model with "
+                          f"{units} output units. Expected {units} labels in the order of its outputs.")
+    tensor = InputTensor.preset(spec.input_norm, layout)
+    pre = PreprocessSpec(h, w, resize=spec.resize)
+
+    images = None
+    if check is not None:
+        reporter.stage(f"Loading check images from {check}")
+        images = folder_images(check, list(spec.class_names), pre, CHECK_IMAGES, warn=reporter.warn)
+
+    def write(meta: dict, target: Path) -> None:
+        if fmt == "tflite":
+            target.write_bytes(write_tflite_metadata(data, meta))
+        else:
+            import onnx
+
+            onnx.save(onnx_model, str(target))
+            write_onnx_metadata(target, json.dumps(meta, sort_keys=True), METADATA_KEY)
+
+    kind = "probabilities" if spec.output == "auto" else spec.output
+    with atomic_path(out, suffix=out.suffix) as tmp:
+        write(_metadata(src, io, spec, tensor, h, w, kind, units, None), tmp)
+        clf = Classifier.load(tmp)  # the runtime reads the copy as predict will
+        pixels = images.pixels if images is not None else _probe_images(h, w)
+        probs = np.concatenate([clf.backend.run(pixels[i : i + 32]) for i in range(0, len(pixels), 32)])
+        problem = _probability_problem(probs, io.output_quantization) if kind == "probabilities" else None
+        if problem and spec.output == "auto":
+            kind, probs = "logits", softmax(probs)
+            reporter.stage(f"Its outputs are not probabilities ({problem}): recorded as logits, which the runtime "
+                           "turns into probabilities with a softmax")
+        elif problem:
+            raise ConfigError(f"The model's outputs are not probabilities ({problem}): they look like logits. Pass "
+                              "--model-output logits.")
+        result = None
+        if images is not None and images.labels is not None:
+            predicted = probs.argmax(1)
+            result = {"images": images.origin, "n": int(len(images)),
+                      "accuracy": float((predicted == images.labels).mean())}
+            problem = label_order_problem(probs, images.labels, spec.class_names, subject="The model")
+            if problem:
+                reporter.warn(problem)
+                result["label_order_problem"] = problem
+        meta = _metadata(src, io, spec, tensor, h, w, kind, units, result)
+        write(meta, tmp)
+        Classifier.load(tmp)  # the final file loads
+    write_json(Path(f"{out}.json"), meta)
+    return AdoptResult(out, meta, result)
+
+
+def _probe_images(h: int, w: int) -> np.ndarray:
+    """Synthetic pixels (mid-grey, black, white, noise): enough to tell softmax outputs from logits."""
+    rng = np.random.default_rng(0)
+    fixed = [np.full((h, w, 3), v, np.uint8) for v in (128, 0, 255)]
+    noise = list(rng.integers(0, 256, (PROBE_IMAGES - len(fixed), h, w, 3), dtype=np.uint8))
+    return np.stack(fixed + noise)
+
+
+def _probability_problem(probs: np.ndarray, quantization: dict | None) -> str | None:
+    """Why ``probs`` are not softmax outputs, or None. A uint8 output's rounding (its scale per class) is allowed."""
+    tol = max(1e-3, probs.shape[1] * quantization["scale"]) if quantization else 1e-3
+    sums = probs.sum(axis=1)
+    low, high = float(probs.min()), float(probs.max())
+    if low < -tol or high > 1 + tol or np.abs(sums - 1.0).max() > tol:
+        return (f"values {low:.3g} to {high:.3g}, rows summing to {sums.min():.3g} to {sums.max():.3g} on "
+                f"{len(probs)} images")
+    return None
