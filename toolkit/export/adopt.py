@@ -148,8 +148,8 @@ def _fix_onnx_size(model, layout: str, size: int) -> None:
             dims[axis].dim_value = size
 
 
-def _metadata(src: Path, io: _ModelIO, spec: ForeignSpec, tensor: InputTensor, h: int, w: int, kind: str,
-              units: int, check: dict | None) -> dict:
+def _metadata(src: Path, sha: str, io: _ModelIO, spec: ForeignSpec, tensor: InputTensor, h: int, w: int,
+              kind: str, units: int, check: dict | None) -> dict:
     pre = PreprocessSpec(h, w, resize=spec.resize)
     return {
         "edgeclf_version": edgeclf.__version__,
@@ -165,7 +165,7 @@ def _metadata(src: Path, io: _ModelIO, spec: ForeignSpec, tensor: InputTensor, h
         "adapter": {"adopted": True, "source_input_shape": [None if d is None else int(d) for d in io.shape[1:]],
                     "input_norm": spec.input_norm, "output": kind, "output_units": units, "grayscale": False},
         "source_model": src.name,
-        "source_model_sha256": sha256_file(src),
+        "source_model_sha256": sha,
         "fidelity": {"verified": False, "reason": "adopted: made outside edgeclf, no source model to compare with",
                      **({"check": check} if check else {})},
         "gate": {"verified": False, "passed": True, "reason": ""},
@@ -259,7 +259,8 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
 
     kind = "probabilities" if spec.output == "auto" else spec.output
     with atomic_path(out, suffix=out.suffix) as tmp:
-        write(_metadata(src, io, spec, tensor, h, w, kind, units, None), tmp)
+        sha = sha256_file(src)
+        write(_metadata(src, sha, io, spec, tensor, h, w, kind, units, None), tmp)
         clf = Classifier.load(tmp)  # the runtime reads the copy as predict will
         pixels = images.pixels if images is not None else _probe_images(h, w)
         probs = np.concatenate([clf.backend.run(pixels[i : i + 32]) for i in range(0, len(pixels), 32)])
@@ -280,7 +281,7 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
             if problem:
                 reporter.warn(problem)
                 result["label_order_problem"] = problem
-        meta = _metadata(src, io, spec, tensor, h, w, kind, units, result)
+        meta = _metadata(src, sha, io, spec, tensor, h, w, kind, units, result)
         write(meta, tmp)
         Classifier.load(tmp)  # the final file loads
     write_json(Path(f"{out}.json"), meta)

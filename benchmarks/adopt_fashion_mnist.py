@@ -1,0 +1,165 @@
+"""``.tflite`` / ``.onnx`` files made by other tools, adopted with ``edgeclf adopt`` and run by the runtime.
+
+The notebook: Fashion-MNIST's IDX arrays as an RGB model sees them (the grey channel three times), scaled
+``x / 127.5 - 1`` as MobileNet-style pipelines do, a small CNN whose last Dense layer outputs logits, plain
+``model.fit``. Then the files other tools hand over, made the way their users make them, none with edgeclf:
+
+- ``notebook_float.tflite``: ``model.export`` + ``TFLiteConverter.from_saved_model`` (float input and output);
+- ``notebook_uint8.tflite``: the same with full-integer quantisation, uint8 input and output (Teachable Machine's
+  "quantized" export), calibrated on 300 training images scaled as the notebook scales them;
+- ``notebook_nchw.onnx``: tf2onnx with ``inputs_as_nchw``, channels-first as a PyTorch export takes its input.
+
+Each is adopted (``--labels <10 names> --input-norm tf``, the output kind left to ``auto``) and classifies all
+10,000 test images as PNG files through the runtime. They are compared with the notebook's own predictions
+(``softmax(model(x / 127.5 - 1))`` on the IDX arrays): the runtime must feed each file what the notebook fed it.
+
+    apt-get install dataset-fashion-mnist
+    python -m edgeclf.benchmarks.adopt_fashion_mnist --work /tmp/edgeclf-adopt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgeclf.benchmarks.fashion_mnist import CLASS_NAMES, DEFAULT_SOURCE, load
+from edgeclf.benchmarks.foreign_fashion_mnist import write_test_pngs
+from edgeclf.benchmarks.machine import describe
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CALIBRATION_IMAGES = 300
+
+
+def _rgb(images: np.ndarray) -> np.ndarray:
+    """(N, 28, 28) grey -> (N, 28, 28, 3) float, scaled as the notebook scales it."""
+    return np.repeat(images[..., None], 3, axis=-1).astype(np.float32) / 127.5 - 1.0
+
+
+def train_notebook_model(images: np.ndarray, labels: np.ndarray, epochs: int, path: Path) -> float:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((28, 28, 3)),
+        keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10),
+    ], name="notebook_rgb_cnn")
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    started = time.perf_counter()
+    model.fit(_rgb(images), labels, epochs=epochs, batch_size=128, validation_split=0.1, verbose=2)
+    model.save(path)
+    return time.perf_counter() - started
+
+
+def other_tools_files(model_path: Path, calibration: np.ndarray, work: Path) -> dict[str, Path]:
+    """The files a TFLite converter user and a tf2onnx user would hand over."""
+    import keras
+    import tensorflow as tf
+    import tf2onnx
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+    model = keras.models.load_model(model_path)
+    saved = work / "saved_model"
+    model.export(str(saved), verbose=False)
+    files = {"float": work / "notebook_float.tflite", "uint8": work / "notebook_uint8.tflite",
+             "nchw": work / "notebook_nchw.onnx"}
+    files["float"].write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([x[None]] for x in _rgb(calibration))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.uint8
+    files["uint8"].write_bytes(converter.convert())
+    patch_tf2onnx()
+    signature = [tf.TensorSpec((None, 28, 28, 3), tf.float32, name="x")]
+    fn = tf.function(lambda x: model(x, training=False), input_signature=signature)
+    tf2onnx.convert.from_function(fn, input_signature=signature, opset=17, inputs_as_nchw=["x:0"],
+                                  output_path=str(files["nchw"]))
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    import keras
+
+    from edgeclf.edge_runtime import Classifier
+    from edgeclf.toolkit.export import ForeignSpec
+    from edgeclf.toolkit.export.adopt import adopt
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", default=DEFAULT_SOURCE, help="folder with Fashion-MNIST's IDX files")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/edgeclf-adopt"))
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    data = load(args.source)
+    (train_x, train_y), (test_x, test_y) = data["train"], data["test"]
+    args.work.mkdir(parents=True, exist_ok=True)
+    model_path = args.work / "notebook.keras"
+    train_s = train_notebook_model(train_x, train_y, args.epochs, model_path)
+    logits = np.asarray(keras.models.load_model(model_path).predict(_rgb(test_x), batch_size=512, verbose=0))
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    expected = e / e.sum(1, keepdims=True)
+    notebook_accuracy = float((expected.argmax(1) == test_y).mean())
+    files = other_tools_files(model_path, train_x[:CALIBRATION_IMAGES], args.work)
+    pngs = [str(p) for p in write_test_pngs(test_x, test_y, args.work / "test")]
+
+    rows = []
+    for kind, src in files.items():
+        started = time.perf_counter()
+        result = adopt(src, args.work / f"adopted_{src.name}", spec=ForeignSpec(CLASS_NAMES, "tf"), force=True)
+        adopt_s = time.perf_counter() - started
+        meta = result.metadata
+        clf = Classifier.load(result.path, threads=2)
+        started = time.perf_counter()
+        probs = np.stack([c.probabilities for c in clf.classify(pngs)])
+        wall = time.perf_counter() - started
+        rows.append({
+            "file": src.name, "made_by": {"float": "TFLiteConverter", "uint8": "TFLiteConverter, full integer uint8",
+                                          "nchw": "tf2onnx inputs_as_nchw"}[kind],
+            "size_bytes": src.stat().st_size, "adopt_s": round(adopt_s, 2),
+            "input": {k: meta["input"][k] for k in ("shape", "dtype", "layout", "color", "mean", "std")},
+            "output_kind_found": meta["output"]["kind"], "mode": meta["quantization"]["mode"],
+            "agreement_with_notebook": float((probs.argmax(1) == expected.argmax(1)).mean()),
+            "max_abs_diff_vs_notebook": float(np.abs(probs - expected).max()),
+            "accuracy": float((probs.argmax(1) == test_y).mean()), "classify_10k_s": round(wall, 2),
+        })
+    record = {
+        "benchmark": "files made by other tools (TFLiteConverter float and uint8, tf2onnx NCHW) from a notebook model "
+                     "(RGB, x/127.5-1, logits), adopted with --labels --input-norm tf; runtime on the 10,000 test "
+                     "PNGs vs the notebook's own predictions",
+        "date": time.strftime("%Y-%m-%d"), "machine": describe(), "epochs": args.epochs, "train_s": round(train_s, 1),
+        "notebook_accuracy": notebook_accuracy, "rows": rows,
+    }
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "adopt_fashion_mnist.json").write_text(json.dumps(record, indent=2) + "\n")
+    m = record["machine"]
+    md = ["# Adopting .tflite / .onnx files made by other tools (Fashion-MNIST, 10 classes)", "",
+          f"- date {record['date']}; {m['cpu']}, {m['affinity_cores']} cores; command: "
+          "`python -m edgeclf.benchmarks.adopt_fashion_mnist`",
+          f"- the notebook: IDX arrays as RGB (grey x3), x/127.5-1, Conv32-Pool-Conv64-Pool-Dense128-Dense10 (logits), "
+          f"{args.epochs} epochs of `model.fit` ({record['train_s']} s); test accuracy of its own predictions "
+          f"**{notebook_accuracy:.4f}**",
+          "- each file adopted with `edgeclf adopt FILE --labels <10 names> --input-norm tf` (output kind: auto), then "
+          "all 10,000 test images classified as PNG files through the runtime (`Classifier.classify`, 2 threads) and "
+          "compared with the notebook's `softmax(model(x / 127.5 - 1))` on the IDX arrays", "",
+          "| file | made by | input found | output found | agreement with the notebook (10,000) | max abs diff p | "
+          "accuracy | Δ vs notebook pp | 10k images |",
+          "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    md += [f"| {r['file']} | {r['made_by']} | {r['input']['layout']} {r['input']['dtype']} {r['input']['shape']} | "
+           f"{r['output_kind_found']} | {100 * r['agreement_with_notebook']:.2f}% | "
+           f"{r['max_abs_diff_vs_notebook']:.2e} | {r['accuracy']:.4f} | "
+           f"{100 * (r['accuracy'] - notebook_accuracy):+.2f} | {r['classify_10k_s']} s |" for r in rows]
+    (args.results / "adopt_fashion_mnist.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
