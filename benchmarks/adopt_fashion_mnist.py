@@ -19,7 +19,6 @@ Each is adopted (``--labels <10 names> --input-norm tf``, the output kind left t
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -27,11 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf.benchmarks.fashion_mnist import CLASS_NAMES, DEFAULT_SOURCE, load
-from edgeclf.benchmarks.foreign_fashion_mnist import write_test_pngs
+from edgeclf.benchmarks.fashion_mnist import CLASS_NAMES
+from edgeclf.benchmarks.foreign_fashion_mnist import notebook_setup, write_test_pngs
 from edgeclf.benchmarks.machine import describe
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CALIBRATION_IMAGES = 300
 
 
@@ -91,16 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgeclf.toolkit.export import ForeignSpec
     from edgeclf.toolkit.export.adopt import adopt
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", default=DEFAULT_SOURCE, help="folder with Fashion-MNIST's IDX files")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/edgeclf-adopt"))
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-
-    data = load(args.source)
-    (train_x, train_y), (test_x, test_y) = data["train"], data["test"]
-    args.work.mkdir(parents=True, exist_ok=True)
+    args, (train_x, train_y), (test_x, test_y) = notebook_setup(argv, __doc__, "/tmp/edgeclf-adopt", epochs=2)
     model_path = args.work / "notebook.keras"
     train_s = train_notebook_model(train_x, train_y, args.epochs, model_path)
     logits = np.asarray(keras.models.load_model(model_path).predict(_rgb(test_x), batch_size=512, verbose=0))

@@ -68,20 +68,24 @@ def write_test_pngs(images: np.ndarray, labels: np.ndarray, root: Path) -> list[
     return paths
 
 
+def notebook_setup(argv: list[str] | None, doc: str, work: str, epochs: int):
+    """The options the notebook benchmarks take; returns them, Fashion-MNIST's train and test arrays."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--source", default=DEFAULT_SOURCE, help="folder with Fashion-MNIST's IDX files")
+    parser.add_argument("--work", type=Path, default=Path(work))
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    data = load(args.source)
+    args.work.mkdir(parents=True, exist_ok=True)
+    return args, data["train"], data["test"]
+
+
 def main(argv: list[str] | None = None) -> int:
     from edgeclf.edge_runtime import Classifier
     from edgeclf.toolkit.export import ExportSpec, ForeignSpec, export_model
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", default=DEFAULT_SOURCE, help="folder with Fashion-MNIST's IDX files")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/edgeclf-foreign"))
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-
-    data = load(args.source)
-    (train_x, train_y), (test_x, test_y) = data["train"], data["test"]
-    args.work.mkdir(parents=True, exist_ok=True)
+    args, (train_x, train_y), (test_x, test_y) = notebook_setup(argv, __doc__, "/tmp/edgeclf-foreign", epochs=3)
     model_path = args.work / "notebook.keras"
     train_s = train_notebook_model(train_x, train_y, args.epochs, model_path)
     expected = notebook_probabilities(model_path, test_x)

@@ -173,14 +173,13 @@ def test_a_deliberately_broken_calibration_is_rejected_by_the_gate(run_copy, mon
     assert not list((run_copy / "export").glob("*.tflite")) and not list((run_copy / "export").glob("*.onnx"))
 
 
-def test_a_broken_artefact_is_rejected_by_the_gate(run_copy, monkeypatch):
+def _swap_classes_in_the_gate(monkeypatch) -> None:
+    """Makes the gate's backend reverse the class order: what a bad conversion looks like to the gate."""
     from edgeclf.toolkit.export import exporter
 
     real_open = exporter.open_backend
 
     class Swapped:
-        """A backend whose class order is reversed: what a bad conversion looks like to the gate."""
-
         def __init__(self, path):
             self.inner = real_open(path)
 
@@ -188,6 +187,10 @@ def test_a_broken_artefact_is_rejected_by_the_gate(run_copy, monkeypatch):
             return self.inner.run(pixels)[:, ::-1]
 
     monkeypatch.setattr(exporter, "open_backend", lambda path: Swapped(path))
+
+
+def test_a_broken_artefact_is_rejected_by_the_gate(run_copy, monkeypatch):
+    _swap_classes_in_the_gate(monkeypatch)
     results = export_model(run_copy / "model.keras", spec=ExportSpec(formats=("tflite",), quant=(QuantSpec.float32(),)))
     r = results[0]
     assert not r.passed and r.path.name == "run_fp32.tflite.rejected"
@@ -391,16 +394,7 @@ def test_gate_says_when_it_measured_8bit_weights_where_they_saturate(run_copy, m
     meta = read_metadata(run_copy / "passed" / "run_int8.onnx")
     assert meta["fidelity"].get("measured_where_it_saturates", False) is cpu_saturates
 
-    real_open = exporter.open_backend
-
-    class Swapped:
-        def __init__(self, path):
-            self.inner = real_open(path)
-
-        def run(self, pixels):
-            return self.inner.run(pixels)[:, ::-1]
-
-    monkeypatch.setattr(exporter, "open_backend", lambda path: Swapped(path))
+    _swap_classes_in_the_gate(monkeypatch)
     (r,) = export_model(run_copy / "model.keras", run_copy / "rejected", spec=ExportSpec(
         formats=("onnx",), quant=(QuantSpec.int8(reduce_range=False),)))
     assert not r.passed and "below the int8 gate" in r.reason
