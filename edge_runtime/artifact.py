@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from .errors import ConfigError, DataError, EdgeclfError, missing_dependency
+from .flatbuf import tflite_metadata_buffer
 
 METADATA_KEY = "edgeclf"
 NO_METADATA = ("{path} carries no edgeclf metadata. Export it with `edgeclf export`, or adopt a model made elsewhere "
@@ -49,50 +50,13 @@ def _schema():
     return schema
 
 
-# Field slots of the TFLite schema (schema.fbs) that reading the metadata needs.
-_MODEL_BUFFERS, _MODEL_METADATA = 4, 6
-_METADATA_NAME, _METADATA_BUFFER = 0, 1
-_BUFFER_DATA = 0
-
-
 def read_tflite_metadata(data: bytes) -> dict | None:
     """The ``edgeclf`` metadata of a TFLite flatbuffer, or None when it has none.
 
-    Walks the few flatbuffer tables it needs with the generic ``flatbuffers`` reader, as the generated schema
-    code does, without importing that 6 MB module into the runtime.
+    Reads the few flatbuffer fields it needs (``flatbuf``), without importing the 6 MB schema module.
     """
-    try:
-        from flatbuffers import encode, number_types, packer, table
-    except ImportError as exc:
-        raise missing_dependency("flatbuffers", "runtime", exc) from None
-
-    buf = bytearray(data) if not isinstance(data, (bytearray, memoryview)) else data
-    model = table.Table(buf, encode.Get(packer.uoffset, buf, 0))
-
-    def field(tab, slot):
-        return tab.Offset(4 + 2 * slot)
-
-    def tables(tab, slot):
-        o = field(tab, slot)
-        if not o:
-            return []
-        start = tab.Vector(o)
-        return [table.Table(buf, tab.Indirect(start + 4 * i)) for i in range(tab.VectorLen(o))]
-
-    buffers = None
-    for entry in tables(model, _MODEL_METADATA):
-        o = field(entry, _METADATA_NAME)
-        if not o or entry.String(o + entry.Pos).decode() != METADATA_KEY:
-            continue
-        o = field(entry, _METADATA_BUFFER)
-        index = entry.Get(number_types.Uint32Flags, o + entry.Pos) if o else 0
-        buffers = buffers if buffers is not None else tables(model, _MODEL_BUFFERS)
-        o = field(buffers[index], _BUFFER_DATA)
-        if not o:
-            return None
-        start, length = buffers[index].Vector(o), buffers[index].VectorLen(o)
-        return json.loads(bytes(buf[start : start + length]).decode("utf-8"))
-    return None
+    raw = tflite_metadata_buffer(data, METADATA_KEY)
+    return json.loads(raw.decode("utf-8")) if raw else None
 
 
 def write_tflite_metadata(data: bytes, meta: dict) -> bytes:

@@ -430,24 +430,23 @@ def adopt(ctx, model, out_path, check, force, labels, input_norm, output_kind, i
     metadata edgeclf's runtime reads, so predict, camera, bench and info take it.
 
     Writes a copy; the original is kept. --labels and --input-norm say what the file cannot: its class names in
-    output order and how its training scaled pixels. Channels-first (NCHW) input and logits outputs are read from
-    the model. With no source model to compare with it is not gated (its metadata says so); --check measures its
+    output order and how its training scaled pixels; a .tflite with TFLite Support metadata (Model Maker's) gives
+    both itself. Channels-first (NCHW) input and logits outputs are read from the model. With no source model to compare with it is not gated (its metadata says so); --check measures its
     accuracy on labelled images and names a --labels order that fits them better.
 
     \b
     Example:
       edgeclf adopt model_unquant.tflite --labels labels.txt --input-norm tf --check data/helmets/val
       edgeclf adopt resnet18.onnx --labels cat,dog --input-norm torch --out pets.onnx
+      edgeclf adopt model_maker.tflite          # labels and normalisation from its own metadata
       edgeclf predict model_unquant_edgeclf.tflite photos/
     """
 
     def go():
         from edgeclf.toolkit.export.adopt import adopt as adopt_model
 
+        # None: the file's own TFLite Support metadata (Model Maker's) must give both
         spec = _foreign_spec(labels, input_norm, output_kind, img_size, resize)
-        if spec is None:
-            raise ConfigError("adopt needs --labels (the class names in output order) and --input-norm (how the "
-                              "model's training scaled pixels).")
         result = adopt_model(model, out_path, spec=spec, check=check, force=force,
                              reporter=ClickReporter(ctx.obj["verbose"]))
         from edgeclf.edge_runtime.describe import describe

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,6 +202,41 @@ def test_check_names_a_label_order_that_fits_better(exported, foreign, tmp_path)
     assert "The model is right on only" in result.output and "In the order bar_h,bar_v" in result.output
     check = read_metadata(tmp_path / "swapped.tflite")["fidelity"]["check"]
     assert check["accuracy"] < 0.1 and "label_order_problem" in check
+
+
+SUPPORT_FIXTURE = Path(__file__).parent / "data" / "support_metadata.tflite"  # see make_support_metadata_fixture.py
+
+
+def test_a_model_maker_style_file_gives_its_own_labels_and_normalisation(tmp_path):
+    import importlib.util
+
+    maker = importlib.util.spec_from_file_location("maker", SUPPORT_FIXTURE.parent / "make_support_metadata_fixture.py")
+    fixture = importlib.util.module_from_spec(maker)
+    maker.loader.exec_module(fixture)
+    LABELS, MEAN, STD = fixture.LABELS, fixture.MEAN, fixture.STD
+    out = tmp_path / "mm.tflite"
+    result = CliRunner().invoke(main, ["adopt", str(SUPPORT_FIXTURE), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    meta = read_metadata(out)
+    assert meta["class_names"] == list(LABELS) and meta["output"]["kind"] == "probabilities"
+    np.testing.assert_allclose(meta["input"]["mean"], MEAN, rtol=1e-6)
+    np.testing.assert_allclose(meta["input"]["std"], STD, rtol=1e-6)
+    assert "from its TFLite Support metadata" in meta["adapter"]["input_norm"]
+    pixels = np.random.default_rng(1).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    np.testing.assert_allclose(_fed(out, pixels), (pixels - np.asarray(MEAN)) / np.asarray(STD), atol=1e-5)
+    # options, when given, win; where they contradict the file, adopt says so
+    result = CliRunner().invoke(main, ["adopt", str(SUPPORT_FIXTURE), "--labels", "a,b,c", "--input-norm", "tf",
+                                       "--out", str(tmp_path / "given.tflite")])
+    assert result.exit_code == 0, result.output
+    assert "own metadata names its classes cat, dog, hamster; using --labels a, b, c" in result.output
+    assert "own metadata normalises its input with mean" in result.output
+    assert read_metadata(tmp_path / "given.tflite")["input"]["mean"] == [127.5] * 3
+
+
+def test_a_file_without_support_metadata_needs_the_options(foreign, tmp_path):
+    result = CliRunner().invoke(main, ["adopt", str(foreign / "tm_float.tflite"), "--out", str(tmp_path / "x.tflite")])
+    assert result.exit_code == 2 and "carries no TFLite Support metadata" in result.output
+    assert "Pass --labels" in result.output and not (tmp_path / "x.tflite").exists()
 
 
 def test_adopt_refusals(exported, foreign, tmp_path):

@@ -29,9 +29,10 @@ from edgeclf.edge_runtime.tensor import InputTensor, softmax
 
 from ..io import atomic_path, ensure_writable_dir, sha256_file, write_json
 from ..progress import Reporter
-from .foreign import ForeignSpec, label_order_problem
+from .foreign import ForeignSpec, check_labels, label_order_problem
 from .images import folder_images
 from .onnx import write_metadata as write_onnx_metadata
+from .tflite_support import read_support_metadata
 
 logger = logging.getLogger(__name__)
 CHECK_IMAGES = 1000  # --check: at most this many labelled images
@@ -148,22 +149,58 @@ def _fix_onnx_size(model, layout: str, size: int) -> None:
             dims[axis].dim_value = size
 
 
-def _metadata(src: Path, sha: str, io: _ModelIO, spec: ForeignSpec, tensor: InputTensor, h: int, w: int,
-              kind: str, units: int, check: dict | None) -> dict:
-    pre = PreprocessSpec(h, w, resize=spec.resize)
+@dataclass(frozen=True)
+class _Contract:
+    """What the adopted file is told: from the options, or from the file's own TFLite Support metadata."""
+
+    class_names: tuple[str, ...]
+    tensor: InputTensor
+    input_norm: str  # an --input-norm name, or where the normalisation was read from
+    output: str
+    resize: str
+
+
+def _contract(spec: ForeignSpec | None, support, layout: str, src: Path, reporter: Reporter) -> _Contract:
+    if spec is not None:
+        contract = _Contract(spec.class_names, InputTensor.preset(spec.input_norm, layout), spec.input_norm,
+                             spec.output, spec.resize)
+        if support is not None and support.labels and tuple(support.labels) != contract.class_names:
+            reporter.warn(f"{src}'s own metadata names its classes {', '.join(support.labels)}; using --labels "
+                          f"{', '.join(contract.class_names)} as given.")
+        if support is not None and support.mean is not None and not np.allclose(
+                (support.mean, support.std), (contract.tensor.mean, contract.tensor.std), rtol=1e-4):
+            reporter.warn(f"{src}'s own metadata normalises its input with mean {list(support.mean)} and std "
+                          f"{list(support.std)}; using --input-norm {spec.input_norm} as given.")
+        return contract
+    if support is None or not support.labels or support.mean is None:
+        missing = ("carries no TFLite Support metadata" if support is None else
+                   "has TFLite Support metadata without " + (
+                       "a labels file" if not support.labels else "an input normalisation"))
+        raise ConfigError(f"{src} {missing} to read its classes and input scaling from. Pass --labels (class names "
+                          "in output order) and --input-norm (how its training scaled pixels).")
+    tensor = InputTensor(layout, "RGB", support.mean, support.std)
+    return _Contract(check_labels(support.labels), tensor,
+                     f"from its TFLite Support metadata (mean {list(support.mean)}, std {list(support.std)})",
+                     "auto", "bilinear")
+
+
+def _metadata(src: Path, sha: str, io: _ModelIO, contract: _Contract, h: int, w: int, kind: str, units: int,
+              check: dict | None) -> dict:
+    pre = PreprocessSpec(h, w, resize=contract.resize)
+    tensor = contract.tensor
     return {
         "edgeclf_version": edgeclf.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "format": artifact_format(src),
-        "class_names": list(spec.class_names),
+        "class_names": list(contract.class_names),
         "input": {"shape": list(tensor.shape(h, w)), "dtype": io.dtype, **tensor.to_metadata(),
-                  "value_range": [0.0, 255.0], "resize": spec.resize, "quantization": io.quantization},
+                  "value_range": [0.0, 255.0], "resize": contract.resize, "quantization": io.quantization},
         "output": {"kind": kind, "dtype": io.output_dtype, "quantization": io.output_quantization},
         "preprocess": pre.to_dict(),
         "quantization": {"mode": io.mode},
         "backbone": None,
         "adapter": {"adopted": True, "source_input_shape": [None if d is None else int(d) for d in io.shape[1:]],
-                    "input_norm": spec.input_norm, "output": kind, "output_units": units, "grayscale": False},
+                    "input_norm": contract.input_norm, "output": kind, "output_units": units, "grayscale": False},
         "source_model": src.name,
         "source_model_sha256": sha,
         "fidelity": {"verified": False, "reason": "adopted: made outside edgeclf, no source model to compare with",
@@ -172,7 +209,7 @@ def _metadata(src: Path, sha: str, io: _ModelIO, spec: ForeignSpec, tensor: Inpu
     }
 
 
-def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = None, *, spec: ForeignSpec,
+def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = None, *, spec: ForeignSpec | None,
           check: str | os.PathLike | None = None, force: bool = False, reporter: Reporter | None = None
           ) -> AdoptResult:
     """Writes a copy of a foreign ``.tflite`` / ``.onnx`` classifier that carries edgeclf metadata.
@@ -181,6 +218,8 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
         model_path: The classifier, made outside edgeclf.
         out_path: Where to write the copy; default ``NAME_edgeclf.tflite`` / ``.onnx`` beside it.
         spec: Its class names (in output order), input normalisation, output kind, input size and resize filter.
+            None for a ``.tflite`` file whose TFLite Support metadata (Model Maker's) gives its labels and
+            normalisation.
         check: Labelled images (any form ``train`` accepts) to measure its accuracy and check the label order on.
         force: Overwrite ``out_path``.
         reporter: Progress and warnings.
@@ -203,10 +242,12 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
         raise ConfigError(f"{out} already exists. Pass --force to overwrite it.")
     ensure_writable_dir(out.parent)
 
+    support = None
     if fmt == "tflite":
         data = src.read_bytes()
         io = _tflite_io(data, src)
         onnx_model = None
+        support = read_support_metadata(data)
     else:
         import onnx
 
@@ -219,17 +260,19 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
         raise ConfigError(f"{src} already carries edgeclf metadata (it was exported or adopted by edgeclf): "
                           "predict with it as it is.")
     layout, h, w = _layout(io.shape, src)
+    contract = _contract(spec, support, layout, src, reporter)
+    img_size = spec.img_size if spec is not None else None
     if h is None or w is None:
-        if spec.img_size is None:
+        if img_size is None:
             raise ConfigError(f"{src}'s input size is not fixed ({io.shape}). Pass --img-size with the size it was "
                               "trained at.")
         if fmt == "tflite":
             raise ConfigError(f"{src}'s input size is not fixed ({io.shape}); edgeclf runs TFLite models at their "
                               "fixed size. Convert it with a fixed input size.")
-        _fix_onnx_size(onnx_model, layout, spec.img_size)
-        h, w = h or spec.img_size, w or spec.img_size
-    elif spec.img_size is not None and (h, w) != (spec.img_size, spec.img_size):
-        raise ConfigError(f"Received: --img-size {spec.img_size} for a model whose input is fixed at {h}x{w}. "
+        _fix_onnx_size(onnx_model, layout, img_size)
+        h, w = h or img_size, w or img_size
+    elif img_size is not None and (h, w) != (img_size, img_size):
+        raise ConfigError(f"Received: --img-size {img_size} for a model whose input is fixed at {h}x{w}. "
                           "Leave --img-size out.")
     if len(io.output_shape) != 2 or not io.output_shape[1]:
         raise ConfigError(f"{src}'s output has shape {io.output_shape}. Expected (batch, classes).")
@@ -237,16 +280,16 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
     if units == 1:
         raise ConfigError(f"{src} has one output unit (a sigmoid). edgeclf adopts models with one output per class; "
                           "a .keras model with one sigmoid unit can go through `edgeclf export --labels ...`.")
-    if len(spec.class_names) != units:
-        raise ConfigError(f"Received {len(spec.class_names)} labels ({', '.join(spec.class_names)}) for a model with "
-                          f"{units} output units. Expected {units} labels in the order of its outputs.")
-    tensor = InputTensor.preset(spec.input_norm, layout)
-    pre = PreprocessSpec(h, w, resize=spec.resize)
+    names = contract.class_names
+    if len(names) != units:
+        raise ConfigError(f"Received {len(names)} labels ({', '.join(names)}) for a model with {units} output "
+                          f"units. Expected {units} labels in the order of its outputs.")
+    pre = PreprocessSpec(h, w, resize=contract.resize)
 
     images = None
     if check is not None:
         reporter.stage(f"Loading check images from {check}")
-        images = folder_images(check, list(spec.class_names), pre, CHECK_IMAGES, warn=reporter.warn)
+        images = folder_images(check, list(names), pre, CHECK_IMAGES, warn=reporter.warn)
 
     def write(meta: dict, target: Path) -> None:
         if fmt == "tflite":
@@ -257,15 +300,15 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
             onnx.save(onnx_model, str(target))
             write_onnx_metadata(target, json.dumps(meta, sort_keys=True), METADATA_KEY)
 
-    kind = "probabilities" if spec.output == "auto" else spec.output
+    kind = "probabilities" if contract.output == "auto" else contract.output
     with atomic_path(out, suffix=out.suffix) as tmp:
         sha = sha256_file(src)
-        write(_metadata(src, sha, io, spec, tensor, h, w, kind, units, None), tmp)
+        write(_metadata(src, sha, io, contract, h, w, kind, units, None), tmp)
         clf = Classifier.load(tmp)  # the runtime reads the copy as predict will
         pixels = images.pixels if images is not None else _probe_images(h, w)
         probs = np.concatenate([clf.backend.run(pixels[i : i + 32]) for i in range(0, len(pixels), 32)])
         problem = _probability_problem(probs, io.output_quantization) if kind == "probabilities" else None
-        if problem and spec.output == "auto":
+        if problem and contract.output == "auto":
             kind, probs = "logits", softmax(probs)
             reporter.stage(f"Its outputs are not probabilities ({problem}): recorded as logits, which the runtime "
                            "turns into probabilities with a softmax")
@@ -277,11 +320,11 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
             predicted = probs.argmax(1)
             result = {"images": images.origin, "n": int(len(images)),
                       "accuracy": float((predicted == images.labels).mean())}
-            problem = label_order_problem(probs, images.labels, spec.class_names, subject="The model")
+            problem = label_order_problem(probs, images.labels, names, subject="The model")
             if problem:
                 reporter.warn(problem)
                 result["label_order_problem"] = problem
-        meta = _metadata(src, sha, io, spec, tensor, h, w, kind, units, result)
+        meta = _metadata(src, sha, io, contract, h, w, kind, units, result)
         write(meta, tmp)
         Classifier.load(tmp)  # the final file loads
     write_json(Path(f"{out}.json"), meta)

@@ -48,14 +48,7 @@ class ForeignSpec:
     resize: str = "bilinear"
 
     def __post_init__(self) -> None:
-        names = tuple(str(n).strip() for n in self.class_names)
-        object.__setattr__(self, "class_names", names)
-        if len(names) < 2 or any(not n for n in names):
-            raise ConfigError(f"Received: labels {list(names)}. Expected at least two non-empty class names, in the "
-                              "order of the model's outputs.")
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ConfigError(f"Received: labels with {', '.join(repeated)} more than once. Expected each class once.")
+        object.__setattr__(self, "class_names", check_labels(self.class_names))
         if self.input_norm not in INPUT_NORMS:
             raise ConfigError(f"Received: input_norm='{self.input_norm}'. Supported: {', '.join(INPUT_NORMS)}.")
         if self.output not in OUTPUTS:
@@ -105,6 +98,31 @@ def spec_from_artifact(meta: dict) -> ForeignSpec:
                        pre["height"] if variable else None, pre["resize"])
 
 
+def check_labels(class_names) -> tuple[str, ...]:
+    """The class names stripped, refused unless there are at least two, none empty and none repeated.
+
+    Raises:
+        ConfigError: Naming what is wrong.
+    """
+    names = tuple(str(n).strip() for n in class_names)
+    if len(names) < 2 or any(not n for n in names):
+        raise ConfigError(f"Received: labels {list(names)}. Expected at least two non-empty class names, in the "
+                          "order of the model's outputs.")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"Received: labels with {', '.join(repeated)} more than once. Expected each class once.")
+    return names
+
+
+def labels_from_text(text: str) -> tuple[str, ...]:
+    """One class name per non-empty line; lines numbered in order from 0 (``0 cat``) lose their numbers."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    numbered = [line.split(None, 1) for line in lines]
+    if lines and all(len(parts) == 2 and parts[0] == str(i) for i, parts in enumerate(numbered)):
+        return tuple(parts[1].strip() for parts in numbered)
+    return tuple(lines)
+
+
 def parse_labels(value: str) -> tuple[str, ...]:
     """``--labels``: a file with one class name per line (``labels.txt``), or the names separated by commas.
 
@@ -125,11 +143,7 @@ def parse_labels(value: str) -> tuple[str, ...]:
                         "line.") from None
     except OSError as exc:
         raise DataError(f"Cannot read {value}: {exc.strerror or exc}.") from None
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    numbered = [line.split(None, 1) for line in lines]
-    if all(len(parts) == 2 and parts[0] == str(i) for i, parts in enumerate(numbered)):
-        return tuple(parts[1].strip() for parts in numbered)
-    return tuple(lines)
+    return labels_from_text(text)
 
 
 def _last_activation(model) -> str | None:
