@@ -264,12 +264,12 @@ def _foreign_spec(labels, input_norm, output_kind, img_size, resize):
     """The ForeignSpec the options describe, or None for an edgeclf run's model (and then none may be given)."""
     if labels is not None or input_norm is not None:
         if labels is None or input_norm is None:
-            raise ConfigError("A Keras model trained elsewhere needs both --labels and --input-norm.")
+            raise ConfigError("A model trained elsewhere needs both --labels and --input-norm.")
         from edgeclf.toolkit.export import ForeignSpec, parse_labels
 
         return ForeignSpec(parse_labels(labels), input_norm, output_kind, img_size, resize or "bilinear")
     if output_kind != "auto" or img_size is not None or resize is not None:
-        raise ConfigError("--model-output, --img-size and --resize describe a Keras model trained elsewhere and "
+        raise ConfigError("--model-output, --img-size and --resize describe a model trained elsewhere and "
                           "go with --labels and --input-norm; an edgeclf run's metadata.json sets them.")
     return None
 

@@ -97,7 +97,17 @@ def foreign(exported, tmp_path_factory):
     (out / "tm_quant.tflite").write_bytes(converter.convert())
     (out / "labels.txt").write_text("0 bar_h\n1 bar_v\n")
 
-    for name, dims in (("torch_nchw.onnx", [1, 3, 16, 16]), ("torch_dynamic.onnx", ["N", 3, "H", "W"])):
+    # a graph that fixes its batch inside: reshaping its output to [1, -1] answers a batch of 8 with one row of 16
+    archive = keras.export.ExportArchive()  # (from_concrete_functions loses a loaded model's weights: NaN)
+    archive.track(model)
+    archive.add_endpoint("serve", lambda x: tf.reshape(model(x, training=False), [1, -1]),
+                         input_signature=[tf.TensorSpec((1, 16, 16, 3), tf.float32)])
+    archive.write_out(str(out / "reshape_saved_model"), verbose=False)
+    (out / "reshape_batch.tflite").write_bytes(
+        tf.lite.TFLiteConverter.from_saved_model(str(out / "reshape_saved_model")).convert())
+
+    for name, dims in (("torch_nchw.onnx", [1, 3, 16, 16]), ("torch_dynamic.onnx", ["N", 3, "H", "W"]),
+                       ("reshape_batch.onnx", ["N", 3, 16, 16])):
         m = onnx.load(str(_artefact(exported, "run_fp32.onnx")))
         del m.metadata_props[:]
         g = m.graph
@@ -108,12 +118,18 @@ def foreign(exported, tmp_path_factory):
         nodes = [helper.make_node("Transpose", ["x"], ["x_nhwc"], perm=[0, 2, 3, 1]),
                  helper.make_node("Mul", ["x_nhwc", "std255"], ["x_scaled"]),
                  helper.make_node("Add", ["x_scaled", "mean255"], [source_in]),
-                 *g.node, helper.make_node("Log", [source_out], ["logits"])]  # softmax(log p) = p
+                 *g.node, helper.make_node("Log", [source_out], ["log_p"])]  # softmax(log p) = p
+        if name == "reshape_batch.onnx":
+            g.initializer.append(numpy_helper.from_array(np.asarray([1, -1], np.int64), "one_row"))
+            nodes.append(helper.make_node("Reshape", ["log_p", "one_row"], ["logits"]))
+        else:
+            nodes.append(helper.make_node("Identity", ["log_p"], ["logits"]))
         del g.node[:]
         g.node.extend(nodes)
         del g.input[:]
         g.input.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, dims))
         del g.output[:]
+        # reshape_batch.onnx declares (N, 2) too, as a file made elsewhere may, and answers (1, 2N)
         g.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, [dims[0], 2]))
         onnx.checker.check_model(m)
         onnx.save(m, str(out / name))
@@ -204,6 +220,21 @@ def test_check_names_a_label_order_that_fits_better(exported, foreign, tmp_path)
     assert check["accuracy"] < 0.1 and "label_order_problem" in check
 
 
+@pytest.mark.parametrize("name, norm", [("reshape_batch.tflite", "tf"), ("reshape_batch.onnx", "torch")])
+def test_a_graph_that_fixes_its_batch_inside_gets_one_image_at_a_time(exported, foreign, tmp_path, name, norm):
+    out = tmp_path / name
+    result = CliRunner().invoke(main, ["adopt", str(foreign / name), "--labels", "bar_h,bar_v", "--input-norm", norm,
+                                       "--model-output", "logits" if norm == "torch" else "probabilities",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    pixels = _pixels(exported)
+    reference = _probs(_artefact(exported, "run_fp32.tflite"), pixels)
+    clf = Classifier.load(out, threads=1)
+    np.testing.assert_allclose(clf.backend.run(pixels[:8]), reference[:8], atol=1e-4)  # batch of 8: 8 rows
+    results = [r for _, r in clf.stream(sorted(_data(exported).rglob("*.png"))[:20], batch_size=8)]
+    assert len(results) == 20 and all(r.best.label in ("bar_h", "bar_v") for r in results)
+
+
 SUPPORT_FIXTURE = Path(__file__).parent / "data" / "support_metadata.tflite"  # see make_support_metadata_fixture.py
 
 
@@ -237,6 +268,23 @@ def test_a_file_without_support_metadata_needs_the_options(foreign, tmp_path):
     result = CliRunner().invoke(main, ["adopt", str(foreign / "tm_float.tflite"), "--out", str(tmp_path / "x.tflite")])
     assert result.exit_code == 2 and "carries no TFLite Support metadata" in result.output
     assert "Pass --labels" in result.output and not (tmp_path / "x.tflite").exists()
+    result = CliRunner().invoke(main, ["adopt", str(foreign / "torch_nchw.onnx"), "--out", str(tmp_path / "x.onnx")])
+    assert result.exit_code == 2 and "is an ONNX file, which does not say what its classes are" in result.output
+
+
+def _nan_model(path):
+    """A (N, 3, 4, 4) -> (N, 3) ONNX model that answers NaN: sqrt of a negative mean, what lost weights look like."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["x"], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["flat"]),
+         helper.make_node("Sub", ["flat", "big"], ["negative"]), helper.make_node("Sqrt", ["negative"], ["y"])],
+        "nan", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(np.asarray(1000.0, np.float32), "big")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
 
 
 def test_adopt_refusals(exported, foreign, tmp_path):
@@ -258,6 +306,10 @@ def test_adopt_refusals(exported, foreign, tmp_path):
     assert r.exit_code == 2 and "the model itself" in r.output
     r = run(tm, "--labels", "a,b", "--input-norm", "tf", "--out", tmp_path / "x.onnx")
     assert r.exit_code == 2 and "Expected a .tflite file name" in r.output
+    r = run(_nan_model(tmp_path / "nan.onnx"), "--labels", "a,b,c", "--input-norm", "unit", "--out",
+            tmp_path / "nan_out.onnx")
+    assert r.exit_code == 2 and "outputs NaN on probe images" in r.output and not (tmp_path / "nan_out.onnx").exists()
+    (tmp_path / "nan.onnx").unlink()
     shutil.copyfile(tm, tmp_path / "again.tflite")
     assert run(tmp_path / "again.tflite", "--labels", "a,b", "--input-norm", "tf").exit_code == 0
     r = run(tmp_path / "again.tflite", "--labels", "a,b", "--input-norm", "tf")

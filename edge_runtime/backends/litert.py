@@ -61,6 +61,7 @@ class LiteRTBackend:
         except (ValueError, RuntimeError) as exc:
             raise DataError(f"Cannot load {path} with LiteRT: {exc}") from None
         self._configure()
+        self._one_at_a_time = False
         self.input_shape = tuple(int(d) for d in self._in["shape"][1:])
         self.input_dtype = np.dtype(self._in["dtype"]).name
 
@@ -86,9 +87,27 @@ class LiteRTBackend:
         self._configure()
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) pixels 0-255 -> (N, C) float32 probabilities."""
-        if len(pixels) != self._batch:
-            self._resize(len(pixels))
+        """(N, H, W, 3) pixels 0-255 (or an adopted model's own input) -> (N, C) float32 outputs."""
+        if self._one_at_a_time and len(pixels) != 1:
+            return np.concatenate([self.run(pixels[i : i + 1]) for i in range(len(pixels))])
+        try:
+            if len(pixels) != self._batch:
+                self._resize(len(pixels))
+            out = self._invoke(pixels)
+        except (RuntimeError, ValueError):
+            if len(pixels) == 1:
+                raise
+            out, self._batch = None, -1  # the graph cannot take this batch at all; resize before the next call
+        if out is None or len(out) != len(pixels):
+            if len(pixels) == 1:
+                raise DataError(f"The model answers one image with {len(out)} rows of outputs. Expected one.")
+            # A graph that fixes its batch (a model made elsewhere, reshaping to [1, -1]) fails on a batch or
+            # answers it with the wrong number of rows: from now on it gets one image at a time.
+            self._one_at_a_time = True
+            return self.run(pixels)
+        return out
+
+    def _invoke(self, pixels: np.ndarray) -> np.ndarray:
         if self._passthrough and pixels.dtype == np.uint8:
             x = pixels
         elif self._in_quant is not None:

@@ -41,9 +41,22 @@ class OnnxBackend:
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """(N, *input_shape) model input (pixels 0-255 for edgeclf's exports) -> (N, C) float32 outputs."""
         x = np.ascontiguousarray(pixels, dtype=np.float32)
-        if self._batch is None or len(x) == self._batch:
-            return np.asarray(self.session.run(None, {self._input_name: x})[0], dtype=np.float32)
-        if len(x) % self._batch:
-            raise DataError(f"This model takes batches of exactly {self._batch} images; received {len(x)}.")
-        return np.concatenate([np.asarray(self.session.run(None, {self._input_name: x[i : i + self._batch]})[0],
-                                          dtype=np.float32) for i in range(0, len(x), self._batch)])
+        step = self._batch or len(x)
+        if len(x) % step:
+            raise DataError(f"This model takes batches of exactly {step} images; received {len(x)}.")
+        try:
+            out = [np.asarray(self.session.run(None, {self._input_name: x[i : i + step]})[0], dtype=np.float32)
+                   for i in range(0, len(x), step)]
+        except Exception:  # onnxruntime's own error types; a graph that cannot take this batch at all
+            if step == 1:
+                raise
+            out = [np.zeros((0,))]
+        out = out[0] if len(out) == 1 else np.concatenate(out)
+        if len(out) != len(x):
+            if step == 1:
+                raise DataError(f"The model answers one image with {len(out)} rows of outputs. Expected one.")
+            # A graph that fixes its batch inside (a model made elsewhere, reshaping to [1, -1]) answers a batch
+            # with the wrong number of rows: from now on it gets one image at a time.
+            self._batch = 1
+            return self.run(pixels)
+        return out

@@ -10,6 +10,7 @@ Two steps, because the metadata writers live in ``tflite-support``, which edgecl
 """
 
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -27,14 +28,17 @@ def model() -> None:
     keras.utils.set_random_seed(0)
     m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, activation="relu"),
                           keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(len(LABELS), activation="softmax")])
-    fn = tf.function(lambda x: m(x, training=False), input_signature=[tf.TensorSpec((1, 8, 8, 3), tf.float32)])
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], m)
-    PLAIN.write_bytes(converter.convert())
+    # Through a SavedModel written by Keras' ExportArchive: from_concrete_functions loses Keras 3 weights (NaN).
+    archive = keras.export.ExportArchive()
+    archive.track(m)
+    archive.add_endpoint("serve", lambda x: m(x, training=False),
+                         input_signature=[tf.TensorSpec((1, 8, 8, 3), tf.float32)])
+    with tempfile.TemporaryDirectory() as tmp:
+        archive.write_out(tmp, verbose=False)
+        PLAIN.write_bytes(tf.lite.TFLiteConverter.from_saved_model(tmp).convert())
 
 
 def metadata() -> None:
-    import tempfile
-
     from tflite_support.metadata_writers import image_classifier, writer_utils
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -173,11 +173,15 @@ def _contract(spec: ForeignSpec | None, support, layout: str, src: Path, reporte
                           f"{list(support.std)}; using --input-norm {spec.input_norm} as given.")
         return contract
     if support is None or not support.labels or support.mean is None:
-        missing = ("carries no TFLite Support metadata" if support is None else
-                   "has TFLite Support metadata without " + (
-                       "a labels file" if not support.labels else "an input normalisation"))
-        raise ConfigError(f"{src} {missing} to read its classes and input scaling from. Pass --labels (class names "
-                          "in output order) and --input-norm (how its training scaled pixels).")
+        if src.suffix.lower() == ".onnx":
+            missing = "is an ONNX file, which does not say what its classes are or how its input is scaled"
+        else:
+            missing = ("carries no TFLite Support metadata" if support is None else
+                       "has TFLite Support metadata without " + (
+                           "a labels file" if not support.labels else "an input normalisation"))
+            missing += " to read its classes and input scaling from"
+        raise ConfigError(f"{src} {missing}. Pass --labels (class names in output order) and --input-norm (how its "
+                          "training scaled pixels).")
     tensor = InputTensor(layout, "RGB", support.mean, support.std)
     return _Contract(check_labels(support.labels), tensor,
                      f"from its TFLite Support metadata (mean {list(support.mean)}, std {list(support.std)})",
@@ -307,6 +311,9 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
         clf = Classifier.load(tmp)  # the runtime reads the copy as predict will
         pixels = images.pixels if images is not None else _probe_images(h, w)
         probs = np.concatenate([clf.backend.run(pixels[i : i + 32]) for i in range(0, len(pixels), 32)])
+        if np.isnan(probs).any():
+            raise ConfigError(f"{src} outputs NaN on {'the --check' if images is not None else 'probe'} images: "
+                              "the file is broken (weights lost in conversion?). Convert the model again.")
         problem = _probability_problem(probs, io.output_quantization) if kind == "probabilities" else None
         if problem and contract.output == "auto":
             kind, probs = "logits", softmax(probs)
