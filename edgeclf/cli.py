@@ -431,8 +431,9 @@ def adopt(ctx, model, out_path, check, force, labels, input_norm, output_kind, i
 
     Writes a copy; the original is kept. --labels and --input-norm say what the file cannot: its class names in
     output order and how its training scaled pixels; a .tflite with TFLite Support metadata (Model Maker's) gives
-    both itself. Channels-first (NCHW) input and logits outputs are read from the model. With no source model to compare with it is not gated (its metadata says so); --check measures its
-    accuracy on labelled images and names a --labels order that fits them better.
+    both itself. Channels-first (NCHW) input and logits outputs are read from the model. With no source model to
+    compare with it is not gated (its metadata says so); --check measures its accuracy on labelled images and
+    names a --labels order that fits them better.
 
     \b
     Example:
@@ -443,14 +444,13 @@ def adopt(ctx, model, out_path, check, force, labels, input_norm, output_kind, i
     """
 
     def go():
+        from edgeclf.edge_runtime.describe import describe
         from edgeclf.toolkit.export.adopt import adopt as adopt_model
 
         # None: the file's own TFLite Support metadata (Model Maker's) must give both
         spec = _foreign_spec(labels, input_norm, output_kind, img_size, resize)
         result = adopt_model(model, out_path, spec=spec, check=check, force=force,
                              reporter=ClickReporter(ctx.obj["verbose"]))
-        from edgeclf.edge_runtime.describe import describe
-
         click.secho(str(result.path), bold=True)
         for field, text in describe(result.metadata, result.path, result.path.stat().st_size):
             click.echo(f"  {field:<13} {text}")
@@ -794,6 +794,7 @@ def info(ctx, models, as_json):
       edgeclf info runs/helmet/export/helmet_int8.tflite
       edgeclf info runs/helmet/export/*.onnx --json > onnx_metadata.jsonl
     """
+
     def go():
         import json
 
