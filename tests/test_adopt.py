@@ -255,6 +255,14 @@ def test_a_model_maker_style_file_gives_its_own_labels_and_normalisation(tmp_pat
     assert "from its TFLite Support metadata" in meta["adapter"]["input_norm"]
     pixels = np.random.default_rng(1).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
     np.testing.assert_allclose(_fed(out, pixels), (pixels - np.asarray(MEAN)) / np.asarray(STD), atol=1e-5)
+    # the copy is still a complete TFLite Support model: its packed labels file and its metadata are kept
+    import zipfile
+
+    from edgeclf.toolkit.export.tflite_support import read_support_metadata
+
+    with zipfile.ZipFile(out) as packed:
+        assert packed.read("labels.txt").decode().split() == list(LABELS)
+    assert read_support_metadata(out.read_bytes()).labels == LABELS
     # options, when given, win; where they contradict the file, adopt says so
     result = CliRunner().invoke(main, ["adopt", str(SUPPORT_FIXTURE), "--labels", "a,b,c", "--input-norm", "tf",
                                        "--out", str(tmp_path / "given.tflite")])

@@ -32,7 +32,7 @@ from ..progress import Reporter
 from .foreign import ForeignSpec, check_labels, label_order_problem
 from .images import folder_images
 from .onnx import write_metadata as write_onnx_metadata
-from .tflite_support import read_support_metadata
+from .tflite_support import packed_files, read_support_metadata
 
 logger = logging.getLogger(__name__)
 CHECK_IMAGES = 1000  # --check: at most this many labelled images
@@ -252,6 +252,7 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
         io = _tflite_io(data, src)
         onnx_model = None
         support = read_support_metadata(data)
+        packed = packed_files(data) if support is not None else b""
     else:
         import onnx
 
@@ -297,7 +298,7 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
 
     def write(meta: dict, target: Path) -> None:
         if fmt == "tflite":
-            target.write_bytes(write_tflite_metadata(data, meta))
+            target.write_bytes(write_tflite_metadata(data, meta) + packed)
         else:
             import onnx
 

@@ -91,3 +91,18 @@ def read_support_metadata(data: bytes) -> SupportMetadata | None:
             raise DataError(f"The file's TFLite Support metadata names the labels file {name}, which cannot be read "
                             f"from the model ({type(exc).__name__}). Pass --labels and --input-norm.") from None
     return SupportMetadata(labels, name, mean, std)
+
+
+def packed_files(data: bytes) -> bytes:
+    """The zip archive of associated files (``labels.txt``) appended to a ``.tflite`` file, or b"" without one.
+
+    Writing edgeclf's metadata rebuilds the flatbuffer, which leaves this archive behind; appending it again keeps
+    the adopted copy a complete TFLite Support model (MediaPipe Tasks reads its labels from it).
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as packed:
+            infos = packed.infolist()
+    except zipfile.BadZipFile:
+        return b""
+    # zipfile reports each member's offset from the start of the file, however much model precedes the archive
+    return data[min(i.header_offset for i in infos):] if infos else b""
