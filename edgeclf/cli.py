@@ -230,6 +230,11 @@ def _print_train_summary(result) -> None:
         click.secho(f"Leakage: {leaked['val']} val and {leaked['test']} test images duplicate an earlier split"
                     + (" (removed)" if result.leakage.get("removed") else " (see report.md; --dedup removes them)"),
                     fg="yellow")
+    fold_leaks = sum(f["leaked_val_images"] for f in result.leakage.get("folds", []))
+    if fold_leaks:
+        click.secho(f"K-fold leakage: {fold_leaks} val image(s) across the folds duplicate their fold's train"
+                    + (" (removed)" if any(f["removed"] for f in result.leakage["folds"]) else
+                       " (see report.md; --dedup removes them)"), fg="yellow")
     click.echo(f"Wall time {result.wall_time_s:.0f} s{' (resumed)' if result.resumed else ''}. "
                f"Report: {result.run_dir / 'report.md'}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -243,6 +244,16 @@ def test_k_fold_checks_each_folds_val_against_its_own_train(tmp_path):
         val_names = [Path(r["path"]).name.removeprefix("copy_") for r in rows if r["split"] == "val"]
         found[dedup] = sum(n in train_names for n in val_names)
     assert found[False] > 0 and found[True] == 0
+    from click.testing import CliRunner
+
+    from edgeclf.cli import main
+
+    result = CliRunner().invoke(main, ["train", str(data), "--backbone", "simple_cnn", "--weights", "none",
+                                       "--img-size", "16", "--epochs", "1", "--folds", "2", "--batch-size", "16",
+                                       "--out", str(tmp_path / "cli_run")])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"K-fold leakage: \d+ val image\(s\) across the folds duplicate their fold's train \(see "
+                     r"report.md; --dedup removes them\)", result.output)
 
 
 def test_atomic_writes_leave_normal_permissions_and_no_temporary_files(tmp_path):
