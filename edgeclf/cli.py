@@ -265,14 +265,29 @@ def _foreign_model_options(command):
     return command
 
 
-def _foreign_spec(labels, input_norm, output_kind, img_size, resize):
-    """The ForeignSpec the options describe, or None for an edgeclf run's model (and then none may be given)."""
+def _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean=None, std=None):
+    """The ForeignSpec the options describe, or None for an edgeclf run's model (and then none may be given).
+
+    ``mean``/``std`` (adopt's --mean/--std, comma-separated) stand for --input-norm with their own numbers.
+    """
+    if mean is not None or std is not None:
+        if input_norm is not None:
+            raise ConfigError(f"Received: --mean/--std and --input-norm {input_norm}. Give one or the other.")
+        input_norm = "custom"
     if labels is not None or input_norm is not None:
         if labels is None or input_norm is None:
-            raise ConfigError("A model trained elsewhere needs both --labels and --input-norm.")
+            raise ConfigError("A model trained elsewhere needs both --labels and --input-norm (or --mean and --std).")
         from edgeclf.toolkit.export import ForeignSpec, parse_labels
 
-        return ForeignSpec(parse_labels(labels), input_norm, output_kind, img_size, resize or "bilinear")
+        def numbers(option, value):
+            try:
+                return None if value is None else tuple(float(v) for v in value.split(","))
+            except ValueError:
+                raise ConfigError(f"Received: {option} {value}. Expected numbers separated by commas, e.g. "
+                                  "0.485,0.456,0.406.") from None
+
+        return ForeignSpec(parse_labels(labels), input_norm, output_kind, img_size, resize or "bilinear",
+                           mean=numbers("--mean", mean), std=numbers("--std", std))
     if output_kind != "auto" or img_size is not None or resize is not None:
         raise ConfigError("--model-output, --img-size and --resize describe a model trained elsewhere and "
                           "go with --labels and --input-norm; an edgeclf run's metadata.json sets them.")
@@ -428,9 +443,12 @@ def export(ctx, model, formats, quantize, calib, dataset, calib_method, reduce_r
 @click.option("--check", type=click.Path(exists=True),
               help="Labelled images (any form `train` accepts) to measure its accuracy and check --labels' order on.")
 @click.option("--force", is_flag=True, help="Overwrite an existing copy.")
+@click.option("--mean", help="Instead of --input-norm: the per-channel mean its training normalised pixels scaled to "
+                             "0-1 with, as torchvision gives it, e.g. 0.481,0.458,0.408 (CLIP).")
+@click.option("--std", help="With --mean: the per-channel standard deviation, e.g. 0.269,0.261,0.276.")
 @_foreign_model_options
 @click.pass_context
-def adopt(ctx, model, out_path, check, force, labels, input_norm, output_kind, img_size, resize):
+def adopt(ctx, model, out_path, check, force, mean, std, labels, input_norm, output_kind, img_size, resize):
     """Give a .tflite or .onnx classifier made elsewhere (Teachable Machine, Model Maker, PyTorch via ONNX) the
     metadata edgeclf's runtime reads, so predict, camera, bench and info take it.
 
@@ -445,6 +463,7 @@ def adopt(ctx, model, out_path, check, force, labels, input_norm, output_kind, i
       edgeclf adopt model_unquant.tflite --labels labels.txt --input-norm tf --check data/helmets/val
       edgeclf adopt resnet18.onnx --labels cat,dog --input-norm torch --out pets.onnx
       edgeclf adopt model_maker.tflite          # labels and normalisation from its own metadata
+      edgeclf adopt clip_detector.onnx --labels real,ai --mean 0.481,0.458,0.408 --std 0.269,0.261,0.276
       edgeclf predict model_unquant_edgeclf.tflite photos/
     """
 
@@ -453,7 +472,7 @@ def adopt(ctx, model, out_path, check, force, labels, input_norm, output_kind, i
         from edgeclf.toolkit.export.adopt import adopt as adopt_model
 
         # None: the file's own TFLite Support metadata (Model Maker's) must give both
-        spec = _foreign_spec(labels, input_norm, output_kind, img_size, resize)
+        spec = _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean, std)
         result = adopt_model(model, out_path, spec=spec, check=check, force=force,
                              reporter=ClickReporter(ctx.obj["verbose"]))
         click.secho(str(result.path), bold=True)

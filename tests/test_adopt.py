@@ -198,6 +198,31 @@ def test_a_pytorch_style_onnx_nchw_logits_batch_of_one(exported, foreign, tmp_pa
     assert "logits, float32; the runtime applies a softmax" in info.output and "model input NCHW RGB" in info.output
 
 
+def test_mean_and_std_given_as_numbers(exported, foreign, tmp_path):
+    """A pipeline no preset names (CLIP's statistics, say): --mean/--std on 0-1 pixels, as torchvision gives them."""
+    src, out = foreign / "torch_nchw.onnx", tmp_path / "custom.onnx"
+    mean, std = "0.485,0.456,0.406", "0.229,0.224,0.225"  # ImageNet's: must feed exactly what --input-norm torch does
+    result = CliRunner().invoke(main, ["adopt", str(src), "--labels", "bar_h,bar_v", "--mean", mean, "--std", std,
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    meta = read_metadata(out)
+    assert meta["adapter"]["input_norm"].startswith("custom: mean [0.485, 0.456, 0.406]")
+    pixels = _pixels(exported)
+    expected = ((pixels - 255 * np.asarray(TORCH_MEAN_RGB)) / (255 * np.asarray(TORCH_STD_RGB))).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(_fed(out, pixels), expected, atol=1e-4)
+    np.testing.assert_allclose(_probs(out, pixels), _probs(_artefact(exported, "run_fp32.onnx"), pixels), atol=1e-4)
+    for args, message in (
+            (["--mean", "124,116,104", "--std", "58,57,57"], "on a 0-255 scale, divide them by 255"),
+            (["--mean", "0.5"], "only one of --mean and --std"),
+            (["--mean", "0.5", "--std", "0.5", "--input-norm", "tf"], "Give one or the other"),
+            (["--mean", "0.5,0.5", "--std", "0.5"], "with 2 values. Expected 3 (R,G,B) or 1"),
+            (["--mean", "half", "--std", "0.5"], "Expected numbers separated by commas")):
+        r = CliRunner().invoke(main, ["adopt", str(src), "--labels", "bar_h,bar_v", *args, "--out",
+                                      str(tmp_path / "bad.onnx")])
+        assert r.exit_code == 2 and message in r.output, (args, r.output)
+    assert not (tmp_path / "bad.onnx").exists()
+
+
 def test_an_onnx_input_whose_size_is_not_fixed_needs_img_size(exported, foreign, tmp_path):
     src = foreign / "torch_dynamic.onnx"
     args = ["adopt", str(src), "--labels", "bar_h,bar_v", "--input-norm", "torch", "--out", str(tmp_path / "d.onnx")]

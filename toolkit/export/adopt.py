@@ -162,15 +162,15 @@ class _Contract:
 
 def _contract(spec: ForeignSpec | None, support, layout: str, src: Path, reporter: Reporter) -> _Contract:
     if spec is not None:
-        contract = _Contract(spec.class_names, InputTensor.preset(spec.input_norm, layout), spec.input_norm,
-                             spec.output, spec.resize)
+        contract = _Contract(spec.class_names, spec.input_tensor(layout), spec.describe_norm(), spec.output,
+                             spec.resize)
         if support is not None and support.labels and tuple(support.labels) != contract.class_names:
             reporter.warn(f"{src}'s own metadata names its classes {', '.join(support.labels)}; using --labels "
                           f"{', '.join(contract.class_names)} as given.")
         if support is not None and support.mean is not None and not np.allclose(
                 (support.mean, support.std), (contract.tensor.mean, contract.tensor.std), rtol=1e-4):
             reporter.warn(f"{src}'s own metadata normalises its input with mean {list(support.mean)} and std "
-                          f"{list(support.std)}; using --input-norm {spec.input_norm} as given.")
+                          f"{list(support.std)}; using {spec.describe_norm()} as given.")
         return contract
     if support is None or not support.labels or support.mean is None:
         if src.suffix.lower() == ".onnx":

@@ -17,12 +17,15 @@ import numpy as np
 
 from edgeclf.edge_runtime.errors import ConfigError, DataError
 from edgeclf.edge_runtime.preprocess import RESIZE_METHODS, PreprocessSpec
+from edgeclf.edge_runtime.tensor import InputTensor
 
 # How the model's training pipeline scaled RGB 0-255 pixels, named as the CLI takes them -> models.NORMALISATIONS.
 INPUT_NORMS = {"raw": "in_model", "unit": "unit", "tf": "tf", "caffe": "caffe", "torch": "torch"}
 OUTPUTS = ("auto", "probabilities", "logits")
 # Luminance weights of Pillow's convert("L") (ITU-R 601-2), for a model trained on grayscale images.
 LUMA_RGB = (0.299, 0.587, 0.114)
+# --mean/--std (edgeclf adopt): a normalisation given by its numbers rather than a preset's name.
+CUSTOM_NORM = "custom"
 # How much more of the labelled images another order of --labels must get right to be named (label_order_problem).
 ORDER_GAIN = 0.10
 
@@ -39,6 +42,9 @@ class ForeignSpec:
             model's last layer.
         img_size: Square input size, for a model whose input size is not fixed.
         resize: Resampling filter of the training pipeline, one of ``RESIZE_METHODS``.
+        mean: With ``input_norm="custom"`` (``edgeclf adopt --mean --std``): per-RGB-channel mean of pixels
+            scaled to 0-1, torchvision's convention (``(x / 255 - mean) / std``); one value applies to all three.
+        std: Its standard deviation, on the same scale.
     """
 
     class_names: tuple[str, ...]
@@ -46,10 +52,14 @@ class ForeignSpec:
     output: str = "auto"
     img_size: int | None = None
     resize: str = "bilinear"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "class_names", check_labels(self.class_names))
-        if self.input_norm not in INPUT_NORMS:
+        if self.mean is not None or self.std is not None or self.input_norm == CUSTOM_NORM:
+            self._check_custom()
+        elif self.input_norm not in INPUT_NORMS:
             raise ConfigError(f"Received: input_norm='{self.input_norm}'. Supported: {', '.join(INPUT_NORMS)}.")
         if self.output not in OUTPUTS:
             raise ConfigError(f"Received: output='{self.output}'. Supported: {', '.join(OUTPUTS)}.")
@@ -58,6 +68,37 @@ class ForeignSpec:
         if self.resize not in RESIZE_METHODS:
             raise ConfigError(f"Received: resize='{self.resize}'. Supported: {', '.join(RESIZE_METHODS)}.")
 
+
+    def _check_custom(self) -> None:
+        if self.input_norm != CUSTOM_NORM:
+            raise ConfigError(f"Received: --mean/--std and --input-norm {self.input_norm}. Give one or the other.")
+        if self.mean is None or self.std is None:
+            given = "neither" if self.mean is None and self.std is None else "only one"
+            raise ConfigError(f"Received: {given} of --mean and --std. Give both: the per-channel mean and standard "
+                              "deviation its training normalised 0-1 pixels with.")
+        for name in ("mean", "std"):
+            values = tuple(float(v) for v in getattr(self, name))
+            values = values * 3 if len(values) == 1 else values
+            if len(values) != 3:
+                raise ConfigError(f"Received: --{name} with {len(values)} values. Expected 3 (R,G,B) or 1.")
+            low = 0.0 if name == "mean" else 1e-6
+            if not all(low <= v <= 1.0 for v in values):
+                raise ConfigError(f"Received: --{name} {','.join(f'{v:g}' for v in values)}. Expected values for "
+                                  "pixels scaled to 0-1, as torchvision gives them (e.g. 0.485,0.456,0.406); on a "
+                                  "0-255 scale, divide them by 255.")
+            object.__setattr__(self, name, values)
+
+    def input_tensor(self, layout: str = "NHWC") -> InputTensor:
+        """The input tensor this normalisation feeds a model with ``layout``."""
+        if self.input_norm == CUSTOM_NORM:
+            return InputTensor(layout, "RGB", tuple(255.0 * m for m in self.mean), tuple(255.0 * s for s in self.std))
+        return InputTensor.preset(self.input_norm, layout)
+
+    def describe_norm(self) -> str:
+        """The normalisation as the metadata records it: a preset's name, or the custom mean and std."""
+        if self.input_norm == CUSTOM_NORM:
+            return f"custom: mean {list(self.mean)}, std {list(self.std)} on 0-1 pixels"
+        return self.input_norm
 
     def to_dict(self) -> dict:
         """A JSON-ready dict; ``ForeignSpec(**d)`` reverses it."""
@@ -216,6 +257,9 @@ def adapt_model(model, spec: ForeignSpec):
         what = "one sigmoid unit: two labels, negative class first" if units == 1 else f"{units} output units"
         raise ConfigError(f"Received {len(spec.class_names)} labels ({', '.join(spec.class_names)}) for a model with "
                           f"{what}. Expected {expected} labels in the order of its outputs.")
+    if spec.input_norm == CUSTOM_NORM:
+        raise ConfigError("--mean/--std are for `edgeclf adopt` (a .tflite or .onnx file); a .keras model takes one "
+                          f"of --input-norm {', '.join(INPUT_NORMS)}.")
     if channels == 1 and spec.input_norm in ("caffe", "torch"):
         raise ConfigError(f"Received: --input-norm {spec.input_norm} for a model with one input channel; "
                           f"{spec.input_norm} normalises three colour channels. Expected raw, unit or tf.")
