@@ -247,6 +247,10 @@ _FOREIGN_OPTIONS = (
     click.option("--input-norm", type=click.Choice(["raw", "unit", "tf", "caffe", "torch"]),
                  help="Model trained elsewhere: how its training scaled RGB 0-255 pixels. raw: as they are; "
                       "unit: x/255; tf: x/127.5-1; caffe: BGR minus ImageNet mean; torch: x/255, ImageNet mean/std."),
+    click.option("--mean", help="Model trained elsewhere, instead of --input-norm: the per-channel mean its training "
+                                "normalised pixels scaled to 0-1 with, as torchvision gives it, e.g. 0.481,0.458,0.408 "
+                                "(CLIP)."),
+    click.option("--std", help="With --mean: the per-channel standard deviation, e.g. 0.269,0.261,0.276."),
     click.option("--model-output", "output_kind", type=click.Choice(["auto", "probabilities", "logits"]),
                  default="auto", show_default=True,
                  help="Model trained elsewhere: what it outputs; auto reads it from the model (a Keras model's last "
@@ -306,8 +310,8 @@ def _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean=None, 
 @click.option("--force", is_flag=True, help="Overwrite an earlier evaluation in --out.")
 @_foreign_model_options
 @click.pass_context
-def evaluate(ctx, model, data, split, out_dir, batch_size, threshold, force, labels, input_norm, output_kind, img_size,
-             resize):
+def evaluate(ctx, model, data, split, out_dir, batch_size, threshold, force, labels, input_norm, mean, std, output_kind,
+             img_size, resize):
     """Evaluate a trained model.keras on DATA (any form `train` accepts).
 
     A .keras classifier trained elsewhere (no metadata.json beside it) needs --labels and --input-norm, as for
@@ -323,7 +327,7 @@ def evaluate(ctx, model, data, split, out_dir, batch_size, threshold, force, lab
     def go():
         from edgeclf.toolkit.evaluate import evaluate as run_eval
 
-        foreign = _foreign_spec(labels, input_norm, output_kind, img_size, resize)
+        foreign = _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean, std)
         result = run_eval(model, data, split=split, out_dir=out_dir, batch_size=batch_size, force=force,
                           threshold=threshold, foreign=foreign, reporter=ClickReporter(ctx.obj["verbose"]))
         m = result.metrics
@@ -398,7 +402,7 @@ def _min_agreement(_ctx, _param, value):
 @_foreign_model_options
 @click.pass_context
 def export(ctx, model, formats, quantize, calib, dataset, calib_method, reduce_range, out_dir, name, min_agreement,
-           calib_images, verify_images, no_verify, force, labels, input_norm, output_kind, img_size, resize):
+           calib_images, verify_images, no_verify, force, labels, input_norm, mean, std, output_kind, img_size, resize):
     """Export MODEL (a model.keras from `edgeclf train`) to TFLite and ONNX artefacts.
 
     Each artefact is run through the edge runtime on held-out images and compared with the Keras model; one
@@ -419,7 +423,7 @@ def export(ctx, model, formats, quantize, calib, dataset, calib_method, reduce_r
     def go():
         from edgeclf.toolkit.export import ExportSpec, QuantSpec, export_model
 
-        foreign = _foreign_spec(labels, input_norm, output_kind, img_size, resize)
+        foreign = _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean, std)
         modes = [m.strip() for m in quantize.split(",") if m.strip()]
         reduce = {"auto": None, "on": True, "off": False}[reduce_range]
         quant = tuple(QuantSpec.int8(calib_method, reduce_range=reduce) if m == "int8" else QuantSpec(m) for m in modes)
@@ -443,12 +447,9 @@ def export(ctx, model, formats, quantize, calib, dataset, calib_method, reduce_r
 @click.option("--check", type=click.Path(exists=True),
               help="Labelled images (any form `train` accepts) to measure its accuracy and check --labels' order on.")
 @click.option("--force", is_flag=True, help="Overwrite an existing copy.")
-@click.option("--mean", help="Instead of --input-norm: the per-channel mean its training normalised pixels scaled to "
-                             "0-1 with, as torchvision gives it, e.g. 0.481,0.458,0.408 (CLIP).")
-@click.option("--std", help="With --mean: the per-channel standard deviation, e.g. 0.269,0.261,0.276.")
 @_foreign_model_options
 @click.pass_context
-def adopt(ctx, model, out_path, check, force, mean, std, labels, input_norm, output_kind, img_size, resize):
+def adopt(ctx, model, out_path, check, force, labels, input_norm, mean, std, output_kind, img_size, resize):
     """Give a .tflite or .onnx classifier made elsewhere (Teachable Machine, Model Maker, PyTorch via ONNX) the
     metadata edgeclf's runtime reads, so predict, camera, bench and info take it.
 

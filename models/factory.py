@@ -140,31 +140,40 @@ class ModelSpec:
         return cls(**d)
 
 
+def normalise_per_channel(x, mean, std, name: str, bgr: bool = False):
+    """``(x[c] - mean[c]) / std[c]`` per channel of a float32 0-255 tensor (channels reversed first with ``bgr``),
+    as one fixed 1x1 convolution: exact, and it converts and quantises like any layer. (A ``Normalization`` layer
+    does not: tf2onnx leaves its mean and variance as inputs the ONNX model asks to be fed.)
+    """
+    import numpy as np
+    from keras import layers
+
+    channels = len(mean)
+    layer = layers.Conv2D(channels, 1, name=name, trainable=False)
+    y = layer(x)
+    kernel = np.zeros((1, 1, channels, channels), dtype="float32")
+    for out_channel in range(channels):
+        kernel[0, 0, channels - 1 - out_channel if bgr else out_channel, out_channel] = 1.0 / std[out_channel]
+    layer.set_weights([kernel, -np.asarray(mean, dtype="float32") / np.asarray(std, dtype="float32")])
+    return y
+
+
 def normalise(x, kind: str, name: str = "normalise"):
     """Applies one of ``NORMALISATIONS`` to a float32 RGB 0-255 tensor as built-in layers (``in_model``: none).
 
     Built-in layers only, so a model that contains them still loads with safe_mode on and converts and quantises
     like any other layer, unlike a Lambda around ``preprocess_input``.
     """
-    import numpy as np
     from keras import layers
 
     if kind == "unit":
         return layers.Rescaling(1.0 / 255.0, name=name)(x)
     if kind == "tf":
         return layers.Rescaling(1.0 / 127.5, offset=-1.0, name=name)(x)
-    if kind == "caffe":
-        # RGB->BGR and mean subtraction as a fixed 1x1 convolution: exact and trivially quantisable.
-        layer = layers.Conv2D(3, 1, name=name, trainable=False)
-        x = layer(x)
-        kernel = np.zeros((1, 1, 3, 3), dtype="float32")
-        for out_channel, in_channel in enumerate((2, 1, 0)):
-            kernel[0, 0, in_channel, out_channel] = 1.0
-        layer.set_weights([kernel, -np.asarray(CAFFE_MEAN_BGR, dtype="float32")])
-        return x
-    if kind == "torch":
-        x = layers.Rescaling(1.0 / 255.0, name=f"{name}_scale")(x)
-        return layers.Normalization(mean=TORCH_MEAN_RGB, variance=[s * s for s in TORCH_STD_RGB], name=name)(x)
+    if kind == "caffe":  # RGB -> BGR, minus the ImageNet mean
+        return normalise_per_channel(x, CAFFE_MEAN_BGR, (1.0, 1.0, 1.0), name, bgr=True)
+    if kind == "torch":  # x / 255, minus the ImageNet mean, over its standard deviation
+        return normalise_per_channel(x, [255.0 * m for m in TORCH_MEAN_RGB], [255.0 * s for s in TORCH_STD_RGB], name)
     if kind == "in_model":
         return x
     raise ConfigError(f"Received: normalisation='{kind}'. Supported: {', '.join(NORMALISATIONS)}.")

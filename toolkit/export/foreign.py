@@ -42,7 +42,7 @@ class ForeignSpec:
             model's last layer.
         img_size: Square input size, for a model whose input size is not fixed.
         resize: Resampling filter of the training pipeline, one of ``RESIZE_METHODS``.
-        mean: With ``input_norm="custom"`` (``edgeclf adopt --mean --std``): per-RGB-channel mean of pixels
+        mean: With ``input_norm="custom"`` (``--mean --std``): per-RGB-channel mean of pixels
             scaled to 0-1, torchvision's convention (``(x / 255 - mean) / std``); one value applies to all three.
         std: Its standard deviation, on the same scale.
     """
@@ -136,7 +136,7 @@ def spec_from_artifact(meta: dict) -> ForeignSpec:
     adapter, pre = meta["adapter"], meta["preprocess"]
     variable = None in adapter["source_input_shape"][:2]
     return ForeignSpec(tuple(meta["class_names"]), adapter["input_norm"], adapter["output"],
-                       pre["height"] if variable else None, pre["resize"])
+                       pre["height"] if variable else None, pre["resize"], adapter.get("mean"), adapter.get("std"))
 
 
 def check_labels(class_names) -> tuple[str, ...]:
@@ -230,7 +230,7 @@ def adapt_model(model, spec: ForeignSpec):
     import keras
     from keras import layers
 
-    from edgeclf.models.factory import normalise
+    from edgeclf.models.factory import normalise, normalise_per_channel
 
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ConfigError(f"The model has {len(model.inputs)} input(s) and {len(model.outputs)} output(s). Expected "
@@ -257,9 +257,9 @@ def adapt_model(model, spec: ForeignSpec):
         what = "one sigmoid unit: two labels, negative class first" if units == 1 else f"{units} output units"
         raise ConfigError(f"Received {len(spec.class_names)} labels ({', '.join(spec.class_names)}) for a model with "
                           f"{what}. Expected {expected} labels in the order of its outputs.")
-    if spec.input_norm == CUSTOM_NORM:
-        raise ConfigError("--mean/--std are for `edgeclf adopt` (a .tflite or .onnx file); a .keras model takes one "
-                          f"of --input-norm {', '.join(INPUT_NORMS)}.")
+    if channels == 1 and spec.input_norm == CUSTOM_NORM and (len(set(spec.mean)) > 1 or len(set(spec.std)) > 1):
+        raise ConfigError(f"Received: --mean {spec.mean} and --std {spec.std}, per colour channel, for a model with one "
+                          "input channel. Expected one value each.")
     if channels == 1 and spec.input_norm in ("caffe", "torch"):
         raise ConfigError(f"Received: --input-norm {spec.input_norm} for a model with one input channel; "
                           f"{spec.input_norm} normalises three colour channels. Expected raw, unit or tf.")
@@ -271,7 +271,12 @@ def adapt_model(model, spec: ForeignSpec):
         luma = layers.Conv2D(1, 1, name="luminance", trainable=False)
         x = luma(x)
         luma.set_weights([np.asarray(LUMA_RGB, dtype="float32").reshape(1, 1, 3, 1), np.zeros(1, dtype="float32")])
-    x = normalise(x, INPUT_NORMS[spec.input_norm], name="input_norm")
+    if spec.input_norm == CUSTOM_NORM:  # (x / 255 - mean) / std, as keras' "torch" mode with other numbers
+        n = 1 if channels == 1 else 3
+        x = normalise_per_channel(x, [255.0 * m for m in spec.mean[:n]], [255.0 * s for s in spec.std[:n]],
+                                  "input_norm")
+    else:
+        x = normalise(x, INPUT_NORMS[spec.input_norm], name="input_norm")
     y = model(x)
     y = layers.Activation("linear", dtype="float32", name="source_output")(y)  # a float16 model's output too
     if units == 1:
@@ -290,7 +295,8 @@ def adapt_model(model, spec: ForeignSpec):
         "backbone": None,
         "adapter": {"source_input_shape": [None if d is None else int(d) for d in in_shape[1:]],
                     "input_norm": spec.input_norm, "output": kind, "output_units": int(units),
-                    "grayscale": channels == 1},
+                    "grayscale": channels == 1,
+                    **({"mean": list(spec.mean), "std": list(spec.std)} if spec.input_norm == CUSTOM_NORM else {})},
     }
     return adapted, meta
 
