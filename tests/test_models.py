@@ -63,6 +63,17 @@ def test_caffe_normalisation_matches_keras_preprocess_input():
     np.testing.assert_allclose(np.asarray(normalise(x)), expected, atol=1e-4)
 
 
+def test_torch_normalisation_matches_keras_preprocess_input():
+    import keras
+
+    from edgeclf.models.factory import normalise
+
+    inp = keras.Input((8, 8, 3))
+    x = np.random.default_rng(3).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    expected = keras.applications.imagenet_utils.preprocess_input(x.copy(), mode="torch")
+    np.testing.assert_allclose(np.asarray(keras.Model(inp, normalise(inp, "torch"))(x)), expected, atol=1e-4)
+
+
 def test_tf_normalisation_matches_mobilenet_v2_preprocess_input():
     import keras
 
