@@ -86,15 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     from edgeclf.edge_runtime import Classifier
+    from edgeclf.edge_runtime.tensor import softmax
     from edgeclf.toolkit.export import ForeignSpec
     from edgeclf.toolkit.export.adopt import adopt
 
     args, (train_x, train_y), (test_x, test_y) = notebook_setup(argv, __doc__, "/tmp/edgeclf-adopt", epochs=2)
     model_path = args.work / "notebook.keras"
     train_s = train_notebook_model(train_x, train_y, args.epochs, model_path)
-    logits = np.asarray(keras.models.load_model(model_path).predict(_rgb(test_x), batch_size=512, verbose=0))
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    expected = e / e.sum(1, keepdims=True)
+    expected = softmax(keras.models.load_model(model_path).predict(_rgb(test_x), batch_size=512, verbose=0))
     notebook_accuracy = float((expected.argmax(1) == test_y).mean())
     files = other_tools_files(model_path, train_x[:CALIBRATION_IMAGES], args.work)
     pngs = [str(p) for p in write_test_pngs(test_x, test_y, args.work / "test")]

@@ -58,6 +58,14 @@ class Classification:
         return {c: float(p) for c, p in zip(self.class_names, self.probabilities)}
 
 
+def saturates_here(metadata: dict) -> bool:
+    """Whether an int8 ONNX artefact with 8-bit weights runs on an x86 CPU without VNNI, where onnxruntime's int8
+    kernels saturate them (read from its metadata, or the part of it ``export`` has when it gates the file)."""
+    quant = metadata.get("quantization") or {}
+    return (metadata.get("format") == "onnx" and quant.get("mode") == "int8" and quant.get("reduce_range") is False
+            and needs_reduce_range())
+
+
 def deployment_warnings(metadata: dict, path: Path) -> tuple[str, ...]:
     """What makes this artefact less faithful on this machine than its export gate measured.
 
@@ -65,9 +73,7 @@ def deployment_warnings(metadata: dict, path: Path) -> tuple[str, ...]:
     onnxruntime's int8 kernels on an x86 CPU without VNNI: on such a CPU the simple_cnn demo's int8 ONNX fell from
     100 % to 99.17 % agreement and its max |delta p| rose from 0.024 to 0.31.
     """
-    quant = metadata.get("quantization") or {}
-    if (metadata.get("format") == "onnx" and quant.get("mode") == "int8" and quant.get("reduce_range") is False
-            and needs_reduce_range()):
+    if saturates_here(metadata):
         return (f"{path.name} has 8-bit int8 weights, and this x86 CPU has no VNNI: onnxruntime's int8 kernels can "
                 "saturate here, so its results may differ from the Keras model more than its export gate measured. "
                 "Export it again with --reduce-range on for CPUs like this one.",)

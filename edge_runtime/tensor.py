@@ -33,6 +33,7 @@ INPUT_NORMS = {
 LAYOUTS = ("NHWC", "NCHW")
 COLORS = ("RGB", "BGR")
 OUTPUT_KINDS = ("probabilities", "logits")
+_ZERO, _ONE = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 
 
 def _triple(name: str, value) -> tuple[float, float, float]:
@@ -58,8 +59,8 @@ class InputTensor:
 
     layout: str = "NHWC"
     color: str = "RGB"
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    mean: tuple[float, float, float] = _ZERO
+    std: tuple[float, float, float] = _ONE
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -81,13 +82,12 @@ class InputTensor:
 
     @classmethod
     def from_metadata(cls, meta_input: dict) -> "InputTensor":
-        """From an artefact's ``input`` metadata; edgeclf's own exports leave out ``mean``/``std`` (the identity)."""
-        value_range = tuple(float(v) for v in meta_input.get("value_range", (0.0, 255.0)))
-        if value_range != (0.0, 255.0):
-            raise ConfigError(f"Received: value_range={value_range}. Supported: (0, 255) - the pixels before "
-                              "mean and std are applied.")
+        """From an artefact's ``input`` metadata; edgeclf's own exports leave out ``mean``/``std`` (the identity).
+
+        The pixels it starts from are 0-255: ``PreprocessSpec`` refuses metadata that says otherwise.
+        """
         return cls(meta_input.get("layout", "NHWC"), meta_input.get("color", "RGB"),
-                   meta_input.get("mean", (0.0, 0.0, 0.0)), meta_input.get("std", (1.0, 1.0, 1.0)))
+                   meta_input.get("mean", _ZERO), meta_input.get("std", _ONE))
 
     def to_metadata(self) -> dict:
         return {"layout": self.layout, "color": self.color, "mean": list(self.mean), "std": list(self.std)}
@@ -95,7 +95,7 @@ class InputTensor:
     @property
     def identity(self) -> bool:
         """Raw RGB pixels in NHWC: what edgeclf's own artefacts take."""
-        return self == InputTensor()
+        return self.layout == "NHWC" and self.color == "RGB" and self.mean == _ZERO and self.std == _ONE
 
     def shape(self, height: int, width: int) -> tuple[int, int, int]:
         """The model's input shape without the batch dimension."""

@@ -384,9 +384,9 @@ def test_onnx_reduce_range_follows_the_option_not_only_this_cpu(run_copy):
 def test_gate_says_when_it_measured_8bit_weights_where_they_saturate(run_copy, monkeypatch, cpu_saturates):
     """--reduce-range off (for a VNNI or ARM target) verified on an x86 CPU without VNNI: the figures understate the
     artefact, so a pass is flagged and a rejection says why it may not hold on the target."""
-    from edgeclf.toolkit.export import exporter
+    import edgeclf.edge_runtime.classifier as classifier
 
-    monkeypatch.setattr(exporter, "needs_reduce_range", lambda: cpu_saturates)
+    monkeypatch.setattr(classifier, "needs_reduce_range", lambda: cpu_saturates)
     args = ["export", str(run_copy / "model.keras"), "--format", "onnx", "--quantize", "int8", "--reduce-range", "off"]
     result = CliRunner().invoke(main, [*args, "--out", str(run_copy / "passed")])
     assert result.exit_code == 0, result.output

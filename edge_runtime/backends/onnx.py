@@ -45,18 +45,17 @@ class OnnxBackend:
         if len(x) % step:
             raise DataError(f"This model takes batches of exactly {step} images; received {len(x)}.")
         try:
-            out = [np.asarray(self.session.run(None, {self._input_name: x[i : i + step]})[0], dtype=np.float32)
-                   for i in range(0, len(x), step)]
-        except Exception:  # onnxruntime's own error types; a graph that cannot take this batch at all
+            parts = [self.session.run(None, {self._input_name: x[i : i + step]})[0] for i in range(0, len(x), step)]
+            out = np.asarray(parts[0] if len(parts) == 1 else np.concatenate(parts), dtype=np.float32)
+        except Exception:  # onnxruntime's own error types
             if step == 1:
                 raise
-            out = [np.zeros((0,))]
-        out = out[0] if len(out) == 1 else np.concatenate(out)
-        if len(out) != len(x):
+            out = None  # the graph cannot take this batch at all
+        if out is None or len(out) != len(x):
             if step == 1:
                 raise DataError(f"The model answers one image with {len(out)} rows of outputs. Expected one.")
-            # A graph that fixes its batch inside (a model made elsewhere, reshaping to [1, -1]) answers a batch
-            # with the wrong number of rows: from now on it gets one image at a time.
+            # A graph that fixes its batch inside (a model made elsewhere, reshaping to [1, -1]) fails on a batch or
+            # answers it with the wrong number of rows: from now on it gets one image at a time.
             self._batch = 1
             return self.run(pixels)
         return out

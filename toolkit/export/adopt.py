@@ -29,7 +29,7 @@ from edgeclf.edge_runtime.tensor import InputTensor, softmax
 
 from ..io import atomic_path, ensure_writable_dir, sha256_file, write_json
 from ..progress import Reporter
-from .foreign import ForeignSpec, check_labels, label_order_problem
+from .foreign import ForeignSpec, check_labels, check_probabilities, label_order_problem, probability_problem
 from .images import folder_images
 from .onnx import write_metadata as write_onnx_metadata
 from .tflite_support import packed_files, read_support_metadata
@@ -96,11 +96,16 @@ def _tflite_io(data: bytes, path: Path) -> _ModelIO:
                     np.dtype(out["dtype"]).name, quant(out), mode, existing)
 
 
+def _onnx_inputs(model) -> list:
+    """The graph's real inputs: older exporters also list the initializers (weights) among them."""
+    initializers = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
 def _onnx_io(model, path: Path) -> _ModelIO:
     import onnx
 
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
+    inputs = _onnx_inputs(model)
     if len(inputs) != 1 or len(model.graph.output) != 1:
         raise ConfigError(f"{path} has {len(inputs)} input(s) and {len(model.graph.output)} output(s). Expected an "
                           "image classifier with one image input and one output.")
@@ -140,9 +145,7 @@ def _layout(shape: tuple, path: Path) -> tuple[str, int | None, int | None]:
 
 def _fix_onnx_size(model, layout: str, size: int) -> None:
     """Sets the input's height and width to ``size`` where they are not fixed."""
-    initializers = {i.name for i in model.graph.initializer}
-    value_info = next(i for i in model.graph.input if i.name not in initializers)
-    dims = value_info.type.tensor_type.shape.dim
+    dims = _onnx_inputs(model)[0].type.tensor_type.shape.dim
     for axis in ((1, 2) if layout == "NHWC" else (2, 3)):
         if not (dims[axis].HasField("dim_value") and dims[axis].dim_value > 0):
             dims[axis].Clear()
@@ -315,14 +318,17 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
         if np.isnan(probs).any():
             raise ConfigError(f"{src} outputs NaN on {'the --check' if images is not None else 'probe'} images: "
                               "the file is broken (weights lost in conversion?). Convert the model again.")
-        problem = _probability_problem(probs, io.output_quantization) if kind == "probabilities" else None
-        if problem and contract.output == "auto":
-            kind, probs = "logits", softmax(probs)
-            reporter.stage(f"Its outputs are not probabilities ({problem}): recorded as logits, which the runtime "
-                           "turns into probabilities with a softmax")
-        elif problem:
-            raise ConfigError(f"The model's outputs are not probabilities ({problem}): they look like logits. Pass "
-                              "--model-output logits.")
+        # a uint8 output rounds each probability to its scale
+        q = io.output_quantization
+        tolerance = max(1e-3, probs.shape[1] * q["scale"]) if q else 1e-3
+        if kind == "probabilities" and contract.output == "auto":
+            problem = probability_problem(probs, tolerance, tolerance)
+            if problem:
+                kind, probs = "logits", softmax(probs)
+                reporter.stage(f"Its outputs are not probabilities ({problem}): recorded as logits, which the "
+                               "runtime turns into probabilities with a softmax")
+        elif kind == "probabilities":
+            check_probabilities(probs, tolerance, tolerance)
         result = None
         if images is not None and images.labels is not None:
             predicted = probs.argmax(1)
@@ -346,13 +352,3 @@ def _probe_images(h: int, w: int) -> np.ndarray:
     noise = list(rng.integers(0, 256, (PROBE_IMAGES - len(fixed), h, w, 3), dtype=np.uint8))
     return np.stack(fixed + noise)
 
-
-def _probability_problem(probs: np.ndarray, quantization: dict | None) -> str | None:
-    """Why ``probs`` are not softmax outputs, or None. A uint8 output's rounding (its scale per class) is allowed."""
-    tol = max(1e-3, probs.shape[1] * quantization["scale"]) if quantization else 1e-3
-    sums = probs.sum(axis=1)
-    low, high = float(probs.min()), float(probs.max())
-    if low < -tol or high > 1 + tol or np.abs(sums - 1.0).max() > tol:
-        return (f"values {low:.3g} to {high:.3g}, rows summing to {sums.min():.3g} to {sums.max():.3g} on "
-                f"{len(probs)} images")
-    return None

@@ -16,7 +16,8 @@ import numpy as np
 
 import edgeclf
 from edgeclf.edge_runtime.artifact import METADATA_KEY, write_tflite_metadata
-from edgeclf.edge_runtime.backends import needs_reduce_range, open_backend
+from edgeclf.edge_runtime.backends import open_backend
+from edgeclf.edge_runtime.classifier import saturates_here
 from edgeclf.edge_runtime.errors import ConfigError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
 
@@ -310,12 +311,6 @@ SATURATION_NOTE = ("measured on an x86 CPU without VNNI, where onnxruntime's int
                    "(--reduce-range off); on a VNNI or ARM CPU it can agree better than this")
 
 
-def saturates_here(fmt: Format, io: dict) -> bool:
-    """Whether an ONNX int8 artefact with 8-bit weights is being verified on a CPU whose int8 kernels saturate them."""
-    return (fmt is Format.ONNX and (io.get("quantization") or {}).get("reduce_range") is False
-            and needs_reduce_range())
-
-
 def _gate_and_write(staged: Path, out: Path, name: str, fmt: Format, quant: QuantSpec, io: dict, run_meta: dict,
                     model_path: Path, source_sha: str, spec: ExportSpec, held_out: ImageSet | None,
                     reference: np.ndarray | None, classes: list[str]) -> ExportResult:
@@ -331,7 +326,7 @@ def _gate_and_write(staged: Path, out: Path, name: str, fmt: Format, quant: Quan
         lo, hi = fid["agreement_ci95"]
         reason = "" if passed else (f"top-1 agreement {fid['agreement']:.4f} (95% interval {lo:.4f}-{hi:.4f}) is "
                                     f"below the {quant.mode} gate of {threshold:.4f} on {fid['n']} images")
-        if saturates_here(fmt, io):
+        if saturates_here({"format": fmt.value, "quantization": {"mode": quant.mode, **io.get("quantization", {})}}):
             fid["measured_where_it_saturates"] = True
             if not passed:
                 reason += (f"; {SATURATION_NOTE}. Run the gate on the target CPU, or pass --no-verify if you have "

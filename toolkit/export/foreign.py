@@ -301,18 +301,33 @@ def adapt_model(model, spec: ForeignSpec):
     return adapted, meta
 
 
-def check_probabilities(outputs: np.ndarray) -> None:
-    """Refuses an adapted model whose outputs are not probabilities (``--model-output probabilities`` on logits).
+def probability_problem(outputs: np.ndarray, value_tolerance: float = 1e-4, sum_tolerance: float = 1e-3
+                        ) -> str | None:
+    """What shows that ``outputs`` (one row per image) are not probabilities, or None when they are.
+
+    Args:
+        outputs: The model's outputs.
+        value_tolerance: How far outside [0, 1] a value may lie.
+        sum_tolerance: How far from 1 a row may sum (a uint8 output rounds each value to its scale).
+    """
+    sums = outputs.sum(axis=1)
+    low, high = float(outputs.min()), float(outputs.max())
+    if low < -value_tolerance or high > 1 + value_tolerance or np.abs(sums - 1.0).max() > sum_tolerance:
+        return (f"values {low:.3g} to {high:.3g}, rows summing to {sums.min():.3g} to {sums.max():.3g} on "
+                f"{len(outputs)} images")
+    return None
+
+
+def check_probabilities(outputs: np.ndarray, value_tolerance: float = 1e-4, sum_tolerance: float = 1e-3) -> None:
+    """Refuses a model whose outputs are not probabilities (``--model-output probabilities`` on logits).
 
     Raises:
         ConfigError: Naming what the outputs look like and the option that fixes it.
     """
-    sums = outputs.sum(axis=1)
-    low, high = float(outputs.min()), float(outputs.max())
-    if low < -1e-4 or high > 1 + 1e-4 or np.abs(sums - 1.0).max() > 1e-3:
-        raise ConfigError(f"The model's outputs on {len(outputs)} images are not probabilities (values {low:.3g} to "
-                          f"{high:.3g}, rows summing to {sums.min():.3g}-{sums.max():.3g}): they look like logits. "
-                          "Pass --model-output logits.")
+    problem = probability_problem(outputs, value_tolerance, sum_tolerance)
+    if problem:
+        raise ConfigError(f"The model's outputs are not probabilities ({problem}): they look like logits. Pass "
+                          "--model-output logits.")
 
 
 def label_order_problem(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
