@@ -10,8 +10,8 @@ from importlib import metadata
 # The edgeclf CLI of the Python running the benchmark, whether or not its venv is on PATH.
 EDGECLF = [sys.executable, "-m", "edgeclf.cli"]
 
-LIBRARIES = ("edgeclf", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy", "pillow",
-             "opencv-python")
+LIBRARIES = ("edgeclf", "tensorflow", "keras", "jax", "jaxlib", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy",
+             "pillow", "opencv-python")
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "fma", "neon", "asimd", "asimddp")
 
 

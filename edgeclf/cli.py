@@ -148,7 +148,8 @@ def _split(_ctx, _param, value):
               help="auto: on when the largest class is >1.5x the smallest [default: auto].")
 @click.option("--mixed-precision", type=click.Choice(["auto", "on", "off"]), help="auto: on when a GPU is present.")
 @click.option("--deterministic/--no-deterministic", default=None,
-              help="TensorFlow op determinism (reproducible with --seed; slower on GPU) [default: on].")
+              help="TensorFlow op determinism, or XLA's deterministic GPU ops under JAX (reproducible with --seed; "
+                   "slower on GPU) [default: on].")
 @click.option("--dedup", is_flag=True, default=None, help="Remove val/test images that duplicate an earlier split's image.")
 @click.option("--leakage-threshold", type=int, help="pHash distance (of 256 bits) counted as a near-duplicate [default: 16].")
 @click.option("--keep-cache", is_flag=True, default=None, help="Keep the decoded-image cache in the run directory.")
@@ -162,11 +163,16 @@ def train(ctx, data, out_dir, recipe, backbone, img_size, weights, pooling, dens
     a CSV manifest (path,label[,split]) or images.npy with labels.csv. With a per-category recipe
     (content-resnet50), DATA holds one such dataset per category and each trains into OUT/<category>.
 
+    Keras trains on TensorFlow; with KERAS_BACKEND=jax it trains on JAX (experimental; TensorFlow need not be
+    installed, e.g. on a GPU box with JAX's CUDA wheels). The model.keras is the same either way, and
+    `edgeclf export` (which needs TensorFlow) takes it from either.
+
     \b
     Example:
       edgeclf train data/helmets --backbone mobilenet_v2 --epochs 10 --out runs/helmet
       edgeclf train data/fmnist --backbone simple_cnn --weights none --img-size 28 --out runs/fm
       edgeclf train data/helmets --recipe helmet-vgg16-fixed --epochs 5 --out runs/helmet-vgg
+      KERAS_BACKEND=jax edgeclf train data/helmets --backbone mobilenet_v2 --out runs/helmet-jax
     """
 
     def go():

@@ -97,11 +97,11 @@ def load_keras_model(path: str | os.PathLike):
     Raises:
         ConfigError: If the file is missing, not a Keras archive, or needs unsafe deserialisation.
     """
-    from ._deps import import_tf
+    from ._deps import import_keras
 
     path = Path(path)
     check_model_file(path)
-    _, keras = import_tf()
+    keras = import_keras()
     try:
         return keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises ValueError/TypeError/OSError/zipfile errors alike

@@ -1,24 +1,38 @@
-"""tf.data input pipelines over decoded uint8 pixels (in memory or memory-mapped)."""
+"""Training input pipelines over decoded uint8 pixels (in memory or memory-mapped).
+
+With Keras' TensorFlow backend batches come from ``tf.data``; with the JAX backend (``KERAS_BACKEND=jax``, where
+TensorFlow need not be installed) from a ``keras.utils.PyDataset`` of worker threads. Both gather batches by index,
+so a memory-mapped array is read batch by batch and never loaded whole, and both run augmentation (training only)
+overlapped with the model step.
+"""
 
 from __future__ import annotations
 
+import os
+from functools import lru_cache
+
 import numpy as np
 
-from ._deps import import_tf
+from ._deps import import_keras, import_tf
+
+# Worker threads of the PyDataset pipeline; a batch is one sorted gather from the pixel array plus augmentation.
+MAX_WORKERS = 8
 
 
 def make_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool, seed: int, augmenter=None,
                  parallel: bool = True):
-    """Batches of (float32 0-255 pixels, int32 labels), prefetched.
-
-    Batches are gathered from ``pixels`` by index, so a memory-mapped array is read batch by batch and never
-    loaded whole. Augmentation (training only) runs here, overlapped with the model step by the prefetch.
+    """Batches of (float32 0-255 pixels, int32 labels) for the active Keras backend, prefetched.
 
     Args:
         parallel: Gather and augment several batches at once. Pass False under TensorFlow op determinism: it runs
             these stateful maps one at a time anyway, by rewriting each parallel map into a sequential one, and
-            the rewrite logs "NodeDef mentions attribute use_unbounded_threadpool" errors at every epoch.
+            the rewrite logs "NodeDef mentions attribute use_unbounded_threadpool" errors at every epoch. The
+            PyDataset pipeline (other backends) gives the same batches with any number of threads and always
+            uses several.
     """
+    if import_keras().backend.backend() != "tensorflow":
+        return array_batches(pixels, labels, batch_size, shuffle=shuffle, seed=seed, augmenter=augmenter,
+                             workers=min(MAX_WORKERS, os.cpu_count() or 1))
     tf, _ = import_tf()
     n = len(labels)
     h, w = pixels.shape[1:3]
@@ -46,9 +60,90 @@ def make_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shu
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def array_batches(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool, seed: int,
+                 augmenter=None, workers: int = 1):
+    """A ``keras.utils.PyDataset`` of (float32 0-255 pixels, int32 labels) batches for any Keras backend.
+
+    Each epoch visits every image once, in a new order drawn from ``(seed, epoch)`` when ``shuffle`` (Keras calls
+    ``on_epoch_begin`` before every epoch; call it yourself when iterating by hand); batch ``i`` is one sorted
+    gather from ``pixels``. ``workers`` > 1 fills a queue from that many threads.
+    """
+    return _array_batches_class()(pixels, labels, batch_size, shuffle, seed, augmenter, workers)
+
+
+@lru_cache(maxsize=1)
+def _array_batches_class():
+    keras = import_keras()
+
+    class _ArrayBatches(keras.utils.PyDataset):
+        def __init__(self, pixels, labels, batch_size, shuffle, seed, augmenter, workers):
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max(4, 2 * workers))
+            self.pixels, self.labels = pixels, np.asarray(labels, dtype=np.int32)
+            self.batch_size, self.shuffle, self.seed, self.augmenter = batch_size, shuffle, seed, augmenter
+            self.epoch = -1  # Keras calls on_epoch_begin before each epoch, the first included
+            self.order = np.arange(len(self.labels))
+            self.augment = None if augmenter is None else _compiled_augmenter(augmenter, pixels[:1])
+
+        def __len__(self):
+            return -(-len(self.labels) // self.batch_size)
+
+        def on_epoch_begin(self):
+            self.epoch += 1
+            if self.shuffle:
+                self.order = np.random.default_rng((self.seed, self.epoch)).permutation(len(self.labels))
+
+        def __getitem__(self, i):
+            # Sorted: sequential reads of a memory map; order within a batch does not matter.
+            idx = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
+            x = np.asarray(self.pixels[idx], dtype=np.float32)
+            if self.augment is not None:
+                x = self.augment(x, self.epoch * len(self) + i)
+            return x, self.labels[idx]
+
+    return _ArrayBatches
+
+
+def _compiled_augmenter(augmenter, example: np.ndarray):
+    """``augment(x, counter)``: the random layers of ``augmenter`` as one compiled function, random by ``counter``.
+
+    Called layer by layer, each operation of every augmentation is a separate dispatch (and under JAX a separate
+    compilation per batch shape) from several worker threads at once. Compiled once through ``stateless_call``, a
+    batch's augmentation is a single call, and its randomness comes from the layers' seeds and the batch's
+    ``counter`` (epoch and batch index) rather than from generators the threads advance in whatever order they
+    run: the same seed gives the same augmented batches however many workers there are.
+    """
+    if import_keras().backend.backend() != "jax":
+        return lambda x, counter: augmenter(x, training=True)
+    import jax
+
+    augmenter(np.asarray(example, dtype=np.float32), training=True)  # builds the layers and their seed generators
+    variables = augmenter.non_trainable_variables
+    base = [np.asarray(v.value) for v in variables]
+    seeds = [v.path.endswith("seed_generator_state") for v in variables]
+
+    @jax.jit
+    def run(states, x):
+        return augmenter.stateless_call([], states, x, training=True)[0]
+
+    def augment(x, counter):
+        states = [np.array([b[0], counter], dtype=b.dtype) if seed else b for b, seed in zip(base, seeds)]
+        return run(states, x)
+
+    return augment
+
+
 def predict_probs(model, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Model probabilities for (N, H, W, 3) uint8 pixels, batch by batch."""
-    out = [np.asarray(model(np.asarray(pixels[i : i + batch_size], dtype=np.float32), training=False))
+    import keras
+
+    # Under JAX a plain call runs the model operation by operation (seconds a batch for a large backbone);
+    # predict_on_batch runs it compiled. TensorFlow's eager call is what export's gate has always compared against.
+    if keras.backend.backend() == "tensorflow":
+        def run(x):
+            return model(x, training=False)
+    else:
+        run = model.predict_on_batch
+    out = [np.asarray(run(np.asarray(pixels[i : i + batch_size], dtype=np.float32)))
            for i in range(0, len(pixels), batch_size)]
     k = model.output_shape[-1]
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, k), np.float32)

@@ -38,7 +38,8 @@ def write_train_report(run: Path, meta: dict, metrics_doc: dict) -> Path:
         f"- backbone `{meta['backbone']}`, input {meta['input']['shape']} RGB 0-255, weights `{meta['model']['weights']}`, "
         f"head: {HeadSpec(**meta['model']['head']).describe(len(names))}",
         f"- hardware: {'GPU ' + ', '.join(meta['hardware']['gpus']) if meta['hardware']['gpus'] else 'CPU'}"
-        f"{', mixed precision' if meta['hardware']['mixed_precision'] else ''}",
+        f"{', mixed precision' if meta['hardware']['mixed_precision'] else ''}"
+        f", Keras backend {meta['hardware'].get('keras_backend', 'tensorflow')}",
         f"- dataset form `{ds['form']}`, fingerprint `{ds['fingerprint'][:16]}`",
         "",
         "## Data",

@@ -26,7 +26,7 @@ from edgeclf.edge_runtime.preprocess import PreprocessSpec
 from edgeclf.models import HeadSpec, ModelSpec, create_model, get_backbone_model
 
 from . import plots
-from ._deps import import_tf
+from ._deps import gpu_names, import_keras, import_tf
 from .augment import AugmentSpec, build_augmenter
 from .data import (SPLITS, DecodedSplit, SplitSpec, assign_splits, balanced_class_weights, class_counts,
                    decode_samples, discover, fingerprint, imbalance_ratio, stratified_folds)
@@ -337,7 +337,7 @@ def _warn_fold_leakage(folds: list[dict], dedup: bool, reporter) -> None:
 def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, model_spec: ModelSpec, spec: TrainSpec,
               run: Path, state: _RunState, class_weight: dict | None, reporter: Reporter, extra_callbacks: Sequence):
     """Trains one model (one or two phases) and returns it with its best weights loaded."""
-    tf, keras = import_tf()
+    keras = import_keras()
     ckpt = run / "checkpoints"
     ckpt.mkdir(exist_ok=True)
     best_path = ckpt / f"fold{fold}_best.weights.h5"
@@ -426,8 +426,8 @@ def train(
         DataError: For a dataset that cannot be used.
     """
     started = time.perf_counter()
-    import_tf()  # fail now, not after decoding the dataset, when TensorFlow is missing
     spec = spec or TrainSpec()
+    import_keras(spec.deterministic)  # fail now, not after decoding the dataset, when the backend is missing
     head = head or HeadSpec()
     reporter = reporter or Reporter()
     run = Path(out_dir)
@@ -492,14 +492,17 @@ def train(
             reporter.warn(note)
             ds.notes.append(note)
 
-    tf, keras = import_tf()
+    keras = import_keras(spec.deterministic)
+    backend = keras.backend.backend()
     keras.utils.set_random_seed(spec.seed)
-    if spec.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    gpus = tf.config.list_physical_devices("GPU")
+    if spec.deterministic and backend == "tensorflow":  # JAX's flag was set by import_keras, before JAX loaded
+        import_tf()[0].config.experimental.enable_op_determinism()
+    gpus = gpu_names(keras)
     mixed = spec.mixed_precision == "on" or (spec.mixed_precision == "auto" and bool(gpus))
-    reporter.stage(f"Training {model_spec.backbone} at {model_spec.img_size}px on {'GPU' if gpus else 'CPU'}"
-                   + (" with mixed precision" if mixed else ""))
+    device = f"GPU ({gpus[0]})" if gpus else "CPU"
+    reporter.stage(f"Training {model_spec.backbone} at {model_spec.img_size}px on {device}"
+                   + (" with mixed precision" if mixed else "")
+                   + ("" if backend == "tensorflow" else f" (Keras backend {backend})"))
 
     if spec.folds > 1:
         pool = DecodedSplit(np.concatenate([decoded["train"].pixels, decoded["val"].pixels]),
@@ -595,7 +598,7 @@ def train(
             "removed_by_dedup": removed,
             "notes": ds.notes,
         },
-        "hardware": {"gpus": [g.name for g in gpus], "mixed_precision": mixed},
+        "hardware": {"gpus": gpus, "mixed_precision": mixed, "keras_backend": backend},
         "wall_time_s": round(wall, 1),
     }
     write_json(run / "metadata.json", metadata)

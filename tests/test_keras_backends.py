@@ -1,0 +1,164 @@
+"""Training on Keras' JAX backend (no TensorFlow needed) and the PyDataset pipeline it uses."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_class_folders
+
+# Runs the edgeclf CLI with TensorFlow (and tf2onnx) impossible to import, as on a machine without them.
+NO_TF_CLI = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} blocked by the test", name=name)
+BLOCKED = set(sys.argv[1].split(","))
+sys.meta_path.insert(0, Block())
+from edgeclf.cli import main
+sys.argv = ["edgeclf"] + sys.argv[2:]
+main()
+"""
+
+
+def run_cli(args: list[str], backend: str, blocked: str = "tensorflow,tf2onnx", timeout: int = 300):
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    return subprocess.run([sys.executable, "-c", NO_TF_CLI, blocked, *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def test_array_batches_visit_every_image_once_per_epoch_in_a_reproducible_new_order():
+    from edgeclf.toolkit.pipeline import array_batches
+
+    n = 23
+    pixels = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8)
+    labels = np.arange(n)
+
+    def epochs(workers, count=2):
+        ds = array_batches(pixels, labels, 5, shuffle=True, seed=7, workers=workers)
+        assert len(ds) == 5
+        out = []
+        for _ in range(count):
+            ds.on_epoch_begin()
+            batches = [ds[i] for i in range(len(ds))]
+            for x, y in batches:
+                assert x.dtype == np.float32 and y.dtype == np.int32
+                np.testing.assert_array_equal(x[:, 0, 0, 0], y)  # each image stays with its label
+                assert list(y) == sorted(y)  # one sorted gather per batch
+            out.append(np.concatenate([y for _, y in batches]))
+        return out
+
+    first, second = epochs(1)
+    assert sorted(first) == list(range(n)) and sorted(second) == list(range(n))
+    assert not np.array_equal(first, second)
+    again = epochs(4)
+    np.testing.assert_array_equal(again[0], first)
+    np.testing.assert_array_equal(again[1], second)
+
+    plain = array_batches(pixels, labels, 5, shuffle=False, seed=7)
+    plain.on_epoch_begin()
+    np.testing.assert_array_equal(np.concatenate([plain[i][1] for i in range(len(plain))]), labels)
+
+
+def test_unsupported_keras_backend_is_refused_with_the_supported_ones(tiny_folders, tmp_path):
+    out = run_cli(["train", str(tiny_folders), "--backbone", "simple_cnn", "--out", str(tmp_path / "run")],
+                  backend="torch", blocked="torch")
+    assert out.returncode == 2, out.stderr
+    assert "KERAS_BACKEND='torch'" in out.stderr and "tensorflow, jax" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_jax_backend_without_jax_names_the_install(tiny_folders, tmp_path):
+    out = run_cli(["train", str(tiny_folders), "--backbone", "simple_cnn", "--out", str(tmp_path / "run")],
+                  backend="jax", blocked="jax,jaxlib,tensorflow")
+    assert out.returncode != 0
+    assert "pip install 'jax[cuda13]'" in out.stderr and "unset KERAS_BACKEND" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.fixture(scope="module")
+def jax_run(tmp_path_factory) -> Path:
+    """A simple_cnn run trained by `edgeclf train` on the JAX backend with TensorFlow unimportable."""
+    pytest.importorskip("jax")
+    root = tmp_path_factory.mktemp("jax")
+    data = write_class_folders(root / "data", {"bar_h": 40, "bar_v": 40})
+    run = root / "run"
+    out = run_cli(["train", str(data), "--backbone", "simple_cnn", "--weights", "none", "--img-size", "16",
+                   "--epochs", "3", "--batch-size", "16", "--out", str(run)], backend="jax")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "(Keras backend jax)" in out.stderr + out.stdout
+    return run
+
+
+def test_jax_run_is_complete_and_says_its_backend(jax_run):
+    meta = json.loads((jax_run / "metadata.json").read_text())
+    assert meta["hardware"]["keras_backend"] == "jax"
+    assert meta["train"]["deterministic"] is True
+    for name in ("model.keras", "metrics.json", "splits.csv", "history.csv", "report.md"):
+        assert (jax_run / name).is_file(), name
+    assert "Keras backend jax" in (jax_run / "report.md").read_text()
+    history = list(csv.DictReader((jax_run / "history.csv").open()))
+    assert len(history) == 3 and all(np.isfinite(float(r["loss"])) for r in history)
+
+
+def test_jax_trained_model_scores_the_same_on_tensorflow(jax_run, tmp_path):
+    """The .keras file is backend-neutral: TensorFlow's evaluation of the test split matches the JAX run's."""
+    from edgeclf.toolkit.evaluate import evaluate
+
+    test, data = tmp_path / "test", Path(json.loads((jax_run / "metadata.json").read_text())["dataset"]["path"])
+    for row in csv.DictReader((jax_run / "splits.csv").open()):
+        if row["split"] == "test":
+            (test / row["label"]).mkdir(parents=True, exist_ok=True)
+            shutil.copy(data / row["path"], test / row["label"] / Path(row["path"]).name)
+    result = evaluate(jax_run / "model.keras", test)
+    recorded = json.loads((jax_run / "metrics.json").read_text())["splits"]["test"]
+    assert result.metrics["n"] == recorded["n"] == 12
+    assert result.metrics["accuracy"] == pytest.approx(recorded["accuracy"], abs=1 / 12 + 1e-9)
+    assert result.metrics["roc_auc"] == pytest.approx(recorded["roc_auc"], abs=0.02)
+
+
+def test_export_refuses_the_jax_backend_and_takes_the_jax_model_on_tensorflow(jax_run, tmp_path):
+    out = run_cli(["export", str(jax_run / "model.keras"), "--format", "tflite", "--quantize", "fp32",
+                   "--out", str(tmp_path / "refused")], backend="jax", blocked="")
+    assert out.returncode == 2 and "needs Keras' TensorFlow backend" in out.stderr, out.stderr[-2000:]
+
+    from edgeclf.toolkit.export import ExportSpec, QuantSpec, export_model
+
+    results = export_model(jax_run / "model.keras", tmp_path / "export",
+                           spec=ExportSpec(formats=("tflite",), quant=(QuantSpec.float32(),)))
+    assert [r.passed for r in results] == [True]
+    assert results[0].fidelity["agreement"] == 1.0
+
+
+def test_jax_augmentation_is_the_same_for_any_number_of_worker_threads():
+    pytest.importorskip("jax")
+    code = """
+import numpy as np
+from edgeclf.toolkit.augment import AugmentSpec, build_augmenter
+from edgeclf.toolkit.pipeline import array_batches
+px = np.random.default_rng(0).integers(0, 255, (40, 12, 12, 3)).astype(np.uint8)
+def epoch(workers):
+    ds = array_batches(px, np.arange(40) % 2, 16, shuffle=True, seed=3, augmenter=build_augmenter(AugmentSpec(), 7),
+                       workers=workers)
+    ds.on_epoch_begin()
+    return [np.asarray(ds[i][0]) for i in range(len(ds))]
+a, b = epoch(1), epoch(4)
+assert all(np.array_equal(x, y) for x, y in zip(a, b))
+raw = px.astype(np.float32)
+assert not any(np.array_equal(np.sort(x.ravel()), np.sort(raw[:len(x)].ravel())) for x in a)
+assert not np.array_equal(a[0][:8], a[1][:8])
+assert all(0 <= x.min() and x.max() <= 255 for x in a)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+                         env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
