@@ -29,6 +29,9 @@ def _tensor(inp: dict) -> str:
     if tensor.identity:
         return ""
     fmt = ", ".join
+    if tensor.channels == 1:
+        return (f"; model input {tensor.layout} grayscale (Pillow's luminance), (luma - mean) / std with mean "
+                f"{tensor.mean[0]:g} and std {tensor.std[0]:g}")
     return (f"; model input {tensor.layout} {tensor.color}, (pixel - mean) / std with mean "
             f"({fmt(f'{m:g}' for m in tensor.mean)}) and std ({fmt(f'{v:g}' for v in tensor.std)})")
 
@@ -101,7 +104,9 @@ def describe(meta: dict, path: Path, size_bytes: int | None = None) -> list[tupl
                   f"{_quantised(inp.get('quantization'))}; pixels {lo:g}-{hi:g}, {pre.get('resize', '?')} resize"
                   + (", JPEG draft decoding" if pre.get("draft") else "") + _tensor(inp)),
         ("output", f"{out.get('kind', '?')}, {out.get('dtype', '?')}{_quantised(out.get('quantization'))}"
-                   + ("; the runtime applies a softmax" if out.get("kind") == "logits" else "")),
+                   + ("; one sigmoid unit scoring the second class" if out.get("units") == 1 else "")
+                   + (f"; the runtime applies a {'sigmoid' if out.get('units') == 1 else 'softmax'}"
+                      if out.get("kind") == "logits" else "")),
         ("quantization", _quantization(meta)),
     ]
     source = f"{meta.get('source_model', '?')} (sha256 {str(meta.get('source_model_sha256', '?'))[:16]})"

@@ -3,8 +3,9 @@
 edgeclf's own exports bake normalisation into the graph and end in a softmax, so for them this is the identity and
 costs nothing. Models adopted from elsewhere (``edgeclf adopt``: a Teachable Machine or Model Maker ``.tflite``, a
 PyTorch model exported to ONNX) expect their training pipeline's scaling, channel order and layout, and may output
-logits; the artefact's metadata records which (``input``: layout, color, mean, std; ``output``: kind), and
-``adapt_backend`` applies it at the backend boundary, so every caller of ``Backend.run`` gets the same answer.
+logits or one sigmoid unit, or take one (grayscale) channel; the artefact's metadata records which (``input``:
+layout, color, mean, std, channels; ``output``: kind, units), and ``adapt_backend`` applies it at the backend
+boundary, so every caller of ``Backend.run`` gets the same answer.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ INPUT_NORMS = {
     "torch": ("RGB", tuple(255.0 * m for m in TORCH_MEAN_RGB), tuple(255.0 * s for s in TORCH_STD_RGB)),
     "caffe": ("BGR", CAFFE_MEAN_BGR, (1.0, 1.0, 1.0)),
 }
+# Luminance weights of Pillow's convert("L") (ITU-R 601-2): what a model trained on grayscale images was fed.
+LUMA_RGB = (0.299, 0.587, 0.114)
 LAYOUTS = ("NHWC", "NCHW")
 COLORS = ("RGB", "BGR")
 OUTPUT_KINDS = ("probabilities", "logits")
@@ -55,12 +58,15 @@ class InputTensor:
         color: Channel order, ``RGB`` or ``BGR``.
         mean: Subtracted from each channel (in ``color`` order) of the 0-255 pixels.
         std: Then divided into each channel.
+        channels: 3, or 1 for a model trained on grayscale images: it gets the luminance Pillow's convert("L")
+            computes (``LUMA_RGB``), then ``(luma - mean[0]) / std[0]``.
     """
 
     layout: str = "NHWC"
     color: str = "RGB"
     mean: tuple[float, float, float] = _ZERO
     std: tuple[float, float, float] = _ONE
+    channels: int = 3
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -71,6 +77,11 @@ class InputTensor:
         object.__setattr__(self, "std", _triple("std", self.std))
         if any(s == 0 for s in self.std):
             raise ConfigError(f"Received: std={self.std}. Expected no zero.")
+        if self.channels not in (1, 3):
+            raise ConfigError(f"Received: channels={self.channels}. Supported: 1 (grayscale), 3.")
+        if self.channels == 1 and (len(set(self.mean)) > 1 or len(set(self.std)) > 1):
+            raise ConfigError(f"Received: mean {list(self.mean)} and std {list(self.std)} per colour channel for a "
+                              "one-channel (grayscale) input. Expected the same value for every channel.")
 
     @classmethod
     def preset(cls, input_norm: str, layout: str = "NHWC") -> "InputTensor":
@@ -87,28 +98,33 @@ class InputTensor:
         The pixels it starts from are 0-255: ``PreprocessSpec`` refuses metadata that says otherwise.
         """
         return cls(meta_input.get("layout", "NHWC"), meta_input.get("color", "RGB"),
-                   meta_input.get("mean", _ZERO), meta_input.get("std", _ONE))
+                   meta_input.get("mean", _ZERO), meta_input.get("std", _ONE), int(meta_input.get("channels", 3)))
 
     def to_metadata(self) -> dict:
-        return {"layout": self.layout, "color": self.color, "mean": list(self.mean), "std": list(self.std)}
+        return {"layout": self.layout, "color": self.color, "mean": list(self.mean), "std": list(self.std),
+                "channels": self.channels}
 
     @property
     def identity(self) -> bool:
         """Raw RGB pixels in NHWC: what edgeclf's own artefacts take."""
-        return self.layout == "NHWC" and self.color == "RGB" and self.mean == _ZERO and self.std == _ONE
+        return (self.layout == "NHWC" and self.color == "RGB" and self.mean == _ZERO and self.std == _ONE
+                and self.channels == 3)
 
     def shape(self, height: int, width: int) -> tuple[int, int, int]:
         """The model's input shape without the batch dimension."""
-        return (height, width, 3) if self.layout == "NHWC" else (3, height, width)
+        return (height, width, self.channels) if self.layout == "NHWC" else (self.channels, height, width)
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) RGB pixels 0-255 -> the model's float32 input."""
         if self.identity:
             return pixels
         x = pixels.astype(np.float32)
-        if self.color == "BGR":
-            x = x[..., ::-1]
-        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        if self.channels == 1:
+            x = (x @ np.asarray(LUMA_RGB, np.float32)[:, None] - self.mean[0]) / self.std[0]
+        else:
+            if self.color == "BGR":
+                x = x[..., ::-1]
+            x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         if self.layout == "NCHW":
             x = x.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(x)
@@ -121,10 +137,24 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-class AdaptedBackend:
-    """A backend whose model takes another tensor than RGB 0-255 NHWC pixels, or outputs logits.
+def to_probabilities(outputs: np.ndarray, logits: bool) -> np.ndarray:
+    """A model's (N, units) outputs as (N, classes) probabilities.
 
-    ``run`` takes (N, H, W, 3) pixels 0-255 like every backend and returns probabilities.
+    One unit is a sigmoid scoring the second of two classes (Keras' ``Dense(1, activation="sigmoid")`` binary
+    classifier): ``(1 - p, p)``, after a sigmoid when it outputs a logit. More units are per-class probabilities, or
+    logits that a softmax turns into them.
+    """
+    y = np.asarray(outputs, np.float32)
+    if y.shape[1] == 1:
+        p = 0.5 * (1.0 + np.tanh(0.5 * y)) if logits else y  # the sigmoid, without overflow for large logits
+        return np.concatenate([1.0 - p, p], axis=1)
+    return softmax(y) if logits else y
+
+
+class AdaptedBackend:
+    """A backend whose model takes another tensor than RGB 0-255 NHWC pixels, or outputs logits or one sigmoid unit.
+
+    ``run`` takes (N, H, W, 3) pixels 0-255 like every backend and returns one probability per class.
     """
 
     def __init__(self, backend, tensor: InputTensor, logits: bool, height: int, width: int):
@@ -138,21 +168,22 @@ class AdaptedBackend:
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         y = self.inner.run(self.tensor.apply(pixels))
-        return softmax(y) if self.logits else y
+        return to_probabilities(y, self.logits) if self.logits or y.shape[1] == 1 else y
 
 
 def adapt_backend(backend, metadata: dict):
-    """``backend`` itself for an artefact that takes raw RGB NHWC pixels and outputs probabilities (every edgeclf
-    export), else an ``AdaptedBackend`` applying the artefact's recorded input tensor and output kind.
+    """``backend`` itself for an artefact that takes raw RGB NHWC pixels and outputs one probability per class
+    (every edgeclf export), else an ``AdaptedBackend`` applying the artefact's recorded input tensor and output.
 
     Raises:
         ConfigError: For an input or output contract the runtime does not know.
     """
     tensor = InputTensor.from_metadata(metadata.get("input") or {})
-    kind = (metadata.get("output") or {}).get("kind", "probabilities")
+    output = metadata.get("output") or {}
+    kind = output.get("kind", "probabilities")
     if kind not in OUTPUT_KINDS:
         raise ConfigError(f"Received: output kind '{kind}'. Supported: {', '.join(OUTPUT_KINDS)}.")
-    if tensor.identity and kind == "probabilities":
+    if tensor.identity and kind == "probabilities" and output.get("units") != 1:
         return backend
     pre = metadata["preprocess"]
     return AdaptedBackend(backend, tensor, kind == "logits", int(pre["height"]), int(pre["width"]))

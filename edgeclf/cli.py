@@ -461,9 +461,10 @@ def adopt(ctx, model, out_path, check, force, labels, input_norm, mean, std, out
 
     Writes a copy; the original is kept. --labels and --input-norm say what the file cannot: its class names in
     output order and how its training scaled pixels; a .tflite with TFLite Support metadata (Model Maker's) gives
-    both itself. Channels-first (NCHW) input and logits outputs are read from the model. With no source model to
-    compare with it is not gated (its metadata says so); --check measures its accuracy on labelled images and
-    names a --labels order that fits them better.
+    both itself. Channels-first (NCHW) input, grayscale input (fed Pillow's luminance) and logits outputs are read
+    from the model; one output unit is a sigmoid scoring the second of two --labels (negative class first). With no
+    source model to compare with it is not gated (its metadata says so); --check measures its accuracy on labelled
+    images and names a --labels order that fits them better.
 
     \b
     Example:
@@ -471,6 +472,7 @@ def adopt(ctx, model, out_path, check, force, labels, input_norm, mean, std, out
       edgeclf adopt resnet18.onnx --labels cat,dog --input-norm torch --out pets.onnx
       edgeclf adopt model_maker.tflite          # labels and normalisation from its own metadata
       edgeclf adopt clip_detector.onnx --labels real,ai --mean 0.481,0.458,0.408 --std 0.269,0.261,0.276
+      edgeclf adopt hardhat_sigmoid.tflite --labels no_helmet,helmet --input-norm unit
       edgeclf predict model_unquant_edgeclf.tflite photos/
     """
 

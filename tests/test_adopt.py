@@ -350,3 +350,120 @@ def test_adopt_refusals(exported, foreign, tmp_path):
     assert run(tmp_path / "again.tflite", "--labels", "a,b", "--input-norm", "tf", "--force").exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again.tflite", "again_edgeclf.tflite",
                                                           "again_edgeclf.tflite.json"]  # no temporary files left
+
+
+@pytest.fixture(scope="module")
+def binary_gray(tmp_path_factory):
+    """Two files as notebooks make them: a grayscale model ending in one logit (Dense(1), no activation), and a
+    colour model ending in one sigmoid unit. Returns (folder, {name: keras model})."""
+    import keras
+
+    from edgeclf.toolkit.export import QuantSpec
+    from edgeclf.toolkit.export import tflite as tflite_export
+    from edgeclf.toolkit.export.archive import write_saved_model
+
+    out = tmp_path_factory.mktemp("binary")
+    keras.utils.set_random_seed(3)
+    models = {}
+    for name, channels, activation, gain, bias in (("gray_logit", 1, None, 20.0, 2.0),
+                                                   ("rgb_sigmoid", 3, "sigmoid", 3.0, 0.0)):
+        inp = keras.Input((16, 16, channels))
+        x = keras.layers.Rescaling(1 / 255)(inp)
+        x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        dense = keras.layers.Dense(1, activation=activation)
+        model = keras.Model(inp, dense(x))
+        kernel, _ = dense.get_weights()
+        dense.set_weights([kernel * gain, np.asarray([bias], np.float32)])  # the logit model's spread beyond [0, 1]
+        write_saved_model(model, out / f"{name}_saved")
+        (out / f"{name}.tflite").write_bytes(tflite_export.convert(out / f"{name}_saved", QuantSpec.float32(), None))
+        models[name] = model
+    return out, models
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def test_a_grayscale_model_with_one_logit_gets_luminance_and_a_sigmoid(binary_gray, tmp_path):
+    folder, models = binary_gray
+    out = tmp_path / "gray.tflite"
+    r = CliRunner().invoke(main, ["adopt", str(folder / "gray_logit.tflite"), "--labels", "no_helmet,helmet",
+                                  "--input-norm", "raw", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "sigmoid" in r.output  # found to be a logit on the probe images
+    meta = read_metadata(out)
+    assert meta["input"]["shape"] == [16, 16, 1] and meta["input"]["channels"] == 1
+    assert meta["output"]["kind"] == "logits" and meta["output"]["units"] == 1
+    assert meta["adapter"]["grayscale"] is True and meta["class_names"] == ["no_helmet", "helmet"]
+
+    pixels = np.random.default_rng(1).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    luma = pixels.astype(np.float32) @ np.asarray([0.299, 0.587, 0.114], np.float32)[:, None]
+    np.testing.assert_allclose(_fed(out, pixels), luma, rtol=1e-6)
+    p = _sigmoid(models["gray_logit"].predict(luma, verbose=0)[:, 0])
+    np.testing.assert_allclose(_probs(out, pixels), np.stack([1 - p, p], 1), atol=1e-5)
+
+    info = CliRunner().invoke(main, ["info", str(out)])
+    assert "grayscale" in info.output and "one sigmoid unit scoring the second class" in info.output
+    assert "the runtime applies a sigmoid" in info.output
+
+
+def test_a_model_ending_in_one_sigmoid_unit_scores_the_second_label(binary_gray, tmp_path):
+    folder, models = binary_gray
+    out = tmp_path / "sigmoid.tflite"
+    r = CliRunner().invoke(main, ["adopt", str(folder / "rgb_sigmoid.tflite"), "--labels", "real,ai_generated",
+                                  "--input-norm", "raw", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert read_metadata(out)["output"] == {**read_metadata(out)["output"], "kind": "probabilities", "units": 1}
+    pixels = np.random.default_rng(2).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    p = models["rgb_sigmoid"].predict(pixels.astype(np.float32), verbose=0)[:, 0]
+    assert 0.01 < p.min() and p.max() < 0.99 and p.std() > 1e-3  # varied answers, not one saturated value
+    threshold = float(np.median(p))  # both labels appear
+    np.testing.assert_allclose(_probs(out, pixels), np.stack([1 - p, p], 1), atol=1e-5)
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    from PIL import Image
+
+    for i, px in enumerate(pixels):
+        Image.fromarray(px).save(images / f"{i}.png")
+    pred = CliRunner().invoke(main, ["predict", str(out), str(images), "--threshold", str(threshold), "--format",
+                                     "jsonl"])
+    assert pred.exit_code == 0, pred.output
+    records = sorted((json.loads(line) for line in pred.output.splitlines() if line.startswith("{")),
+                     key=lambda rec: rec["path"])
+    assert [rec["label"] for rec in records] == ["ai_generated" if v >= threshold else "real" for v in p]
+    assert {rec["label"] for rec in records} == {"real", "ai_generated"}
+
+
+def test_grayscale_and_one_unit_refusals(binary_gray, tmp_path):
+    folder, _ = binary_gray
+
+    def run(*args):
+        return CliRunner().invoke(main, ["adopt", *map(str, args)])
+
+    r = run(folder / "gray_logit.tflite", "--labels", "a,b", "--input-norm", "torch", "--out", tmp_path / "t.tflite")
+    assert r.exit_code == 2 and "normalises three colour channels" in r.output
+    r = run(folder / "gray_logit.tflite", "--labels", "a,b", "--mean", "0.5,0.4,0.3", "--std", "0.2,0.2,0.2",
+            "--out", tmp_path / "m.tflite")
+    assert r.exit_code == 2 and "Expected one value each" in r.output
+    r = run(folder / "rgb_sigmoid.tflite", "--labels", "a,b,c", "--input-norm", "raw", "--out", tmp_path / "u.tflite")
+    assert r.exit_code == 2 and "Expected 2 labels, negative class first" in r.output
+    assert not any(tmp_path.iterdir())
+
+
+def test_grayscale_input_tensor_layouts():
+    from edgeclf.edge_runtime.errors import ConfigError
+    from edgeclf.edge_runtime.tensor import InputTensor
+
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 4, 5, 3), dtype=np.uint8)
+    luma = pixels.astype(np.float32) @ np.asarray([0.299, 0.587, 0.114], np.float32)[:, None]
+    tf_gray = InputTensor.preset("tf", "NCHW")
+    tf_gray = InputTensor(tf_gray.layout, tf_gray.color, tf_gray.mean, tf_gray.std, channels=1)
+    np.testing.assert_allclose(tf_gray.apply(pixels), (luma / 127.5 - 1).transpose(0, 3, 1, 2), rtol=1e-5, atol=1e-6)
+    assert tf_gray.shape(4, 5) == (1, 4, 5) and not tf_gray.identity
+    assert InputTensor.from_metadata(tf_gray.to_metadata()) == tf_gray
+    with pytest.raises(ConfigError, match="same value for every channel"):
+        InputTensor(mean=(1.0, 2.0, 3.0), channels=1)
+    with pytest.raises(ConfigError, match="channels=2"):
+        InputTensor(channels=2)

@@ -130,6 +130,8 @@ def test_export_refuses_the_jax_backend_and_takes_the_jax_model_on_tensorflow(ja
     out = run_cli(["export", str(jax_run / "model.keras"), "--format", "tflite", "--quantize", "fp32",
                    "--out", str(tmp_path / "refused")], backend="jax", blocked="")
     assert out.returncode == 2 and "needs Keras' TensorFlow backend" in out.stderr, out.stderr[-2000:]
+    assert "SavedModel" not in out.stderr + out.stdout  # refused before any work
+    assert not (tmp_path / "refused").exists()
 
     from edgeclf.toolkit.export import ExportSpec, QuantSpec, export_model
 
@@ -162,3 +164,24 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
                          env={**os.environ, "KERAS_BACKEND": "jax"})
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_a_backend_named_in_keras_json_is_used_for_training(tmp_path):
+    """No KERAS_BACKEND, but ~/.keras/keras.json (here KERAS_HOME) names JAX: training takes JAX, export refuses."""
+    pytest.importorskip("jax")
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "jax"}))
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    code = """
+from edgeclf.edge_runtime.errors import ConfigError
+from edgeclf.toolkit._deps import import_keras, import_tf
+print(import_keras().backend.backend())
+try:
+    import_tf()
+except ConfigError as exc:
+    print("refused:", exc)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+                         env={**env, "KERAS_HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "jax" and lines[1].startswith("refused: This command needs Keras' TensorFlow backend")

@@ -67,7 +67,10 @@ def import_keras(deterministic: bool = False):
     if keras is None:
         requested = os.environ.get("KERAS_BACKEND", "tensorflow")
         if requested == "tensorflow":
-            return import_tf()[1]
+            try:
+                return import_tf()[1]
+            except ConfigError:  # no KERAS_BACKEND, but ~/.keras/keras.json names another backend
+                requested = sys.modules["keras"].backend.backend()
         if requested not in TRAIN_BACKENDS:
             raise ConfigError(f"Received: KERAS_BACKEND='{requested}'. edgeclf trains on: {', '.join(TRAIN_BACKENDS)}.")
         if requested == "jax" and deterministic and "jax" not in sys.modules:

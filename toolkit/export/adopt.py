@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +25,12 @@ from edgeclf.edge_runtime.artifact import METADATA_KEY, artifact_format, read_tf
 from edgeclf.edge_runtime.classifier import Classifier
 from edgeclf.edge_runtime.errors import ConfigError, DataError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
-from edgeclf.edge_runtime.tensor import InputTensor, softmax
+from edgeclf.edge_runtime.tensor import InputTensor, to_probabilities
 
 from ..io import atomic_path, ensure_writable_dir, sha256_file, write_json
 from ..progress import Reporter
-from .foreign import ForeignSpec, check_labels, check_probabilities, label_order_problem, probability_problem
+from .foreign import (ForeignSpec, check_grayscale_norm, check_labels, check_probabilities, label_order_problem,
+                      probability_problem)
 from .images import folder_images
 from .onnx import write_metadata as write_onnx_metadata
 from .tflite_support import packed_files, read_support_metadata
@@ -131,16 +132,14 @@ def _onnx_io(model, path: Path) -> _ModelIO:
     return _ModelIO(dims(inputs[0]), "float32", None, dims(model.graph.output[0]), "float32", None, mode, existing)
 
 
-def _layout(shape: tuple, path: Path) -> tuple[str, int | None, int | None]:
-    """``(layout, height, width)`` from an input shape (batch first)."""
-    if len(shape) == 4 and shape[3] == 3:
-        return "NHWC", shape[1], shape[2]
-    if len(shape) == 4 and shape[1] == 3:
-        return "NCHW", shape[2], shape[3]
-    if len(shape) == 4 and 1 in (shape[1], shape[3]):
-        raise ConfigError(f"{path} takes one-channel (grayscale) input {shape}. edgeclf adopts colour models; "
-                          "a grayscale .keras model can go through `edgeclf export --labels ... --input-norm ...`.")
-    raise ConfigError(f"{path} takes input of shape {shape}. Expected an image batch: (N, H, W, 3) or (N, 3, H, W).")
+def _layout(shape: tuple, path: Path) -> tuple[str, int | None, int | None, int]:
+    """``(layout, height, width, channels)`` from an input shape (batch first); one channel is grayscale."""
+    if len(shape) == 4 and shape[3] in (1, 3):
+        return "NHWC", shape[1], shape[2], shape[3]
+    if len(shape) == 4 and shape[1] in (1, 3):
+        return "NCHW", shape[2], shape[3], shape[1]
+    raise ConfigError(f"{path} takes input of shape {shape}. Expected an image batch: (N, H, W, 3) or (N, 3, H, W), "
+                      "or one channel for grayscale.")
 
 
 def _fix_onnx_size(model, layout: str, size: int) -> None:
@@ -202,12 +201,13 @@ def _metadata(src: Path, sha: str, io: _ModelIO, contract: _Contract, h: int, w:
         "class_names": list(contract.class_names),
         "input": {"shape": list(tensor.shape(h, w)), "dtype": io.dtype, **tensor.to_metadata(),
                   "value_range": [0.0, 255.0], "resize": contract.resize, "quantization": io.quantization},
-        "output": {"kind": kind, "dtype": io.output_dtype, "quantization": io.output_quantization},
+        "output": {"kind": kind, "units": units, "dtype": io.output_dtype, "quantization": io.output_quantization},
         "preprocess": pre.to_dict(),
         "quantization": {"mode": io.mode},
         "backbone": None,
         "adapter": {"adopted": True, "source_input_shape": [None if d is None else int(d) for d in io.shape[1:]],
-                    "input_norm": contract.input_norm, "output": kind, "output_units": units, "grayscale": False},
+                    "input_norm": contract.input_norm, "output": kind, "output_units": units,
+                    "grayscale": tensor.channels == 1},
         "source_model": src.name,
         "source_model_sha256": sha,
         "fidelity": {"verified": False, "reason": "adopted: made outside edgeclf, no source model to compare with",
@@ -267,8 +267,12 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
     if io.existing:
         raise ConfigError(f"{src} already carries edgeclf metadata (it was exported or adopted by edgeclf): "
                           "predict with it as it is.")
-    layout, h, w = _layout(io.shape, src)
+    layout, h, w, channels = _layout(io.shape, src)
+    if channels == 1 and spec is not None:
+        check_grayscale_norm(spec)
     contract = _contract(spec, support, layout, src, reporter)
+    if channels == 1:  # trained on grayscale: the runtime feeds the luminance Pillow's convert("L") computes
+        contract = replace(contract, tensor=replace(contract.tensor, channels=1))
     img_size = spec.img_size if spec is not None else None
     if h is None or w is None:
         if img_size is None:
@@ -285,13 +289,11 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
     if len(io.output_shape) != 2 or not io.output_shape[1]:
         raise ConfigError(f"{src}'s output has shape {io.output_shape}. Expected (batch, classes).")
     units = int(io.output_shape[1])
-    if units == 1:
-        raise ConfigError(f"{src} has one output unit (a sigmoid). edgeclf adopts models with one output per class; "
-                          "a .keras model with one sigmoid unit can go through `edgeclf export --labels ...`.")
     names = contract.class_names
-    if len(names) != units:
-        raise ConfigError(f"Received {len(names)} labels ({', '.join(names)}) for a model with {units} output "
-                          f"units. Expected {units} labels in the order of its outputs.")
+    if len(names) != (2 if units == 1 else units):
+        raise ConfigError(f"Received {len(names)} labels ({', '.join(names)}) for a model with " + (
+            "one output unit (a sigmoid scoring the second class). Expected 2 labels, negative class first."
+            if units == 1 else f"{units} output units. Expected {units} labels in the order of its outputs."))
     pre = PreprocessSpec(h, w, resize=contract.resize)
 
     images = None
@@ -324,9 +326,10 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
         if kind == "probabilities" and contract.output == "auto":
             problem = probability_problem(probs, tolerance, tolerance)
             if problem:
-                kind, probs = "logits", softmax(probs)
+                # one unit: the runtime turned p into (1 - p, p); the raw output is the second column
+                kind, probs = "logits", to_probabilities(probs[:, 1:] if units == 1 else probs, logits=True)
                 reporter.stage(f"Its outputs are not probabilities ({problem}): recorded as logits, which the "
-                               "runtime turns into probabilities with a softmax")
+                               f"runtime turns into probabilities with a {'sigmoid' if units == 1 else 'softmax'}")
         elif kind == "probabilities":
             check_probabilities(probs, tolerance, tolerance)
         result = None

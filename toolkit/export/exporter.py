@@ -21,6 +21,7 @@ from edgeclf.edge_runtime.classifier import saturates_here
 from edgeclf.edge_runtime.errors import ConfigError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
 
+from .._deps import import_tf
 from ..evaluate import check_model_file, load_keras_model, read_metadata
 from ..io import atomic_path, ensure_writable_dir, sha256_file, write_json
 from ..metrics import classification_metrics, wilson_interval
@@ -146,6 +147,7 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     """
     spec = spec or ExportSpec()
     reporter = reporter or Reporter()
+    import_tf()  # conversion runs through TensorFlow: a missing TensorFlow or another Keras backend fails first
     model_path = Path(model_path)
     run_dir = model_path.parent
     run_meta = _source_metadata(model_path, foreign, dataset)

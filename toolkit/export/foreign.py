@@ -17,13 +17,11 @@ import numpy as np
 
 from edgeclf.edge_runtime.errors import ConfigError, DataError
 from edgeclf.edge_runtime.preprocess import RESIZE_METHODS, PreprocessSpec
-from edgeclf.edge_runtime.tensor import InputTensor
+from edgeclf.edge_runtime.tensor import LUMA_RGB, InputTensor
 
 # How the model's training pipeline scaled RGB 0-255 pixels, named as the CLI takes them -> models.NORMALISATIONS.
 INPUT_NORMS = {"raw": "in_model", "unit": "unit", "tf": "tf", "caffe": "caffe", "torch": "torch"}
 OUTPUTS = ("auto", "probabilities", "logits")
-# Luminance weights of Pillow's convert("L") (ITU-R 601-2), for a model trained on grayscale images.
-LUMA_RGB = (0.299, 0.587, 0.114)
 # --mean/--std (edgeclf adopt): a normalisation given by its numbers rather than a preset's name.
 CUSTOM_NORM = "custom"
 # How much more of the labelled images another order of --labels must get right to be named (label_order_problem).
@@ -257,12 +255,8 @@ def adapt_model(model, spec: ForeignSpec):
         what = "one sigmoid unit: two labels, negative class first" if units == 1 else f"{units} output units"
         raise ConfigError(f"Received {len(spec.class_names)} labels ({', '.join(spec.class_names)}) for a model with "
                           f"{what}. Expected {expected} labels in the order of its outputs.")
-    if channels == 1 and spec.input_norm == CUSTOM_NORM and (len(set(spec.mean)) > 1 or len(set(spec.std)) > 1):
-        raise ConfigError(f"Received: --mean {spec.mean} and --std {spec.std}, per colour channel, for a model with one "
-                          "input channel. Expected one value each.")
-    if channels == 1 and spec.input_norm in ("caffe", "torch"):
-        raise ConfigError(f"Received: --input-norm {spec.input_norm} for a model with one input channel; "
-                          f"{spec.input_norm} normalises three colour channels. Expected raw, unit or tf.")
+    if channels == 1:
+        check_grayscale_norm(spec)
     kind = _output_kind(model, units, spec)
 
     inputs = keras.Input((h, w, 3), name="pixels", dtype="float32")
@@ -299,6 +293,20 @@ def adapt_model(model, spec: ForeignSpec):
                     **({"mean": list(spec.mean), "std": list(spec.std)} if spec.input_norm == CUSTOM_NORM else {})},
     }
     return adapted, meta
+
+
+def check_grayscale_norm(spec: ForeignSpec) -> None:
+    """Refuses, for a model with one input channel, a normalisation that treats colour channels differently.
+
+    Raises:
+        ConfigError: For caffe or torch, or --mean/--std with different values per channel.
+    """
+    if spec.input_norm == CUSTOM_NORM and (len(set(spec.mean)) > 1 or len(set(spec.std)) > 1):
+        raise ConfigError(f"Received: --mean {spec.mean} and --std {spec.std}, per colour channel, for a model with one "
+                          "input channel. Expected one value each.")
+    if spec.input_norm in ("caffe", "torch"):
+        raise ConfigError(f"Received: --input-norm {spec.input_norm} for a model with one input channel; "
+                          f"{spec.input_norm} normalises three colour channels. Expected raw, unit or tf.")
 
 
 def probability_problem(outputs: np.ndarray, value_tolerance: float = 1e-4, sum_tolerance: float = 1e-3
