@@ -13,6 +13,11 @@ Each is adopted (``--labels <10 names> --input-norm tf``, the output kind left t
 10,000 test images as PNG files through the runtime. They are compared with the notebook's own predictions
 (``softmax(model(x / 127.5 - 1))`` on the IDX arrays): the runtime must feed each file what the notebook fed it.
 
+A second notebook is the binary classifier tutorials write: sneaker vs ankle boot, the grey images as they are
+(one channel), ``x / 255``, one output logit (``Dense(1)``, ``BinaryCrossentropy(from_logits=True)``). Its float
+TFLite and tf2onnx files are adopted with ``--labels sneaker,ankle_boot --input-norm unit`` and compared on the
+2,000 test images of those classes with ``sigmoid(model(x / 255))``.
+
     apt-get install dataset-fashion-mnist
     python -m edgeclf.benchmarks.adopt_fashion_mnist --work /tmp/edgeclf-adopt
 """
@@ -31,6 +36,7 @@ from edgeclf.benchmarks.foreign_fashion_mnist import notebook_setup, write_test_
 from edgeclf.benchmarks.machine import describe
 
 CALIBRATION_IMAGES = 300
+BINARY = ("sneaker", "ankle_boot")  # negative class first: the unit scores ankle_boot
 
 
 def _rgb(images: np.ndarray) -> np.ndarray:
@@ -82,6 +88,35 @@ def other_tools_files(model_path: Path, calibration: np.ndarray, work: Path) -> 
     return files
 
 
+def binary_gray_files(images: np.ndarray, labels: np.ndarray, epochs: int, work: Path):
+    """The binary grayscale notebook: its model (trained here) and the float TFLite and ONNX files of it."""
+    import keras
+    import tensorflow as tf
+    import tf2onnx
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+    keep = np.isin(labels, [CLASS_NAMES.index(c) for c in BINARY])
+    x = images[keep][..., None].astype(np.float32) / 255.0
+    y = (labels[keep] == CLASS_NAMES.index(BINARY[1])).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(16, 3, activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(1),
+    ], name="notebook_gray_binary")
+    model.compile("adam", keras.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, batch_size=128, validation_split=0.1, verbose=2)
+    saved = work / "binary_saved_model"
+    model.export(str(saved), verbose=False)
+    files = {"gray_float": work / "notebook_binary_gray.tflite", "gray_onnx": work / "notebook_binary_gray.onnx"}
+    files["gray_float"].write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())
+    patch_tf2onnx()
+    signature = [tf.TensorSpec((None, 28, 28, 1), tf.float32, name="x")]
+    fn = tf.function(lambda t: model(t, training=False), input_signature=signature)
+    tf2onnx.convert.from_function(fn, input_signature=signature, opset=17, output_path=str(files["gray_onnx"]))
+    return model, files
+
+
 def main(argv: list[str] | None = None) -> int:
     import keras
 
@@ -118,12 +153,34 @@ def main(argv: list[str] | None = None) -> int:
             "max_abs_diff_vs_notebook": float(np.abs(probs - expected).max()),
             "accuracy": float((probs.argmax(1) == test_y).mean()), "classify_10k_s": round(wall, 2),
         })
+    model, binary_files = binary_gray_files(train_x, train_y, args.epochs, args.work)
+    test_keep = np.flatnonzero(np.isin(test_y, [CLASS_NAMES.index(c) for c in BINARY]))
+    truth = (test_y[test_keep] == CLASS_NAMES.index(BINARY[1])).astype(int)
+    logit = model.predict(test_x[test_keep][..., None].astype(np.float32) / 255.0, batch_size=512, verbose=0)[:, 0]
+    p_expected = 1.0 / (1.0 + np.exp(-logit.astype(np.float64)))
+    binary_accuracy = float(((p_expected >= 0.5) == truth).mean())
+    binary_rows = []
+    for kind, src in binary_files.items():
+        result = adopt(src, args.work / f"adopted_{src.name}", spec=ForeignSpec(BINARY, "unit"), force=True)
+        meta = result.metadata
+        clf = Classifier.load(result.path, threads=2)
+        p = np.stack([c.probabilities for c in clf.classify([pngs[i] for i in test_keep])])[:, 1]
+        binary_rows.append({
+            "file": src.name, "made_by": {"gray_float": "TFLiteConverter", "gray_onnx": "tf2onnx"}[kind],
+            "input": {k: meta["input"][k] for k in ("shape", "layout", "channels", "mean", "std")},
+            "output_found": {"kind": meta["output"]["kind"], "units": meta["output"]["units"]},
+            "agreement_with_notebook": float(((p >= 0.5) == (p_expected >= 0.5)).mean()),
+            "max_abs_diff_vs_notebook": float(np.abs(p - p_expected).max()),
+            "accuracy": float(((p >= 0.5) == truth).mean()),
+        })
     record = {
         "benchmark": "files made by other tools (TFLiteConverter float and uint8, tf2onnx NCHW) from a notebook model "
                      "(RGB, x/127.5-1, logits), adopted with --labels --input-norm tf; runtime on the 10,000 test "
                      "PNGs vs the notebook's own predictions",
         "date": time.strftime("%Y-%m-%d"), "machine": describe(), "epochs": args.epochs, "train_s": round(train_s, 1),
         "notebook_accuracy": notebook_accuracy, "rows": rows,
+        "binary_grayscale": {"classes": list(BINARY), "test_images": int(len(test_keep)),
+                             "notebook_accuracy": binary_accuracy, "rows": binary_rows},
     }
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "adopt_fashion_mnist.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -144,6 +201,16 @@ def main(argv: list[str] | None = None) -> int:
            f"{r['output_kind_found']} | {100 * r['agreement_with_notebook']:.2f}% | "
            f"{r['max_abs_diff_vs_notebook']:.2e} | {r['accuracy']:.4f} | "
            f"{100 * (r['accuracy'] - notebook_accuracy):+.2f} | {r['classify_10k_s']} s |" for r in rows]
+    md += ["", f"Binary grayscale notebook ({BINARY[0]} vs {BINARY[1]}, one channel, x/255, one output logit, "
+           f"{args.epochs} epochs): test accuracy of its own `sigmoid(model(x / 255))` **{binary_accuracy:.4f}** on "
+           f"{len(test_keep)} images; each file adopted with `--labels {','.join(BINARY)} --input-norm unit` (output "
+           "kind: auto) and run on the same images as PNG files (the runtime feeds Pillow's luminance and turns the "
+           "unit into (1-p, p)).", "",
+           "| file | made by | input found | output found | agreement with the notebook | max abs diff p | "
+           "accuracy |", "|---|---|---|---|---:|---:|---:|"]
+    md += [f"| {r['file']} | {r['made_by']} | {r['input']['layout']} {r['input']['shape']} | "
+           f"{r['output_found']['kind']}, {r['output_found']['units']} unit | {100 * r['agreement_with_notebook']:.2f}% | "
+           f"{r['max_abs_diff_vs_notebook']:.2e} | {r['accuracy']:.4f} |" for r in binary_rows]
     (args.results / "adopt_fashion_mnist.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
