@@ -385,13 +385,17 @@ def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
+def _adopt_raw(src, labels: str, out):
+    """`edgeclf adopt SRC --labels LABELS --input-norm raw --out OUT`, asserted to succeed; its output."""
+    r = CliRunner().invoke(main, ["adopt", str(src), "--labels", labels, "--input-norm", "raw", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
 def test_a_grayscale_model_with_one_logit_gets_luminance_and_a_sigmoid(binary_gray, tmp_path):
     folder, models = binary_gray
     out = tmp_path / "gray.tflite"
-    r = CliRunner().invoke(main, ["adopt", str(folder / "gray_logit.tflite"), "--labels", "no_helmet,helmet",
-                                  "--input-norm", "raw", "--out", str(out)])
-    assert r.exit_code == 0, r.output
-    assert "sigmoid" in r.output  # found to be a logit on the probe images
+    assert "sigmoid" in _adopt_raw(folder / "gray_logit.tflite", "no_helmet,helmet", out)  # a logit, found by probing
     meta = read_metadata(out)
     assert meta["input"]["shape"] == [16, 16, 1] and meta["input"]["channels"] == 1
     assert meta["output"]["kind"] == "logits" and meta["output"]["units"] == 1
@@ -411,9 +415,7 @@ def test_a_grayscale_model_with_one_logit_gets_luminance_and_a_sigmoid(binary_gr
 def test_a_model_ending_in_one_sigmoid_unit_scores_the_second_label(binary_gray, tmp_path):
     folder, models = binary_gray
     out = tmp_path / "sigmoid.tflite"
-    r = CliRunner().invoke(main, ["adopt", str(folder / "rgb_sigmoid.tflite"), "--labels", "real,ai_generated",
-                                  "--input-norm", "raw", "--out", str(out)])
-    assert r.exit_code == 0, r.output
+    _adopt_raw(folder / "rgb_sigmoid.tflite", "real,ai_generated", out)
     assert read_metadata(out)["output"] == {**read_metadata(out)["output"], "kind": "probabilities", "units": 1}
     pixels = np.random.default_rng(2).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
     p = models["rgb_sigmoid"].predict(pixels.astype(np.float32), verbose=0)[:, 0]
