@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeclf.benchmarks.fashion_mnist import CLASS_NAMES
-from edgeclf.benchmarks.foreign_fashion_mnist import notebook_setup, write_test_pngs
+from edgeclf.benchmarks.foreign_fashion_mnist import fit_notebook_cnn, notebook_setup, write_test_pngs
 from edgeclf.benchmarks.machine import describe
 
 CALIBRATION_IMAGES = 300
@@ -42,23 +42,6 @@ BINARY = ("sneaker", "ankle_boot")  # negative class first: the unit scores ankl
 def _rgb(images: np.ndarray) -> np.ndarray:
     """(N, 28, 28) grey -> (N, 28, 28, 3) float, scaled as the notebook scales it."""
     return np.repeat(images[..., None], 3, axis=-1).astype(np.float32) / 127.5 - 1.0
-
-
-def train_notebook_model(images: np.ndarray, labels: np.ndarray, epochs: int, path: Path) -> float:
-    import keras
-
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((28, 28, 3)),
-        keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10),
-    ], name="notebook_rgb_cnn")
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    started = time.perf_counter()
-    model.fit(_rgb(images), labels, epochs=epochs, batch_size=128, validation_split=0.1, verbose=2)
-    model.save(path)
-    return time.perf_counter() - started
 
 
 def other_tools_files(model_path: Path, calibration: np.ndarray, work: Path) -> dict[str, Path]:
@@ -127,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args, (train_x, train_y), (test_x, test_y) = notebook_setup(argv, __doc__, "/tmp/edgeclf-adopt", epochs=2)
     model_path = args.work / "notebook.keras"
-    train_s = train_notebook_model(train_x, train_y, args.epochs, model_path)
+    train_s = fit_notebook_cnn(_rgb(train_x), train_y, args.epochs, model_path, "notebook_rgb_cnn")
     expected = softmax(keras.models.load_model(model_path).predict(_rgb(test_x), batch_size=512, verbose=0))
     notebook_accuracy = float((expected.argmax(1) == test_y).mean())
     files = other_tools_files(model_path, train_x[:CALIBRATION_IMAGES], args.work)

@@ -84,12 +84,12 @@ class InputTensor:
                               "one-channel (grayscale) input. Expected the same value for every channel.")
 
     @classmethod
-    def preset(cls, input_norm: str, layout: str = "NHWC") -> "InputTensor":
+    def preset(cls, input_norm: str, layout: str = "NHWC", channels: int = 3) -> "InputTensor":
         """The tensor a pipeline named by ``--input-norm`` (one of ``INPUT_NORMS``) feeds the model."""
         if input_norm not in INPUT_NORMS:
             raise ConfigError(f"Received: input_norm='{input_norm}'. Supported: {', '.join(INPUT_NORMS)}.")
         color, mean, std = INPUT_NORMS[input_norm]
-        return cls(layout, color, mean, std)
+        return cls(layout, color, mean, std, channels)
 
     @classmethod
     def from_metadata(cls, meta_input: dict) -> "InputTensor":
@@ -167,8 +167,7 @@ class AdaptedBackend:
             self.model_input_shape)
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
-        y = self.inner.run(self.tensor.apply(pixels))
-        return to_probabilities(y, self.logits) if self.logits or y.shape[1] == 1 else y
+        return to_probabilities(self.inner.run(self.tensor.apply(pixels)), self.logits)
 
 
 def adapt_backend(backend, metadata: dict):

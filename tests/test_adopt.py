@@ -460,8 +460,7 @@ def test_grayscale_input_tensor_layouts():
 
     pixels = np.random.default_rng(0).integers(0, 256, (2, 4, 5, 3), dtype=np.uint8)
     luma = pixels.astype(np.float32) @ np.asarray([0.299, 0.587, 0.114], np.float32)[:, None]
-    tf_gray = InputTensor.preset("tf", "NCHW")
-    tf_gray = InputTensor(tf_gray.layout, tf_gray.color, tf_gray.mean, tf_gray.std, channels=1)
+    tf_gray = InputTensor.preset("tf", "NCHW", channels=1)
     np.testing.assert_allclose(tf_gray.apply(pixels), (luma / 127.5 - 1).transpose(0, 3, 1, 2), rtol=1e-5, atol=1e-6)
     assert tf_gray.shape(4, 5) == (1, 4, 5) and not tf_gray.identity
     assert InputTensor.from_metadata(tf_gray.to_metadata()) == tf_gray

@@ -178,7 +178,7 @@ def test_logits_declared_as_probabilities_are_refused(notebook, tmp_path):
 
 @pytest.mark.parametrize("model, labels, match", [
     (lambda: _notebook_model(3, "softmax"), CLASSES, "2 labels.*3 output units"),
-    (lambda: _notebook_model(1, "sigmoid"), ("a", "b", "c"), "one sigmoid unit: two labels, negative class first"),
+    (lambda: _notebook_model(1, "sigmoid"), ("a", "b", "c"), "one sigmoid unit.*Expected 2 labels, negative class first"),
     (lambda: _notebook_model(3, "sigmoid"), ("a", "b", "c"), "multi-label"),
     (lambda: _notebook_model(2, "relu"), CLASSES, "--model-output probabilities or --model-output logits"),
 ])

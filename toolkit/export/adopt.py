@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ from edgeclf.edge_runtime.tensor import InputTensor, to_probabilities
 
 from ..io import atomic_path, ensure_writable_dir, sha256_file, write_json
 from ..progress import Reporter
-from .foreign import (ForeignSpec, check_grayscale_norm, check_labels, check_probabilities, label_order_problem,
+from .foreign import (ForeignSpec, check_label_count, check_labels, check_probabilities, label_order_problem,
                       probability_problem)
 from .images import folder_images
 from .onnx import write_metadata as write_onnx_metadata
@@ -162,9 +162,11 @@ class _Contract:
     resize: str
 
 
-def _contract(spec: ForeignSpec | None, support, layout: str, src: Path, reporter: Reporter) -> _Contract:
+def _contract(spec: ForeignSpec | None, support, layout: str, channels: int, src: Path, reporter: Reporter
+              ) -> _Contract:
+    """``channels`` 1 (grayscale): the runtime feeds the luminance Pillow's convert("L") computes."""
     if spec is not None:
-        contract = _Contract(spec.class_names, spec.input_tensor(layout), spec.describe_norm(), spec.output,
+        contract = _Contract(spec.class_names, spec.input_tensor(layout, channels), spec.describe_norm(), spec.output,
                              spec.resize)
         if support is not None and support.labels and tuple(support.labels) != contract.class_names:
             reporter.warn(f"{src}'s own metadata names its classes {', '.join(support.labels)}; using --labels "
@@ -184,7 +186,7 @@ def _contract(spec: ForeignSpec | None, support, layout: str, src: Path, reporte
             missing += " to read its classes and input scaling from"
         raise ConfigError(f"{src} {missing}. Pass --labels (class names in output order) and --input-norm (how its "
                           "training scaled pixels).")
-    tensor = InputTensor(layout, "RGB", support.mean, support.std)
+    tensor = InputTensor(layout, "RGB", support.mean, support.std, channels)
     return _Contract(check_labels(support.labels), tensor,
                      f"from its TFLite Support metadata (mean {list(support.mean)}, std {list(support.std)})",
                      "auto", "bilinear")
@@ -268,11 +270,7 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
         raise ConfigError(f"{src} already carries edgeclf metadata (it was exported or adopted by edgeclf): "
                           "predict with it as it is.")
     layout, h, w, channels = _layout(io.shape, src)
-    if channels == 1 and spec is not None:
-        check_grayscale_norm(spec)
-    contract = _contract(spec, support, layout, src, reporter)
-    if channels == 1:  # trained on grayscale: the runtime feeds the luminance Pillow's convert("L") computes
-        contract = replace(contract, tensor=replace(contract.tensor, channels=1))
+    contract = _contract(spec, support, layout, channels, src, reporter)
     img_size = spec.img_size if spec is not None else None
     if h is None or w is None:
         if img_size is None:
@@ -290,10 +288,7 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
         raise ConfigError(f"{src}'s output has shape {io.output_shape}. Expected (batch, classes).")
     units = int(io.output_shape[1])
     names = contract.class_names
-    if len(names) != (2 if units == 1 else units):
-        raise ConfigError(f"Received {len(names)} labels ({', '.join(names)}) for a model with " + (
-            "one output unit (a sigmoid scoring the second class). Expected 2 labels, negative class first."
-            if units == 1 else f"{units} output units. Expected {units} labels in the order of its outputs."))
+    check_label_count(names, units)
     pre = PreprocessSpec(h, w, resize=contract.resize)
 
     images = None

@@ -86,11 +86,14 @@ class ForeignSpec:
                                   "0-255 scale, divide them by 255.")
             object.__setattr__(self, name, values)
 
-    def input_tensor(self, layout: str = "NHWC") -> InputTensor:
-        """The input tensor this normalisation feeds a model with ``layout``."""
+    def input_tensor(self, layout: str = "NHWC", channels: int = 3) -> InputTensor:
+        """The input tensor this normalisation feeds a model with ``layout`` and ``channels`` (1: grayscale)."""
+        if channels == 1:
+            check_grayscale_norm(self)
         if self.input_norm == CUSTOM_NORM:
-            return InputTensor(layout, "RGB", tuple(255.0 * m for m in self.mean), tuple(255.0 * s for s in self.std))
-        return InputTensor.preset(self.input_norm, layout)
+            return InputTensor(layout, "RGB", tuple(255.0 * m for m in self.mean), tuple(255.0 * s for s in self.std),
+                               channels)
+        return InputTensor.preset(self.input_norm, layout, channels)
 
     def describe_norm(self) -> str:
         """The normalisation as the metadata records it: a preset's name, or the custom mean and std."""
@@ -250,11 +253,7 @@ def adapt_model(model, spec: ForeignSpec):
     if len(out_shape) != 2 or out_shape[-1] is None:
         raise ConfigError(f"The model's output has shape {out_shape}. Expected (batch, classes).")
     units = out_shape[-1]
-    expected = 2 if units == 1 else units
-    if len(spec.class_names) != expected:
-        what = "one sigmoid unit: two labels, negative class first" if units == 1 else f"{units} output units"
-        raise ConfigError(f"Received {len(spec.class_names)} labels ({', '.join(spec.class_names)}) for a model with "
-                          f"{what}. Expected {expected} labels in the order of its outputs.")
+    check_label_count(spec.class_names, units)
     if channels == 1:
         check_grayscale_norm(spec)
     kind = _output_kind(model, units, spec)
@@ -293,6 +292,18 @@ def adapt_model(model, spec: ForeignSpec):
                     **({"mean": list(spec.mean), "std": list(spec.std)} if spec.input_norm == CUSTOM_NORM else {})},
     }
     return adapted, meta
+
+
+def check_label_count(class_names: Sequence[str], units: int) -> None:
+    """Refuses labels that do not name the model's outputs: one per unit, or two for one sigmoid unit.
+
+    Raises:
+        ConfigError: Naming the count received and the count expected.
+    """
+    if len(class_names) != (2 if units == 1 else units):
+        raise ConfigError(f"Received {len(class_names)} labels ({', '.join(class_names)}) for a model with " + (
+            "one sigmoid unit (scoring the second class). Expected 2 labels, negative class first." if units == 1
+            else f"{units} output units. Expected {units} labels in the order of its outputs."))
 
 
 def check_grayscale_norm(spec: ForeignSpec) -> None:
