@@ -427,7 +427,7 @@ def train(
     """
     started = time.perf_counter()
     spec = spec or TrainSpec()
-    import_keras(spec.deterministic)  # fail now, not after decoding the dataset, when the backend is missing
+    keras = import_keras(spec.deterministic)  # now, not after decoding the dataset: a missing backend fails first
     head = head or HeadSpec()
     reporter = reporter or Reporter()
     run = Path(out_dir)
@@ -492,7 +492,6 @@ def train(
             reporter.warn(note)
             ds.notes.append(note)
 
-    keras = import_keras(spec.deterministic)
     backend = keras.backend.backend()
     keras.utils.set_random_seed(spec.seed)
     if spec.deterministic and backend == "tensorflow":  # JAX's flag was set by import_keras, before JAX loaded
