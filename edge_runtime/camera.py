@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -133,13 +134,76 @@ class CameraSummary:
 
 
 def display_available() -> bool:
-    """Whether a window can be shown: a display exists and OpenCV was built with a GUI backend."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return False
+    """Whether a window can be shown: see :func:`why_no_window`."""
+    return why_no_window() is None
+
+
+def why_no_window() -> str | None:
+    """Why no window can be shown here, or None when one can.
+
+    A window needs a display, OpenCV built with a GUI backend and, for the Qt that pip's opencv-python bundles, a
+    Qt platform plugin that reaches the display: asked for a platform it lacks (``QT_QPA_PLATFORM=offscreen`` or
+    ``wayland``, or X's ``xcb`` with no ``DISPLAY``), that Qt aborts the whole process at the first ``imshow``.
+    """
+    linux = sys.platform.startswith("linux")
+    if linux and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "no display (neither DISPLAY nor WAYLAND_DISPLAY is set)"
     cv2 = _cv2()
-    info = cv2.getBuildInformation()
-    gui = next((line for line in info.splitlines() if line.strip().startswith("GUI:")), "")
-    return "NONE" not in gui.upper()
+    gui = next((line for line in cv2.getBuildInformation().splitlines() if line.strip().startswith("GUI:")), "")
+    if "NONE" in gui.upper():
+        return "this OpenCV has no GUI backend (opencv-python-headless?)"
+    bundled = Path(cv2.__file__).parent / "qt" / "plugins" / "platforms"
+    if linux and "QT" in gui.upper() and bundled.is_dir():
+        return _qt_platform_problem(sorted(p.name[4:].split(".so")[0] for p in bundled.glob("libq*.so*")))
+    return None
+
+
+# The display each on-screen Qt platform plugin draws on; offscreen, minimal and vnc show nothing on this machine.
+_QT_DISPLAYS = {"xcb": "DISPLAY", "wayland": "WAYLAND_DISPLAY", "wayland-egl": "WAYLAND_DISPLAY", "eglfs": None,
+                "linuxfb": None}
+
+
+def _qt_platform_problem(available: list[str]) -> str | None:
+    """None when one of the Qt platforms asked for (``QT_QPA_PLATFORM``, a ``;`` list; default xcb) is among the
+    bundled plugins ``available`` and draws on a display that is there; otherwise why not."""
+    asked = os.environ.get("QT_QPA_PLATFORM", "")
+    wanted = [entry.split(":")[0].strip() for entry in asked.split(";") if entry.strip()] or ["xcb"]
+    for name in wanted:
+        if name not in available or name not in _QT_DISPLAYS:
+            continue
+        display = os.environ.get(_QT_DISPLAYS[name]) if _QT_DISPLAYS[name] else "-"
+        if name == "xcb" and display and not _x_server_reachable(display):
+            return f"no X server answers at DISPLAY={display}"
+        if display:
+            return None
+    setting = f"QT_QPA_PLATFORM={asked}" if asked else "the default Qt platform xcb"
+    return (f"{setting} cannot show a window here (OpenCV's Qt has the platform plugins {', '.join(available)}; xcb "
+            "needs DISPLAY)")
+
+
+def _x_server_reachable(display: str) -> bool:
+    """Whether something listens where an X client would connect for ``display`` (``[host]:N[.S]``): X's Unix
+    socket for a local display (abstract, then the file), TCP port 6000+N for a host (SSH's ``localhost:10``).
+    Only the connection is tried, not the X handshake; a display this does not parse is given the benefit."""
+    match = re.fullmatch(r"(?P<host>[^:/]*):(?P<number>\d+)(?:\.\d+)?", display)
+    if match is None:
+        return True
+    host, number = match["host"], int(match["number"])
+    if host in ("", "unix"):
+        path = f"/tmp/.X11-unix/X{number}"
+        for address in ["\0" + path] * sys.platform.startswith("linux") + [path]:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.connect(address)
+                    return True
+                except OSError:
+                    continue
+        return False
+    try:
+        socket.create_connection((host, 6000 + number), timeout=1.0).close()
+        return True
+    except OSError:
+        return False
 
 
 def _file_safe(name: str) -> str:
@@ -261,7 +325,13 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
     spec.check_models(classifiers)
     cv2 = _cv2()
     stop = stop or threading.Event()
-    headless = (not display_available()) if spec.headless is None else spec.headless
+    headless = spec.headless
+    if headless is None:
+        no_window = why_no_window()
+        headless = no_window is not None
+        if no_window:  # a warning where a display was named (the user may expect a window), else routine
+            named = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+            logger.log(logging.WARNING if named else logging.INFO, "No window: %s. Running headless.", no_window)
     # A plain path (not a camera index, URL, image-sequence pattern or GStreamer pipeline) must exist.
     plain_path = not spec.source.isdigit() and not any(c in spec.source for c in ("://", "%", "!"))
     if plain_path and not os.path.exists(spec.source):

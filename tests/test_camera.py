@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from click.testing import CliRunner
 
 from conftest import class_image
 from edgeclf.cli import main
-from edgeclf.edge_runtime.camera import CameraSpec, _Track, watch
+from edgeclf.edge_runtime.camera import CameraSpec, _Track, watch, why_no_window
 from edgeclf.edge_runtime.classifier import Classifier
 from edgeclf.edge_runtime.errors import ConfigError, DataError
 
@@ -317,32 +318,52 @@ def virtual_display(tmp_path):
 
 
 def test_window_shows_frames_with_the_overlay_on_a_real_display(exported, tmp_path, virtual_display):
-    """Without --headless on a display: frames appear in a window with the label drawn on them; SIGTERM ends it."""
-    import time
+    """Without --headless on a display: frames appear in a window with the label drawn on them; SIGTERM ends it.
 
+    The window is OpenCV's Qt 5.15 HighGUI. On a bare X server (no window manager) Qt now and then never paints a
+    new window at all: it is mapped, receives its Expose event, imshow/waitKey go on, and the screen stays black
+    (seen on about 1 launch in 20 of a plain ``cv2.imshow`` loop on a fresh Xvfb, and about 1 in 6 here). So the
+    camera is launched up to four times; the test fails if the overlay never appears, and says what it saw.
+    """
     display, fbdir = virtual_display
     _, results = exported
     model = next(r.path for r in results if r.path.name == "run_fp32.tflite")
     clip = _write_video(tmp_path / "long.avi", [0] * 10 + [1] * 5000, size=160)
-    events = tmp_path / "events.jsonl"
-    assert _xvfb_green_pixels(fbdir) == 0
     env = {**os.environ, "DISPLAY": display}
-    proc = subprocess.Popen([sys.executable, "-m", "edgeclf.cli", "camera", "--model", str(model), "--source",
-                             str(clip), "--events", str(events)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline, green = time.monotonic() + 60, 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            green = _xvfb_green_pixels(fbdir)
-            if green > 50 and events.exists() and events.read_text().strip():
+    env.pop("QT_QPA_PLATFORM", None)  # about the real X display, whatever the caller's Qt setting
+    attempts = []
+    for attempt in range(4):
+        assert _xvfb_green_pixels(fbdir) == 0  # nothing left on the screen by an earlier attempt
+        events, stderr = tmp_path / f"events{attempt}.jsonl", tmp_path / f"stderr{attempt}.txt"
+        with stderr.open("w") as err_file:
+            proc = subprocess.Popen([sys.executable, "-m", "edgeclf.cli", "camera", "--model", str(model),
+                                     "--source", str(clip), "--events", str(events)], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=err_file)
+        started, seen = time.monotonic(), {}
+        try:
+            # An attempt ends when both are seen, or 10 s after the first event with no overlay (a stuck window).
+            while (time.monotonic() < min(started + 60, started + seen.get("event", 60) + 10) and proc.poll() is None
+                   and len(seen) < 2):
+                if _xvfb_green_pixels(fbdir) > 50:
+                    seen.setdefault("overlay", round(time.monotonic() - started, 1))
+                if events.exists() and events.read_text().strip():
+                    seen.setdefault("event", round(time.monotonic() - started, 1))
+                time.sleep(0.1)
+            if "overlay" in seen:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
                 break
-            time.sleep(0.1)
-        assert green > 50, "no overlay text on the screen"
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=60)
+        state = "still running" if proc.returncode in (None, -signal.SIGKILL) else f"exited with {proc.returncode}"
+        attempts.append(f"attempt {attempt + 1}: after {time.monotonic() - started:.0f} s the camera ({state}) had "
+                        f"shown {seen or 'nothing'}; stderr ends: {stderr.read_text()[-300:]!r}")
+        time.sleep(0.5)  # the killed client's window goes away
+    else:
+        pytest.fail("no overlay text on the screen in 4 launches:\n" + "\n".join(attempts))
+    err = stderr.read_text()
     assert proc.returncode == 0, err
     summary = json.loads(err.strip().splitlines()[-1])["summary"]
     assert summary["window"] is True and summary["stopped_by"] == "stop requested"
@@ -353,3 +374,57 @@ def test_window_shows_frames_with_the_overlay_on_a_real_display(exported, tmp_pa
 def test_headless_summary_says_no_window(classifier, video):
     summary = watch([classifier], CameraSpec(source=str(video), headless=True), lambda e: None)
     assert summary.window is False and summary.frames_shown == 0 and summary.to_dict()["window"] is False
+
+
+def _bundled_qt() -> bool:
+    gui = next((line for line in cv2.getBuildInformation().splitlines() if line.strip().startswith("GUI:")), "")
+    return "QT" in gui.upper() and (Path(cv2.__file__).parent / "qt" / "plugins" / "platforms").is_dir()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X displays and pip's Qt HighGUI are Linux's")
+def test_why_no_window_names_displays_and_qt_platforms_that_cannot_show_one(monkeypatch, tmp_path):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    assert "no display" in why_no_window()
+    if not _bundled_qt():
+        pytest.skip("this OpenCV is not pip's Qt build")
+    monkeypatch.setenv("DISPLAY", ":4242")  # nothing listens there
+    assert why_no_window() == "no X server answers at DISPLAY=:4242"
+    monkeypatch.setenv("DISPLAY", "localhost:4242.0")  # SSH-forwarding form: TCP port 10242
+    assert why_no_window() == "no X server answers at DISPLAY=localhost:4242.0"
+    # Something listening on X's socket for display 4243 is taken as a server.
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind("\0/tmp/.X11-unix/X4243")
+    listener.listen()
+    try:
+        monkeypatch.setenv("DISPLAY", ":4243")
+        assert why_no_window() is None
+        monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+        assert why_no_window().startswith("QT_QPA_PLATFORM=offscreen cannot show a window here")
+        monkeypatch.setenv("QT_QPA_PLATFORM", "wayland;xcb")  # a fallback list: xcb is there
+        assert why_no_window() is None
+        monkeypatch.delenv("QT_QPA_PLATFORM")
+        monkeypatch.delenv("DISPLAY")
+        monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
+        assert "xcb needs DISPLAY" in why_no_window()
+    finally:
+        listener.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X displays and pip's Qt HighGUI are Linux's")
+def test_camera_with_a_dead_display_runs_headless_instead_of_aborting(exported, video):
+    """Qt aborts the process (SIGABRT) at the first imshow when DISPLAY names no X server - a stale DISPLAY over SSH
+    or in a container; the camera must notice first, run headless and finish with its summary."""
+    _, results = exported
+    model = next(r.path for r in results if r.path.name == "run_fp32.tflite")
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY")}
+    for display, qt in ((":4242", None), (":4242", "offscreen")):
+        run_env = {**env, "DISPLAY": display, **({"QT_QPA_PLATFORM": qt} if qt else {})}
+        proc = subprocess.run([sys.executable, "-m", "edgeclf.cli", "camera", "--model", str(model), "--source",
+                               str(video)], env=run_env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert [json.loads(line)["label"] for line in proc.stdout.splitlines()][:2] == ["bar_h", "bar_v"]
+        summary = json.loads(proc.stderr.strip().splitlines()[-1])["summary"]
+        assert summary["window"] is False and summary["stopped_by"] == "end of file"
+        reason = "no X server answers at DISPLAY=:4242" if qt is None else "QT_QPA_PLATFORM=offscreen cannot"
+        assert f"WARNING edgeclf.edge_runtime.camera: No window: {reason}" in proc.stderr
