@@ -133,11 +133,6 @@ class CameraSummary:
                 "window": self.window, "frames_shown": self.frames_shown}
 
 
-def display_available() -> bool:
-    """Whether a window can be shown: see :func:`why_no_window`."""
-    return why_no_window() is None
-
-
 def why_no_window() -> str | None:
     """Why no window can be shown here, or None when one can.
 
