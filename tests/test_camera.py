@@ -382,7 +382,7 @@ def _bundled_qt() -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X displays and pip's Qt HighGUI are Linux's")
-def test_why_no_window_names_displays_and_qt_platforms_that_cannot_show_one(monkeypatch, tmp_path):
+def test_why_no_window_names_displays_and_qt_platforms_that_cannot_show_one(monkeypatch):
     for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
         monkeypatch.delenv(name, raising=False)
     assert "no display" in why_no_window()
