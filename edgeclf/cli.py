@@ -693,9 +693,10 @@ def camera(ctx, models, source, headless, events_path, min_frames, alerts, snaps
     """Classify a camera, video file or stream and report stable class changes as events.
 
     With a display, a window shows the label, score and FPS (q or Esc closes it). Headless (by --headless, or
-    by itself where no window can be shown, with a warning where DISPLAY was set), events go out as JSON lines. Ctrl-C, SIGTERM or the end of a file end the run with a summary on stderr. A camera or stream is
-    classified on its newest frame whenever the model is free (frames it could not take are counted as skipped);
-    a video file frame by frame.
+    by itself where no window can be shown, with a warning where DISPLAY was set), events go out as JSON lines.
+    Ctrl-C, SIGTERM or the end of a file end the run with a summary on stderr. A camera or stream is classified
+    on its newest frame whenever the model is free (frames it could not take are counted as skipped); a video
+    file frame by frame.
 
     \b
     Example:

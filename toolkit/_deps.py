@@ -72,7 +72,7 @@ def import_keras(deterministic: bool = False):
             except ConfigError:  # no KERAS_BACKEND, but ~/.keras/keras.json names another backend
                 requested = sys.modules["keras"].backend.backend()
         if requested not in TRAIN_BACKENDS:
-            raise ConfigError(f"Received: KERAS_BACKEND='{requested}'. edgeclf trains on: {', '.join(TRAIN_BACKENDS)}.")
+            raise _untrained_backend(requested)
         if requested == "jax" and deterministic and "jax" not in sys.modules:
             flags = os.environ.get("XLA_FLAGS", "")
             if "xla_gpu_deterministic_ops" not in flags:
@@ -89,12 +89,16 @@ def import_keras(deterministic: bool = False):
     if backend == "tensorflow":
         return import_tf()[1]
     if backend not in TRAIN_BACKENDS:
-        raise ConfigError(f"Received: KERAS_BACKEND='{backend}'. edgeclf trains on: {', '.join(TRAIN_BACKENDS)}.")
+        raise _untrained_backend(backend)
     if (backend == "jax" and deterministic and JAX_DETERMINISM_FLAG not in os.environ.get("XLA_FLAGS", "")
             and gpu_names(keras)):
         raise ConfigError("JAX was imported before determinism could be asked of it. Set XLA_FLAGS="
                           f"{JAX_DETERMINISM_FLAG} before importing it, or train with --no-deterministic.")
     return keras
+
+
+def _untrained_backend(name: str) -> ConfigError:
+    return ConfigError(f"Received: KERAS_BACKEND='{name}'. edgeclf trains on: {', '.join(TRAIN_BACKENDS)}.")
 
 
 def gpu_names(keras) -> list[str]:
