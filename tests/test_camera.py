@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from click.testing import CliRunner
 
 from conftest import class_image
 from edgeclf.cli import main
+from edgeclf.edge_runtime import camera
 from edgeclf.edge_runtime.camera import CameraSpec, _Track, watch, why_no_window
 from edgeclf.edge_runtime.classifier import Classifier
 from edgeclf.edge_runtime.errors import ConfigError, DataError
@@ -292,29 +294,37 @@ def _xvfb_green_pixels(fbdir) -> int:
     return int(((bgrx[..., 1] > 200) & (bgrx[..., 0] < 80) & (bgrx[..., 2] < 80)).sum())
 
 
-@pytest.fixture
-def virtual_display(tmp_path):
-    """A real X server (Xvfb) whose framebuffer the test can read; skipped where Xvfb is not installed."""
+@contextlib.contextmanager
+def _xvfb(*args):
+    """A real X server (Xvfb) on a free display number, started with ``args``; skips where Xvfb is not installed."""
     import shutil
-    import time
 
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb not installed (apt-get install xvfb)")
-    fbdir = tmp_path / "fb"
-    fbdir.mkdir()
     number = next(n for n in range(90, 200) if not os.path.exists(f"/tmp/.X11-unix/X{n}")
                   and not os.path.exists(f"/tmp/.X{n}-lock"))
-    server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "320x240x24", "-fbdir", str(fbdir),
-                               "-nolisten", "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(["Xvfb", f":{number}", "-nolisten", "tcp", *args], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while not os.path.exists(f"/tmp/.X11-unix/X{number}"):
         if server.poll() is not None or time.monotonic() > deadline:
             server.kill()
             pytest.skip("Xvfb did not start")
         time.sleep(0.05)
-    yield f":{number}", fbdir
-    server.terminate()
-    server.wait(timeout=10)
+    try:
+        yield f":{number}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture
+def virtual_display(tmp_path):
+    """A real X server whose framebuffer the test can read."""
+    fbdir = tmp_path / "fb"
+    fbdir.mkdir()
+    with _xvfb("-screen", "0", "320x240x24", "-fbdir", str(fbdir)) as display:
+        yield display, fbdir
 
 
 def test_window_shows_frames_with_the_overlay_on_a_real_display(exported, tmp_path, virtual_display):
@@ -392,23 +402,69 @@ def test_why_no_window_names_displays_and_qt_platforms_that_cannot_show_one(monk
     assert why_no_window() == "no X server answers at DISPLAY=:4242"
     monkeypatch.setenv("DISPLAY", "localhost:4242.0")  # SSH-forwarding form: TCP port 10242
     assert why_no_window() == "no X server answers at DISPLAY=localhost:4242.0"
-    # Something listening on X's socket for display 4243 is taken as a server.
+    # Something listening on X's socket for display 4243 that never answers the handshake (a hung server).
+    monkeypatch.setattr(camera, "_X_HANDSHAKE_TIMEOUT_S", 0.5)
     listener = socket.socket(socket.AF_UNIX)
     listener.bind("\0/tmp/.X11-unix/X4243")
     listener.listen()
     try:
         monkeypatch.setenv("DISPLAY", ":4243")
-        assert why_no_window() is None
+        assert why_no_window() == "the X server at DISPLAY=:4243 accepts connections but does not answer"
         monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
         assert why_no_window().startswith("QT_QPA_PLATFORM=offscreen cannot show a window here")
-        monkeypatch.setenv("QT_QPA_PLATFORM", "wayland;xcb")  # a fallback list: xcb is there
-        assert why_no_window() is None
         monkeypatch.delenv("QT_QPA_PLATFORM")
         monkeypatch.delenv("DISPLAY")
         monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
         assert "xcb needs DISPLAY" in why_no_window()
     finally:
         listener.close()
+    monkeypatch.setenv("DISPLAY", "nonsense")
+    assert why_no_window() == "DISPLAY=nonsense is not an X display name ([host]:number[.screen], e.g. :0)"
+
+
+def _xauthority(path, number: int, cookie: bytes) -> None:
+    """An Xauthority file with one MIT-MAGIC-COOKIE-1 entry for display ``number`` on any host (Xau's format)."""
+    def field(data: bytes) -> bytes:
+        return len(data).to_bytes(2, "big") + data
+
+    path.write_bytes(b"\xff\xff" + field(b"") + field(str(number).encode()) + field(b"MIT-MAGIC-COOKIE-1")
+                     + field(cookie))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X displays and pip's Qt HighGUI are Linux's")
+def test_an_x_server_that_refuses_this_client_means_no_window_not_an_abort(exported, video, tmp_path,
+                                                                           monkeypatch):
+    """The usual state of a container handed the host's DISPLAY: the X server wants a cookie this client lacks, and
+    OpenCV's Qt aborts the process (SIGABRT) at the first imshow. The camera must say why and run headless."""
+    if not _bundled_qt():
+        pytest.skip("this OpenCV is not pip's Qt build")
+    for name in ("WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    cookies, no_cookie = tmp_path / "Xauthority", tmp_path / "empty"
+    no_cookie.touch()
+    with _xvfb("-auth", str(cookies), "-screen", "0", "64x64x24") as display:
+        _xauthority(cookies, int(display[1:]), os.urandom(16))  # read by the server at its first connection
+        monkeypatch.setenv("DISPLAY", display)
+        monkeypatch.setenv("XAUTHORITY", str(cookies))
+        assert why_no_window() is None
+        monkeypatch.setenv("QT_QPA_PLATFORM", "wayland;xcb")  # a fallback list: xcb is there
+        assert why_no_window() is None
+        monkeypatch.delenv("QT_QPA_PLATFORM")
+        monkeypatch.setenv("DISPLAY", display + ".1")
+        assert why_no_window() == f"the X server at DISPLAY={display}.1 has no such screen"
+        monkeypatch.setenv("DISPLAY", display)
+        monkeypatch.setenv("XAUTHORITY", str(no_cookie))
+        assert why_no_window().startswith(f"the X server at DISPLAY={display} refused this client (authorisation")
+
+        _, results = exported
+        model = next(r.path for r in results if r.path.name == "run_fp32.tflite")
+        proc = subprocess.run([sys.executable, "-m", "edgeclf.cli", "camera", "--model", str(model), "--source",
+                               str(video)], env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [json.loads(line)["label"] for line in proc.stdout.splitlines()][:2] == ["bar_h", "bar_v"]
+    summary = json.loads(proc.stderr.strip().splitlines()[-1])["summary"]
+    assert summary["window"] is False and summary["stopped_by"] == "end of file"
+    assert f"WARNING edgeclf.edge_runtime.camera: No window: the X server at DISPLAY={display} refused" in proc.stderr
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X displays and pip's Qt HighGUI are Linux's")
