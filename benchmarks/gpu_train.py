@@ -138,7 +138,7 @@ def run_config(data: Path, work: Path, backbone: str, size: int, mixed: str, arg
         if keras.backend.backend() != "tensorflow":  # the alternative: the layers called one by one, uncompiled
             from edgeclf.toolkit import pipeline
 
-            compiled, pipeline._compiled_augmenter = pipeline._compiled_augmenter, lambda a, e: (
+            compiled, pipeline._compiled_augmenter = pipeline._compiled_augmenter, lambda a, e, b: (
                 lambda x, counter: a(x, training=True))
             try:
                 row["pipeline_augmented_eager_images_per_s"] = round(

@@ -141,20 +141,59 @@ def test_export_refuses_the_jax_backend_and_takes_the_jax_model_on_tensorflow(ja
     assert results[0].fidelity["agreement"] == 1.0
 
 
-def test_jax_augmentation_is_the_same_for_any_number_of_worker_threads():
+def test_keras_gets_each_epochs_own_order_however_late_on_epoch_begin_runs():
+    """Keras' worker threads (its enqueuer) started on a new epoch's batches before calling on_epoch_begin, so they
+    came in the previous epoch's order (and at the first epoch from epoch -1, which crashed the JAX augmentation
+    counter: "Python integer -2 out of bounds for uint32"). A slow on_epoch_begin made every batch late."""
+    pytest.importorskip("jax")
+    code = """
+import time
+import keras
+import numpy as np
+from edgeclf.toolkit.pipeline import array_batches
+n = 23
+pixels = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8)
+ds = array_batches(pixels, np.arange(n), 5, shuffle=True, seed=7, workers=4)
+by_hand = array_batches(pixels, np.arange(n), 5, shuffle=True, seed=7, workers=1)
+begin = ds.on_epoch_begin
+def late():
+    time.sleep(0.3)
+    begin()
+ds.on_epoch_begin = late
+model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Identity()])
+for epoch in range(2):
+    got = model.predict(ds, verbose=0)[:, 0, 0, 0].astype(int)  # the images in the order Keras was given them
+    by_hand.on_epoch_begin()
+    want = np.concatenate([by_hand[i][1] for i in range(len(by_hand))])
+    assert sorted(want) == list(range(n)) and got.tolist() == want.tolist(), (epoch, got, want)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+                         env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_jax_augmentation_is_the_same_for_any_number_of_worker_threads_and_compiled_once_per_run():
+    """Same seed, same batches however many workers; and one compilation (RandAugment's takes ~40 s on a CPU)
+    serves every fold's augmenter (they differ in seed only) and the short last batch (40 images in batches of 16)."""
     pytest.importorskip("jax")
     code = """
 import numpy as np
+from edgeclf.toolkit import pipeline
 from edgeclf.toolkit.augment import AugmentSpec, build_augmenter
 from edgeclf.toolkit.pipeline import array_batches
 px = np.random.default_rng(0).integers(0, 255, (40, 12, 12, 3)).astype(np.uint8)
-def epoch(workers):
-    ds = array_batches(px, np.arange(40) % 2, 16, shuffle=True, seed=3, augmenter=build_augmenter(AugmentSpec(), 7),
+def epoch(workers, seed=7):
+    ds = array_batches(px, np.arange(40) % 2, 16, shuffle=True, seed=3, augmenter=build_augmenter(AugmentSpec(), seed),
                        workers=workers)
     ds.on_epoch_begin()
     return [np.asarray(ds[i][0]) for i in range(len(ds))]
-a, b = epoch(1), epoch(4)
+a, b, other_fold = epoch(1), epoch(4), epoch(1, seed=8)
+assert [len(x) for x in a] == [16, 16, 8]
 assert all(np.array_equal(x, y) for x, y in zip(a, b))
+assert not any(np.array_equal(x, y) for x, y in zip(a, other_fold))
+[compiled] = pipeline._JAX_AUGMENTERS.values()
+assert compiled._cache_size() == 1, compiled._cache_size()
 raw = px.astype(np.float32)
 assert not any(np.array_equal(np.sort(x.ravel()), np.sort(raw[:len(x)].ravel())) for x in a)
 assert not np.array_equal(a[0][:8], a[1][:8])

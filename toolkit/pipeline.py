@@ -8,7 +8,9 @@ overlapped with the model step.
 
 from __future__ import annotations
 
+import json
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -66,7 +68,7 @@ def array_batches(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, sh
 
     Each epoch visits every image once, in a new order drawn from ``(seed, epoch)`` when ``shuffle`` (Keras calls
     ``on_epoch_begin`` before every epoch; call it yourself when iterating by hand); batch ``i`` is one sorted
-    gather from ``pixels``. ``workers`` > 1 fills a queue from that many threads.
+    gather from ``pixels``. ``workers`` > 1 prepares the next batches of the epoch on that many threads.
     """
     return _array_batches_class()(pixels, labels, batch_size, shuffle, seed, augmenter, workers)
 
@@ -77,33 +79,57 @@ def _array_batches_class():
 
     class _ArrayBatches(keras.utils.PyDataset):
         def __init__(self, pixels, labels, batch_size, shuffle, seed, augmenter, workers):
-            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max(4, 2 * workers))
+            # Keras' own worker threads (its enqueuer, used when workers > 1) start on a new epoch's batches before
+            # Keras calls on_epoch_begin, and hand out first in an epoch the batches they had ready when the last
+            # one ended: batches came in an earlier epoch's order (at the very first from epoch -1, which the
+            # augmentation counter cannot hold), some images twice in an epoch and some not at all. Given one
+            # worker, Keras asks for the batches one by one after on_epoch_begin, and this class prepares the
+            # following ones on its own threads.
+            super().__init__(workers=1, use_multiprocessing=False)
             self.pixels, self.labels = pixels, np.asarray(labels, dtype=np.int32)
             self.batch_size, self.shuffle, self.seed, self.augmenter = batch_size, shuffle, seed, augmenter
             self.epoch = -1  # Keras calls on_epoch_begin before each epoch, the first included
-            self.order = np.arange(len(self.labels))
-            self.augment = None if augmenter is None else _compiled_augmenter(augmenter, pixels[:1])
+            self.order = self._order(0)  # what a look before the first on_epoch_begin (tf.data's) is given
+            self.augment = None if augmenter is None else _compiled_augmenter(augmenter, pixels[:1], batch_size)
+            self.pool = ThreadPoolExecutor(workers, thread_name_prefix="edgeclf-batches") if workers > 1 else None
+            self.ahead = 2 * workers  # batches prepared ahead of the one asked for
+            self.pending: dict[tuple[int, int], Future] = {}
 
         def __len__(self):
             return -(-len(self.labels) // self.batch_size)
 
+        def _order(self, epoch):
+            n = len(self.labels)
+            return np.random.default_rng((self.seed, epoch)).permutation(n) if self.shuffle else np.arange(n)
+
         def on_epoch_begin(self):
             self.epoch += 1
-            if self.shuffle:
-                self.order = np.random.default_rng((self.seed, self.epoch)).permutation(len(self.labels))
+            self.order = self._order(self.epoch)
+            for future in self.pending.values():  # an epoch Keras broke off (it looks at one batch first)
+                future.cancel()
+            self.pending.clear()
 
         def __getitem__(self, i):
+            epoch = max(self.epoch, 0)
+            if self.pool is None:
+                return self._batch(epoch, self.order, i)
+            for j in range(i, min(i + self.ahead + 1, len(self))):  # bounded, whatever order batches are asked in
+                if (epoch, j) not in self.pending and (j == i or len(self.pending) <= self.ahead):
+                    self.pending[epoch, j] = self.pool.submit(self._batch, epoch, self.order, j)
+            return self.pending.pop((epoch, i)).result()
+
+        def _batch(self, epoch, order, i):
             # Sorted: sequential reads of a memory map; order within a batch does not matter.
-            idx = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
+            idx = np.sort(order[i * self.batch_size:(i + 1) * self.batch_size])
             x = np.asarray(self.pixels[idx], dtype=np.float32)
             if self.augment is not None:
-                x = self.augment(x, self.epoch * len(self) + i)
+                x = self.augment(x, epoch * len(self) + i)
             return x, self.labels[idx]
 
     return _ArrayBatches
 
 
-def _compiled_augmenter(augmenter, example: np.ndarray):
+def _compiled_augmenter(augmenter, example: np.ndarray, batch_size: int):
     """``augment(x, counter)``: the random layers of ``augmenter`` as one compiled function, random by ``counter``.
 
     Called layer by layer, each operation of every augmentation is a separate dispatch (and under JAX a separate
@@ -111,25 +137,43 @@ def _compiled_augmenter(augmenter, example: np.ndarray):
     batch's augmentation is a single call, and its randomness comes from the layers' seeds and the batch's
     ``counter`` (epoch and batch index) rather than from generators the threads advance in whatever order they
     run: the same seed gives the same augmented batches however many workers there are.
+
+    Compiling is slow (RandAugment, which computes every one of its transforms and keeps the drawn ones: about 40 s
+    on a CPU), so it happens once per run: a short last batch is padded to ``batch_size`` rather than compiled for
+    its own shape, and augmenters that differ only in their seeds (one per fold) share the compiled function, the
+    seeds being among its inputs.
     """
     if import_keras().backend.backend() != "jax":
         return lambda x, counter: augmenter(x, training=True)
     import jax
 
-    augmenter(np.asarray(example, dtype=np.float32), training=True)  # builds the layers and their seed generators
+    augmenter.build((None, *example.shape[1:]))  # creates the layers' seed generators (a call would run it eagerly)
     variables = augmenter.non_trainable_variables
     base = [np.asarray(v.value) for v in variables]
     seeds = [v.path.endswith("seed_generator_state") for v in variables]
+    key = json.dumps([{k: v for k, v in layer.get_config().items() if k not in ("seed", "name")}
+                      for layer in augmenter.layers], sort_keys=True, default=str)
+    run = _JAX_AUGMENTERS.get(key)
+    if run is None:
+        @jax.jit
+        def run(states, x):
+            return augmenter.stateless_call([], states, x, training=True)[0]
 
-    @jax.jit
-    def run(states, x):
-        return augmenter.stateless_call([], states, x, training=True)[0]
+        _JAX_AUGMENTERS[key] = run
 
     def augment(x, counter):
         states = [np.array([b[0], counter], dtype=b.dtype) if seed else b for b, seed in zip(base, seeds)]
-        return run(states, x)
+        n = len(x)
+        if n == batch_size:
+            return run(states, x)
+        padded = np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), x.dtype)])
+        return np.asarray(run(states, padded))[:n]
 
     return augment
+
+
+# Compiled JAX augmentation by the layers' configuration less seeds and names (see _compiled_augmenter).
+_JAX_AUGMENTERS: dict[str, object] = {}
 
 
 def predict_probs(model, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
