@@ -198,6 +198,58 @@ def test_a_pytorch_style_onnx_nchw_logits_batch_of_one(exported, foreign, tmp_pa
     assert "logits, float32; the runtime applies a softmax" in info.output and "model input NCHW RGB" in info.output
 
 
+def _retyped_onnx(src, dst, input_type, output_type=None):
+    """edgeclf's float32 ONNX export as other tools leave such files: no edgeclf metadata, the input taken as
+    ``input_type`` (cast to float32 inside), the output optionally given as ``output_type``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(src))
+    del model.metadata_props[:]
+    graph = model.graph
+    name = graph.input[0].name
+    graph.input[0].type.tensor_type.elem_type = input_type
+    for node in graph.node:
+        node.input[:] = [f"{name}_f32" if i == name else i for i in node.input]
+    graph.node.insert(0, helper.make_node("Cast", [name], [f"{name}_f32"], to=TensorProto.FLOAT))
+    if output_type is not None:
+        out = graph.output[0].name
+        for node in graph.node:
+            node.output[:] = [f"{out}_f32" if o == out else o for o in node.output]
+        graph.node.append(helper.make_node("Cast", [f"{out}_f32"], [out], to=output_type))
+        graph.output[0].type.tensor_type.elem_type = output_type
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_onnx_files_taking_uint8_or_float16_input(exported, tmp_path):
+    """uint8 input (raw pixels, the graph scales them) and float16 input and output (a model converted to half
+    precision with its inputs): adopted, run with the dtype they take, and answering as the float32 file does."""
+    from onnx import TensorProto
+
+    source, pixels = _artefact(exported, "run_fp32.onnx"), _pixels(exported)
+    expected = _probs(source, pixels)
+    for input_type, output_type, dtype, atol in ((TensorProto.UINT8, None, "uint8", 1e-6),
+                                                  (TensorProto.FLOAT16, TensorProto.FLOAT16, "float16", 2e-3)):
+        src = _retyped_onnx(source, tmp_path / f"{dtype}.onnx", input_type, output_type)
+        out = tmp_path / f"{dtype}_edgeclf.onnx"
+        result = CliRunner().invoke(main, ["adopt", str(src), "--labels", "bar_h,bar_v", "--input-norm", "raw",
+                                           "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        meta = read_metadata(out)
+        assert meta["input"]["dtype"] == dtype and meta["output"]["dtype"] == ("float16" if output_type else "float32")
+        assert Classifier.load(out, threads=1).backend.input_dtype == dtype
+        np.testing.assert_allclose(_probs(out, pixels), expected, atol=atol)
+    # uint8 pixels are what the graph scales itself: a normalisation before it cannot be what its training did
+    r = CliRunner().invoke(main, ["adopt", str(tmp_path / "uint8.onnx"), "--labels", "bar_h,bar_v", "--input-norm",
+                                  "tf", "--out", str(tmp_path / "scaled.onnx")])
+    assert r.exit_code == 2 and "takes uint8 input" in r.output and "Pass --input-norm raw" in r.output
+    assert not (tmp_path / "scaled.onnx").exists()
+    r = CliRunner().invoke(main, ["adopt", str(_retyped_onnx(source, tmp_path / "int64.onnx", TensorProto.INT64)),
+                                  "--labels", "bar_h,bar_v", "--input-norm", "raw", "--out", str(tmp_path / "i.onnx")])
+    assert r.exit_code == 2 and "takes int64 input. Expected one of float32, float16, float64, uint8" in r.output
+
+
 def test_mean_and_std_given_as_numbers(exported, foreign, tmp_path):
     """A pipeline no preset names (CLIP's statistics, say): --mean/--std on 0-1 pixels, as torchvision gives them."""
     src, out = foreign / "torch_nchw.onnx", tmp_path / "custom.onnx"

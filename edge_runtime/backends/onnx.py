@@ -11,8 +11,15 @@ from ..artifact import METADATA_KEY
 from ..errors import DataError, missing_dependency
 
 
+# The input types the backend feeds (onnxruntime's type name -> numpy's): edgeclf's exports take float32 pixels 0-255
+# (QDQ models quantise inside the graph); adopted models may take float16 (converted to half precision with their
+# inputs), float64, or uint8 pixels as they are. Outputs of any of these types are read as float32.
+ONNX_INPUT_DTYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "float64": "tensor(double)",
+                     "uint8": "tensor(uint8)"}
+
+
 class OnnxBackend:
-    """Runs a ``.onnx`` classifier with float32 pixel input (QDQ models quantise inside the graph)."""
+    """Runs a ``.onnx`` classifier on onnxruntime's CPU provider."""
 
     def __init__(self, path: str | os.PathLike, threads: int):
         try:
@@ -34,13 +41,19 @@ class OnnxBackend:
             raise DataError(f"{path}: its input size is not fixed ({inp.shape}). Adopt it with `edgeclf adopt "
                             "--img-size N` to fix it.")
         self.input_shape = tuple(int(d) for d in inp.shape[1:])
-        self.input_dtype = "float32"
+        dtypes = {ort_type: name for name, ort_type in ONNX_INPUT_DTYPES.items()}
+        if inp.type not in dtypes:
+            raise DataError(f"{path} takes {inp.type} input. Expected one of {', '.join(ONNX_INPUT_DTYPES)}.")
+        self.input_dtype = dtypes[inp.type]
+        self._dtype = np.dtype(self.input_dtype)
         # A model exported with a fixed batch (PyTorch's usual batch of 1) runs a batch in slices of that size.
         self._batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """(N, *input_shape) model input (pixels 0-255 for edgeclf's exports) -> (N, C) float32 outputs."""
-        x = np.ascontiguousarray(pixels, dtype=np.float32)
+        if self._dtype == np.uint8 and pixels.dtype != np.uint8:  # pixels moved (resized, transposed) as floats
+            pixels = np.clip(np.rint(pixels), 0, 255)
+        x = np.ascontiguousarray(pixels, dtype=self._dtype)
         step = self._batch or len(x)
         if len(x) % step:
             raise DataError(f"This model takes batches of exactly {step} images; received {len(x)}.")

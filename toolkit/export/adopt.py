@@ -22,6 +22,7 @@ import numpy as np
 
 import edgeclf
 from edgeclf.edge_runtime.artifact import METADATA_KEY, artifact_format, read_tflite_metadata, write_tflite_metadata
+from edgeclf.edge_runtime.backends.onnx import ONNX_INPUT_DTYPES
 from edgeclf.edge_runtime.classifier import Classifier
 from edgeclf.edge_runtime.errors import ConfigError, DataError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
@@ -115,10 +116,14 @@ def _onnx_io(model, path: Path) -> _ModelIO:
         return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                      for d in value_info.type.tensor_type.shape.dim)
 
-    elem = inputs[0].type.tensor_type.elem_type
-    if elem != onnx.TensorProto.FLOAT:
-        raise ConfigError(f"{path} takes {onnx.helper.tensor_dtype_to_np_dtype(elem)} input. Expected float32 "
-                          "(edgeclf's ONNX backend feeds float32).")
+    def dtype(value_info, what: str) -> str:
+        elem = value_info.type.tensor_type.elem_type
+        name = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)).name if elem else "undefined"
+        if name not in ONNX_INPUT_DTYPES:
+            raise ConfigError(f"{path} takes {name} {what}. Expected one of {', '.join(ONNX_INPUT_DTYPES)}.")
+        return name
+
+    in_dtype, out_dtype = dtype(inputs[0], "input"), dtype(model.graph.output[0], "output")
     ops = {n.op_type for n in model.graph.node}
     if "DynamicQuantizeLinear" in ops:
         mode = "dynamic"
@@ -129,7 +134,7 @@ def _onnx_io(model, path: Path) -> _ModelIO:
     else:
         mode = "fp32"
     existing = any(p.key == METADATA_KEY for p in model.metadata_props)
-    return _ModelIO(dims(inputs[0]), "float32", None, dims(model.graph.output[0]), "float32", None, mode, existing)
+    return _ModelIO(dims(inputs[0]), in_dtype, None, dims(model.graph.output[0]), out_dtype, None, mode, existing)
 
 
 def _layout(shape: tuple, path: Path) -> tuple[str, int | None, int | None, int]:
@@ -271,6 +276,9 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
                           "predict with it as it is.")
     layout, h, w, channels = _layout(io.shape, src)
     contract = _contract(spec, support, layout, channels, src, reporter)
+    if fmt == "onnx" and io.dtype == "uint8" and (contract.tensor.mean, contract.tensor.std) != ((0.0,) * 3, (1.0,) * 3):
+        raise ConfigError(f"{src} takes uint8 input: pixels 0-255 as they are, which its graph scales itself; "
+                          f"the normalisation given was {contract.input_norm}. Pass --input-norm raw.")
     img_size = spec.img_size if spec is not None else None
     if h is None or w is None:
         if img_size is None:
