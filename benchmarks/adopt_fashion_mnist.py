@@ -44,39 +44,53 @@ def _rgb(images: np.ndarray) -> np.ndarray:
     return np.repeat(images[..., None], 3, axis=-1).astype(np.float32) / 127.5 - 1.0
 
 
-def other_tools_files(model_path: Path, calibration: np.ndarray, work: Path) -> dict[str, Path]:
-    """The files a TFLite converter user and a tf2onnx user would hand over."""
-    import keras
+def _float_tflite(model, work: Path, name: str) -> tuple[Path, Path]:
+    """``model.export`` (a SavedModel) and ``TFLiteConverter.from_saved_model`` on it, as TFLite users convert:
+    returns (the SavedModel folder, the float .tflite file)."""
+    import tensorflow as tf
+
+    saved = work / f"{name}_saved_model"
+    model.export(str(saved), verbose=False)
+    path = work / f"{name}.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())
+    return saved, path
+
+
+def _tf2onnx(model, shape: tuple[int, ...], path: Path, nchw: bool = False) -> Path:
+    """tf2onnx's ``from_function`` on the model's inference call (opset 17), channels-first input if ``nchw``."""
     import tensorflow as tf
     import tf2onnx
     from keras.src.export.tf2onnx_lib import patch_tf2onnx
 
+    patch_tf2onnx()
+    signature = [tf.TensorSpec((None, *shape), tf.float32, name="x")]
+    fn = tf.function(lambda x: model(x, training=False), input_signature=signature)
+    tf2onnx.convert.from_function(fn, input_signature=signature, opset=17, output_path=str(path),
+                                  **({"inputs_as_nchw": ["x:0"]} if nchw else {}))
+    return path
+
+
+def other_tools_files(model_path: Path, calibration: np.ndarray, work: Path) -> dict[str, Path]:
+    """The files a TFLite converter user and a tf2onnx user would hand over."""
+    import keras
+    import tensorflow as tf
+
     model = keras.models.load_model(model_path)
-    saved = work / "saved_model"
-    model.export(str(saved), verbose=False)
-    files = {"float": work / "notebook_float.tflite", "uint8": work / "notebook_uint8.tflite",
-             "nchw": work / "notebook_nchw.onnx"}
-    files["float"].write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())
+    saved, float_file = _float_tflite(model, work, "notebook_float")
+    files = {"float": float_file, "uint8": work / "notebook_uint8.tflite"}
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([x[None]] for x in _rgb(calibration))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = converter.inference_output_type = tf.uint8
     files["uint8"].write_bytes(converter.convert())
-    patch_tf2onnx()
-    signature = [tf.TensorSpec((None, 28, 28, 3), tf.float32, name="x")]
-    fn = tf.function(lambda x: model(x, training=False), input_signature=signature)
-    tf2onnx.convert.from_function(fn, input_signature=signature, opset=17, inputs_as_nchw=["x:0"],
-                                  output_path=str(files["nchw"]))
+    files["nchw"] = _tf2onnx(model, (28, 28, 3), work / "notebook_nchw.onnx", nchw=True)
     return files
 
 
 def binary_gray_files(images: np.ndarray, labels: np.ndarray, epochs: int, work: Path):
     """The binary grayscale notebook: its model (trained here) and the float TFLite and ONNX files of it."""
     import keras
-    import tensorflow as tf
-    import tf2onnx
-    from keras.src.export.tf2onnx_lib import patch_tf2onnx
 
     keep = np.isin(labels, [CLASS_NAMES.index(c) for c in BINARY])
     x = images[keep][..., None].astype(np.float32) / 255.0
@@ -89,14 +103,8 @@ def binary_gray_files(images: np.ndarray, labels: np.ndarray, epochs: int, work:
     ], name="notebook_gray_binary")
     model.compile("adam", keras.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(x, y, epochs=epochs, batch_size=128, validation_split=0.1, verbose=2)
-    saved = work / "binary_saved_model"
-    model.export(str(saved), verbose=False)
-    files = {"gray_float": work / "notebook_binary_gray.tflite", "gray_onnx": work / "notebook_binary_gray.onnx"}
-    files["gray_float"].write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())
-    patch_tf2onnx()
-    signature = [tf.TensorSpec((None, 28, 28, 1), tf.float32, name="x")]
-    fn = tf.function(lambda t: model(t, training=False), input_signature=signature)
-    tf2onnx.convert.from_function(fn, input_signature=signature, opset=17, output_path=str(files["gray_onnx"]))
+    files = {"gray_float": _float_tflite(model, work, "notebook_binary_gray")[1],
+             "gray_onnx": _tf2onnx(model, (28, 28, 1), work / "notebook_binary_gray.onnx")}
     return model, files
 
 
