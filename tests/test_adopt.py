@@ -70,7 +70,8 @@ def foreign(exported, tmp_path_factory):
     - ``tm_float.tflite``: takes x/127.5-1 (Teachable Machine's float model), outputs probabilities;
     - ``tm_quant.tflite``: the same, full-integer with uint8 input and output calibrated on x/127.5-1 values;
     - ``torch_nchw.onnx``: channels first, ImageNet mean/std on x/255, a fixed batch of 1, outputs logits;
-    - ``torch_dynamic.onnx``: the same with its batch, height and width not fixed.
+    - ``torch_dynamic.onnx``: the same with its batch, height and width not fixed;
+    - ``dynamic_size.tflite``: tm_float's model behind a resize to 16x16 of any input size.
     """
     import keras
     import onnx
@@ -105,6 +106,14 @@ def foreign(exported, tmp_path_factory):
     archive.write_out(str(out / "reshape_saved_model"), verbose=False)
     (out / "reshape_batch.tflite").write_bytes(
         tf.lite.TFLiteConverter.from_saved_model(str(out / "reshape_saved_model")).convert())
+    # an input size that is not fixed: any size in, resized to 16x16 inside the graph (tm_float's model after it)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", lambda x: model(tf.image.resize(x, (16, 16)), training=False),
+                         input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)])
+    archive.write_out(str(out / "dynamic_saved_model"), verbose=False)
+    (out / "dynamic_size.tflite").write_bytes(
+        tf.lite.TFLiteConverter.from_saved_model(str(out / "dynamic_saved_model")).convert())
 
     for name, dims in (("torch_nchw.onnx", [1, 3, 16, 16]), ("torch_dynamic.onnx", ["N", 3, "H", "W"]),
                        ("reshape_batch.onnx", ["N", 3, 16, 16])):
@@ -196,6 +205,30 @@ def test_a_pytorch_style_onnx_nchw_logits_batch_of_one(exported, foreign, tmp_pa
     assert row["status"] == "ok" and row["accuracy"] > 0.9
     info = CliRunner().invoke(main, ["info", str(out)])
     assert "logits, float32; the runtime applies a softmax" in info.output and "model input NCHW RGB" in info.output
+
+
+def test_a_tflite_input_whose_size_is_not_fixed_runs_at_img_size(exported, foreign, tmp_path):
+    src, pixels = foreign / "dynamic_size.tflite", _pixels(exported)
+    r = CliRunner().invoke(main, ["adopt", str(src), "--labels", "bar_h,bar_v", "--input-norm", "tf", "--out",
+                                  str(tmp_path / "x.tflite")])
+    assert r.exit_code == 2 and "input size is not fixed" in r.output and "Pass --img-size" in r.output
+    fixed = tmp_path / "fixed.tflite"
+    assert CliRunner().invoke(main, ["adopt", str(foreign / "tm_float.tflite"), "--labels", "bar_h,bar_v",
+                                     "--input-norm", "tf", "--out", str(fixed)]).exit_code == 0
+    for size in (16, 24):
+        out = tmp_path / f"dynamic{size}.tflite"
+        r = CliRunner().invoke(main, ["adopt", str(src), "--labels", "bar_h,bar_v", "--input-norm", "tf",
+                                      "--img-size", str(size), "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        meta = read_metadata(out)
+        assert meta["input"]["shape"] == [size, size, 3] and meta["preprocess"]["height"] == size
+        clf = Classifier.load(out, threads=1)
+        assert clf.backend.input_shape == (size, size, 3)  # the runtime resized the model's input
+        if size == 16:  # resizing 16x16 to 16x16 inside the graph changes nothing: tm_float's answers
+            np.testing.assert_allclose(_probs(out, pixels), _probs(fixed, pixels), atol=1e-5)
+        else:  # what predict runs: the image resized to 24x24, then by the graph to 16x16
+            images = sorted(_data(exported).rglob("*.png"))[:8]
+            assert [c.best.label for c in clf.classify(images)] == [p.parent.name for p in images]
 
 
 def _retyped_onnx(src, dst, input_type, output_type=None):

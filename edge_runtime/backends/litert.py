@@ -57,6 +57,11 @@ class LiteRTBackend:
             # model_path lets LiteRT memory-map the file instead of holding a second copy of it.
             with quiet_native_log(LITERT_NOTICES):
                 self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+                inp = self.interpreter.get_input_details()[0]
+                size = ((self.metadata or {}).get("input") or {}).get("shape")
+                if size and any(d < 0 for d in inp.get("shape_signature", inp["shape"])[1:]):
+                    # an adopted model whose input size is not fixed runs at the size its metadata records
+                    self.interpreter.resize_tensor_input(inp["index"], [1, *size])
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise DataError(f"Cannot load {path} with LiteRT: {exc}") from None

@@ -284,10 +284,9 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
         if img_size is None:
             raise ConfigError(f"{src}'s input size is not fixed ({io.shape}). Pass --img-size with the size it was "
                               "trained at.")
-        if fmt == "tflite":
-            raise ConfigError(f"{src}'s input size is not fixed ({io.shape}); edgeclf runs TFLite models at their "
-                              "fixed size. Convert it with a fixed input size.")
-        _fix_onnx_size(onnx_model, layout, img_size)
+        if fmt == "onnx":
+            _fix_onnx_size(onnx_model, layout, img_size)
+        # a .tflite file is left as it is: the runtime resizes its input to the size the metadata records
         h, w = h or img_size, w or img_size
     elif img_size is not None and (h, w) != (img_size, img_size):
         raise ConfigError(f"Received: --img-size {img_size} for a model whose input is fixed at {h}x{w}. "
