@@ -281,6 +281,10 @@ def test_onnx_files_taking_uint8_or_float16_input(exported, tmp_path):
     r = CliRunner().invoke(main, ["adopt", str(_retyped_onnx(source, tmp_path / "int64.onnx", TensorProto.INT64)),
                                   "--labels", "bar_h,bar_v", "--input-norm", "raw", "--out", str(tmp_path / "i.onnx")])
     assert r.exit_code == 2 and "takes int64 input. Expected one of float32, float16, float64, uint8" in r.output
+    r = CliRunner().invoke(main, ["adopt", str(_retyped_onnx(source, tmp_path / "u8out.onnx", TensorProto.FLOAT,
+                                                             TensorProto.UINT8)),
+                                  "--labels", "bar_h,bar_v", "--input-norm", "raw", "--out", str(tmp_path / "o.onnx")])
+    assert r.exit_code == 2 and "gives uint8 output. Expected one of float32, float16, float64" in r.output
 
 
 def test_mean_and_std_given_as_numbers(exported, foreign, tmp_path):

@@ -116,14 +116,17 @@ def _onnx_io(model, path: Path) -> _ModelIO:
         return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                      for d in value_info.type.tensor_type.shape.dim)
 
-    def dtype(value_info, what: str) -> str:
+    def dtype(value_info, what: str, allowed) -> str:
         elem = value_info.type.tensor_type.elem_type
         name = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)).name if elem else "undefined"
-        if name not in ONNX_INPUT_DTYPES:
-            raise ConfigError(f"{path} takes {name} {what}. Expected one of {', '.join(ONNX_INPUT_DTYPES)}.")
+        if name not in allowed:
+            raise ConfigError(f"{path} {'takes' if what == 'input' else 'gives'} {name} {what}. Expected one of "
+                              f"{', '.join(allowed)}.")
         return name
 
-    in_dtype, out_dtype = dtype(inputs[0], "input"), dtype(model.graph.output[0], "output")
+    # An integer output carries no scale to turn it back into scores: only float outputs are read.
+    in_dtype = dtype(inputs[0], "input", ONNX_INPUT_DTYPES)
+    out_dtype = dtype(model.graph.output[0], "output", [t for t in ONNX_INPUT_DTYPES if t.startswith("float")])
     ops = {n.op_type for n in model.graph.node}
     if "DynamicQuantizeLinear" in ops:
         mode = "dynamic"
