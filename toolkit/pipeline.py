@@ -87,7 +87,7 @@ def _array_batches_class():
             # following ones on its own threads.
             super().__init__(workers=1, use_multiprocessing=False)
             self.pixels, self.labels = pixels, np.asarray(labels, dtype=np.int32)
-            self.batch_size, self.shuffle, self.seed, self.augmenter = batch_size, shuffle, seed, augmenter
+            self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
             self.epoch = -1  # Keras calls on_epoch_begin before each epoch, the first included
             self.order = self._order(0)  # what a look before the first on_epoch_begin (tf.data's) is given
             self.augment = None if augmenter is None else _compiled_augmenter(augmenter, pixels[:1], batch_size)

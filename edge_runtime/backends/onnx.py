@@ -11,11 +11,12 @@ from ..artifact import METADATA_KEY
 from ..errors import DataError, missing_dependency
 
 
-# The input types the backend feeds (onnxruntime's type name -> numpy's): edgeclf's exports take float32 pixels 0-255
+# The input types the backend feeds (numpy's name -> onnxruntime's): edgeclf's exports take float32 pixels 0-255
 # (QDQ models quantise inside the graph); adopted models may take float16 (converted to half precision with their
-# inputs), float64, or uint8 pixels as they are. Outputs of any of these types are read as float32.
+# inputs), float64, or uint8 pixels as they are. Float outputs of any precision are read as float32.
 ONNX_INPUT_DTYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "float64": "tensor(double)",
                      "uint8": "tensor(uint8)"}
+_NUMPY_DTYPES = {ort_type: name for name, ort_type in ONNX_INPUT_DTYPES.items()}
 
 
 class OnnxBackend:
@@ -41,10 +42,9 @@ class OnnxBackend:
             raise DataError(f"{path}: its input size is not fixed ({inp.shape}). Adopt it with `edgeclf adopt "
                             "--img-size N` to fix it.")
         self.input_shape = tuple(int(d) for d in inp.shape[1:])
-        dtypes = {ort_type: name for name, ort_type in ONNX_INPUT_DTYPES.items()}
-        if inp.type not in dtypes:
+        if inp.type not in _NUMPY_DTYPES:
             raise DataError(f"{path} takes {inp.type} input. Expected one of {', '.join(ONNX_INPUT_DTYPES)}.")
-        self.input_dtype = dtypes[inp.type]
+        self.input_dtype = _NUMPY_DTYPES[inp.type]
         self._dtype = np.dtype(self.input_dtype)
         # A model exported with a fixed batch (PyTorch's usual batch of 1) runs a batch in slices of that size.
         self._batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
