@@ -224,3 +224,14 @@ except ConfigError as exc:
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert lines[0] == "jax" and lines[1].startswith("refused: This command needs Keras' TensorFlow backend")
+
+
+def test_a_resumed_jax_run_ends_as_an_uninterrupted_one_does():
+    """The resume test of test_train.py on JAX, whose pipeline (a PyDataset) and random state differ from
+    TensorFlow's: the epoch comes from the training loop's clock, not from counting on_epoch_begin calls."""
+    pytest.importorskip("jax")
+    test = Path(__file__).parent / "test_train.py"
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          f"{test}::test_a_resumed_run_ends_as_an_uninterrupted_one_does[mid-run]"],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert out.returncode == 0 and "1 passed" in out.stdout, out.stdout[-3000:]

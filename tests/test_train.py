@@ -130,6 +130,50 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_folders, tmp_path):
     assert json.loads((run / "run_state.json").read_text())["status"] == "done"
 
 
+def _weights(run):
+    import keras
+
+    return [np.asarray(w) for w in keras.models.load_model(run / "model.keras").get_weights()]
+
+
+@pytest.mark.parametrize("folds, pretrained, kill_at", [(1, False, (0, 2)), (2, False, (1, 1)), (1, True, (0, 1))],
+                         ids=["mid-run", "second-fold", "first-of-two-phases"])
+def test_a_resumed_run_ends_as_an_uninterrupted_one_does(tiny_folders, tmp_path, folds, pretrained, kill_at):
+    """Data order, augmentation, dropout, initial weights and the early-stopping / learning-rate schedule carry on
+    from where the killed run stopped, so the same seed gives the same model whether or not the run was killed."""
+    import keras
+
+    from edgeclf.models import ModelSpec, create_model, get_backbone_model
+
+    class Kill(keras.callbacks.Callback):
+        fits = 0  # model.fit calls so far: one per fold and phase
+
+        def on_train_begin(self, logs=None):
+            Kill.fits += 1
+
+        def on_epoch_end(self, epoch, logs=None):
+            if (Kill.fits - 1, epoch) == kill_at:
+                raise KeyboardInterrupt
+
+    weights = "none"
+    if pretrained:
+        weights = str(tmp_path / "bb.weights.h5")
+        get_backbone_model(create_model(ModelSpec("simple_cnn", 2, 16, "none"))).save_weights(weights)
+    # Augmentation and dropout on; patience 2 (1 for the plateau), so the callbacks' own states matter.
+    spec = TrainSpec(epochs=4, fine_tune_epochs=3, fine_tune_layers=3, batch_size=16, patience=2, folds=folds,
+                     learning_rate=3e-3, augment=AugmentSpec())
+    kwargs = dict(backbone="simple_cnn", img_size=16, weights=weights, head=HeadSpec(dense=(8,), dropout=0.3),
+                  spec=spec)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    train(tiny_folders, whole, **kwargs)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_folders, killed, callbacks=[Kill()], **kwargs)
+    assert train(tiny_folders, killed, **kwargs).resumed
+    assert _history(killed) == _history(whole)
+    for a, b in zip(_weights(killed), _weights(whole)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_k_fold_reports_every_fold_and_keeps_the_best(tiny_folders, tmp_path):
     run = tmp_path / "run"
     result = train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights="none",

@@ -21,20 +21,42 @@ from ._deps import import_keras, import_tf
 MAX_WORKERS = 8
 
 
+class EpochClock:
+    """The epoch a training run is in, as its training loop sets it before each epoch (see ``make_dataset``).
+
+    The pipeline reads the epoch here instead of counting the epochs it is iterated over: a resumed run starts at
+    the epoch where the killed one stopped, and must shuffle and augment it as the uninterrupted run did.
+    """
+
+    def __init__(self, epoch: int = 0):
+        self.epoch = epoch
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order in which ``n`` images are visited in ``epoch``: a permutation drawn from ``(seed, epoch)``."""
+    return np.random.default_rng((seed, epoch)).permutation(n)
+
+
 def make_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool, seed: int, augmenter=None,
-                 parallel: bool = True):
+                 parallel: bool = True, clock: EpochClock | None = None):
     """Batches of (float32 0-255 pixels, int32 labels) for the active Keras backend, prefetched.
 
+    Each epoch's order is ``epoch_order(seed, clock.epoch)`` when ``shuffle``, whichever the backend; so is the
+    augmentation counter of the JAX pipeline (the TensorFlow one's random layers are reseeded by the caller).
+
     Args:
+        clock: Required with ``shuffle``: the epoch, set by the caller before each epoch.
         parallel: Gather and augment several batches at once. Pass False under TensorFlow op determinism: it runs
             these stateful maps one at a time anyway, by rewriting each parallel map into a sequential one, and
             the rewrite logs "NodeDef mentions attribute use_unbounded_threadpool" errors at every epoch. The
             PyDataset pipeline (other backends) gives the same batches with any number of threads and always
             uses several.
     """
+    if shuffle and clock is None:
+        raise ValueError("make_dataset(shuffle=True) needs the clock that says which epoch to shuffle for.")
     if import_keras().backend.backend() != "tensorflow":
         return array_batches(pixels, labels, batch_size, shuffle=shuffle, seed=seed, augmenter=augmenter,
-                             workers=min(MAX_WORKERS, os.cpu_count() or 1))
+                             workers=min(MAX_WORKERS, os.cpu_count() or 1), clock=clock)
     tf, _ = import_tf()
     n = len(labels)
     h, w = pixels.shape[1:3]
@@ -44,9 +66,14 @@ def make_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shu
         idx = np.sort(idx)  # sequential reads of a memory map; order within a batch does not matter
         return np.ascontiguousarray(pixels[idx]), labels[idx]
 
-    ds = tf.data.Dataset.range(n)
     if shuffle:
-        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        # Drawn when Keras starts iterating an epoch, which it does after its callbacks' on_epoch_begin.
+        def order(_):
+            return tf.ensure_shape(tf.numpy_function(lambda: epoch_order(seed, clock.epoch, n), [], tf.int64), (n,))
+
+        ds = tf.data.Dataset.range(1).map(order).unbatch()
+    else:
+        ds = tf.data.Dataset.range(n)
     ds = ds.batch(batch_size)
 
     def load(idx):
@@ -63,14 +90,15 @@ def make_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shu
 
 
 def array_batches(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool, seed: int,
-                 augmenter=None, workers: int = 1):
+                 augmenter=None, workers: int = 1, clock: EpochClock | None = None):
     """A ``keras.utils.PyDataset`` of (float32 0-255 pixels, int32 labels) batches for any Keras backend.
 
     Each epoch visits every image once, in a new order drawn from ``(seed, epoch)`` when ``shuffle`` (Keras calls
     ``on_epoch_begin`` before every epoch; call it yourself when iterating by hand); batch ``i`` is one sorted
-    gather from ``pixels``. ``workers`` > 1 prepares the next batches of the epoch on that many threads.
+    gather from ``pixels``. ``workers`` > 1 prepares the next batches of the epoch on that many threads. The epoch
+    is ``clock.epoch`` at ``on_epoch_begin`` when a clock is given, else the count of ``on_epoch_begin`` calls.
     """
-    return _array_batches_class()(pixels, labels, batch_size, shuffle, seed, augmenter, workers)
+    return _array_batches_class()(pixels, labels, batch_size, shuffle, seed, augmenter, workers, clock)
 
 
 @lru_cache(maxsize=1)
@@ -78,7 +106,7 @@ def _array_batches_class():
     keras = import_keras()
 
     class _ArrayBatches(keras.utils.PyDataset):
-        def __init__(self, pixels, labels, batch_size, shuffle, seed, augmenter, workers):
+        def __init__(self, pixels, labels, batch_size, shuffle, seed, augmenter, workers, clock):
             # Keras' own worker threads (its enqueuer, used when workers > 1) start on a new epoch's batches before
             # Keras calls on_epoch_begin, and hand out first in an epoch the batches they had ready when the last
             # one ended: batches came in an earlier epoch's order (at the very first from epoch -1, which the
@@ -88,6 +116,7 @@ def _array_batches_class():
             super().__init__(workers=1, use_multiprocessing=False)
             self.pixels, self.labels = pixels, np.asarray(labels, dtype=np.int32)
             self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+            self.clock = clock
             self.epoch = -1  # Keras calls on_epoch_begin before each epoch, the first included
             self.order = self._order(0)  # what a look before the first on_epoch_begin (tf.data's) is given
             self.augment = None if augmenter is None else _compiled_augmenter(augmenter, pixels[:1], batch_size)
@@ -100,10 +129,10 @@ def _array_batches_class():
 
         def _order(self, epoch):
             n = len(self.labels)
-            return np.random.default_rng((self.seed, epoch)).permutation(n) if self.shuffle else np.arange(n)
+            return epoch_order(self.seed, epoch, n) if self.shuffle else np.arange(n)
 
         def on_epoch_begin(self):
-            self.epoch += 1
+            self.epoch = self.epoch + 1 if self.clock is None else self.clock.epoch
             self.order = self._order(self.epoch)
             for future in self.pending.values():  # an epoch Keras broke off (it looks at one batch first)
                 future.cancel()

@@ -33,7 +33,7 @@ from .data import (SPLITS, DecodedSplit, SplitSpec, assign_splits, balanced_clas
 from .evaluate import evaluate_splits
 from .io import atomic_path, ensure_writable_dir, sha256_file, write_csv, write_json
 from .leakage import DEFAULT_THRESHOLD, HASH_BITS, find_leaks
-from .pipeline import make_dataset
+from .pipeline import EpochClock, make_dataset
 from .progress import Reporter
 from .report import write_train_report
 
@@ -272,6 +272,56 @@ def _history_logger(keras, path: Path, fold: int, phase: int):
     return HistoryLogger()
 
 
+def _epoch_seeds(keras, clock: EpochClock, first_epoch: int, rngs: Sequence):
+    class EpochSeeds(keras.callbacks.Callback):
+        """Before each epoch: the pipeline's clock, and the random layers' draws, follow the epoch's number.
+
+        A resumed run restores weights and optimizer but starts a new process, where the shuffle, the augmentation
+        and dropout would otherwise draw again from their seeds' start. Setting the clock to the epoch (counted
+        over the fold's phases from ``first_epoch``) and each random layer's counter to one drawn from it makes
+        every epoch's draws the same whether the run got there in one go or resumed.
+        """
+
+        def on_epoch_begin(self, epoch, logs=None):
+            clock.epoch = first_epoch + epoch
+            for layers in rngs:
+                for v in layers.non_trainable_variables:
+                    if v.path.endswith("seed_generator_state"):  # [seed, counter]; next() counts up the counter
+                        state = np.asarray(keras.ops.convert_to_numpy(v.value))
+                        v.assign(np.array([state[0], (clock.epoch << 20) % 2**32], dtype=state.dtype))
+
+    return EpochSeeds()
+
+
+def _schedule_state(keras, path: Path, schedules: Sequence):
+    class ScheduleState(keras.callbacks.Callback):
+        """Keeps early stopping's and the plateau schedule's counters across a resume.
+
+        Keras' BackupAndRestore restores weights, optimizer and epoch, but these callbacks start afresh with each
+        ``fit``: a resumed run waited its full patience again. Their counters are saved with each epoch and
+        restored when BackupAndRestore (earlier in the list) resumes at that same epoch.
+        """
+
+        counters = ("wait", "best_epoch", "stopped_epoch", "cooldown_counter")
+
+        def on_train_begin(self, logs=None):
+            saved = json.loads(path.read_text()) if path.exists() else None
+            if saved and saved["epoch"] == self.model._initial_epoch:
+                for cb, state in zip(schedules, saved["callbacks"]):
+                    for name, value in state.items():
+                        setattr(cb, name, value)
+
+        def on_epoch_end(self, epoch, logs=None):
+            states = []
+            for cb in schedules:
+                state = {name: int(getattr(cb, name)) for name in self.counters if hasattr(cb, name)}
+                state["best"] = None if cb.best is None else float(cb.best)
+                states.append(state)
+            write_json(path, {"epoch": epoch + 1, "callbacks": states})
+
+    return ScheduleState()
+
+
 def _best_so_far(path: Path, fold: int, monitor: str) -> float | None:
     values = [float(r[monitor]) for r in _history_rows(path) if int(r["fold"]) == fold and r.get(monitor) not in (None, "")]
     if not values:
@@ -341,11 +391,14 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
     ckpt = run / "checkpoints"
     ckpt.mkdir(exist_ok=True)
     best_path = ckpt / f"fold{fold}_best.weights.h5"
+    # Seeded per fold: a run resumed at fold 2 creates its model as the uninterrupted run did.
+    keras.utils.set_random_seed(spec.seed + fold)
     model = create_model(model_spec, steps_per_epoch=_steps_per_epoch(train_split, spec))
     augmenter = build_augmenter(spec.augment, spec.seed + fold)
     parallel = not spec.deterministic
+    clock = EpochClock()
     train_ds = make_dataset(train_split.pixels, train_split.labels, spec.batch_size, shuffle=True,
-                            seed=spec.seed + fold, augmenter=augmenter, parallel=parallel)
+                            seed=spec.seed + fold, augmenter=augmenter, parallel=parallel, clock=clock)
     val_ds = make_dataset(val_split.pixels, val_split.labels, spec.batch_size, shuffle=False, seed=spec.seed,
                           parallel=parallel)
     phases = [(1, spec.epochs, spec.learning_rate)]
@@ -353,6 +406,7 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
         phases.append((2, spec.fine_tune_epochs, spec.fine_tune_lr))
     mode = "min" if spec.monitor.endswith("loss") else "max"
     for phase, epochs, lr in phases:
+        first_epoch = sum(n for p, n, _ in phases if p < phase)  # the phase's first, counted over the fold's phases
         key = f"{fold}/{phase}"
         done_path = ckpt / f"fold{fold}_phase{phase}.weights.h5"
         if key in state.done and done_path.exists():
@@ -365,19 +419,27 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
         what = "frozen backbone" if model_spec.pretrained and phase == 1 else (
             f"top {spec.fine_tune_layers} backbone layers unfrozen" if phase == 2 else "all layers")
         reporter.stage(f"Fold {fold} phase {phase}: {epochs} epochs at lr {lr:g}, {what}")
-        callbacks = [
-            keras.callbacks.ModelCheckpoint(str(best_path), monitor=spec.monitor, mode=mode, save_best_only=True,
-                                            save_weights_only=True,
-                                            initial_value_threshold=_best_so_far(run / "history.csv", fold, spec.monitor)),
+        schedules = [
             *([keras.callbacks.EarlyStopping(monitor=spec.monitor, mode=mode, patience=spec.patience)]
               if spec.early_stopping else []),
             *([keras.callbacks.ReduceLROnPlateau(monitor=spec.monitor, mode=mode, factor=0.3,
                                                  patience=max(1, spec.patience // 2), min_lr=lr / 100)]
               if spec.reduce_lr else []),
+        ]
+        callbacks = [
+            _epoch_seeds(keras, clock, first_epoch, [model] if augmenter is None else [model, augmenter]),
+            keras.callbacks.ModelCheckpoint(str(best_path), monitor=spec.monitor, mode=mode, save_best_only=True,
+                                            save_weights_only=True,
+                                            initial_value_threshold=_best_so_far(run / "history.csv", fold, spec.monitor)),
+            *schedules,
             _history_logger(keras, run / "history.csv", fold, phase),
             keras.callbacks.BackupAndRestore(str(ckpt / f"backup_fold{fold}_phase{phase}")),
+            _schedule_state(keras, ckpt / f"backup_fold{fold}_phase{phase}" / "schedules.json", schedules),
             *extra_callbacks,
         ]
+        # BackupAndRestore resumes by setting the model's first epoch, which Keras keeps for every later fit:
+        # phase 2 of a run resumed in phase 1 began at phase 1's resumed epoch, its earlier epochs skipped.
+        model._initial_epoch = None
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight, callbacks=callbacks,
                   shuffle=False,  # the dataset shuffles itself
                   verbose=reporter.keras_verbose)
