@@ -116,3 +116,14 @@ def test_threshold_section_chooses_on_val_and_reports_test():
     assert "--threshold 0.5" in lines[-1]
     fallback = threshold_section(None, test, "no_helmet")
     assert fallback[0] == "### Test, thresholds on P(no_helmet)" and len(fallback) == 4 + len(test["thresholds"])
+
+
+def test_a_class_name_no_font_can_draw_is_plotted_without_warnings(tmp_path, recwarn):
+    import warnings
+
+    from edgeclf.toolkit.plots import plot_confusion
+
+    warnings.simplefilter("always")
+    path = plot_confusion(np.array([[3, 1], [0, 4]]), ["boot \U0001F45F", "bag"], tmp_path / "cm.png", "test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [w for w in recwarn if "Glyph" in str(w.message)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -15,7 +16,10 @@ from .metrics import precision_recall_curve, roc_curve
 
 def _save(fig, path: Path) -> Path:
     plt = import_pyplot()
-    with atomic_path(path, suffix=".png") as tmp:
+    with atomic_path(path, suffix=".png") as tmp, warnings.catch_warnings():
+        # A class name with a character no installed font has (an emoji) is drawn as a box; the names are spelled
+        # out in the report and metrics beside the plot, so that is not worth a warning per plot on the terminal.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
