@@ -35,6 +35,9 @@ from .images import ImageSet, folder_images, relocate_dataset, relocate_hint, ru
 from .spec import ExportSpec, Format, QuantSpec
 
 logger = logging.getLogger(__name__)
+# Fewer calibration images than this (unless fewer were asked for) and export warns; TensorFlow's and
+# onnxruntime's guides suggest a hundred to a few hundred.
+FEW_CALIBRATION_IMAGES = 100
 MIN_HELD_OUT = 50  # fewer held-out images than this and the gate also uses the calibration images
 GATE_BATCH = 32
 
@@ -188,6 +191,10 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
                 if foreign is None else "a model trained outside edgeclf has no run to take them from")
             + f". Pass {moved}--calib DIR with representative images."
         )
+    if needs_calib and len(calibration) < min(FEW_CALIBRATION_IMAGES, spec.calibration_images):
+        reporter.warn(f"int8 ranges are fitted to {len(calibration)} calibration images, from {calibration.origin}: "
+                      f"inputs unlike them may be clipped. Pass --calib DIR with {FEW_CALIBRATION_IMAGES} or more "
+                      "representative images.")
     if held_out is None and spec.verify:
         raise ConfigError("The fidelity gate needs images and " + (
             f"the training run's test split cannot be found ({run_split_problem(run_meta, run_dir, 'test')})"
@@ -266,8 +273,8 @@ def _images(run_meta: dict, run_dir: Path, calib, pre: PreprocessSpec, spec: Exp
     calibration = None
     if calib is None:
         calibration = run_split(run_meta, run_dir, "val", pre, spec.calibration_images) if from_run else None
-    elif has_held_out:
-        calibration = folder_images(calib, classes, pre, spec.calibration_images, warn=warn)
+    elif has_held_out:  # the gate runs on the run's test split: calib's labels, or their absence, do not matter
+        calibration = folder_images(calib, classes, pre, spec.calibration_images)
     elif needs_calib or spec.verify:
         pool = folder_images(calib, classes, pre, (spec.calibration_images if needs_calib else 0)
                              + (spec.verify_images if spec.verify else 0), warn=warn)
