@@ -418,7 +418,7 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
                       metrics=["accuracy"])
         what = "frozen backbone" if model_spec.pretrained and phase == 1 else (
             f"top {spec.fine_tune_layers} backbone layers unfrozen" if phase == 2 else "all layers")
-        reporter.stage(f"Fold {fold} phase {phase}: {epochs} epochs at lr {lr:g}, {what}")
+        reporter.stage(f"Fold {fold} phase {phase}: {epochs} epoch{'s' * (epochs != 1)} at lr {lr:g}, {what}")
         schedules = [
             *([keras.callbacks.EarlyStopping(monitor=spec.monitor, mode=mode, patience=spec.patience)]
               if spec.early_stopping else []),
