@@ -29,6 +29,8 @@ from edgeclf.toolkit.progress import Reporter
 logger = logging.getLogger(__name__)
 
 KINDS = ("keras", "tflite", "onnx")
+# Fewer evaluation images than this and bench says how little its accuracy and agreement figures can tell apart.
+FEW_EVALUATION_IMAGES = 100
 _MODE_ORDER = {"keras": 0, "fp32": 1, "fp16": 2, "dynamic": 3, "int8": 4}
 
 
@@ -396,7 +398,7 @@ def run_bench(models: Sequence[str | os.PathLike], data: str | os.PathLike | Non
         ConfigError, DataError: For unusable models or data (one-line messages).
     """
     from edgeclf.benchmarks.machine import describe
-    from edgeclf.toolkit.metrics import classification_metrics
+    from edgeclf.toolkit.metrics import classification_metrics, wilson_interval
 
     spec, reporter = spec or BenchSpec(), reporter or Reporter()
     check_evaluation_images(data, dataset)
@@ -458,6 +460,13 @@ def run_bench(models: Sequence[str | os.PathLike], data: str | os.PathLike | Non
             ev["agreement"] = float((probs.argmax(1) == reference.argmax(1)).mean())
             ev["max_abs_diff"] = float(np.abs(probs - reference).max())
         evaluation[m.name] = ev
+    if evaluation and eval_data.n < FEW_EVALUATION_IMAGES:
+        low = wilson_interval(eval_data.n, eval_data.n)[0]
+        few = (f"Accuracy and agreement come from {eval_data.n} image(s) only: even 100 % agreement on them is, "
+               f"at 95 % confidence, as little as {100 * low:.1f} % on other images like them. Pass --data with "
+               f"{FEW_EVALUATION_IMAGES} or more labelled images to tell the models apart.")
+        reporter.warn(few)
+        warnings += (few,)
     final = []
     for r in rows:
         ev = evaluation.get(r.model, {})

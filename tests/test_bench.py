@@ -138,6 +138,10 @@ def test_accuracy_and_agreement_equal_the_export_gate(bench_result):
     runtime code, so its figures must be the gate's exactly."""
     run, exports, result = bench_result
     assert result.n_images == 18 and "test split" in result.data
+    # 18 images tell little, and bench says how little: 18 of 18 is 82.4-100 % at 95 % confidence.
+    assert [w for w in result.warnings if w.startswith("Accuracy and agreement come from 18 image(s) only: even "
+                                                       "100 % agreement on them is, at 95 % confidence, as little "
+                                                       "as 82.4 %")], result.warnings
     rows = {r.model: r for r in result.rows if r.batch == 1}
     keras = rows["run/model.keras"]
     assert keras.agreement == 1.0 and keras.accuracy_change_pp == 0.0
@@ -235,6 +239,7 @@ def test_cli_bench_quick_writes_report_and_refuses_to_overwrite(exported, tmp_pa
 
 def test_bench_passes_on_the_runtime_warnings_of_its_artefacts(exported, tmp_path, monkeypatch):
     """An int8 ONNX file with 8-bit weights on an x86 CPU without VNNI: predict warns, and so must bench."""
+    import edgeclf.benchmarks.bench as bench
     import edgeclf.edge_runtime.classifier as classifier
     from edgeclf.edge_runtime.artifact import METADATA_KEY, read_metadata
     from edgeclf.toolkit.export.onnx import write_metadata
@@ -252,9 +257,11 @@ def test_bench_passes_on_the_runtime_warnings_of_its_artefacts(exported, tmp_pat
     assert res.exit_code == 0, res.output
     assert "run_int8.onnx has 8-bit int8 weights" in res.output
     assert "run_int8.onnx has 8-bit int8 weights" in (tmp_path / "bench" / "report.md").read_text()
-    (warning,) = json.loads((tmp_path / "bench" / "results.json").read_text())["warnings"]
+    (warning,) = [w for w in json.loads((tmp_path / "bench" / "results.json").read_text())["warnings"]
+                  if "8-bit" in w]
     assert "--reduce-range on" in warning
     monkeypatch.setattr(classifier, "needs_reduce_range", lambda: False)  # a VNNI or ARM CPU: nothing to say
+    monkeypatch.setattr(bench, "FEW_EVALUATION_IMAGES", 18)  # nor about the run's 18 test images
     res = CliRunner().invoke(main, ["bench", str(onnx_int8), "--quick", "--runs", "3", "--min-time", "0",
                                     "--threads", "1", "--out", str(tmp_path / "bench2")])
     assert res.exit_code == 0 and "8-bit int8 weights" not in res.output
