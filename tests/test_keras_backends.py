@@ -232,6 +232,6 @@ def test_a_resumed_jax_run_ends_as_an_uninterrupted_one_does():
     pytest.importorskip("jax")
     test = Path(__file__).parent / "test_train.py"
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          f"{test}::test_a_resumed_run_ends_as_an_uninterrupted_one_does[mid-run]"],
+                          f"{test}::test_a_resumed_run_ends_as_an_uninterrupted_one_does[second-fold]"],
                          capture_output=True, text=True, timeout=600, env={**os.environ, "KERAS_BACKEND": "jax"})
     assert out.returncode == 0 and "1 passed" in out.stdout, out.stdout[-3000:]

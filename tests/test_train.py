@@ -136,8 +136,8 @@ def _weights(run):
     return [np.asarray(w) for w in keras.models.load_model(run / "model.keras").get_weights()]
 
 
-@pytest.mark.parametrize("folds, pretrained, kill_at", [(1, False, (0, 2)), (2, False, (1, 1)), (1, True, (0, 1))],
-                         ids=["mid-run", "second-fold", "first-of-two-phases"])
+@pytest.mark.parametrize("folds, pretrained, kill_at", [(2, False, (1, 1)), (1, True, (0, 1))],
+                         ids=["second-fold", "first-of-two-phases"])  # each resumes in the middle of a fit
 def test_a_resumed_run_ends_as_an_uninterrupted_one_does(tiny_folders, tmp_path, folds, pretrained, kill_at):
     """Data order, augmentation, dropout, initial weights and the early-stopping / learning-rate schedule carry on
     from where the killed run stopped, so the same seed gives the same model whether or not the run was killed."""
