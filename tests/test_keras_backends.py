@@ -69,6 +69,27 @@ def test_array_batches_visit_every_image_once_per_epoch_in_a_reproducible_new_or
     np.testing.assert_array_equal(np.concatenate([plain[i][1] for i in range(len(plain))]), labels)
 
 
+def test_batches_prepared_before_the_epoch_begins_are_used_not_thrown_away():
+    """Keras looks at the first batch before training; the batches prepared ahead of it then are the epoch's
+    own, and used (they were cancelled, and those already started augmented for nothing)."""
+    from edgeclf.toolkit.pipeline import EpochClock, array_batches
+
+    pixels = np.zeros((40, 4, 4, 3), np.uint8)
+    ds = array_batches(pixels, np.arange(40), 5, shuffle=True, seed=7, workers=2, clock=EpochClock(0))
+    made = []
+    batch = ds._batch
+    ds._batch = lambda epoch, order, i: made.append((epoch, i)) or batch(epoch, order, i)
+    ds[0]  # Keras' look before on_epoch_begin
+    for future in list(ds.pending.values()):  # every batch prepared ahead is done
+        future.result()
+    ahead = sorted(made)
+    assert ahead == [(0, i) for i in range(len(ahead))] and len(ahead) > 1
+    ds.on_epoch_begin()
+    got = [ds[i][1] for i in range(len(ds))]
+    assert sorted(np.concatenate(got)) == list(range(40))
+    assert sorted(made) == sorted([(0, 0)] + [(0, i) for i in range(len(ds))])  # only the looked-at batch twice
+
+
 def test_unsupported_keras_backend_is_refused_with_the_supported_ones(tiny_folders, tmp_path):
     out = run_cli(["train", str(tiny_folders), "--backbone", "simple_cnn", "--out", str(tmp_path / "run")],
                   backend="torch", blocked="torch")

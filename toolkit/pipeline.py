@@ -134,9 +134,10 @@ def _array_batches_class():
         def on_epoch_begin(self):
             self.epoch = self.epoch + 1 if self.clock is None else self.clock.epoch
             self.order = self._order(self.epoch)
-            for future in self.pending.values():  # an epoch Keras broke off (it looks at one batch first)
-                future.cancel()
-            self.pending.clear()
+            # A batch is a function of (epoch, index): those prepared for this epoch (after the batch Keras looks
+            # at before training) are kept, the others (an epoch Keras broke off) cancelled.
+            for key in [key for key in self.pending if key[0] != self.epoch]:
+                self.pending.pop(key).cancel()
 
         def __getitem__(self, i):
             epoch = max(self.epoch, 0)
