@@ -815,29 +815,44 @@ def bench(ctx, models, data, dataset, threads, batches, runs, min_time, warmup, 
 
 
 @main.command()
-@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per file: its path and its full metadata.")
 @click.pass_context
 def info(ctx, models, as_json):
     """Show what exported artefacts say about themselves: classes, input contract, quantisation, source model and
     the export's fidelity gate, from the metadata inside each file (no sidecar needed), plus any warning that applies
-    on this machine. Reads files export left as *.rejected too.
+    on this machine. Reads files export left as *.rejected too. A folder stands for the artefacts in it (and in its
+    export/ folder: a run directory).
 
     \b
     Example:
       edgeclf info runs/helmet/export/helmet_int8.tflite
+      edgeclf info runs/helmet
       edgeclf info runs/helmet/export/*.onnx --json > onnx_metadata.jsonl
     """
 
     def go():
         import json
 
-        from edgeclf.edge_runtime.artifact import read_metadata
+        from edgeclf.edge_runtime.artifact import REJECTED, read_metadata
         from edgeclf.edge_runtime.describe import describe
         from edgeclf.edge_runtime.paths import display_path
 
         codes = []
+        files = []
         for path in models:
+            if not path.is_dir():
+                files.append(path)
+                continue
+            kinds = tuple(ext + tail for ext in (".tflite", ".onnx") for tail in ("", REJECTED))
+            inside = [f for d in (path, path / "export") if d.is_dir() for f in sorted(d.iterdir())
+                      if f.is_file() and f.name.lower().endswith(kinds)]
+            if not inside:
+                codes.append(2)
+                click.secho(f"Error: No .tflite or .onnx artefacts in {display_path(path)} (or its export/ folder).",
+                            fg="red", err=True)
+            files += inside
+        for path in files:
             try:
                 meta = read_metadata(path, rejected=True)
             except EdgeclfError as exc:  # one bad file is reported, the others are still shown

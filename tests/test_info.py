@@ -81,6 +81,21 @@ def test_info_reports_bad_files_and_still_shows_the_others(exported, tmp_path):
     assert result.exit_code == 2 and "Traceback" not in result.output and result.output.count("\n") == 1
 
 
+def test_info_on_a_run_or_export_folder_describes_every_artefact_in_it(exported, tmp_path):
+    run, results = exported
+    names = sorted(r.path.name for r in results)
+    for folder in (run, run / "export"):
+        result = CliRunner().invoke(main, ["info", "--json", str(folder)])
+        assert result.exit_code == 0, result.output
+        described = sorted(json.loads(line)["path"].rsplit("/", 1)[-1] for line in result.output.splitlines())
+        assert set(names) <= set(described)  # other tests may have added artefacts to this shared run
+        assert all(n.endswith((".tflite", ".onnx", ".rejected")) for n in described)  # no .keras, .json
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(main, ["info", str(tmp_path / "empty"), str(results[0].path)])
+    assert result.exit_code == 2 and "No .tflite or .onnx artefacts in" in result.output
+    assert str(results[0].path) in result.output  # the others are still shown
+
+
 def test_info_warns_about_8bit_onnx_weights_on_a_cpu_that_saturates_them(exported, tmp_path, monkeypatch):
     import edgeclf.edge_runtime.classifier as classifier
     from edgeclf.edge_runtime.artifact import METADATA_KEY
