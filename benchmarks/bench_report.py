@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeclf.edge_runtime.errors import BackendUnavailableError, ConfigError
+from edgeclf.edge_runtime.paths import display_width, pad
 from edgeclf.toolkit.io import write_csv, write_json, write_text
 
 from .bench import BenchResult, BenchRow
@@ -42,8 +43,8 @@ def _cells(r: BenchRow) -> list[str]:
 def format_table(rows: list[BenchRow]) -> str:
     """A fixed-width text table, failed rows with their reason underneath."""
     body = [_cells(r) for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in body)) for i, h in enumerate(HEADER)]
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    widths = [max(display_width(h), *(display_width(c[i]) for c in body)) for i, h in enumerate(HEADER)]
+    line = lambda cells: "  ".join(pad(c, w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     out = [line(HEADER), "  ".join("-" * w for w in widths)]
     for r, cells in zip(rows, body):
         out.append(line(cells))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 
 
 def display_path(path: str | os.PathLike) -> str:
@@ -20,3 +21,19 @@ def display_path(path: str | os.PathLike) -> str:
     except UnicodeEncodeError:
         return os.fsencode(text).decode("utf-8", "backslashreplace")
     return text
+
+
+def display_width(text: str) -> int:
+    """Columns ``text`` takes on a terminal: East Asian wide characters (CJK, most emoji) take two, combining marks
+    none. ``len`` counts characters, and a table of Chinese class names padded by it comes out ragged."""
+    width = 0
+    for ch in text:
+        if unicodedata.combining(ch):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return width
+
+
+def pad(text: str, width: int) -> str:
+    """``text`` left-aligned in ``width`` terminal columns (``str.ljust`` by display width)."""
+    return text + " " * max(0, width - display_width(text))

@@ -16,6 +16,7 @@ import click
 
 from . import __version__
 from edgeclf.edge_runtime.errors import ConfigError, EdgeclfError
+from edgeclf.edge_runtime.paths import display_width, pad
 
 logger = logging.getLogger("edgeclf")
 
@@ -343,12 +344,13 @@ def evaluate(ctx, model, data, split, out_dir, batch_size, threshold, force, lab
         click.echo(f"n={m['n']} accuracy={m['accuracy']:.4f} f1_macro={m['f1_macro']:.4f} roc_auc={auc}{decided}")
         predicted = [sum(col) for col in zip(*m["confusion_matrix"])]
         absent = []
+        width = max([20, *(display_width(name) for name in m["per_class"])])
         for (name, v), n_pred in zip(m["per_class"].items(), predicted):
             if v["support"]:
-                click.echo(f"  {name:<20} precision={v['precision']:.4f} recall={v['recall']:.4f} f1={v['f1']:.4f} "
-                           f"support={v['support']}")
+                click.echo(f"  {pad(name, width)} precision={v['precision']:.4f} recall={v['recall']:.4f} "
+                           f"f1={v['f1']:.4f} support={v['support']}")
             elif n_pred:
-                click.echo(f"  {name:<20} not in these images, yet predicted for {n_pred}")
+                click.echo(f"  {pad(name, width)} not in these images, yet predicted for {n_pred}")
             else:
                 absent.append(name)
         if any(not v["support"] for v in m["per_class"].values()):
@@ -501,7 +503,8 @@ def _warn_deployment(classifiers) -> None:
 def _print_export_summary(results, spec) -> None:
     click.echo()
     fp32 = {r.format: r.size_bytes for r in results if r.mode == "fp32"}
-    click.echo(f"{'artefact':<34} {'size':>9} {'vs fp32':>8} {'agree':>8} {'max|dp|':>8} {'acc Δpp':>8}  gate")
+    width = max([34, *(display_width(r.path.name) for r in results)])
+    click.echo(f"{pad('artefact', width)} {'size':>9} {'vs fp32':>8} {'agree':>8} {'max|dp|':>8} {'acc Δpp':>8}  gate")
     for r in results:
         f = r.fidelity
         rel = f"{100 * r.size_bytes / fp32[r.format]:.0f}%" if r.format in fp32 else ""
@@ -510,7 +513,7 @@ def _print_export_summary(results, spec) -> None:
         dacc = f"{f['accuracy_change_pp']:+.2f}" if "accuracy_change_pp" in f else ""
         gate = click.style("pass", fg="green") if r.passed and f.get("verified") else (
             click.style("unverified", fg="yellow") if r.passed else click.style("REJECTED", fg="red"))
-        click.echo(f"{r.path.name:<34} {r.size_bytes / 1024:>8.0f}K {rel:>8} {agree:>8} {maxd:>8} {dacc:>8}  {gate}")
+        click.echo(f"{pad(r.path.name, width)} {r.size_bytes / 1024:>8.0f}K {rel:>8} {agree:>8} {maxd:>8} {dacc:>8}  {gate}")
         if r.reason:
             click.secho(f"  {r.reason}", fg="red")
         lo, hi = f.get("agreement_ci95", (None, None))

@@ -308,3 +308,13 @@ def test_a_run_whose_dataset_moved_is_benchmarked_on_its_own_test_split_with_dat
     result = run_bench([run_copy / "model.keras"], spec=spec, dataset=moved)
     assert result.rows[0].status == "ok" and result.data.startswith(f"test split of {run_copy} ({moved})")
     assert result.n_images == min(10, meta["dataset"]["split_sizes"]["test"])
+
+
+def test_table_columns_line_up_for_names_in_wide_characters():
+    """Chinese file names (and emoji) take two terminal columns a character: padded by len() the table is ragged."""
+    from edgeclf.edge_runtime.paths import display_width
+
+    table = format_table([_row("安全帽_int8.tflite", "tflite", "int8", 1.0),
+                          _row("helmet_int8.tflite", "tflite", "int8", 2.0)])
+    assert display_width("安全帽") == 6 and display_width("boot 👟") == 7 and display_width("e\u0301") == 1
+    assert len({display_width(line) for line in table.splitlines()}) == 1, table  # every row as wide as the header
