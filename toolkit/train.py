@@ -306,7 +306,7 @@ def _schedule_state(keras, path: Path, schedules: Sequence):
 
         def on_train_begin(self, logs=None):
             saved = json.loads(path.read_text()) if path.exists() else None
-            if saved and saved["epoch"] == self.model._initial_epoch:
+            if saved and saved["epoch"] == getattr(self.model, "_initial_epoch", None):  # set by BackupAndRestore
                 for cb, state in zip(schedules, saved["callbacks"]):
                     for name, value in state.items():
                         setattr(cb, name, value)
