@@ -45,22 +45,49 @@ class ClickReporter:
             yield bar.update
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``docker stop``, a scheduler's pre-emption, ``timeout``), raised where Ctrl-C would be."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_interrupts():
+    """SIGTERM ends a command as Ctrl-C does - partial files removed, the command's own message, what is kept -
+    instead of killing the process where it stands. Only the main thread can take signals."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run(ctx: click.Context, fn, *args, interrupted: str = "Interrupted.", **kwargs):
     """Calls library code, turning edgeclf errors into one line and an exit code (traceback with --verbose).
 
-    ``interrupted`` is what Ctrl-C prints: what is kept and how to go on differs by command.
+    ``interrupted`` is what Ctrl-C (exit code 130) or SIGTERM (143) prints: what is kept and how to go on differs
+    by command.
     """
     verbose = ctx.find_root().obj.get("verbose", False) if ctx.find_root().obj else False
     try:
-        return fn(*args, **kwargs)
+        with _sigterm_interrupts():
+            return fn(*args, **kwargs)
     except EdgeclfError as exc:
         if verbose:
             logger.exception("edgeclf error")
         click.secho(f"Error: {exc}", fg="red", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         click.secho(interrupted, fg="yellow", err=True)
-        sys.exit(130)
+        sys.exit(143 if isinstance(exc, Terminated) else 130)
     except BrokenPipeError:
         # The reader went away (`edgeclf predict ... | head`): stop quietly, as tools killed by SIGPIPE do.
         try:
@@ -589,12 +616,12 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
                 writer.write(display_path(item), results)  # expand_paths yields file names as str
                 if show_progress and done % 50 == 0:
                     click.echo(f"\rClassified {done} images, {failed} failed", err=True, nl=False)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             stream.close()  # waits for the decodes in flight; nothing half-written follows
             lead = "\n" if show_progress else ""  # end the running count's line first
             click.secho(f"{lead}Interrupted after {done} image(s), {failed} failed; every record written is complete.",
                         fg="yellow", err=True)
-            sys.exit(130)
+            sys.exit(143 if isinstance(exc, Terminated) else 130)
         if show_progress:
             click.echo("", err=True)
         summary = f"{done} image(s), {failed} failed"

@@ -181,3 +181,35 @@ def test_train_without_tensorflow_says_how_to_install_it(tiny_folders, tmp_path)
     assert out.returncode == 2, out.stderr
     assert "pip install 'edgeclf[train]'" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_sigterm_ends_a_command_as_ctrl_c_does_with_its_message():
+    """`docker stop` or a scheduler sends SIGTERM: the command stops as on Ctrl-C (its files cleaned up, its message
+    saying what is kept) with exit code 143, instead of dying where it stands."""
+    import os
+    import signal
+    import time
+
+    import click
+
+    from edgeclf.cli import _run
+
+    cleaned = []
+
+    @click.command()
+    @click.pass_context
+    def job(ctx):
+        def go():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(10)
+            finally:
+                cleaned.append(True)
+
+        _run(ctx, go, interrupted="Interrupted. Run it again to resume.")
+
+    before = signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(job, obj={})
+    assert result.exit_code == 143 and "Interrupted. Run it again to resume." in result.output
+    assert cleaned == [True]
+    assert signal.getsignal(signal.SIGTERM) is before  # restored afterwards

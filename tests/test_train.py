@@ -122,6 +122,9 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_folders, tmp_path):
     assert json.loads((run / "run_state.json").read_text())["status"] == "running"
     assert [int(r["epoch"]) for r in _history(run)] == [0, 1, 2]
     assert (run / "cache" / "index.json").exists()
+    # Killed while writing its latest backup (SIGKILL, a power cut): the resume falls back on the one before.
+    latest = run / "checkpoints" / "backup_fold0_phase1" / "latest.weights.h5"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
     with pytest.raises(ConfigError, match="other settings \\(train.epochs: 5 -> 6\\)"):
         train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights="none", spec=TrainSpec(epochs=6, **FAST))
     result = train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights="none", spec=spec)

@@ -298,18 +298,19 @@ def _schedule_state(keras, path: Path, schedules: Sequence):
         """Keeps early stopping's and the plateau schedule's counters across a resume.
 
         Keras' BackupAndRestore restores weights, optimizer and epoch, but these callbacks start afresh with each
-        ``fit``: a resumed run waited its full patience again. Their counters are saved with each epoch and
-        restored when BackupAndRestore (earlier in the list) resumes at that same epoch.
+        ``fit``: a resumed run waited its full patience again. Their counters are saved with each epoch, under the
+        epoch a resume would start at, and restored when BackupAndRestore (earlier in the list) resumes at that
+        epoch. The two latest are kept, as BackupAndRestore keeps two backups.
         """
 
         counters = ("wait", "best_epoch", "stopped_epoch", "cooldown_counter")
 
         def on_train_begin(self, logs=None):
-            saved = json.loads(path.read_text()) if path.exists() else None
-            if saved and saved["epoch"] == getattr(self.model, "_initial_epoch", None):  # set by BackupAndRestore
-                for cb, state in zip(schedules, saved["callbacks"]):
-                    for name, value in state.items():
-                        setattr(cb, name, value)
+            saved = json.loads(path.read_text()) if path.exists() else {}
+            states = saved.get(str(getattr(self.model, "_initial_epoch", None)))  # set by BackupAndRestore
+            for cb, state in zip(schedules, states or []):
+                for name, value in state.items():
+                    setattr(cb, name, value)
 
         def on_epoch_end(self, epoch, logs=None):
             states = []
@@ -317,7 +318,8 @@ def _schedule_state(keras, path: Path, schedules: Sequence):
                 state = {name: int(getattr(cb, name)) for name in self.counters if hasattr(cb, name)}
                 state["best"] = None if cb.best is None else float(cb.best)
                 states.append(state)
-            write_json(path, {"epoch": epoch + 1, "callbacks": states})
+            saved = json.loads(path.read_text()) if path.exists() else {}
+            write_json(path, {**{k: v for k, v in saved.items() if k == str(epoch)}, str(epoch + 1): states})
 
     return ScheduleState()
 
@@ -433,7 +435,8 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
                                             initial_value_threshold=_best_so_far(run / "history.csv", fold, spec.monitor)),
             *schedules,
             _history_logger(keras, run / "history.csv", fold, phase),
-            keras.callbacks.BackupAndRestore(str(ckpt / f"backup_fold{fold}_phase{phase}")),
+            # Two backups: a run killed while writing the latest (SIGKILL, a power cut) resumes from the one before.
+            keras.callbacks.BackupAndRestore(str(ckpt / f"backup_fold{fold}_phase{phase}"), double_checkpoint=True),
             _schedule_state(keras, ckpt / f"backup_fold{fold}_phase{phase}" / "schedules.json", schedules),
             *extra_callbacks,
         ]
