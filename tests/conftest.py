@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edgeclf.toolkit.progress import Reporter
+
 
 def class_image(label: int, rng: np.random.Generator, size: int = 16) -> np.ndarray:
     """A noisy image whose class shows as a bright horizontal (class 0) or vertical (class 1) bar, or a corner."""
@@ -84,6 +86,17 @@ def run_copy(trained_run, tmp_path):
     dest = tmp_path / "run"
     shutil.copytree(trained_run, dest, ignore=shutil.ignore_patterns("export"))
     return dest
+
+
+class WarningsReporter(Reporter):
+    """A ``Reporter`` that keeps the warnings it is given (``messages``) instead of printing them."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def warn(self, message: str) -> None:
+        self.messages.append(message)
 
 
 def run_python(code: str, timeout: int = 120) -> subprocess.CompletedProcess:

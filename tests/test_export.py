@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import run_python, write_class_folders
+from conftest import WarningsReporter, run_python, write_class_folders
 from edgeclf.cli import main
 from edgeclf.edge_runtime import ConfigError, DataError, PreprocessSpec, load_image
 from edgeclf.edge_runtime.artifact import read_metadata
@@ -146,24 +146,16 @@ def test_calibration_warnings_say_what_matters(run_copy, tmp_path, monkeypatch):
     run's own test split measures accuracy otherwise); too few calibration images are always worth one."""
     from edgeclf.toolkit.export import exporter
 
-    class Warnings(Reporter):
-        def __init__(self):
-            super().__init__()
-            self.messages = []
-
-        def warn(self, message: str) -> None:
-            self.messages.append(message)
-
     monkeypatch.setattr(exporter, "MIN_HELD_OUT", 10)  # the tiny run's 18 test images are the gate's
     other = write_class_folders(tmp_path / "other", {"cat": 20, "dog": 20})
     int8 = ExportSpec(formats=("tflite",), quant=(QuantSpec.int8(),))
-    reporter = Warnings()
+    reporter = WarningsReporter()
     results = export_model(run_copy / "model.keras", tmp_path / "out", calib=other, reporter=reporter, spec=int8)
     assert "accuracy" in results[0].fidelity
     assert not any("not the model's" in m for m in reporter.messages), reporter.messages
     assert [m for m in reporter.messages if m.startswith("int8 ranges are fitted to 40 calibration images, from "
                                                          f"{other} (40 images)")], reporter.messages
-    reporter = Warnings()  # fewer were asked for: no warning
+    reporter = WarningsReporter()  # fewer were asked for: no warning
     export_model(run_copy / "model.keras", tmp_path / "out2", calib=other, reporter=reporter,
                  spec=ExportSpec(formats=("tflite",), quant=(QuantSpec.int8(),), calibration_images=40))
     assert not any("int8 ranges" in m for m in reporter.messages), reporter.messages

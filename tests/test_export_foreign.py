@@ -11,13 +11,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import write_class_folders
+from conftest import WarningsReporter, write_class_folders
 from edgeclf.cli import main
 from edgeclf.edge_runtime import Classifier, ConfigError, DataError
 from edgeclf.edge_runtime.artifact import read_metadata
 from edgeclf.toolkit.export import ExportSpec, ForeignSpec, QuantSpec, export_model, parse_labels
 from edgeclf.toolkit.export.foreign import adapt_model
-from edgeclf.toolkit.progress import Reporter
 
 CLASSES = ("bar_h", "bar_v")
 FP32_AND_INT8 = ExportSpec(quant=(QuantSpec.float32(), QuantSpec.int8()))
@@ -271,18 +270,9 @@ def test_a_legacy_hdf5_model_is_refused_with_the_way_to_resave_it(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-class _Warnings(Reporter):
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def warn(self, message: str) -> None:
-        self.messages.append(message)
-
-
 def test_labels_in_the_wrong_order_are_caught_on_labelled_images(notebook, tmp_path):
     data, models = notebook
-    reporter = _Warnings()
+    reporter = WarningsReporter()
     export_model(models["softmax"], tmp_path / "out", calib=data,
                  spec=ExportSpec(formats=("tflite",), quant=(QuantSpec.float32(),)), foreign=ForeignSpec(("bar_v", "bar_h"), "unit"), reporter=reporter)
     assert any("below chance" in m and "In the order bar_h,bar_v it is right on" in m for m in reporter.messages), \
@@ -311,7 +301,7 @@ def test_label_order_problem_names_the_order_that_fits():
 def test_a_calibration_dataset_with_other_classes_is_used_unlabelled_and_said_so(notebook, tmp_path):
     _, models = notebook
     other = write_class_folders(tmp_path / "other", {"cat": 30, "dog": 30})
-    reporter = _Warnings()
+    reporter = WarningsReporter()
     results = export_model(models["softmax"], tmp_path / "out", calib=other, reporter=reporter,
                            spec=ExportSpec(formats=("tflite",), quant=(QuantSpec.float32(),)),
                            foreign=ForeignSpec(CLASSES, "unit"))
@@ -354,7 +344,7 @@ def test_evaluate_of_a_notebook_model_checks_its_labels_and_outputs(notebook, ru
     from edgeclf.toolkit.evaluate import evaluate
 
     data, models = notebook
-    reporter = _Warnings()
+    reporter = WarningsReporter()
     swapped = evaluate(models["softmax"], data, foreign=ForeignSpec(("bar_v", "bar_h"), "unit"), reporter=reporter)
     assert swapped.metrics["accuracy"] < 0.5
     assert any("below chance" in m and "In the order bar_h,bar_v" in m for m in reporter.messages), reporter.messages
