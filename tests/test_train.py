@@ -177,6 +177,34 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one_does(tiny_folders, tmp_path,
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_run_killed_while_saving_its_best_weights_keeps_the_previous_best(tmp_path):
+    import keras
+
+    from edgeclf.toolkit.train import _best_checkpoint
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    path = tmp_path / "fold0_best.weights.h5"
+    best = _best_checkpoint(keras, path, "val_loss", "min", None)
+    best.set_model(model)
+    best.on_epoch_end(0, {"val_loss": 1.0})
+    saved = [w.copy() for w in model.get_weights()]
+    best.on_epoch_end(1, {"val_loss": 1.5})  # not better: not saved
+    model.set_weights([w + 1 for w in saved])
+
+    def killed_mid_write(filepath, **kwargs):
+        Path(filepath).write_bytes(b"\x89HDF\r\n half a file")
+        raise KeyboardInterrupt
+
+    model.save_weights = killed_mid_write
+    with pytest.raises(KeyboardInterrupt):
+        best.on_epoch_end(2, {"val_loss": 0.5})
+    fresh = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    fresh.load_weights(path)
+    for a, b in zip(fresh.get_weights(), saved):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no partial file left
+
+
 def test_k_fold_reports_every_fold_and_keeps_the_best(tiny_folders, tmp_path):
     run = tmp_path / "run"
     result = train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights="none",

@@ -293,6 +293,28 @@ def _epoch_seeds(keras, clock: EpochClock, first_epoch: int, rngs: Sequence):
     return EpochSeeds()
 
 
+def _best_checkpoint(keras, path: Path, monitor: str, mode: str, best: float | None):
+    class BestCheckpoint(keras.callbacks.Callback):
+        """Saves the weights whenever ``monitor`` beats the fold's best so far (``best``: from earlier phases and
+        processes), written beside ``path`` and renamed onto it: a run killed mid-write keeps its previous best,
+        where Keras' ModelCheckpoint, writing in place, left a damaged file the end of the run failed to load."""
+
+        def __init__(self):
+            super().__init__()
+            self.best = best
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get(monitor)
+            if value is None or np.isnan(value):
+                return
+            if self.best is None or (value < self.best if mode == "min" else value > self.best):
+                self.best = float(value)
+                with atomic_path(path, suffix=".weights.h5") as tmp:
+                    self.model.save_weights(tmp)
+
+    return BestCheckpoint()
+
+
 def _schedule_state(keras, path: Path, schedules: Sequence):
     class ScheduleState(keras.callbacks.Callback):
         """Keeps early stopping's and the plateau schedule's counters across a resume.
@@ -430,9 +452,7 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
         ]
         callbacks = [
             _epoch_seeds(keras, clock, first_epoch, [model] if augmenter is None else [model, augmenter]),
-            keras.callbacks.ModelCheckpoint(str(best_path), monitor=spec.monitor, mode=mode, save_best_only=True,
-                                            save_weights_only=True,
-                                            initial_value_threshold=_best_so_far(run / "history.csv", fold, spec.monitor)),
+            _best_checkpoint(keras, best_path, spec.monitor, mode, _best_so_far(run / "history.csv", fold, spec.monitor)),
             *schedules,
             _history_logger(keras, run / "history.csv", fold, phase),
             # Two backups: a run killed while writing the latest (SIGKILL, a power cut) resumes from the one before.
@@ -448,7 +468,8 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
                   verbose=reporter.keras_verbose)
         if best_path.exists():
             model.load_weights(best_path)
-        model.save_weights(done_path)
+        with atomic_path(done_path, suffix=".weights.h5") as tmp:
+            model.save_weights(tmp)
         state.done[key] = {"epochs": epochs}
         state.save()
     return model
