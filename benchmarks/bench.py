@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from edgeclf.edge_runtime.artifact import files_in_run
 from edgeclf.edge_runtime.backends import default_threads
 from edgeclf.edge_runtime.errors import ConfigError, DataError, EdgeclfError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
@@ -154,7 +155,7 @@ def _describe_model(path: Path) -> BenchModel:
     from edgeclf.edge_runtime.artifact import read_metadata
     from edgeclf.edge_runtime.classifier import deployment_warnings
 
-    kind = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}[path.suffix]
+    kind = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}[path.suffix.lower()]
     try:
         if kind == "keras":
             from edgeclf.toolkit.evaluate import read_metadata as read_keras_metadata
@@ -205,12 +206,11 @@ def collect_models(paths: Sequence[str | os.PathLike]) -> list[BenchModel]:
         if not p.exists():
             raise ConfigError(f"Model not found: {p}. Expected a .keras/.tflite/.onnx file or a run/export folder.")
         if p.is_dir():
-            inside = [f for d in (p, p / "export") if d.is_dir() for f in sorted(d.iterdir())
-                      if f.is_file() and f.suffix in (".keras", ".tflite", ".onnx")]
+            inside = files_in_run(p, (".keras", ".tflite", ".onnx"))
             if not inside:
                 raise ConfigError(f"No .keras, .tflite or .onnx models in {p} (or {p / 'export'}).")
             found += inside
-        elif p.suffix in (".keras", ".tflite", ".onnx"):
+        elif p.suffix.lower() in (".keras", ".tflite", ".onnx"):
             found.append(p)
         else:
             raise ConfigError(f"Received: {p}. Supported: .keras, .tflite, .onnx files, or a run/export folder.")

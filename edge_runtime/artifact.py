@@ -22,6 +22,14 @@ FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
 REJECTED = ".rejected"  # what export appends to an artefact that failed its fidelity gate
 
 
+def files_in_run(folder: str | os.PathLike, endings: tuple[str, ...]) -> list[Path]:
+    """The files in ``folder`` and in its ``export/`` folder (a run directory) whose names end with one of
+    ``endings`` (in any case), each folder's in name order."""
+    folder = Path(folder)
+    return [f for d in (folder, folder / "export") if d.is_dir() for f in sorted(d.iterdir())
+            if f.is_file() and f.name.lower().endswith(endings)]
+
+
 def artifact_format(path: str | os.PathLike, *, rejected: bool = False) -> str:
     """``"tflite"`` or ``"onnx"`` from the file suffix.
 

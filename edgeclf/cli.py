@@ -53,6 +53,11 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
+def _interrupted_code(exc: KeyboardInterrupt) -> int:
+    """The exit code of a command stopped by Ctrl-C (130) or SIGTERM (143), as the shell reports a signal."""
+    return 143 if isinstance(exc, Terminated) else 130
+
+
 @contextmanager
 def _sigterm_interrupts():
     """SIGTERM ends a command as Ctrl-C does - partial files removed, the command's own message, what is kept -
@@ -87,7 +92,7 @@ def _run(ctx: click.Context, fn, *args, interrupted: str = "Interrupted.", **kwa
         sys.exit(exc.exit_code)
     except KeyboardInterrupt as exc:
         click.secho(interrupted, fg="yellow", err=True)
-        sys.exit(143 if isinstance(exc, Terminated) else 130)
+        sys.exit(_interrupted_code(exc))
     except BrokenPipeError:
         # The reader went away (`edgeclf predict ... | head`): stop quietly, as tools killed by SIGPIPE do.
         try:
@@ -621,7 +626,7 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
             lead = "\n" if show_progress else ""  # end the running count's line first
             click.secho(f"{lead}Interrupted after {done} image(s), {failed} failed; every record written is complete.",
                         fg="yellow", err=True)
-            sys.exit(143 if isinstance(exc, Terminated) else 130)
+            sys.exit(_interrupted_code(exc))
         if show_progress:
             click.echo("", err=True)
         summary = f"{done} image(s), {failed} failed"
@@ -864,7 +869,7 @@ def info(ctx, models, as_json):
     def go():
         import json
 
-        from edgeclf.edge_runtime.artifact import REJECTED, read_metadata
+        from edgeclf.edge_runtime.artifact import REJECTED, files_in_run, read_metadata
         from edgeclf.edge_runtime.describe import describe
         from edgeclf.edge_runtime.paths import display_path
 
@@ -874,9 +879,7 @@ def info(ctx, models, as_json):
             if not path.is_dir():
                 files.append(path)
                 continue
-            kinds = tuple(ext + tail for ext in (".tflite", ".onnx") for tail in ("", REJECTED))
-            inside = [f for d in (path, path / "export") if d.is_dir() for f in sorted(d.iterdir())
-                      if f.is_file() and f.name.lower().endswith(kinds)]
+            inside = files_in_run(path, tuple(ext + tail for ext in (".tflite", ".onnx") for tail in ("", REJECTED)))
             if not inside:
                 codes.append(2)
                 click.secho(f"Error: No .tflite or .onnx artefacts in {display_path(path)} (or its export/ folder).",

@@ -32,6 +32,17 @@ class EpochClock:
         self.epoch = epoch
 
 
+def is_seed_state(variable) -> bool:
+    """Whether a Keras variable is a random layer's ``SeedGenerator`` state: ``[seed, counter]``, whose ``next()``
+    draws from the pair and counts up the counter."""
+    return variable.path.endswith("seed_generator_state")
+
+
+def seed_state_at(state: np.ndarray, counter: int) -> np.ndarray:
+    """``state`` (a ``[seed, counter]`` pair) with its counter set to ``counter`` (modulo 2**32, uint32 under JAX)."""
+    return np.array([state[0], counter % 2**32], dtype=state.dtype)
+
+
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     """The order in which ``n`` images are visited in ``epoch``: a permutation drawn from ``(seed, epoch)``."""
     return np.random.default_rng((seed, epoch)).permutation(n)
@@ -180,7 +191,7 @@ def _compiled_augmenter(augmenter, example: np.ndarray, batch_size: int):
     augmenter.build((None, *example.shape[1:]))  # creates the layers' seed generators (a call would run it eagerly)
     variables = augmenter.non_trainable_variables
     base = [np.asarray(v.value) for v in variables]
-    seeds = [v.path.endswith("seed_generator_state") for v in variables]
+    seeds = [is_seed_state(v) for v in variables]
     key = json.dumps([{k: v for k, v in layer.get_config().items() if k not in ("seed", "name")}
                       for layer in augmenter.layers], sort_keys=True, default=str)
     run = _JAX_AUGMENTERS.get(key)
@@ -192,7 +203,7 @@ def _compiled_augmenter(augmenter, example: np.ndarray, batch_size: int):
         _JAX_AUGMENTERS[key] = run
 
     def augment(x, counter):
-        states = [np.array([b[0], counter], dtype=b.dtype) if seed else b for b, seed in zip(base, seeds)]
+        states = [seed_state_at(b, counter) if seed else b for b, seed in zip(base, seeds)]
         n = len(x)
         if n == batch_size:
             return run(states, x)

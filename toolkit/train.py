@@ -33,7 +33,7 @@ from .data import (SPLITS, DecodedSplit, SplitSpec, assign_splits, balanced_clas
 from .evaluate import evaluate_splits
 from .io import atomic_path, ensure_writable_dir, sha256_file, write_csv, write_json
 from .leakage import DEFAULT_THRESHOLD, HASH_BITS, find_leaks
-from .pipeline import EpochClock, make_dataset
+from .pipeline import EpochClock, is_seed_state, make_dataset, seed_state_at
 from .progress import Reporter
 from .report import write_train_report
 
@@ -285,12 +285,16 @@ def _epoch_seeds(keras, clock: EpochClock, first_epoch: int, rngs: Sequence):
         def on_epoch_begin(self, epoch, logs=None):
             clock.epoch = first_epoch + epoch
             for layers in rngs:
-                for v in layers.non_trainable_variables:
-                    if v.path.endswith("seed_generator_state"):  # [seed, counter]; next() counts up the counter
-                        state = np.asarray(keras.ops.convert_to_numpy(v.value))
-                        v.assign(np.array([state[0], (clock.epoch << 20) % 2**32], dtype=state.dtype))
+                for v in filter(is_seed_state, layers.non_trainable_variables):
+                    v.assign(seed_state_at(np.asarray(keras.ops.convert_to_numpy(v.value)), clock.epoch << 20))
 
     return EpochSeeds()
+
+
+def _save_weights(model, path: Path) -> None:
+    """``model.save_weights`` written beside ``path`` and renamed onto it: a kill mid-write leaves the old file."""
+    with atomic_path(path, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
 
 
 def _best_checkpoint(keras, path: Path, monitor: str, mode: str, best: float | None):
@@ -309,8 +313,7 @@ def _best_checkpoint(keras, path: Path, monitor: str, mode: str, best: float | N
                 return
             if self.best is None or (value < self.best if mode == "min" else value > self.best):
                 self.best = float(value)
-                with atomic_path(path, suffix=".weights.h5") as tmp:
-                    self.model.save_weights(tmp)
+                _save_weights(self.model, path)
 
     return BestCheckpoint()
 
@@ -433,6 +436,7 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
         first_epoch = sum(n for p, n, _ in phases if p < phase)  # the phase's first, counted over the fold's phases
         key = f"{fold}/{phase}"
         done_path = ckpt / f"fold{fold}_phase{phase}.weights.h5"
+        backup = ckpt / f"backup_fold{fold}_phase{phase}"
         if key in state.done and done_path.exists():
             model.load_weights(done_path)
             reporter.stage(f"Fold {fold} phase {phase} already finished: loaded its weights")
@@ -456,8 +460,8 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
             *schedules,
             _history_logger(keras, run / "history.csv", fold, phase),
             # Two backups: a run killed while writing the latest (SIGKILL, a power cut) resumes from the one before.
-            keras.callbacks.BackupAndRestore(str(ckpt / f"backup_fold{fold}_phase{phase}"), double_checkpoint=True),
-            _schedule_state(keras, ckpt / f"backup_fold{fold}_phase{phase}" / "schedules.json", schedules),
+            keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True),
+            _schedule_state(keras, backup / "schedules.json", schedules),
             *extra_callbacks,
         ]
         # BackupAndRestore resumes by setting the model's first epoch, which Keras keeps for every later fit:
@@ -468,8 +472,7 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
                   verbose=reporter.keras_verbose)
         if best_path.exists():
             model.load_weights(best_path)
-        with atomic_path(done_path, suffix=".weights.h5") as tmp:
-            model.save_weights(tmp)
+        _save_weights(model, done_path)
         state.done[key] = {"epochs": epochs}
         state.save()
     return model
