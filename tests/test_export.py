@@ -438,6 +438,27 @@ def test_ops_without_a_builtin_kernel_are_refused_at_export(tmp_path):
     assert "\n" not in str(info.value)
 
 
+def test_onnx_has_the_pixels_input_only_when_the_model_captures_constants(tmp_path):
+    """EfficientNet's Normalization layer keeps its mean and variance as tensors its call captures: tf2onnx's
+    from_function made them ONNX inputs, and onnxruntime refused to run the model without them."""
+    import keras
+    import onnxruntime as ort
+
+    from edgeclf.toolkit.export.onnx import convert_fp32
+
+    x = np.random.default_rng(0).uniform(0, 255, (3, 8, 8, 3)).astype("float32")
+    norm = keras.layers.Normalization(axis=-1)
+    norm.adapt(x)
+    inp = keras.Input((8, 8, 3))
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(norm(inp)))
+    model = keras.Model(inp, out)
+    convert_fp32(model, tmp_path / "m.onnx", 17)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["pixels"]
+    assert isinstance(session.get_inputs()[0].shape[0], str)  # the batch dimension stays dynamic
+    np.testing.assert_allclose(session.run(None, {"pixels": x})[0], np.asarray(model(x)), atol=1e-5)
+
+
 def test_unsupported_ops_are_named_from_the_converter_message():
     from edgeclf.toolkit.export.tflite import unsupported_ops
 

@@ -34,9 +34,37 @@ def convert_fp32(model, out_path: str | Path, opset: int) -> None:
         warnings.filterwarnings("ignore", message=".*np\\.object", category=FutureWarning)
         patch_tf2onnx()  # numpy >= 2 compatibility, as Keras' own ONNX export does
     try:
-        tf2onnx.convert.from_function(fn, input_signature=signature, opset=opset, output_path=str(out_path))
+        _from_function(tf2onnx, fn, signature, opset, out_path)
     except Exception as exc:
         raise ExportError(f"ONNX conversion failed: {str(exc)[:400]}") from None
+
+
+def _from_function(tf2onnx, fn, signature, opset: int, out_path: str | Path) -> None:
+    """``tf2onnx.convert.from_function`` with the signature's tensors as the only graph inputs.
+
+    tf2onnx takes every non-resource input of the traced function for a model input, the constants the function
+    captures among them: a Keras ``Normalization`` layer's mean and variance (EfficientNet's first layers) became
+    two more ONNX inputs, and onnxruntime refused to run the model without them. Freezing turns those captures into
+    constants, so only the signature's own inputs are named here.
+    """
+    import tensorflow as tf
+
+    concrete = fn.get_concrete_function(*signature)
+    inputs = concrete.inputs[: len(tf.nest.flatten(concrete.structured_input_signature))]
+    input_names = [t.name for t in inputs if t.dtype != tf.dtypes.resource]
+    output_names = [t.name for t in concrete.outputs if t.dtype != tf.dtypes.resource]
+    renames = tf2onnx.convert.tensor_names_from_structed(concrete, input_names, output_names)
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    tf_logger.setLevel(logging.ERROR)  # from_graph_def freezes with TF1 functions, each deprecated in three lines
+    try:
+        with tf.device("/cpu:0"):
+            frozen = tf2onnx.tf_loader.from_function(concrete, input_names, output_names)
+        tf2onnx.convert.from_graph_def(frozen, name=concrete.name, input_names=input_names,
+                                       output_names=output_names, opset=opset, tensors_to_rename=renames,
+                                       output_path=str(out_path))
+    finally:
+        tf_logger.setLevel(level)
 
 
 class _Reader:
