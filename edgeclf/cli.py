@@ -556,8 +556,31 @@ def _print_export_summary(results, spec) -> None:
                         "sampling error; "
                         + ("--verify-images above that gives a firmer answer" if f["n"] >= spec.verify_images else
                            "a larger held-out split (all of it was used) gives a firmer answer"), fg="yellow")
+    for line in _rejection_advice(results, spec):
+        click.secho(line, fg="yellow")
     if results:
         click.echo(f"Report: {results[0].path.parent / 'export_report.json'}")
+
+
+def _rejection_advice(results, spec) -> list[str]:
+    """What a user whose int8 artefact failed its gate can try instead, from what this export measured."""
+    method = next((q.calibration_method for q in spec.quant if q.mode == "int8"), None)
+    lines = []
+    for r in results:
+        if r.passed or not r.fidelity.get("verified") or r.mode != "int8":
+            continue
+        others = [o.path.name for o in results if o.passed and o.fidelity.get("verified") and o.mode == r.mode
+                  and o.format != r.format]
+        tried = {o.mode for o in results if o.format == r.format}
+        hints = [f"{', '.join(others)} passed the same gate"] if others else []
+        if r.format == "tflite" and "dynamic" not in tried:
+            hints.append("--quantize dynamic (int8 weights, float activations) keeps most of the size gain and "
+                         "usually agrees closely")
+        if r.format == "onnx" and method == "minmax":
+            hints.append("--calib-method percentile or entropy clips the outliers that minmax ranges keep")
+        if hints:
+            lines.append(f"  instead of {r.path.name}: " + "; ".join(hints))
+    return lines
 
 
 @main.command()

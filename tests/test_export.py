@@ -220,6 +220,27 @@ def test_a_broken_artefact_is_rejected_by_the_gate(run_copy, monkeypatch):
     assert meta["gate"]["passed"] is False and meta["fidelity"]["agreement"] < 0.5
 
 
+def test_a_rejected_int8_artefact_comes_with_what_else_this_export_measured():
+    from edgeclf.cli import _rejection_advice
+    from edgeclf.toolkit.export.exporter import ExportResult
+
+    def result(fmt, mode, passed, verified=True):
+        name = f"m_{mode}.{fmt}" + ("" if passed else ".rejected")
+        return ExportResult(fmt, mode, Path(name), passed, 1, {"verified": verified, "n": 120})
+
+    minmax = ExportSpec(quant=(QuantSpec.float32(), QuantSpec.int8()))
+    advice = _rejection_advice([result("tflite", "int8", False), result("onnx", "int8", True)], minmax)
+    assert advice == ["  instead of m_int8.tflite.rejected: m_int8.onnx passed the same gate; --quantize dynamic "
+                      "(int8 weights, float activations) keeps most of the size gain and usually agrees closely"]
+    assert _rejection_advice([result("tflite", "int8", False), result("tflite", "dynamic", True)], minmax) == []
+    onnx = _rejection_advice([result("onnx", "int8", False), result("tflite", "int8", False)], minmax)
+    assert onnx[0] == ("  instead of m_int8.onnx.rejected: --calib-method percentile or entropy clips the outliers "
+                       "that minmax ranges keep")
+    entropy = ExportSpec(quant=(QuantSpec.int8("entropy"),))
+    assert _rejection_advice([result("onnx", "int8", False)], entropy) == []
+    assert _rejection_advice([result("tflite", "fp32", False), result("onnx", "int8", True)], minmax) == []
+
+
 def test_modes_a_format_lacks_are_named_not_silently_dropped(run_copy):
     class Recorder(Reporter):
         def __init__(self):
