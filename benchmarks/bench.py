@@ -152,15 +152,13 @@ class BenchResult:
 
 
 def _describe_model(path: Path) -> BenchModel:
-    from edgeclf.edge_runtime.artifact import read_metadata
+    from edgeclf.edge_runtime.artifact import read_metadata, read_run_metadata
     from edgeclf.edge_runtime.classifier import deployment_warnings
 
     kind = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}[path.suffix.lower()]
     try:
         if kind == "keras":
-            from edgeclf.toolkit.evaluate import read_metadata as read_keras_metadata
-
-            meta, mode, warnings = read_keras_metadata(path), "keras", ()
+            meta, mode, warnings = read_run_metadata(path), "keras", ()
         else:
             meta = read_metadata(path)
             mode = meta.get("quantization", {}).get("mode", "unknown")
@@ -178,7 +176,7 @@ def _describe_foreign(keras_model: BenchModel, artefacts: Sequence[BenchModel]) 
     metadata records the class names, input and adapter that ``edgeclf export --labels ... --input-norm ...`` used."""
     from edgeclf.edge_runtime.artifact import read_metadata
     from edgeclf.toolkit.export.foreign import spec_from_artifact
-    from edgeclf.toolkit.io import sha256_file
+    from edgeclf.edge_runtime.artifact import sha256_file
 
     digest = sha256_file(keras_model.path)
     for artefact in artefacts:
@@ -303,7 +301,7 @@ def _source_run_model(models: Sequence[BenchModel]) -> Path | None:
     so a retrained model in the same folder is never taken for the source.
     """
     from edgeclf.edge_runtime.artifact import read_metadata
-    from edgeclf.toolkit.io import sha256_file
+    from edgeclf.edge_runtime.artifact import sha256_file
 
     checked: dict[Path, str] = {}
     for m in models:
@@ -324,11 +322,11 @@ def _source_run_model(models: Sequence[BenchModel]) -> Path | None:
 def _run_test_split(keras_path: Path, dataset: str | os.PathLike | None = None):
     """The test split of the training run a ``model.keras`` came from (its ``splits.csv``), found in ``dataset``
     instead of where the run was trained when the dataset has moved."""
-    from edgeclf.toolkit.evaluate import read_metadata
+    from edgeclf.edge_runtime.artifact import read_run_metadata
     from edgeclf.toolkit.export.images import relocate_dataset, relocate_hint, run_split_problem, run_split_samples
 
     run_dir = keras_path.parent
-    meta = read_metadata(keras_path)
+    meta = read_run_metadata(keras_path)
     if dataset is not None:
         meta = relocate_dataset(meta, dataset)
     found = run_split_samples(meta, run_dir, "test")

@@ -46,7 +46,8 @@ def _open_keras(path: str, threads: int, adapter: dict | None = None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from edgeclf.edge_runtime.preprocess import PreprocessSpec
     from edgeclf.toolkit._deps import import_tf
-    from edgeclf.toolkit.evaluate import load_keras_model, read_metadata
+    from edgeclf.edge_runtime.artifact import read_run_metadata
+    from edgeclf.toolkit.evaluate import load_keras_model
 
     tf, _ = import_tf()
     # Thread pools must be sized before TensorFlow creates them, i.e. before the model is loaded.
@@ -54,7 +55,7 @@ def _open_keras(path: str, threads: int, adapter: dict | None = None):
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     model = load_keras_model(path)
     if adapter is None:
-        spec = PreprocessSpec.from_dict(read_metadata(path)["preprocess"])
+        spec = PreprocessSpec.from_dict(read_run_metadata(path)["preprocess"])
     else:  # trained outside edgeclf: wrapped exactly as `edgeclf export` wrapped it
         from edgeclf.toolkit.export.foreign import ForeignSpec, adapt_model
 

@@ -171,13 +171,14 @@ def _per_tensor_int8(run: Path, out: Path) -> Path:
     private attribute, so it is used here, in a benchmark, and not in the exporter.
     """
     from edgeclf.edge_runtime.preprocess import PreprocessSpec
-    from edgeclf.toolkit.evaluate import load_keras_model, read_metadata
+    from edgeclf.edge_runtime.artifact import read_run_metadata
+    from edgeclf.toolkit.evaluate import load_keras_model
     from edgeclf.toolkit.export import QuantSpec
     from edgeclf.toolkit.export.archive import write_saved_model
     from edgeclf.toolkit.export.images import run_split
     from edgeclf.toolkit.export.tflite import make_converter
 
-    meta = read_metadata(run / "model.keras")
+    meta = read_run_metadata(run / "model.keras")
     calib = run_split(meta, run, "val", PreprocessSpec.from_dict(meta["preprocess"]), 300)
     with tempfile.TemporaryDirectory(prefix="edgeclf-variants-") as tmp:
         saved = Path(tmp) / "saved_model"

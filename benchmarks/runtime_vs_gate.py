@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgeclf.edge_runtime.artifact import read_metadata
     from edgeclf.edge_runtime.preprocess import PreprocessSpec
     from edgeclf.toolkit.evaluate import load_keras_model
-    from edgeclf.toolkit.evaluate import read_metadata as read_run_metadata
+    from edgeclf.edge_runtime.artifact import read_run_metadata
     from edgeclf.toolkit.export.images import run_split
     from edgeclf.toolkit.pipeline import predict_probs
 

@@ -6,6 +6,7 @@ Reading needs only the runtime's own libraries (the LiteRT wheel's flatbuffer sc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -28,6 +29,53 @@ def files_in_run(folder: str | os.PathLike, endings: tuple[str, ...]) -> list[Pa
     folder = Path(folder)
     return [f for d in (folder, folder / "export") if d.is_dir() for f in sorted(d.iterdir())
             if f.is_file() and f.name.lower().endswith(endings)]
+
+
+def check_keras_file(path: Path) -> None:
+    """Refuses a path that is not an existing ``.keras`` file, saying what it is instead.
+
+    Raises:
+        ConfigError: For a missing file, a legacy HDF5 model or another type.
+    """
+    if not path.is_file():
+        raise ConfigError(f"Model not found: {path}. Expected a .keras model file.")
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        raise ConfigError(f"Received: {path}, a legacy HDF5 model, which cannot be loaded with Keras' safe_mode. "
+                          "Re-save it in the Keras that trained it: "
+                          f"load_model('{path.name}').save('{path.stem}.keras').")
+    if path.suffix != ".keras":
+        raise ConfigError(f"Received: {path}. Expected a .keras model file (exported .tflite/.onnx files are for "
+                          "`edgeclf predict` and `edgeclf bench`).")
+
+
+def read_run_metadata(model_path: str | os.PathLike) -> dict:
+    """Reads the ``metadata.json`` written beside a trained ``model.keras``.
+
+    Raises:
+        ConfigError: If ``model_path`` is missing or not a ``.keras`` file, or has no metadata beside it.
+        DataError: If the metadata is unreadable.
+    """
+    check_keras_file(Path(model_path))
+    path = Path(model_path).with_name("metadata.json")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path} not found: {Path(model_path).name} is not from `edgeclf train`, whose metadata.json gives the "
+            "class names and input. For a Keras model trained elsewhere, pass --labels (its class names in output "
+            "order) and --input-norm (how its pixels were scaled)."
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"Cannot read {path}: {exc}") from None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def artifact_format(path: str | os.PathLike, *, rejected: bool = False) -> str:

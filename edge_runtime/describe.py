@@ -82,6 +82,68 @@ def _gate(meta: dict) -> str:
     return text
 
 
+def _classes(meta: dict) -> str:
+    names = list(meta.get("class_names", []))
+    return f"{len(names)}: " + ", ".join(names[:MAX_CLASSES_SHOWN]) + (
+        f", ... ({len(names) - MAX_CLASSES_SHOWN} more)" if len(names) > MAX_CLASSES_SHOWN else "")
+
+
+def describe_run_model(meta: dict, path: Path, size_bytes: int | None = None, metrics: dict | None = None,
+                       sha256: str | None = None) -> list[tuple[str, str]]:
+    """``(field, text)`` lines describing a trained ``model.keras`` from the run's ``metadata.json``.
+
+    Args:
+        meta: The run's metadata (``artifact.read_run_metadata``).
+        path: The ``.keras`` file.
+        size_bytes: The file's size, when known.
+        metrics: The run's ``metrics.json``, when there is one.
+        sha256: The file's SHA-256, to check against the one training recorded.
+    """
+    pre, model, train = meta.get("preprocess") or {}, meta.get("model") or {}, meta.get("train") or {}
+    data, hardware = meta.get("dataset") or {}, meta.get("hardware") or {}
+    lo, hi = pre.get("value_range", (0, 255))
+    weights = model.get("weights")
+    lines = [
+        ("model", "keras" + (f", {size_bytes / 1024:.0f} KiB" if size_bytes else "")),
+        ("classes", _classes(meta)),
+        ("input", f"{pre.get('height')}x{pre.get('width')} {pre.get('color', 'RGB')} {pre.get('layout', 'NHWC')} "
+                  f"float32; pixels {lo:g}-{hi:g}, {pre.get('resize', '?')} resize"),
+        ("backbone", f"{meta.get('backbone', '?')}" + (f", initial weights {weights}" if weights else "")),
+    ]
+    sizes = data.get("split_sizes") or {}
+    if train:
+        text = f"{'up to ' if train.get('early_stopping') else ''}{train.get('epochs')} epochs"
+        if weights not in (None, "none") and train.get("fine_tune_layers") and train.get("fine_tune_epochs"):
+            text += (f" with the backbone frozen, then {train['fine_tune_epochs']} with its top "
+                     f"{train['fine_tune_layers']} layers unfrozen")
+        if train.get("early_stopping"):
+            text += f" (early stopping on {train.get('monitor', 'val_loss')})"
+        text += f"; batch {train.get('batch_size')}, learning rate {train.get('learning_rate')}, seed {train.get('seed')}"
+        if (train.get("folds") or 1) > 1:
+            text += f", {train['folds']} folds"
+        backend = hardware.get("keras_backend")
+        gpus = hardware.get("gpus") or []
+        text += f"; {backend or '?'} on {', '.join(map(str, gpus)) if gpus else 'CPU'}"
+        if hardware.get("mixed_precision"):
+            text += ", mixed precision"
+        lines.append(("training", text))
+    if data:
+        split = " / ".join(f"{sizes[k]} {k}" for k in ("train", "val", "test") if k in sizes)
+        lines.append(("dataset", f"{data.get('path', '?')}" + (f" ({split})" if split else "")))
+    test = ((metrics or {}).get("splits") or {}).get("test")
+    if test:
+        text = f"accuracy {100 * test['accuracy']:.2f} %, F1 macro {test['f1_macro']:.4f}"
+        if test.get("roc_auc") is not None:
+            text += f", ROC-AUC {test['roc_auc']:.4f}"
+        lines.append(("test", text + f" ({test['n']} images)"))
+    lines.append(("trained", f"{meta.get('created', '?')} by edgeclf {meta.get('edgeclf_version', '?')}"))
+    recorded = meta.get("model_sha256")
+    if sha256 and recorded and sha256 != recorded:
+        lines.append(("warning", f"{path.name} is not the file training wrote (sha256 {sha256[:16]}, metadata.json "
+                                 f"says {recorded[:16]}): the figures above describe that one"))
+    return lines
+
+
 def describe(meta: dict, path: Path, size_bytes: int | None = None) -> list[tuple[str, str]]:
     """``(field, text)`` lines describing an artefact from its embedded metadata.
 
@@ -90,16 +152,13 @@ def describe(meta: dict, path: Path, size_bytes: int | None = None) -> list[tupl
         path: The file, for its name and this machine's warnings.
         size_bytes: The file's size, when known.
     """
-    names = list(meta.get("class_names", []))
-    shown = ", ".join(names[:MAX_CLASSES_SHOWN]) + (
-        f", ... ({len(names) - MAX_CLASSES_SHOWN} more)" if len(names) > MAX_CLASSES_SHOWN else "")
     inp, out, pre = meta.get("input") or {}, meta.get("output") or {}, meta.get("preprocess") or {}
     h, w = pre.get("height"), pre.get("width")
     lo, hi = pre.get("value_range", (0, 255))
     mode = (meta.get("quantization") or {}).get("mode", "unknown")
     lines = [
         ("artefact", f"{meta.get('format', '?')} {mode}" + (f", {size_bytes / 1024:.0f} KiB" if size_bytes else "")),
-        ("classes", f"{len(names)}: {shown}"),
+        ("classes", _classes(meta)),
         ("input", f"{h}x{w} {pre.get('color', 'RGB')} {pre.get('layout', 'NHWC')} {inp.get('dtype', '?')}"
                   f"{_quantised(inp.get('quantization'))}; pixels {lo:g}-{hi:g}, {pre.get('resize', '?')} resize"
                   + (", JPEG draft decoding" if pre.get("draft") else "") + _tensor(inp)),

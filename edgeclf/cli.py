@@ -583,6 +583,28 @@ def _rejection_advice(results, spec) -> list[str]:
     return lines
 
 
+def _describe_keras(path: Path) -> tuple[dict, list[tuple[str, str]]]:
+    """A trained model.keras's run metadata and its description, read without loading the model."""
+    import json
+
+    from edgeclf.edge_runtime.artifact import check_keras_file, read_run_metadata, sha256_file
+    from edgeclf.edge_runtime.describe import describe_run_model
+
+    check_keras_file(path)
+    if not path.with_name("metadata.json").is_file():
+        raise ConfigError(f"{path} has no metadata.json beside it: it is not a model from `edgeclf train`, so there "
+                          "is nothing to describe. Export it with --labels and --input-norm to get artefacts that "
+                          "describe themselves.")
+    meta = read_run_metadata(path)
+    try:
+        metrics = json.loads(path.with_name("metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        metrics = None  # a run without evaluation, or the file did not travel with the model
+    lines = describe_run_model(meta, path, path.stat().st_size, metrics if isinstance(metrics, dict) else None,
+                               sha256_file(path))
+    return meta, lines
+
+
 @main.command()
 @click.argument("paths", nargs=-1)
 @click.option("--model", "models", multiple=True, type=click.Path(exists=True, dir_okay=False),
@@ -879,8 +901,9 @@ def bench(ctx, models, data, dataset, threads, batches, runs, min_time, warmup, 
 def info(ctx, models, as_json):
     """Show what exported artefacts say about themselves: classes, input contract, quantisation, source model and
     the export's fidelity gate, from the metadata inside each file (no sidecar needed), plus any warning that applies
-    on this machine. Reads files export left as *.rejected too. A folder stands for the artefacts in it (and in its
-    export/ folder: a run directory).
+    on this machine. Reads files export left as *.rejected too. A trained model.keras is described from its run's
+    metadata.json and metrics.json. A folder stands for the models in it (and in its export/ folder: a run
+    directory).
 
     \b
     Example:
@@ -902,15 +925,20 @@ def info(ctx, models, as_json):
             if not path.is_dir():
                 files.append(path)
                 continue
-            inside = files_in_run(path, tuple(ext + tail for ext in (".tflite", ".onnx") for tail in ("", REJECTED)))
+            endings = (".keras", *(ext + tail for ext in (".tflite", ".onnx") for tail in ("", REJECTED)))
+            inside = files_in_run(path, endings)
             if not inside:
                 codes.append(2)
-                click.secho(f"Error: No .tflite or .onnx artefacts in {display_path(path)} (or its export/ folder).",
-                            fg="red", err=True)
+                click.secho(f"Error: No .keras, .tflite or .onnx models in {display_path(path)} (or its export/ "
+                            "folder).", fg="red", err=True)
             files += inside
         for path in files:
             try:
-                meta = read_metadata(path, rejected=True)
+                if path.suffix.lower() == ".keras":
+                    meta, lines = _describe_keras(path)
+                else:
+                    meta = read_metadata(path, rejected=True)
+                    lines = describe(meta, path, path.stat().st_size)
             except EdgeclfError as exc:  # one bad file is reported, the others are still shown
                 codes.append(exc.exit_code)
                 click.secho(f"Error: {exc}", fg="red", err=True)
@@ -919,7 +947,7 @@ def info(ctx, models, as_json):
                 click.echo(json.dumps({"path": display_path(path), "metadata": meta}, sort_keys=True))
                 continue
             click.secho(display_path(path), bold=True)
-            for field, text in describe(meta, path, path.stat().st_size):
+            for field, text in lines:
                 click.echo(f"  {field:<13} " + (click.style(text, fg="yellow") if field == "warning" else text))
         return max(codes, default=0)
 

@@ -89,11 +89,64 @@ def test_info_on_a_run_or_export_folder_describes_every_artefact_in_it(exported,
         assert result.exit_code == 0, result.output
         described = sorted(json.loads(line)["path"].rsplit("/", 1)[-1] for line in result.output.splitlines())
         assert set(names) <= set(described)  # other tests may have added artefacts to this shared run
-        assert all(n.endswith((".tflite", ".onnx", ".rejected")) for n in described)  # no .keras, .json
+        assert all(n.endswith((".tflite", ".onnx", ".rejected", ".keras")) for n in described)  # no .json
+        assert ("model.keras" in described) is (folder == run)
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(main, ["info", str(tmp_path / "empty"), str(results[0].path)])
-    assert result.exit_code == 2 and "No .tflite or .onnx artefacts in" in result.output
+    assert result.exit_code == 2 and "No .keras, .tflite or .onnx models in" in result.output
     assert str(results[0].path) in result.output  # the others are still shown
+
+
+def test_info_describes_a_trained_model_keras_from_its_run(trained_run):
+    path = trained_run / "model.keras"
+    meta = json.loads((trained_run / "metadata.json").read_text())
+    test = json.loads((trained_run / "metrics.json").read_text())["splits"]["test"]
+    result = CliRunner().invoke(main, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    lines = _lines(result.output)
+    assert lines["model"] == f"keras, {path.stat().st_size / 1024:.0f} KiB"
+    assert lines["classes"] == "2: bar_h, bar_v"
+    assert lines["input"] == "16x16 RGB NHWC float32; pixels 0-255, bilinear resize"
+    assert lines["backbone"] == "simple_cnn, initial weights none"
+    t = meta["train"]
+    assert lines["training"] == (f"up to {t['epochs']} epochs (early stopping on val_loss); batch {t['batch_size']}, "
+                                 f"learning rate {t['learning_rate']}, seed 42; tensorflow on CPU")
+    assert lines["test"] == (f"accuracy {100 * test['accuracy']:.2f} %, F1 macro {test['f1_macro']:.4f}"
+                             + (f", ROC-AUC {test['roc_auc']:.4f}" if test.get("roc_auc") is not None else "")
+                             + f" ({test['n']} images)")
+    assert "warning" not in lines
+    records = CliRunner().invoke(main, ["info", "--json", str(path)]).output.splitlines()
+    assert len(records) == 1 and json.loads(records[0])["metadata"] == meta
+
+
+def test_a_pretrained_run_is_described_with_both_phases(tmp_path):
+    from edgeclf.edge_runtime.describe import describe_run_model
+
+    meta = {"class_names": ["a", "b"], "backbone": "mobilenet_v2", "model": {"weights": "imagenet"},
+            "preprocess": {"height": 224, "width": 224}, "model_sha256": "ab" * 32,
+            "train": {"epochs": 10, "fine_tune_layers": 20, "fine_tune_epochs": 5, "early_stopping": False,
+                      "batch_size": 32, "learning_rate": 0.001, "seed": 7, "folds": 5},
+            "hardware": {"keras_backend": "jax", "gpus": ["NVIDIA H100"], "mixed_precision": True}}
+    lines = dict(describe_run_model(meta, tmp_path / "model.keras", sha256="ab" * 32))
+    assert lines["backbone"] == "mobilenet_v2, initial weights imagenet"
+    assert lines["training"] == ("10 epochs with the backbone frozen, then 5 with its top 20 layers unfrozen; batch "
+                                 "32, learning rate 0.001, seed 7, 5 folds; jax on NVIDIA H100, mixed precision")
+    assert "warning" not in lines and "test" not in lines and "dataset" not in lines
+
+
+def test_info_says_when_model_keras_is_not_the_file_training_wrote(trained_run, tmp_path):
+    for name in ("model.keras", "metadata.json"):
+        shutil.copyfile(trained_run / name, tmp_path / name)
+    with open(tmp_path / "model.keras", "ab") as fh:
+        fh.write(b"\0")  # any change: a re-save, a file from another run
+    result = CliRunner().invoke(main, ["info", str(tmp_path / "model.keras")])
+    assert result.exit_code == 0, result.output
+    assert "is not the file training wrote" in _lines(result.output)["warning"]
+    assert "test" not in _lines(result.output)  # no metrics.json beside it: no test figures
+    (tmp_path / "metadata.json").unlink()
+    result = CliRunner().invoke(main, ["info", str(tmp_path / "model.keras")])
+    assert result.exit_code == 2 and "has no metadata.json beside it" in result.output
+    assert result.output.count("\n") == 1
 
 
 def test_info_warns_about_8bit_onnx_weights_on_a_cpu_that_saturates_them(exported, tmp_path, monkeypatch):
@@ -118,7 +171,8 @@ def test_info_in_a_fresh_process_never_imports_tensorflow(exported):
     code = ("import sys\n"
             "from click.testing import CliRunner\n"
             "from edgeclf.cli import main\n"
-            f"r = CliRunner().invoke(main, ['info', {str(_artefact(exported, 'run_int8.onnx'))!r}])\n"
+            f"r = CliRunner().invoke(main, ['info', {str(_artefact(exported, 'run_int8.onnx'))!r}, "
+            f"{str(exported[0] / 'model.keras')!r}])\n"
             "assert r.exit_code == 0, r.output\n"
             "print(','.join(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
     assert run_python(code).stdout.strip() == ""

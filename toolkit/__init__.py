@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Training side of edgeclf: datasets, training, evaluation, plots and export."""

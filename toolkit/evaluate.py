@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgeclf.edge_runtime.artifact import check_keras_file, read_run_metadata
 from edgeclf.edge_runtime.classifier import check_threshold
 from edgeclf.edge_runtime.errors import ConfigError, DataError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
@@ -53,44 +53,6 @@ def split_metrics(name: str, labels: np.ndarray, probs: np.ndarray, class_names:
     return m
 
 
-def check_model_file(path: Path) -> None:
-    """Refuses a path that is not an existing ``.keras`` file, saying what it is instead.
-
-    Raises:
-        ConfigError: For a missing file, a legacy HDF5 model or another type.
-    """
-    if not path.is_file():
-        raise ConfigError(f"Model not found: {path}. Expected a .keras model file.")
-    if path.suffix.lower() in (".h5", ".hdf5"):
-        raise ConfigError(f"Received: {path}, a legacy HDF5 model, which cannot be loaded with Keras' safe_mode. "
-                          "Re-save it in the Keras that trained it: "
-                          f"load_model('{path.name}').save('{path.stem}.keras').")
-    if path.suffix != ".keras":
-        raise ConfigError(f"Received: {path}. Expected a .keras model file (exported .tflite/.onnx files are for "
-                          "`edgeclf predict` and `edgeclf bench`).")
-
-
-def read_metadata(model_path: str | os.PathLike) -> dict:
-    """Reads the ``metadata.json`` written beside a trained ``model.keras``.
-
-    Raises:
-        ConfigError: If ``model_path`` is missing or not a ``.keras`` file, or has no metadata beside it.
-        DataError: If the metadata is unreadable.
-    """
-    check_model_file(Path(model_path))
-    path = Path(model_path).with_name("metadata.json")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path} not found: {Path(model_path).name} is not from `edgeclf train`, whose metadata.json gives the "
-            "class names and input. For a Keras model trained elsewhere, pass --labels (its class names in output "
-            "order) and --input-norm (how its pixels were scaled)."
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"Cannot read {path}: {exc}") from None
-
-
 def load_keras_model(path: str | os.PathLike):
     """Loads a ``.keras`` file with safe_mode on.
 
@@ -100,7 +62,7 @@ def load_keras_model(path: str | os.PathLike):
     from ._deps import import_keras
 
     path = Path(path)
-    check_model_file(path)
+    check_keras_file(path)
     keras = import_keras()
     try:
         return keras.models.load_model(path, safe_mode=True, compile=False)
@@ -151,12 +113,12 @@ def evaluate(model_path: str | os.PathLike, data: str | os.PathLike, *, split: s
     if out is not None:
         ensure_writable_dir(out)
     if foreign is None:
-        meta = read_metadata(model_path)
+        meta = read_run_metadata(model_path)
         class_names = meta["class_names"]
     else:
         from .export.foreign import adapt_model, check_outputs, refuse_run_model
 
-        check_model_file(Path(model_path))
+        check_keras_file(Path(model_path))
         refuse_run_model(Path(model_path))
         class_names = list(foreign.class_names)
     check_threshold(threshold, [(str(model_path), class_names)])

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 import edgeclf
+from edgeclf.edge_runtime.artifact import sha256_file
 from edgeclf.edge_runtime.errors import ConfigError, DataError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
 from edgeclf.models import HeadSpec, ModelSpec, create_model, get_backbone_model
@@ -31,7 +32,7 @@ from .augment import AugmentSpec, build_augmenter
 from .data import (SPLITS, DecodedSplit, SplitSpec, assign_splits, balanced_class_weights, class_counts,
                    decode_samples, discover, fingerprint, imbalance_ratio, stratified_folds)
 from .evaluate import evaluate_splits
-from .io import atomic_path, ensure_writable_dir, sha256_file, write_csv, write_json
+from .io import atomic_path, ensure_writable_dir, write_csv, write_json
 from .leakage import DEFAULT_THRESHOLD, HASH_BITS, find_leaks
 from .pipeline import EpochClock, is_seed_state, make_dataset, seed_state_at
 from .progress import Reporter

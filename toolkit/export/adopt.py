@@ -21,14 +21,15 @@ from pathlib import Path
 import numpy as np
 
 import edgeclf
-from edgeclf.edge_runtime.artifact import METADATA_KEY, artifact_format, read_tflite_metadata, write_tflite_metadata
+from edgeclf.edge_runtime.artifact import (METADATA_KEY, artifact_format, read_tflite_metadata, sha256_file,
+                                           write_tflite_metadata)
 from edgeclf.edge_runtime.backends.onnx import ONNX_INPUT_DTYPES
 from edgeclf.edge_runtime.classifier import Classifier
 from edgeclf.edge_runtime.errors import ConfigError, DataError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
 from edgeclf.edge_runtime.tensor import InputTensor, to_probabilities
 
-from ..io import atomic_path, ensure_writable_dir, sha256_file, write_json
+from ..io import atomic_path, ensure_writable_dir, write_json
 from ..progress import Reporter
 from .foreign import (ForeignSpec, check_label_count, check_labels, check_probabilities, label_order_problem,
                       probability_problem)

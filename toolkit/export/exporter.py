@@ -15,15 +15,16 @@ from typing import Callable
 import numpy as np
 
 import edgeclf
-from edgeclf.edge_runtime.artifact import METADATA_KEY, write_tflite_metadata
+from edgeclf.edge_runtime.artifact import (METADATA_KEY, check_keras_file, read_run_metadata, sha256_file,
+                                           write_tflite_metadata)
 from edgeclf.edge_runtime.backends import open_backend
 from edgeclf.edge_runtime.classifier import saturates_here
 from edgeclf.edge_runtime.errors import ConfigError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
 
 from .._deps import import_tf
-from ..evaluate import check_model_file, load_keras_model, read_metadata
-from ..io import atomic_path, ensure_writable_dir, sha256_file, write_json
+from ..evaluate import load_keras_model
+from ..io import atomic_path, ensure_writable_dir, write_json
 from ..metrics import classification_metrics, wilson_interval
 from ..pipeline import predict_probs
 from ..progress import Reporter
@@ -249,9 +250,9 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
 
 def _source_metadata(model_path: Path, foreign: ForeignSpec | None, dataset) -> dict:
     """The training run's metadata, or a placeholder to be completed by ``adapt_model`` for a foreign model."""
-    check_model_file(model_path)
+    check_keras_file(model_path)
     if foreign is None:
-        return read_metadata(model_path)
+        return read_run_metadata(model_path)
     refuse_run_model(model_path)
     if dataset is not None:
         raise ConfigError("Received --dataset for a model trained outside edgeclf: it finds a training run's splits. "
