@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from edgeclf.benchmarks.machine import EDGECLF, describe
+from edgeclf.benchmarks.machine import describe, run_edgeclf
 
 HERE = Path(__file__).resolve().parent
 BUNDLED = HERE / "data" / "fashion-mnist-2class"
@@ -32,22 +31,14 @@ RESULTS = HERE / "results"
 DEFAULT = ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")
 
 
-def _cli(*args: str, ok=(0,)) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*EDGECLF, *args], capture_output=True, text=True, check=False)
-    if proc.returncode not in ok:
-        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:]
-        raise RuntimeError(f"edgeclf {args[0]} exited {proc.returncode}: {tail}")
-    return proc
-
-
 def export_backbone(name: str, work: Path, *, img_size: int, epochs: int) -> dict:
     run = work / name
     started = time.perf_counter()
-    _cli("train", str(BUNDLED), "--backbone", name, "--weights", "none", "--img-size", str(img_size), "--epochs",
+    run_edgeclf("train", str(BUNDLED), "--backbone", name, "--weights", "none", "--img-size", str(img_size), "--epochs",
          str(epochs), "--out", str(run), "--force")
     train_s = time.perf_counter() - started
     started = time.perf_counter()
-    proc = _cli("export", str(run / "model.keras"), "--quantize", "fp32,fp16,dynamic,int8", "--force", ok=(0, 1))
+    proc = run_edgeclf("export", str(run / "model.keras"), "--quantize", "fp32,fp16,dynamic,int8", "--force", ok=(0, 1))
     export_s = time.perf_counter() - started
     metrics = json.loads((run / "metrics.json").read_text())
     report = json.loads((run / "export" / "export_report.json").read_text())

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 from importlib import metadata
 
 # The edgeclf CLI of the Python running the benchmark, whether or not its venv is on PATH.
 EDGECLF = [sys.executable, "-m", "edgeclf.cli"]
+
+
+def run_edgeclf(*args: str, ok=(0,)) -> subprocess.CompletedProcess:
+    """Runs ``edgeclf ARGS...`` and returns it; an exit code outside ``ok`` raises RuntimeError with its last line."""
+    proc = subprocess.run([*EDGECLF, *args], capture_output=True, text=True, check=False)
+    if proc.returncode not in ok:
+        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:]
+        raise RuntimeError(f"edgeclf {args[0]} exited {proc.returncode}: {tail}")
+    return proc
 
 LIBRARIES = ("edgeclf", "tensorflow", "keras", "jax", "jaxlib", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy",
              "pillow", "opencv-python")

@@ -22,12 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from edgeclf.benchmarks.machine import EDGECLF, describe
+from edgeclf.benchmarks.machine import describe, run_edgeclf
 from edgeclf.models import get_recipe, list_recipes
 
 HERE = Path(__file__).resolve().parent
@@ -43,26 +42,18 @@ def _subset(dest: Path, per_class: int) -> None:
             shutil.copy2(img, dest / cls.name / img.name)
 
 
-def _cli(*args: str, ok=(0,)) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*EDGECLF, *args], capture_output=True, text=True, check=False)
-    if proc.returncode not in ok:
-        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:]
-        raise RuntimeError(f"edgeclf {args[0]} exited {proc.returncode}: {tail}")
-    return proc
-
-
 def bench_recipe(name: str, work: Path, *, per_class: int, epochs: int, threads: int) -> dict:
     recipe = get_recipe(name)
     data = work / "data"
     _subset(data / "adult" if recipe.per_category else data, per_class)  # per-category: DATA/<category>/<class>
     out = work / "run"
     started = time.perf_counter()
-    _cli("train", str(data), "--recipe", name, "--weights", "none", "--epochs", str(epochs), "--folds", "1",
+    run_edgeclf("train", str(data), "--recipe", name, "--weights", "none", "--epochs", str(epochs), "--folds", "1",
          "--fine-tune-layers", "0", "--no-early-stopping", "--out", str(out), "--force")
     train_s = time.perf_counter() - started
     run = out / "adult" if recipe.per_category else out
-    _cli("export", str(run / "model.keras"), "--quantize", "fp32,int8", "--no-verify", "--force")
-    _cli("bench", str(run), "--threads", str(threads), "--out", str(work / "bench"), "--force", ok=(0, 1))
+    run_edgeclf("export", str(run / "model.keras"), "--quantize", "fp32,int8", "--no-verify", "--force")
+    run_edgeclf("bench", str(run), "--threads", str(threads), "--out", str(work / "bench"), "--force", ok=(0, 1))
     result = json.loads((work / "bench" / "results.json").read_text())
     rows = {}
     for row in result["rows"]:
