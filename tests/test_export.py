@@ -480,6 +480,20 @@ def test_onnx_has_the_pixels_input_only_when_the_model_captures_constants(tmp_pa
     np.testing.assert_allclose(session.run(None, {"pixels": x})[0], np.asarray(model(x)), atol=1e-5)
 
 
+def test_efficientnet_converts_to_an_onnx_model_onnxruntime_runs(tmp_path):
+    """The backbone that hit it: every EfficientNet export ended in 'Required inputs ... are missing'."""
+    import onnxruntime as ort
+
+    from edgeclf.models import ModelSpec, create_model
+    from edgeclf.toolkit.export.onnx import convert_fp32
+
+    model = create_model(ModelSpec("efficientnet_b0", 2, 32, "none"))
+    convert_fp32(model, tmp_path / "e.onnx", 17)
+    session = ort.InferenceSession(str(tmp_path / "e.onnx"))
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(session.run(None, {"pixels": x})[0], np.asarray(model(x, training=False)), atol=1e-4)
+
+
 def test_unsupported_ops_are_named_from_the_converter_message():
     from edgeclf.toolkit.export.tflite import unsupported_ops
 
