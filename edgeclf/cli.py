@@ -535,6 +535,8 @@ def _warn_deployment(classifiers) -> None:
 def _print_export_summary(results, spec) -> None:
     click.echo()
     fp32 = {r.format: r.size_bytes for r in results if r.mode == "fp32"}
+    if results and len(fp32) < len({r.format for r in results}):
+        fp32 = {**_earlier_fp32_sizes(results[0].path.parent), **fp32}
     width = max([34, *(display_width(r.path.name) for r in results)])
     click.echo(f"{pad('artefact', width)} {'size':>9} {'vs fp32':>8} {'agree':>8} {'max|dp|':>8} {'acc Δpp':>8}  gate")
     for r in results:
@@ -560,6 +562,20 @@ def _print_export_summary(results, spec) -> None:
         click.secho(line, fg="yellow")
     if results:
         click.echo(f"Report: {results[0].path.parent / 'export_report.json'}")
+
+
+def _earlier_fp32_sizes(folder: Path) -> dict[str, int]:
+    """Sizes of the fp32 artefacts an earlier export of the same model left in ``folder`` (its export_report.json
+    keeps their entries), so an export of other modes alone still shows each file's size against fp32."""
+    import json
+
+    try:
+        report = json.loads((folder / "export_report.json").read_text(encoding="utf-8"))
+        return {a["format"]: a["size_bytes"] for a in report["artifacts"]
+                if a.get("mode") == "fp32" and a.get("passed") and (folder / Path(a["path"]).name).is_file()
+                and a.get("source_model_sha256") == report.get("source_model_sha256")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def _rejection_advice(results, spec) -> list[str]:

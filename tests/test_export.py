@@ -220,6 +220,22 @@ def test_a_broken_artefact_is_rejected_by_the_gate(run_copy, monkeypatch):
     assert meta["gate"]["passed"] is False and meta["fidelity"]["agreement"] < 0.5
 
 
+def test_an_export_of_other_modes_alone_still_compares_sizes_with_the_earlier_fp32(run_copy):
+    model = str(run_copy / "model.keras")
+    runner = CliRunner()
+    assert runner.invoke(main, ["export", model, "--format", "tflite", "--quantize", "fp32", "--no-verify"]).exit_code == 0
+    result = runner.invoke(main, ["export", model, "--format", "tflite", "--quantize", "fp16", "--no-verify"])
+    assert result.exit_code == 0, result.output
+    export = run_copy / "export"
+    ratio = (export / "run_fp16.tflite").stat().st_size / (export / "run_fp32.tflite").stat().st_size
+    row = next(line.split() for line in result.output.splitlines() if line.startswith("run_fp16.tflite"))
+    assert row[2] == f"{100 * ratio:.0f}%"
+    (export / "run_fp32.tflite").unlink()  # gone: nothing to compare with
+    result = runner.invoke(main, ["export", model, "--format", "tflite", "--quantize", "fp16", "--no-verify", "--force"])
+    row = next(line.split() for line in result.output.splitlines() if line.startswith("run_fp16.tflite"))
+    assert row[2] == "n/a"  # the agreement column: the size ratio is left empty
+
+
 def test_a_rejected_int8_artefact_comes_with_what_else_this_export_measured():
     from edgeclf.cli import _rejection_advice
     from edgeclf.toolkit.export.exporter import ExportResult
