@@ -195,6 +195,8 @@ def _to_rgb_array(img: Image.Image, background: tuple[int, int, int]) -> np.ndar
             grey = np.clip(arr.astype(np.float64), 0, 65535) / 257.0
         grey = np.rint(grey).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode == "La":
+        img = img.convert("LA")  # premultiplied alpha: Pillow converts it to nothing else
     has_alpha = mode in ("RGBA", "LA", "La", "RGBa", "PA") or (mode == "P" and "transparency" in img.info)
     if has_alpha:
         rgba = img.convert("RGBA")

@@ -80,6 +80,19 @@ def test_alpha_is_composited_onto_the_background(tmp_path):
     np.testing.assert_array_equal(black_bg[0, 1], [0, 0, 0])
 
 
+@pytest.mark.parametrize("mode", ["La", "RGBa"])
+def test_premultiplied_alpha_images_in_memory_are_composited_too(mode):
+    """Pillow makes these modes in memory only (no file opens in them); La converts to nothing but LA."""
+    straight = "LA" if mode == "La" else "RGBA"
+    pixels = np.array([[[200, 255], [200, 0]]], dtype=np.uint8) if mode == "La" else np.array(
+        [[[200, 100, 50, 255], [200, 100, 50, 0]]], dtype=np.uint8)
+    img = Image.fromarray(pixels, straight).convert(mode)
+    assert img.mode == mode
+    rgb = decode_image(img)
+    opaque = [200, 200, 200] if mode == "La" else [200, 100, 50]
+    np.testing.assert_array_equal(rgb[0], [opaque, [255, 255, 255]])
+
+
 def test_exif_orientation_is_applied(tmp_path):
     arr = np.zeros((10, 20, 3), dtype=np.uint8)
     arr[0, 0] = (255, 255, 255)  # top-left marker on a wide image
