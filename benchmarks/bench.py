@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edgeclf.edge_runtime.artifact import files_in_run
+from edgeclf.edge_runtime.artifact import REJECTED, files_in_run
 from edgeclf.edge_runtime.backends import default_threads
 from edgeclf.edge_runtime.errors import ConfigError, DataError, EdgeclfError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
@@ -402,6 +402,10 @@ def run_bench(models: Sequence[str | os.PathLike], data: str | os.PathLike | Non
     check_evaluation_images(data, dataset)
     found = collect_models(models)
     warnings = tuple(w for m in found for w in m.warnings)
+    rejected = [f.name for p in map(Path, models) if p.is_dir()
+                for f in files_in_run(p, tuple(ext + REJECTED for ext in (".tflite", ".onnx")))]
+    if rejected:
+        warnings += (f"Left out {', '.join(rejected)}: failed the export gate (`edgeclf info FILE` says why).",)
     for w in warnings:
         reporter.warn(w)
     cores = default_threads()

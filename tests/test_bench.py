@@ -310,6 +310,17 @@ def test_a_run_whose_dataset_moved_is_benchmarked_on_its_own_test_split_with_dat
     assert result.n_images == min(10, meta["dataset"]["split_sizes"]["test"])
 
 
+def test_a_folder_benchmark_names_the_artefacts_it_left_out_for_failing_their_gate(run_copy):
+    (run_copy / "export").mkdir()
+    (run_copy / "export" / "run_int8.tflite.rejected").write_bytes(b"x")
+    result = run_bench([run_copy], spec=BenchSpec(max_images=10, **FAST))
+    assert [r.model for r in result.rows] == ["run/model.keras"]
+    assert ("Left out run_int8.tflite.rejected: failed the export gate (`edgeclf info FILE` says why)."
+            in result.warnings)
+    assert not [w for w in run_bench([run_copy / "model.keras"], spec=BenchSpec(max_images=10, **FAST)).warnings
+                if w.startswith("Left out")]  # named files only: nothing was left out
+
+
 def test_table_columns_line_up_for_names_in_wide_characters():
     """Chinese file names (and emoji) take two terminal columns a character: padded by len() the table is ragged."""
     from edgeclf.edge_runtime.paths import display_width
