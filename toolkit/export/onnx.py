@@ -13,6 +13,7 @@ import numpy as np
 from edgeclf.edge_runtime.backends import needs_reduce_range
 from edgeclf.edge_runtime.errors import missing_dependency
 
+from .._deps import import_tf
 from .archive import INPUT_NAME, concrete_function
 from .spec import QuantSpec
 from edgeclf.edge_runtime.errors import ExportError
@@ -47,8 +48,7 @@ def _from_function(tf2onnx, fn, signature, opset: int, out_path: str | Path) -> 
     two more ONNX inputs, and onnxruntime refused to run the model without them. Freezing turns those captures into
     constants, so only the signature's own inputs are named here.
     """
-    import tensorflow as tf
-
+    tf, _ = import_tf()
     concrete = fn.get_concrete_function(*signature)
     inputs = concrete.inputs[: len(tf.nest.flatten(concrete.structured_input_signature))]
     input_names = [t.name for t in inputs if t.dtype != tf.dtypes.resource]
