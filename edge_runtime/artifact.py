@@ -1,7 +1,8 @@
 """Metadata carried inside exported artefacts: a JSON document under the key ``edgeclf``.
 
 TFLite: an entry of the flatbuffer's ``metadata`` table pointing at a buffer. ONNX: ``metadata_props``.
-Reading needs only the runtime's own libraries (the LiteRT wheel's flatbuffer schema, or onnxruntime).
+Reading needs only the runtime's own libraries (the LiteRT wheel's flatbuffer schema, or onnxruntime). Also the
+``metadata.json`` a training run writes beside its ``model.keras``, and the SHA-256 that ties files to each other.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """What an exported artefact says about itself, in readable lines: ``edgeclf info``.
 
 Everything comes from the metadata inside the file (the sidecar ``NAME.json`` may not have travelled with it to
-the device), plus the warnings that apply on this machine.
+the device), plus the warnings that apply on this machine. A trained ``model.keras`` is described from its run's
+``metadata.json`` and ``metrics.json`` instead.
 """
 
 from __future__ import annotations
