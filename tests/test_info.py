@@ -108,9 +108,10 @@ def test_info_describes_a_trained_model_keras_from_its_run(trained_run):
     assert lines["classes"] == "2: bar_h, bar_v"
     assert lines["input"] == "16x16 RGB NHWC float32; pixels 0-255, bilinear resize"
     assert lines["backbone"] == "simple_cnn, initial weights none"
-    t = meta["train"]
-    assert lines["training"] == (f"up to {t['epochs']} epochs (early stopping on val_loss); batch {t['batch_size']}, "
-                                 f"learning rate {t['learning_rate']}, seed 42; tensorflow on CPU")
+    t, hw = meta["train"], meta["hardware"]
+    assert lines["training"].startswith(f"up to {t['epochs']} epochs (early stopping on val_loss); batch "
+                                        f"{t['batch_size']}, learning rate {t['learning_rate']}, seed 42; "
+                                        f"{hw['keras_backend']} on {', '.join(hw['gpus']) or 'CPU'}")
     assert lines["test"] == (f"accuracy {100 * test['accuracy']:.2f} %, F1 macro {test['f1_macro']:.4f}"
                              + (f", ROC-AUC {test['roc_auc']:.4f}" if test.get("roc_auc") is not None else "")
                              + f" ({test['n']} images)")
