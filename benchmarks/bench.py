@@ -402,10 +402,11 @@ def run_bench(models: Sequence[str | os.PathLike], data: str | os.PathLike | Non
     check_evaluation_images(data, dataset)
     found = collect_models(models)
     warnings = tuple(w for m in found for w in m.warnings)
-    rejected = [f.name for p in map(Path, models) if p.is_dir()
-                for f in files_in_run(p, tuple(ext + REJECTED for ext in (".tflite", ".onnx")))]
-    if rejected:
-        warnings += (f"Left out {', '.join(rejected)}: failed the export gate (`edgeclf info FILE` says why).",)
+    rejected = {f.resolve(): f.name for p in map(Path, models) if p.is_dir()
+                for f in files_in_run(p, tuple(ext + REJECTED for ext in (".tflite", ".onnx")))}
+    if rejected:  # a run folder and its export/ folder both given name each file once
+        warnings += (f"Left out {', '.join(rejected.values())}: failed the export gate (`edgeclf info FILE` says "
+                     "why).",)
     for w in warnings:
         reporter.warn(w)
     cores = default_threads()

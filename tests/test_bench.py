@@ -310,11 +310,12 @@ def test_a_run_whose_dataset_moved_is_benchmarked_on_its_own_test_split_with_dat
     assert result.n_images == min(10, meta["dataset"]["split_sizes"]["test"])
 
 
-def test_a_folder_benchmark_names_the_artefacts_it_left_out_for_failing_their_gate(run_copy):
+def test_a_folder_benchmark_names_the_artefacts_it_left_out_for_failing_their_gate(exported, run_copy):
     (run_copy / "export").mkdir()
+    shutil.copy(exported[0] / "export" / "run_fp32.tflite", run_copy / "export")
     (run_copy / "export" / "run_int8.tflite.rejected").write_bytes(b"x")
-    result = run_bench([run_copy], spec=BenchSpec(max_images=10, **FAST))
-    assert [r.model for r in result.rows] == ["run/model.keras"]
+    result = run_bench([run_copy, run_copy / "export"], spec=BenchSpec(max_images=10, **FAST))
+    assert [r.model for r in result.rows] == ["run/model.keras", "run_fp32.tflite"]
     assert ("Left out run_int8.tflite.rejected: failed the export gate (`edgeclf info FILE` says why)."
             in result.warnings)
     assert not [w for w in run_bench([run_copy / "model.keras"], spec=BenchSpec(max_images=10, **FAST)).warnings
