@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgeclf.benchmarks.machine import describe, run_edgeclf
+from edgeclf.benchmarks.machine import describe, run_edgeclf, write_record
 
 HERE = Path(__file__).resolve().parent
 BUNDLED = HERE / "data" / "fashion-mnist-2class"
@@ -149,11 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(results[-1])[:300], flush=True)
     record = {"benchmark": "export gate by backbone", "date": time.strftime("%Y-%m-%d"), "backbones": names,
               "img_size": args.img_size, "epochs": args.epochs, "machine": describe(), "results": results}
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "export_backbones.json").write_text(json.dumps(record, indent=2) + "\n")
-    md = markdown(record)
-    (args.results / "export_backbones.md").write_text(md)
-    print(md)
+    write_record(args.results, "export_backbones", record, markdown(record))
     return 0 if all("error" not in r for r in results) else 1
 
 

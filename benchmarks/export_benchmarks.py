@@ -22,7 +22,6 @@ Three benchmarks, each recorded in ``benchmarks/results/`` with the machine:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -32,17 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf.benchmarks.machine import EDGECLF, describe
+from edgeclf.benchmarks.machine import EDGECLF, describe, write_record
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUNDLED = Path(__file__).resolve().parent / "data" / "fashion-mnist-2class"
-
-
-def _write(name: str, record: dict, md: list[str], results: Path) -> None:
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
-    (results / f"{name}.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
 
 
 def fidelity(run: Path, results: Path) -> bool:
@@ -79,7 +71,7 @@ def fidelity(run: Path, results: Path) -> bool:
     md += [f"| {r['artefact']} | {r['size_bytes'] / 1024:.0f} KiB | {100 * r['size_vs_fp32']:.1f}% | "
            f"{100 * r['agreement']:.2f}% | {r['max_abs_diff']:.4f} | {r['accuracy_keras']:.4f} → {r['accuracy']:.4f} | "
            f"{r['accuracy_change_pp']:+.2f} | {'pass' if r['passed'] else 'REJECTED'} |" for r in rows]
-    _write("export_fidelity_fashion_mnist", record, md, results)
+    write_record(results, "export_fidelity_fashion_mnist", record, md)
     return met
 
 
@@ -160,7 +152,7 @@ def speed(work: Path, results: Path, threads: int, rounds: int) -> bool:
                   f"{med['int8']:.2f} ms ({p90['int8']:.2f}) | {g['speedup']:.2f}x |")
     md += ["", f"**int8 speed-up at {threads} threads, batch 1: {target['speedup']:.2f}x** (target >= 1.8x: "
            f"{'met' if record['met'] else 'NOT met'})"]
-    _write("tflite_int8_speed_mobilenet_v2", record, md, results)
+    write_record(results, "tflite_int8_speed_mobilenet_v2", record, md)
     return record["met"]
 
 
@@ -230,7 +222,7 @@ def variants(work: Path, results: Path, threads: int, rounds: int) -> bool:
     md += [f"| {r['variant']} | {r['what']} | {r['fp32_ms']:.2f} ms | {r['int8_ms']:.2f} ms | {r['speedup']:.2f}x |"
            for r in rows]
     md += ["", f"**Any variant >= 1.8x: {'yes' if record['met_by_any'] else 'no'}**"]
-    _write("tflite_int8_speed_variants_mobilenet_v2", record, md, results)
+    write_record(results, "tflite_int8_speed_variants_mobilenet_v2", record, md)
     return record["met_by_any"]
 
 
@@ -264,7 +256,7 @@ def calibration(run: Path, results: Path, sizes: list[int], work: Path) -> bool:
     md += [f"| {r['format']} | {r['calibration_images']} | {r['method']} | {100 * r['agreement']:.2f}% | "
            f"{r['accuracy_keras']:.4f} → {r['accuracy']:.4f} | {r['accuracy_change_pp']:+.2f} | "
            f"{'pass' if r['passed'] else 'REJECTED'} |" for r in rows]
-    _write(f"int8_calibration_{run.name}", record, md, results)
+    write_record(results, f"int8_calibration_{run.name}", record, md)
     return all(r["passed"] for r in rows)
 
 

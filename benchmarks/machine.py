@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 # The edgeclf CLI of the Python running the benchmark, whether or not its venv is on PATH.
 EDGECLF = [sys.executable, "-m", "edgeclf.cli"]
+
+
+def write_record(results: Path, name: str, record: dict, md: str | list[str]) -> None:
+    """Writes a benchmark's ``NAME.json`` (the record) and ``NAME.md`` (its page) into ``results``, and prints the
+    page. ``md`` is the page's text or its lines."""
+    text = md if isinstance(md, str) else "\n".join(md) + "\n"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (results / f"{name}.md").write_text(text)
+    print(text, end="")
 
 
 def run_edgeclf(*args: str, ok=(0,)) -> subprocess.CompletedProcess:

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgeclf.benchmarks.machine import describe, run_edgeclf
+from edgeclf.benchmarks.machine import describe, run_edgeclf, write_record
 from edgeclf.models import get_recipe, list_recipes
 
 HERE = Path(__file__).resolve().parent
@@ -145,11 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             record["recipes"] = sorted([r for r in old["recipes"] if r["recipe"] not in done] + records,
                                        key=lambda r: r["recipe"])
             records = record["recipes"]
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "recipes.json").write_text(json.dumps(record, indent=2) + "\n")
-    md = markdown(record)
-    (args.results / "recipes.md").write_text(md)
-    print(md)
+    write_record(args.results, "recipes", record, markdown(record))
     return 0 if all("error" not in r for r in records) else 1
 
 
