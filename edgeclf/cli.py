@@ -147,6 +147,20 @@ def _split(_ctx, _param, value):
     return parts
 
 
+def _img_size(_ctx, _param, value):
+    """--img-size N (an N x N input) or HxW, height first: an int, or a (height, width) tuple when not square."""
+    if value is None:
+        return None
+    try:
+        numbers = [int(v) for v in value.lower().split("x")]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 2) or min(numbers, default=0) < 1:
+        raise click.BadParameter(f"Received: '{value}'. Expected N for an N x N input, or HxW in pixels, height "
+                                 "first, such as 160x288.")
+    return numbers[0] if len(set(numbers)) == 1 else tuple(numbers)
+
+
 # Options default to None so that only what the user typed overrides a recipe (or the built-in defaults, shown in
 # brackets). A None never clobbers a recipe's setting.
 @main.command()
@@ -154,7 +168,9 @@ def _split(_ctx, _param, value):
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Run directory to write (resumed if unfinished).")
 @click.option("--recipe", help="A named recipe (see `edgeclf recipes`); the options below override its settings.")
 @click.option("--backbone", help="Backbone name (see `edgeclf backbones`) [default: mobilenet_v2].")
-@click.option("--img-size", type=int, help="Square input size in pixels [default: the recipe's or backbone's].")
+@click.option("--img-size", callback=_img_size,
+              help="Input size in pixels: N for N x N, or HxW (height first), e.g. 160x288 for 16:9 camera frames "
+                   "[default: the recipe's or backbone's].")
 @click.option("--weights", help="imagenet, none, or a backbone .weights.h5 path [default: imagenet; none for "
                    "backbones without pretrained weights, e.g. simple_cnn].")
 @click.option("--epochs", type=int, help="Epochs (first phase) [default: 10].")
@@ -294,8 +310,9 @@ _FOREIGN_OPTIONS = (
                  default="auto", show_default=True,
                  help="Model trained elsewhere: what it outputs; auto reads it from the model (a Keras model's last "
                       "layer; an adopted file's outputs on probe images)."),
-    click.option("--img-size", type=click.IntRange(min=1),
-                 help="Model trained elsewhere whose input size is not fixed: the size it was trained at."),
+    click.option("--img-size", callback=_img_size,
+                 help="Model trained elsewhere whose input size is not fixed: the size it was trained at, N for "
+                      "N x N or HxW (height first)."),
     click.option("--resize", type=click.Choice(["bilinear", "nearest", "bicubic", "area", "lanczos"]),
                  help="Model trained elsewhere: the resampling filter its training used [default: bilinear]."),
 )
@@ -997,12 +1014,13 @@ def recipes(pattern, details):
 @main.command()
 @click.argument("pattern", default="*")
 def backbones(pattern):
-    """List the registered backbones (optionally matching PATTERN, e.g. 'mobilenet*')."""
+    """List the registered backbones (optionally matching PATTERN, e.g. 'mobilenet*'): the default input size,
+    the smallest side --img-size may give, and what it is."""
     from edgeclf.models import get_backbone, list_backbones
 
     for name in list_backbones(pattern):
         bb = get_backbone(name)
-        click.echo(f"{name:<20} {bb.default_size:>4}px  {bb.description}")
+        click.echo(f"{name:<20} {bb.default_size:>4}px (min {bb.min_size:>2})  {bb.description}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,33 @@ POOLINGS = ("gap", "flatten")
 BACKBONE_LAYER = "backbone"
 
 
+def check_img_size(value, what: str = "img_size") -> int | tuple[int, int]:
+    """An input size as the specs keep it: an int for a square input, ``(height, width)`` for any other.
+
+    Args:
+        value: An int (square side), or a ``(height, width)`` pair (a list, as JSON gives it back, too).
+        what: The option or field named in the error.
+
+    Raises:
+        ConfigError: For anything but one or two positive integers.
+    """
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if len(pair) not in (1, 2) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
+        raise ConfigError(f"Received: {what}={value!r}. Expected a positive integer (a square input) or a "
+                          "(height, width) pair of them.")
+    return pair[0] if len(set(pair)) == 1 else pair
+
+
+def img_hw(img_size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(height, width)`` of an input size ``check_img_size`` returned."""
+    return (img_size, img_size) if isinstance(img_size, int) else (img_size[0], img_size[1])
+
+
+def format_img_size(img_size: int | tuple[int, int]) -> str:
+    """``224px`` for a square input, ``160x288px`` (height x width) for another."""
+    return f"{img_size}px" if isinstance(img_size, int) else f"{img_size[0]}x{img_size[1]}px"
+
+
 @dataclass(frozen=True)
 class HeadSpec:
     """The classification head on top of the backbone.
@@ -76,7 +103,7 @@ class ModelSpec:
     Args:
         backbone: A registered backbone name.
         num_classes: Number of classes, at least 2. The model outputs one probability per class (softmax).
-        img_size: Square input side; None uses the backbone's default.
+        img_size: Input side of a square input, or ``(height, width)``; None uses the backbone's (square) default.
         weights: ``"imagenet"``, ``"none"`` or a path to a ``.weights.h5`` file for the backbone.
         head: The head configuration.
         normalisation: Overrides the backbone's own input normalisation (``unit``, ``tf``, ``caffe``,
@@ -86,7 +113,7 @@ class ModelSpec:
 
     backbone: str
     num_classes: int
-    img_size: int | None = None
+    img_size: int | tuple[int, int] | None = None
     weights: str = "imagenet"
     head: HeadSpec = field(default_factory=HeadSpec)
     normalisation: str | None = None
@@ -95,12 +122,11 @@ class ModelSpec:
         bb = get_backbone(self.backbone)
         if self.num_classes < 2:
             raise ConfigError(f"Received: num_classes={self.num_classes}. A classifier needs at least 2 classes.")
-        if self.img_size is None:
-            object.__setattr__(self, "img_size", bb.default_size)
-        if self.img_size < bb.min_size:
-            raise ConfigError(
-                f"Received: img_size={self.img_size} for {bb.name}. Expected at least {bb.min_size}."
-            )
+        size = bb.default_size if self.img_size is None else check_img_size(self.img_size)
+        object.__setattr__(self, "img_size", size)
+        if min(img_hw(size)) < bb.min_size:
+            raise ConfigError(f"Received: img_size={format_img_size(size)} for {bb.name}. Expected at least "
+                              f"{bb.min_size} pixels on each side.")
         if self.weights not in ("imagenet", "none") and not os.path.isfile(self.weights):
             raise ConfigError(
                 f"Received: weights='{self.weights}'. Expected 'imagenet', 'none' or the path of an existing "
@@ -117,12 +143,22 @@ class ModelSpec:
             )
 
     @property
+    def height(self) -> int:
+        return img_hw(self.img_size)[0]
+
+    @property
+    def width(self) -> int:
+        return img_hw(self.img_size)[1]
+
+    @property
     def pretrained(self) -> bool:
         """Whether the backbone starts from trained weights (and so is trained in two phases)."""
         return self.weights != "none"
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        if not isinstance(self.img_size, int):
+            d["img_size"] = list(self.img_size)
         d["head"]["dense"] = list(self.head.dense)
         if self.head.dropouts is not None:
             d["head"]["dropouts"] = list(self.head.dropouts)
@@ -250,7 +286,7 @@ def _scratch_batchnorm(base, momentum: float) -> None:
 def create_model(spec: ModelSpec, steps_per_epoch: int | None = None):
     """Builds the classifier described by ``spec``.
 
-    The model takes float32 RGB pixels 0-255 of shape (batch, img_size, img_size, 3) and outputs float32
+    The model takes float32 RGB pixels 0-255 of shape (batch, height, width, 3) and outputs float32
     per-class probabilities. The backbone is the nested model named ``"backbone"``.
 
     Args:
@@ -268,7 +304,7 @@ def create_model(spec: ModelSpec, steps_per_epoch: int | None = None):
     from keras import layers
 
     bb = get_backbone(spec.backbone)
-    shape = (spec.img_size, spec.img_size, 3)
+    shape = (spec.height, spec.width, 3)
     inputs = keras.Input(shape, name="pixels", dtype="float32")
     x = normalise(inputs, spec.input_normalisation)
     base = _build_backbone(spec, shape, steps_per_epoch)

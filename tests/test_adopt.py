@@ -215,18 +215,18 @@ def test_a_tflite_input_whose_size_is_not_fixed_runs_at_img_size(exported, forei
     fixed = tmp_path / "fixed.tflite"
     assert CliRunner().invoke(main, ["adopt", str(foreign / "tm_float.tflite"), "--labels", "bar_h,bar_v",
                                      "--input-norm", "tf", "--out", str(fixed)]).exit_code == 0
-    for size in (16, 24):
+    for size, (h, w) in (("16", (16, 16)), ("24", (24, 24)), ("16x24", (16, 24))):
         out = tmp_path / f"dynamic{size}.tflite"
         r = CliRunner().invoke(main, ["adopt", str(src), "--labels", "bar_h,bar_v", "--input-norm", "tf",
-                                      "--img-size", str(size), "--out", str(out)])
+                                      "--img-size", size, "--out", str(out)])
         assert r.exit_code == 0, r.output
         meta = read_metadata(out)
-        assert meta["input"]["shape"] == [size, size, 3] and meta["preprocess"]["height"] == size
+        assert meta["input"]["shape"] == [h, w, 3] and (meta["preprocess"]["height"], meta["preprocess"]["width"]) == (h, w)
         clf = Classifier.load(out, threads=1)
-        assert clf.backend.input_shape == (size, size, 3)  # the runtime resized the model's input
-        if size == 16:  # resizing 16x16 to 16x16 inside the graph changes nothing: tm_float's answers
+        assert clf.backend.input_shape == (h, w, 3)  # the runtime resized the model's input
+        if size == "16":  # resizing 16x16 to 16x16 inside the graph changes nothing: tm_float's answers
             np.testing.assert_allclose(_probs(out, pixels), _probs(fixed, pixels), atol=1e-5)
-        else:  # what predict runs: the image resized to 24x24, then by the graph to 16x16
+        else:  # what predict runs: the image resized to 24x24 (16x24), then by the graph to 16x16
             images = sorted(_data(exported).rglob("*.png"))[:8]
             assert [c.best.label for c in clf.classify(images)] == [p.parent.name for p in images]
 
@@ -322,6 +322,35 @@ def test_an_onnx_input_whose_size_is_not_fixed_needs_img_size(exported, foreign,
     pixels = _pixels(exported)
     np.testing.assert_allclose(_probs(tmp_path / "d.onnx", pixels), _probs(_artefact(exported, "run_fp32.onnx"),
                                                                           pixels), atol=1e-4)
+
+
+def test_an_onnx_input_open_in_height_and_width_is_fixed_at_a_non_square_img_size(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    # NCHW of any size -> mean colour -> red vs blue
+    weights = numpy_helper.from_array(np.array([[4.0, -4.0], [0.0, 0.0], [-4.0, 4.0]], np.float32), "w")
+    axes = numpy_helper.from_array(np.array([2, 3], np.int64), "axes")
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x", "axes"], ["mean"], keepdims=0),
+         helper.make_node("MatMul", ["mean", "w"], ["logits"]), helper.make_node("Softmax", ["logits"], ["p"], axis=1)],
+        "mean_colour", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 2])], [weights, axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    src, out = tmp_path / "mean_colour.onnx", tmp_path / "adopted.onnx"
+    onnx.save(model, str(src))
+    r = CliRunner().invoke(main, ["adopt", str(src), "--labels", "red,blue", "--input-norm", "unit",
+                                  "--img-size", "16x24", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value or d.dim_param for d in dims] == ["N", 3, 16, 24]
+    meta = read_metadata(out)
+    assert meta["input"]["shape"] == [3, 16, 24] and (meta["preprocess"]["height"], meta["preprocess"]["width"]) == (16, 24)
+    clf = Classifier.load(out, threads=1)
+    red, blue = np.zeros((30, 50, 3), np.uint8), np.zeros((30, 50, 3), np.uint8)
+    red[..., 0], blue[..., 2] = 200, 200
+    assert [c.best.label for c in clf.classify([red, blue])] == ["red", "blue"]
 
 
 def test_check_names_a_label_order_that_fits_better(exported, foreign, tmp_path):

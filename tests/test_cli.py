@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from conftest import run_python, write_class_folders
 from edgeclf.cli import main
+from edgeclf.edge_runtime import Classifier
 
 BIN = Path(sys.executable).parent
 
@@ -69,10 +70,36 @@ def test_an_output_folder_that_cannot_be_created_is_a_usage_error_before_the_wor
     assert f"Error: Cannot write to {out}: Not a directory. Choose a writable --out." in result.output
 
 
-def test_zero_image_size_is_rejected_not_replaced_by_the_default(tiny_folders, tmp_path):
-    result = CliRunner().invoke(main, ["train", str(tiny_folders), "--backbone", "simple_cnn", "--img-size", "0",
+@pytest.mark.parametrize("size", ["0", "16x0", "16x", "16x24x3", "sixteen"])
+def test_a_bad_image_size_is_rejected_not_replaced_by_the_default(tiny_folders, tmp_path, size):
+    result = CliRunner().invoke(main, ["train", str(tiny_folders), "--backbone", "simple_cnn", "--img-size", size,
                                        "--out", str(tmp_path / "r")])
-    assert result.exit_code == 2 and "img_size=0" in result.output
+    assert result.exit_code == 2
+    assert f"Received: '{size}'. Expected N for an N x N input, or HxW in pixels, height first" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_non_square_input_size_runs_from_training_to_predict(tiny_folders, tmp_path):
+    run = tmp_path / "wide"
+    trained = CliRunner().invoke(main, ["train", str(tiny_folders), "--backbone", "simple_cnn", "--img-size", "16x24",
+                                        "--epochs", "1", "--no-augment", "--out", str(run)])
+    assert trained.exit_code == 0, trained.output
+    assert "Training simple_cnn at 16x24px" in trained.output
+    meta = json.loads((run / "metadata.json").read_text())
+    assert meta["input"]["shape"] == [16, 24, 3] and meta["model"]["img_size"] == [16, 24]
+    assert (meta["preprocess"]["height"], meta["preprocess"]["width"]) == (16, 24)
+    exported = CliRunner().invoke(main, ["export", str(run / "model.keras"), "--quantize", "fp32"])
+    assert exported.exit_code == 0, exported.output
+    for name in ("wide_fp32.tflite", "wide_fp32.onnx"):
+        clf = Classifier.load(run / "export" / name, threads=1)
+        assert clf.backend.input_shape == (16, 24, 3) and clf.preprocess.size == (16, 24)
+    info = CliRunner().invoke(main, ["info", str(run / "export" / "wide_fp32.onnx")])
+    assert "input         16x24 RGB NHWC" in info.output, info.output
+    predicted = CliRunner().invoke(main, ["predict", str(run / "export" / "wide_fp32.tflite"), str(tiny_folders),
+                                          "--format", "jsonl"])
+    assert predicted.exit_code == 0, predicted.output
+    records = [json.loads(line) for line in predicted.output.splitlines() if line.startswith("{")]
+    assert len(records) == 80 and all(r["label"] in ("bar_h", "bar_v") for r in records)
 
 
 def test_bad_split_option_is_rejected(tiny_folders, tmp_path):
@@ -157,6 +184,7 @@ def test_installed_command_runs_in_a_real_process():
     assert out.returncode == 0, out.stderr
     assert [line.split()[0] for line in out.stdout.splitlines()] == ["mobilenet_v2", "mobilenet_v3_large",
                                                                      "mobilenet_v3_small"]
+    assert out.stdout.splitlines()[0].startswith("mobilenet_v2          224px (min 32)  MobileNetV2")
 
 
 def test_runtime_and_cli_never_import_tensorflow():

@@ -167,6 +167,43 @@ def test_grayscale_and_variable_size_models(notebook, tmp_path):
     assert np.abs(probs - expected).max() < 1e-2
 
 
+def test_a_variable_size_model_exports_at_a_non_square_img_size(notebook, tmp_path):
+    from edgeclf.edge_runtime import PreprocessSpec, load_image
+
+    data, _ = notebook
+    model = _notebook_model(2, "softmax", size=None)
+    path = tmp_path / "any_size.keras"
+    model.save(path)
+    results = export_model(path, tmp_path / "out", spec=ExportSpec(quant=(QuantSpec.float32(),)), calib=data,
+                           foreign=ForeignSpec(CLASSES, "unit", img_size=(16, 24)))
+    files = [str(f) for f in sorted(data.rglob("*.png"))[::10]]
+    # the 16x16 images, resized to 16 high and 24 wide as the artefact's metadata tells every runtime to
+    pixels = np.stack([load_image(f, PreprocessSpec(16, 24)) for f in files]).astype("float32")
+    expected = np.asarray(model(pixels / 255.0))
+    for r in results:
+        assert r.passed, r.reason
+        meta = read_metadata(r.path)
+        assert meta["input"]["shape"] == [16, 24, 3] and meta["adapter"]["source_input_shape"] == [None, None, 3]
+        probs = np.stack([c.probabilities for c in Classifier.load(r.path, threads=1).classify(files)])
+        np.testing.assert_allclose(probs, expected, atol=1e-5)
+
+
+def test_img_size_fills_only_the_sides_the_model_leaves_open():
+    from edgeclf.toolkit.export.foreign import input_size
+
+    assert input_size(16, 24, None, "x") == (16, 24)
+    assert input_size(None, None, (16, 24), "x") == (16, 24)
+    assert input_size(None, None, 20, "x") == (20, 20)
+    assert input_size(16, None, (16, 24), "x") == (16, 24)
+    assert input_size(16, 24, (16, 24), "x") == (16, 24)
+    with pytest.raises(ConfigError, match=r"^The input is open\. Pass --img-size .* N for N x N, or HxW"):
+        input_size(16, None, None, "The input is open")
+    with pytest.raises(ConfigError, match=r"--img-size 24x24 for a model whose input is fixed at 16x24\. Leave"):
+        input_size(16, 24, 24, "x")
+    with pytest.raises(ConfigError, match=r"--img-size 20x24 for a model whose input is 16xany \(height x width\)"):
+        input_size(16, None, (20, 24), "x")
+
+
 def test_logits_declared_as_probabilities_are_refused(notebook, tmp_path):
     data, models = notebook
     with pytest.raises(ConfigError, match="not probabilities.*--model-output logits"):

@@ -136,6 +136,23 @@ def test_model_spec_validation(tmp_path):
         HeadSpec(pooling="max")
 
 
+def test_a_non_square_input_is_built_kept_and_checked_per_side():
+    spec = ModelSpec("mobilenet_v2", 2, (32, 56), "none")
+    assert (spec.img_size, spec.height, spec.width) == ((32, 56), 32, 56)
+    assert spec.to_dict()["img_size"] == [32, 56]  # as JSON gives it back: a resumed run compares equal
+    assert ModelSpec.from_dict(spec.to_dict()) == spec
+    assert ModelSpec("simple_cnn", 2, [16, 16], "none").img_size == 16  # square is one number, as before
+    model = create_model(spec)
+    assert tuple(model.input.shape) == (None, 32, 56, 3)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 56, 3)).astype("float32")
+    assert np.asarray(model(x, training=False)).shape == (2, 2)
+    with pytest.raises(ConfigError, match=r"img_size=32x16px for mobilenet_v2\. Expected at least 32 pixels on each"):
+        ModelSpec("mobilenet_v2", 2, (32, 16), "none")
+    for bad in (0, (16, 0), (16, 24, 3), 16.0, True, "16"):
+        with pytest.raises(ConfigError, match="Expected a positive integer"):
+            ModelSpec("simple_cnn", 2, bad, "none")
+
+
 def test_scratch_backbones_get_fast_batchnorm_statistics_and_keep_them_on_reload(tmp_path):
     """From scratch, Keras' BN momentum 0.999 leaves inference-mode statistics mostly at their initial values."""
     import keras

@@ -24,7 +24,7 @@ import edgeclf
 from edgeclf.edge_runtime.artifact import sha256_file
 from edgeclf.edge_runtime.errors import ConfigError, DataError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
-from edgeclf.models import HeadSpec, ModelSpec, create_model, get_backbone_model
+from edgeclf.models import HeadSpec, ModelSpec, create_model, format_img_size, get_backbone_model
 
 from . import plots
 from ._deps import gpu_names, import_keras, import_tf
@@ -484,7 +484,7 @@ def train(
     out_dir: str | os.PathLike,
     *,
     backbone: str,
-    img_size: int | None = None,
+    img_size: int | tuple[int, int] | None = None,
     weights: str = "imagenet",
     head: HeadSpec | None = None,
     normalisation: str | None = None,
@@ -499,7 +499,7 @@ def train(
         data: A dataset in any form ``toolkit.data.discover`` accepts.
         out_dir: The run directory. An unfinished run there with the same settings is resumed.
         backbone: A registered backbone name.
-        img_size: Square input size; None uses the backbone's default.
+        img_size: Input side of a square input, or ``(height, width)``; None uses the backbone's default.
         weights: ``imagenet``, ``none`` or a backbone ``.weights.h5`` path.
         head: Classification head; defaults to GlobalAveragePooling + dropout.
         normalisation: Override of the backbone's input normalisation (see ``ModelSpec``); None keeps it.
@@ -523,7 +523,7 @@ def train(
     run = Path(out_dir)
     ds = discover(data)
     model_spec = ModelSpec(backbone, len(ds.class_names), img_size, weights, head, normalisation)
-    preprocess = PreprocessSpec(model_spec.img_size, model_spec.img_size)
+    preprocess = PreprocessSpec(model_spec.height, model_spec.width)
     config = {"data": str(Path(data).resolve()), "model": model_spec.to_dict(), "train": spec.to_dict(),
               "preprocess": preprocess.to_dict()}
     state, resumed = _prepare_run_dir(run, config, force)
@@ -589,7 +589,7 @@ def train(
     gpus = gpu_names(keras)
     mixed = spec.mixed_precision == "on" or (spec.mixed_precision == "auto" and bool(gpus))
     device = f"GPU ({gpus[0]})" if gpus else "CPU"
-    reporter.stage(f"Training {model_spec.backbone} at {model_spec.img_size}px on {device}"
+    reporter.stage(f"Training {model_spec.backbone} at {format_img_size(model_spec.img_size)} on {device}"
                    + (" with mixed precision" if mixed else "")
                    + ("" if backend == "tensorflow" else f" (Keras backend {backend})"))
 
@@ -669,7 +669,7 @@ def train(
         "class_names": ds.class_names,
         "num_classes": k,
         "backbone": model_spec.backbone,
-        "input": {"shape": [model_spec.img_size, model_spec.img_size, 3], "dtype": "float32", "layout": "NHWC",
+        "input": {"shape": [model_spec.height, model_spec.width, 3], "dtype": "float32", "layout": "NHWC",
                   "color": "RGB", "value_range": list(preprocess.value_range)},
         "preprocess": preprocess.to_dict(),
         "model": model_spec.to_dict(),

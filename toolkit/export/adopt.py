@@ -31,8 +31,8 @@ from edgeclf.edge_runtime.tensor import InputTensor, to_probabilities
 
 from ..io import atomic_path, ensure_writable_dir, write_json
 from ..progress import Reporter
-from .foreign import (ForeignSpec, check_label_count, check_labels, check_probabilities, label_order_problem,
-                      probability_problem)
+from .foreign import (ForeignSpec, check_label_count, check_labels, check_probabilities, input_size,
+                      label_order_problem, probability_problem)
 from .images import folder_images
 from .onnx import write_metadata as write_onnx_metadata
 from .tflite_support import packed_files, read_support_metadata
@@ -151,10 +151,10 @@ def _layout(shape: tuple, path: Path) -> tuple[str, int | None, int | None, int]
                       "or one channel for grayscale.")
 
 
-def _fix_onnx_size(model, layout: str, size: int) -> None:
-    """Sets the input's height and width to ``size`` where they are not fixed."""
+def _fix_onnx_size(model, layout: str, height: int, width: int) -> None:
+    """Sets the input's height and width where they are not fixed."""
     dims = _onnx_inputs(model)[0].type.tensor_type.shape.dim
-    for axis in ((1, 2) if layout == "NHWC" else (2, 3)):
+    for axis, size in zip((1, 2) if layout == "NHWC" else (2, 3), (height, width)):
         if not (dims[axis].HasField("dim_value") and dims[axis].dim_value > 0):
             dims[axis].Clear()
             dims[axis].dim_value = size
@@ -283,18 +283,12 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
     if fmt == "onnx" and io.dtype == "uint8" and (contract.tensor.mean, contract.tensor.std) != ((0.0,) * 3, (1.0,) * 3):
         raise ConfigError(f"{src} takes uint8 input: pixels 0-255 as they are, which its graph scales itself; "
                           f"the normalisation given was {contract.input_norm}. Pass --input-norm raw.")
-    img_size = spec.img_size if spec is not None else None
-    if h is None or w is None:
-        if img_size is None:
-            raise ConfigError(f"{src}'s input size is not fixed ({io.shape}). Pass --img-size with the size it was "
-                              "trained at.")
-        if fmt == "onnx":
-            _fix_onnx_size(onnx_model, layout, img_size)
-        # a .tflite file is left as it is: the runtime resizes its input to the size the metadata records
-        h, w = h or img_size, w or img_size
-    elif img_size is not None and (h, w) != (img_size, img_size):
-        raise ConfigError(f"Received: --img-size {img_size} for a model whose input is fixed at {h}x{w}. "
-                          "Leave --img-size out.")
+    unfixed = h is None or w is None
+    h, w = input_size(h, w, spec.img_size if spec is not None else None,
+                      f"{src}'s input size is not fixed ({io.shape})")
+    if unfixed and fmt == "onnx":
+        _fix_onnx_size(onnx_model, layout, h, w)
+    # a .tflite file is left as it is: the runtime resizes its input to the size the metadata records
     if len(io.output_shape) != 2 or not io.output_shape[1]:
         raise ConfigError(f"{src}'s output has shape {io.output_shape}. Expected (batch, classes).")
     units = int(io.output_shape[1])

@@ -18,6 +18,7 @@ import numpy as np
 from edgeclf.edge_runtime.errors import ConfigError, DataError
 from edgeclf.edge_runtime.preprocess import RESIZE_METHODS, PreprocessSpec
 from edgeclf.edge_runtime.tensor import LUMA_RGB, InputTensor
+from edgeclf.models.factory import check_img_size, img_hw
 
 # How the model's training pipeline scaled RGB 0-255 pixels, named as the CLI takes them -> models.NORMALISATIONS.
 INPUT_NORMS = {"raw": "in_model", "unit": "unit", "tf": "tf", "caffe": "caffe", "torch": "torch"}
@@ -38,7 +39,8 @@ class ForeignSpec:
         input_norm: How the training pipeline scaled the RGB 0-255 pixels before the model, one of ``INPUT_NORMS``.
         output: ``probabilities`` (softmax, or one sigmoid unit), ``logits``, or ``auto`` to read it from the
             model's last layer.
-        img_size: Square input size, for a model whose input size is not fixed.
+        img_size: Input size for a model whose input size is not fixed: the side of a square input, or
+            ``(height, width)``.
         resize: Resampling filter of the training pipeline, one of ``RESIZE_METHODS``.
         mean: With ``input_norm="custom"`` (``--mean --std``): per-RGB-channel mean of pixels
             scaled to 0-1, torchvision's convention (``(x / 255 - mean) / std``); one value applies to all three.
@@ -48,7 +50,7 @@ class ForeignSpec:
     class_names: tuple[str, ...]
     input_norm: str
     output: str = "auto"
-    img_size: int | None = None
+    img_size: int | tuple[int, int] | None = None
     resize: str = "bilinear"
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
@@ -61,8 +63,8 @@ class ForeignSpec:
             raise ConfigError(f"Received: input_norm='{self.input_norm}'. Supported: {', '.join(INPUT_NORMS)}.")
         if self.output not in OUTPUTS:
             raise ConfigError(f"Received: output='{self.output}'. Supported: {', '.join(OUTPUTS)}.")
-        if self.img_size is not None and self.img_size < 1:
-            raise ConfigError(f"Received: img_size={self.img_size}. Expected a positive integer.")
+        if self.img_size is not None:
+            object.__setattr__(self, "img_size", check_img_size(self.img_size))
         if self.resize not in RESIZE_METHODS:
             raise ConfigError(f"Received: resize='{self.resize}'. Supported: {', '.join(RESIZE_METHODS)}.")
 
@@ -137,7 +139,8 @@ def spec_from_artifact(meta: dict) -> ForeignSpec:
     adapter, pre = meta["adapter"], meta["preprocess"]
     variable = None in adapter["source_input_shape"][:2]
     return ForeignSpec(tuple(meta["class_names"]), adapter["input_norm"], adapter["output"],
-                       pre["height"] if variable else None, pre["resize"], adapter.get("mean"), adapter.get("std"))
+                       (pre["height"], pre["width"]) if variable else None, pre["resize"], adapter.get("mean"),
+                       adapter.get("std"))
 
 
 def check_labels(class_names) -> tuple[str, ...]:
@@ -242,14 +245,7 @@ def adapt_model(model, spec: ForeignSpec):
             len(in_shape) == 4 and in_shape[1] in (1, 3)) else ""
         raise ConfigError(f"The model's input has shape {in_shape}. Expected (batch, height, width, 1 or 3).{hint}")
     _, h, w, channels = in_shape
-    if h is None or w is None:
-        if spec.img_size is None:
-            raise ConfigError(f"The model's input size is not fixed ({in_shape}). Pass --img-size with the size it "
-                              "was trained at.")
-        h = w = spec.img_size
-    elif spec.img_size is not None and (h, w) != (spec.img_size, spec.img_size):
-        raise ConfigError(f"Received: --img-size {spec.img_size} for a model whose input is fixed at {h}x{w}. "
-                          "Leave --img-size out.")
+    h, w = input_size(h, w, spec.img_size, f"The model's input size is not fixed ({in_shape})")
     if len(out_shape) != 2 or out_shape[-1] is None:
         raise ConfigError(f"The model's output has shape {out_shape}. Expected (batch, classes).")
     units = out_shape[-1]
@@ -292,6 +288,35 @@ def adapt_model(model, spec: ForeignSpec):
                     **({"mean": list(spec.mean), "std": list(spec.std)} if spec.input_norm == CUSTOM_NORM else {})},
     }
     return adapted, meta
+
+
+def input_size(h: int | None, w: int | None, img_size: int | tuple[int, int] | None, unfixed: str
+               ) -> tuple[int, int]:
+    """The ``(height, width)`` a model trained elsewhere runs at: its own where fixed, ``--img-size`` for the rest.
+
+    Args:
+        h, w: The model's input height and width, None where not fixed.
+        img_size: What ``--img-size`` gave (``check_img_size``), or None.
+        unfixed: Opens the error for a size that is not fixed and not given, e.g. "The model's input size is
+            not fixed ((None, None, None, 3))".
+
+    Raises:
+        ConfigError: For a size that is neither fixed nor given, or given unlike the model's fixed one.
+    """
+    if img_size is None:
+        if h is None or w is None:
+            raise ConfigError(f"{unfixed}. Pass --img-size with the size it was trained at: N for N x N, or HxW "
+                              "(height first).")
+        return int(h), int(w)
+    gh, gw = img_hw(img_size)
+    if (h is not None and h != gh) or (w is not None and w != gw):
+        fixed = f"{h or 'any'}x{w or 'any'}"
+        if h is not None and w is not None:
+            raise ConfigError(f"Received: --img-size {gh}x{gw} for a model whose input is fixed at {fixed}. "
+                              "Leave --img-size out.")
+        raise ConfigError(f"Received: --img-size {gh}x{gw} for a model whose input is {fixed} (height x width). "
+                          "Give the size it was trained at, with the fixed side as it is.")
+    return gh, gw
 
 
 def check_label_count(class_names: Sequence[str], units: int) -> None:
