@@ -104,6 +104,12 @@ class Classifier:
                             f"{self.backend.input_shape}. The file is inconsistent; export it again.")
         self.warnings = deployment_warnings(metadata, path)
 
+    def __repr__(self) -> str:
+        mode = (self.metadata.get("quantization") or {}).get("mode")
+        kind = " ".join(str(v) for v in (self.metadata.get("format"), mode) if v)
+        return (f"Classifier('{self.path}', {kind or 'format unknown'}, input {self.preprocess.height}x"
+                f"{self.preprocess.width}, classes {list(self.class_names)})")
+
     @classmethod
     def load(cls, path: str | os.PathLike, threads: int | None = None) -> "Classifier":
         """Opens an artefact with the backend its format needs.

@@ -36,6 +36,7 @@ def test_classifier_reads_everything_from_the_file(exported):
     assert c.class_names == ("bar_h", "bar_v")
     assert c.preprocess.size == (16, 16)
     assert c.metadata["quantization"]["mode"] == "int8"
+    assert repr(c) == f"Classifier('{c.path}', tflite int8, input 16x16, classes ['bar_h', 'bar_v'])"
 
 
 def test_classify_matches_the_backend_and_keras(exported):
