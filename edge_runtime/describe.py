@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .classifier import deployment_warnings
 from .errors import ConfigError
+from .preprocess import describe_crop
 from .tensor import InputTensor
 
 MAX_CLASSES_SHOWN = 20
@@ -83,6 +84,12 @@ def _gate(meta: dict) -> str:
     return text
 
 
+def _resize(pre: dict) -> str:
+    """How an image becomes the input: ``bilinear resize``, or ``centre crop 0.875, bilinear resize``."""
+    cropped = describe_crop(pre.get("crop"))
+    return f"{cropped + ', ' if cropped else ''}{pre.get('resize', '?')} resize"
+
+
 def _classes(meta: dict) -> str:
     names = list(meta.get("class_names", []))
     return f"{len(names)}: " + ", ".join(names[:MAX_CLASSES_SHOWN]) + (
@@ -108,7 +115,7 @@ def describe_run_model(meta: dict, path: Path, size_bytes: int | None = None, me
         ("model", "keras" + (f", {size_bytes / 1024:.0f} KiB" if size_bytes else "")),
         ("classes", _classes(meta)),
         ("input", f"{pre.get('height')}x{pre.get('width')} {pre.get('color', 'RGB')} {pre.get('layout', 'NHWC')} "
-                  f"float32; pixels {lo:g}-{hi:g}, {pre.get('resize', '?')} resize"),
+                  f"float32; pixels {lo:g}-{hi:g}, {_resize(pre)}"),
         ("backbone", f"{meta.get('backbone', '?')}" + (f", initial weights {weights}" if weights else "")),
     ]
     sizes = data.get("split_sizes") or {}
@@ -161,7 +168,7 @@ def describe(meta: dict, path: Path, size_bytes: int | None = None) -> list[tupl
         ("artefact", f"{meta.get('format', '?')} {mode}" + (f", {size_bytes / 1024:.0f} KiB" if size_bytes else "")),
         ("classes", _classes(meta)),
         ("input", f"{h}x{w} {pre.get('color', 'RGB')} {pre.get('layout', 'NHWC')} {inp.get('dtype', '?')}"
-                  f"{_quantised(inp.get('quantization'))}; pixels {lo:g}-{hi:g}, {pre.get('resize', '?')} resize"
+                  f"{_quantised(inp.get('quantization'))}; pixels {lo:g}-{hi:g}, {_resize(pre)}"
                   + (", JPEG draft decoding" if pre.get("draft") else "") + _tensor(inp)),
         ("output", f"{out.get('kind', '?')}, {out.get('dtype', '?')}{_quantised(out.get('quantization'))}"
                    + ("; one sigmoid unit scoring the second class" if out.get("units") == 1 else "")

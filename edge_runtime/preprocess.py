@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +39,28 @@ DEFAULT_MAX_PIXELS = 89_478_485
 _EXIF_ORIENTATION = 0x0112
 
 
+def check_crop(crop) -> float | None:
+    """A ``PreprocessSpec.crop`` value as a float, or None.
+
+    Raises:
+        ConfigError: For anything but None or a fraction in (0, 1].
+    """
+    if crop is None:
+        return None
+    if isinstance(crop, bool) or not isinstance(crop, (int, float)) or not 0 < crop <= 1:
+        raise ConfigError(f"Received: crop={crop!r}. Expected a fraction in (0, 1], e.g. 1 to crop to the input's "
+                          "aspect ratio or 0.875 for torchvision's Resize(256) + CenterCrop(224); or none to resize "
+                          "the whole image.")
+    return float(crop)
+
+
+def describe_crop(crop: float | None) -> str:
+    """``centre crop 0.875 of the input's aspect ratio`` (``... to the input's aspect ratio`` for 1); "" for None."""
+    if crop is None:
+        return ""
+    return "centre crop to the input's aspect ratio" if crop == 1 else f"centre crop {crop:g} of the input's aspect ratio"
+
+
 @dataclass(frozen=True)
 class PreprocessSpec:
     """What a model expects as input, recorded in every run directory and artefact.
@@ -53,6 +76,12 @@ class PreprocessSpec:
         layout: Tensor layout; always ``"NHWC"``.
         background: RGB colour that transparent pixels are composited onto.
         draft: Let JPEG decoding run at a reduced DCT scale that is still at least the target size.
+        crop: None to resize the whole image to the input size (its aspect ratio not kept). A fraction in (0, 1]
+            to resize only a centred box of the input's aspect ratio: the largest such box scaled by the fraction.
+            1 crops to the input's aspect ratio (Keras' ``crop_to_aspect_ratio``); 0.875 is torchvision's
+            ``Resize(256)`` + ``CenterCrop(224)``, done in one resampling step whose filter reads across the box's
+            edge as resizing first and cropping after does. ``to_dict`` leaves it out when None, so files that do
+            not crop stay readable by runtimes that predate it.
     """
 
     height: int
@@ -63,6 +92,7 @@ class PreprocessSpec:
     layout: str = "NHWC"
     background: tuple[int, int, int] = (255, 255, 255)
     draft: bool = True
+    crop: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("height", "width"):
@@ -81,6 +111,27 @@ class PreprocessSpec:
                               "normalisation is part of the artefact.")
         object.__setattr__(self, "value_range", (0.0, 255.0))
         object.__setattr__(self, "background", tuple(int(c) for c in self.background))
+        object.__setattr__(self, "crop", check_crop(self.crop))
+
+    def crop_box(self, width: int, height: int) -> tuple[float, float, float, float] | None:
+        """The ``(left, upper, right, lower)`` box of a ``width`` x ``height`` image that is resized to the input,
+        or None for the whole image."""
+        if self.crop is None:
+            return None
+        target = self.width / self.height
+        box_w, box_h = (height * target, height) if width / height > target else (width, width / target)
+        box_w, box_h = box_w * self.crop, box_h * self.crop
+        left, upper = (width - box_w) / 2, (height - box_h) / 2
+        return left, upper, left + box_w, upper + box_h
+
+    def decoded_size(self, width: int, height: int) -> tuple[int, int]:
+        """The smallest ``(height, width)`` a ``width`` x ``height`` image may be decoded at (JPEG draft) and still
+        give at least the input's pixels across its crop box."""
+        box = self.crop_box(width, height)
+        if box is None:
+            return self.height, self.width
+        scale = max(self.width / (box[2] - box[0]), self.height / (box[3] - box[1]))
+        return min(height, math.ceil(height * scale)), min(width, math.ceil(width * scale))
 
     @property
     def size(self) -> tuple[int, int]:
@@ -92,6 +143,8 @@ class PreprocessSpec:
         d = asdict(self)
         d["value_range"] = list(self.value_range)
         d["background"] = list(self.background)
+        if self.crop is None:
+            del d["crop"]
         return d
 
     @classmethod
@@ -214,6 +267,7 @@ def decode_image(
     draft_size: tuple[int, int] | None = None,
     background: tuple[int, int, int] = (255, 255, 255),
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_spec: PreprocessSpec | None = None,
 ) -> np.ndarray:
     """Decodes an image file to an upright (H, W, 3) uint8 RGB array.
 
@@ -227,6 +281,9 @@ def decode_image(
             scale that is still at least this size, which is several times faster for large photos.
         background: RGB colour for transparent pixels.
         max_pixels: Images with more pixels are refused as decompression bombs.
+        draft_spec: Instead of ``draft_size``: the contract the pixels will be resized by, so that a JPEG is
+            decoded at the smallest DCT scale that still gives its crop box (``PreprocessSpec.crop``) the input's
+            pixels.
 
     Returns:
         The decoded pixels.
@@ -239,10 +296,15 @@ def decode_image(
     given = img is source  # the caller's PIL image: used as it is, never closed or redecoded at a draft scale
     try:
         with contextlib.nullcontext(img) if given else img:
-            if draft_size is not None and img.format == "JPEG" and not given:
-                h, w = draft_size
-                orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
-                if orientation in (5, 6, 7, 8):  # the stored image is transposed relative to the upright one
+            if (draft_size is not None or draft_spec is not None) and img.format == "JPEG" and not given:
+                # the stored image is transposed relative to the upright one
+                transposed = img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+                if draft_spec is not None:
+                    stored_w, stored_h = img.size
+                    h, w = draft_spec.decoded_size(*((stored_h, stored_w) if transposed else (stored_w, stored_h)))
+                else:
+                    h, w = draft_size
+                if transposed:
                     h, w = w, h
                 img.draft("RGB", (w, h))
             img.load()
@@ -257,15 +319,17 @@ def decode_image(
 
 
 def resize_pixels(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """Resizes an (H, W, 3) uint8 RGB array to the spec's size with its filter.
+    """Resizes an (H, W, 3) uint8 RGB array to the spec's size with its filter (its crop box only, when it crops).
 
     Returns:
-        A new (height, width, 3) uint8 array, or the input itself when it already has that size.
+        A new (height, width, 3) uint8 array, or the input itself when it already has that size and is not cropped.
     """
-    if pixels.shape[:2] == spec.size:
+    h, w = pixels.shape[:2]
+    box = spec.crop_box(w, h)
+    if pixels.shape[:2] == spec.size and box in (None, (0, 0, w, h)):
         return pixels
     img = Image.fromarray(pixels, "RGB")
-    return np.asarray(img.resize((spec.width, spec.height), RESIZE_METHODS[spec.resize]))
+    return np.asarray(img.resize((spec.width, spec.height), RESIZE_METHODS[spec.resize], box=box))
 
 
 def load_image(source: ImageSource, spec: PreprocessSpec, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -281,15 +345,15 @@ def load_image(source: ImageSource, spec: PreprocessSpec, *, max_pixels: int = D
     """
     pixels = decode_image(
         source,
-        draft_size=spec.size if spec.draft else None,
         background=spec.background,
         max_pixels=max_pixels,
+        draft_spec=spec if spec.draft else None,
     )
     return resize_pixels(pixels, spec)
 
 
 def preprocess_frame(frame: np.ndarray, spec: PreprocessSpec, *, bgr: bool = False) -> np.ndarray:
-    """Resizes a decoded video frame or in-memory image to the spec's size.
+    """Resizes (and crops, when the spec does) a decoded video frame or in-memory image to the spec's size.
 
     Args:
         frame: (H, W, 3) uint8 pixels, or (H, W) greyscale.

@@ -161,6 +161,24 @@ def _img_size(_ctx, _param, value):
     return numbers[0] if len(set(numbers)) == 1 else tuple(numbers)
 
 
+def _crop(_ctx, _param, value):
+    """--crop FRACTION or none: a PreprocessSpec.crop value."""
+    if value is None or value.lower() == "none":
+        return None
+    try:
+        crop = float(value)
+    except ValueError:
+        crop = None
+    if crop is None or not 0 < crop <= 1:
+        raise click.BadParameter(f"Received: '{value}'. Expected a fraction in (0, 1] such as 1 or 0.875, or none.")
+    return crop
+
+
+_CROP_HELP = ("Centre crop before resizing, as a fraction of the largest centred box of the input's aspect ratio: "
+              "1 keeps the aspect ratio (a wider image loses its sides), 0.875 is torchvision's Resize(256) + "
+              "CenterCrop(224)")
+
+
 # Options default to None so that only what the user typed overrides a recipe (or the built-in defaults, shown in
 # brackets). A None never clobbers a recipe's setting.
 @main.command()
@@ -171,6 +189,7 @@ def _img_size(_ctx, _param, value):
 @click.option("--img-size", callback=_img_size,
               help="Input size in pixels: N for N x N, or HxW (height first), e.g. 160x288 for 16:9 camera frames "
                    "[default: the recipe's or backbone's].")
+@click.option("--crop", callback=_crop, help=_CROP_HELP + " [default: none: the whole image, stretched to the input].")
 @click.option("--weights", help="imagenet, none, or a backbone .weights.h5 path [default: imagenet; none for "
                    "backbones without pretrained weights, e.g. simple_cnn].")
 @click.option("--epochs", type=int, help="Epochs (first phase) [default: 10].")
@@ -204,8 +223,8 @@ def _img_size(_ctx, _param, value):
 @click.option("--keep-cache", is_flag=True, default=None, help="Keep the decoded-image cache in the run directory.")
 @click.option("--force", is_flag=True, help="Replace an existing run in --out.")
 @click.pass_context
-def train(ctx, data, out_dir, recipe, backbone, img_size, weights, pooling, dense, dropout, augment, randaugment, split,
-          force, **options):
+def train(ctx, data, out_dir, recipe, backbone, img_size, crop, weights, pooling, dense, dropout, augment, randaugment,
+          split, force, **options):
     """Train a classifier on DATA and write a run directory.
 
     DATA is a folder of class folders (root/<class>/*.jpg), pre-split folders (root/{train,val,test}/<class>/),
@@ -250,7 +269,7 @@ def train(ctx, data, out_dir, recipe, backbone, img_size, weights, pooling, dens
                            else head.dropouts)
         name = backbone or (r.backbone if r else "mobilenet_v2")
         size = r.img_size if img_size is None and r and not backbone else img_size
-        kwargs = dict(backbone=name, img_size=size, head=head,
+        kwargs = dict(backbone=name, img_size=size, crop=crop, head=head,
                       weights=weights or (r.weights if r else "imagenet" if get_backbone(name).pretrained else "none"),
                       normalisation=r.normalisation if r and not backbone else None, spec=spec, force=force,
                       reporter=ClickReporter(ctx.obj["verbose"]))
@@ -315,17 +334,19 @@ _FOREIGN_OPTIONS = (
                       "N x N or HxW (height first)."),
     click.option("--resize", type=click.Choice(["bilinear", "nearest", "bicubic", "area", "lanczos"]),
                  help="Model trained elsewhere: the resampling filter its training used [default: bilinear]."),
+    click.option("--crop", callback=_crop,
+                 help="Model trained elsewhere: its pipeline's centre crop. " + _CROP_HELP + " [default: none]."),
 )
 
 
 def _foreign_model_options(command):
-    """--labels, --input-norm, --model-output, --img-size and --resize: a Keras model trained outside edgeclf."""
+    """--labels, --input-norm, --model-output, --img-size, --resize and --crop: a model trained outside edgeclf."""
     for option in reversed(_FOREIGN_OPTIONS):
         command = option(command)
     return command
 
 
-def _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean=None, std=None):
+def _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean=None, std=None, crop=None):
     """The ForeignSpec the options describe, or None for an edgeclf run's model (and then none may be given).
 
     ``mean``/``std`` (adopt's --mean/--std, comma-separated) stand for --input-norm with their own numbers.
@@ -347,9 +368,9 @@ def _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean=None, 
                                   "0.485,0.456,0.406.") from None
 
         return ForeignSpec(parse_labels(labels), input_norm, output_kind, img_size, resize or "bilinear",
-                           mean=numbers("--mean", mean), std=numbers("--std", std))
-    if output_kind != "auto" or img_size is not None or resize is not None:
-        raise ConfigError("--model-output, --img-size and --resize describe a model trained elsewhere and "
+                           mean=numbers("--mean", mean), std=numbers("--std", std), crop=crop)
+    if output_kind != "auto" or img_size is not None or resize is not None or crop is not None:
+        raise ConfigError("--model-output, --img-size, --resize and --crop describe a model trained elsewhere and "
                           "go with --labels and --input-norm; an edgeclf run's metadata.json sets them.")
     return None
 
@@ -367,7 +388,7 @@ def _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean=None, 
 @_foreign_model_options
 @click.pass_context
 def evaluate(ctx, model, data, split, out_dir, batch_size, threshold, force, labels, input_norm, mean, std, output_kind,
-             img_size, resize):
+             img_size, resize, crop):
     """Evaluate a trained model.keras on DATA (any form `train` accepts).
 
     A .keras classifier trained elsewhere (no metadata.json beside it) needs --labels and --input-norm, as for
@@ -383,7 +404,7 @@ def evaluate(ctx, model, data, split, out_dir, batch_size, threshold, force, lab
     def go():
         from edgeclf.toolkit.evaluate import evaluate as run_eval
 
-        foreign = _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean, std)
+        foreign = _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean, std, crop)
         result = run_eval(model, data, split=split, out_dir=out_dir, batch_size=batch_size, force=force,
                           threshold=threshold, foreign=foreign, reporter=ClickReporter(ctx.obj["verbose"]))
         m = result.metrics
@@ -459,7 +480,8 @@ def _min_agreement(_ctx, _param, value):
 @_foreign_model_options
 @click.pass_context
 def export(ctx, model, formats, quantize, calib, dataset, calib_method, reduce_range, out_dir, name, min_agreement,
-           calib_images, verify_images, no_verify, force, labels, input_norm, mean, std, output_kind, img_size, resize):
+           calib_images, verify_images, no_verify, force, labels, input_norm, mean, std, output_kind, img_size, resize,
+           crop):
     """Export MODEL (a model.keras from `edgeclf train`) to TFLite and ONNX artefacts.
 
     Each artefact is run through the edge runtime on held-out images and compared with the Keras model; one
@@ -480,7 +502,7 @@ def export(ctx, model, formats, quantize, calib, dataset, calib_method, reduce_r
     def go():
         from edgeclf.toolkit.export import ExportSpec, QuantSpec, export_model
 
-        foreign = _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean, std)
+        foreign = _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean, std, crop)
         modes = [m.strip() for m in quantize.split(",") if m.strip()]
         reduce = {"auto": None, "on": True, "off": False}[reduce_range]
         quant = tuple(QuantSpec.int8(calib_method, reduce_range=reduce) if m == "int8" else QuantSpec(m) for m in modes)
@@ -506,7 +528,7 @@ def export(ctx, model, formats, quantize, calib, dataset, calib_method, reduce_r
 @click.option("--force", is_flag=True, help="Overwrite an existing copy.")
 @_foreign_model_options
 @click.pass_context
-def adopt(ctx, model, out_path, check, force, labels, input_norm, mean, std, output_kind, img_size, resize):
+def adopt(ctx, model, out_path, check, force, labels, input_norm, mean, std, output_kind, img_size, resize, crop):
     """Give a .tflite or .onnx classifier made elsewhere (Teachable Machine, Model Maker, PyTorch via ONNX) the
     metadata edgeclf's runtime reads, so predict, camera, bench and info take it.
 
@@ -532,7 +554,7 @@ def adopt(ctx, model, out_path, check, force, labels, input_norm, mean, std, out
         from edgeclf.toolkit.export.adopt import adopt as adopt_model
 
         # None: the file's own TFLite Support metadata (Model Maker's) must give both
-        spec = _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean, std)
+        spec = _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean, std, crop)
         result = adopt_model(model, out_path, spec=spec, check=check, force=force,
                              reporter=ClickReporter(ctx.obj["verbose"]))
         click.secho(str(result.path), bold=True)

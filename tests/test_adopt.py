@@ -351,6 +351,16 @@ def test_an_onnx_input_open_in_height_and_width_is_fixed_at_a_non_square_img_siz
     red, blue = np.zeros((30, 50, 3), np.uint8), np.zeros((30, 50, 3), np.uint8)
     red[..., 0], blue[..., 2] = 200, 200
     assert [c.best.label for c in clf.classify([red, blue])] == ["red", "blue"]
+    # --crop: a red centre in a blue frame is blue as a whole, red as its middle half
+    framed = blue.copy()
+    framed[10:20, 15:35] = (200, 0, 0)
+    assert clf.classify([framed])[0].best.label == "blue"
+    cropped = tmp_path / "cropped.onnx"
+    r = CliRunner().invoke(main, ["adopt", str(src), "--labels", "red,blue", "--input-norm", "unit",
+                                  "--img-size", "16x24", "--crop", "0.5", "--out", str(cropped)])
+    assert r.exit_code == 0, r.output
+    assert read_metadata(cropped)["preprocess"]["crop"] == 0.5
+    assert Classifier.load(cropped, threads=1).classify([framed])[0].best.label == "red"
 
 
 def test_check_names_a_label_order_that_fits_better(exported, foreign, tmp_path):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -79,22 +80,35 @@ def test_a_bad_image_size_is_rejected_not_replaced_by_the_default(tiny_folders, 
     assert not (tmp_path / "r").exists()
 
 
-def test_a_non_square_input_size_runs_from_training_to_predict(tiny_folders, tmp_path):
+@pytest.mark.parametrize("crop", ["0", "1.5", "half"])
+def test_a_bad_crop_is_a_usage_error(tiny_folders, tmp_path, crop):
+    result = CliRunner().invoke(main, ["train", str(tiny_folders), "--crop", crop, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert f"Received: '{crop}'. Expected a fraction in (0, 1] such as 1 or 0.875, or none." in result.output
+
+
+def test_a_non_square_cropped_input_runs_from_training_to_predict(tiny_folders, tmp_path):
+    from edgeclf.edge_runtime import PreprocessSpec, load_image
+
     run = tmp_path / "wide"
     trained = CliRunner().invoke(main, ["train", str(tiny_folders), "--backbone", "simple_cnn", "--img-size", "16x24",
-                                        "--epochs", "1", "--no-augment", "--out", str(run)])
+                                        "--crop", "1", "--epochs", "1", "--no-augment", "--out", str(run)])
     assert trained.exit_code == 0, trained.output
     assert "Training simple_cnn at 16x24px" in trained.output
     meta = json.loads((run / "metadata.json").read_text())
     assert meta["input"]["shape"] == [16, 24, 3] and meta["model"]["img_size"] == [16, 24]
-    assert (meta["preprocess"]["height"], meta["preprocess"]["width"]) == (16, 24)
+    assert (meta["preprocess"]["height"], meta["preprocess"]["width"], meta["preprocess"]["crop"]) == (16, 24, 1.0)
+    assert "input [16, 24, 3] RGB 0-255 (centre crop to the input's aspect ratio)" in (run / "report.md").read_text()
     exported = CliRunner().invoke(main, ["export", str(run / "model.keras"), "--quantize", "fp32"])
     assert exported.exit_code == 0, exported.output
     for name in ("wide_fp32.tflite", "wide_fp32.onnx"):
         clf = Classifier.load(run / "export" / name, threads=1)
         assert clf.backend.input_shape == (16, 24, 3) and clf.preprocess.size == (16, 24)
+        image = str(next(tiny_folders.rglob("*.png")))  # the runtime crops as training did
+        np.testing.assert_array_equal(clf.prepare(image), load_image(image, PreprocessSpec(16, 24, crop=1)))
     info = CliRunner().invoke(main, ["info", str(run / "export" / "wide_fp32.onnx")])
-    assert "input         16x24 RGB NHWC" in info.output, info.output
+    assert "input         16x24 RGB NHWC float32; pixels 0-255, centre crop to the input's aspect ratio, bilinear" \
+        in info.output, info.output
     predicted = CliRunner().invoke(main, ["predict", str(run / "export" / "wide_fp32.tflite"), str(tiny_folders),
                                           "--format", "jsonl"])
     assert predicted.exit_code == 0, predicted.output

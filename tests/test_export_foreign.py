@@ -167,23 +167,25 @@ def test_grayscale_and_variable_size_models(notebook, tmp_path):
     assert np.abs(probs - expected).max() < 1e-2
 
 
-def test_a_variable_size_model_exports_at_a_non_square_img_size(notebook, tmp_path):
+def test_a_variable_size_model_exports_at_a_non_square_img_size_and_crop(notebook, tmp_path):
     from edgeclf.edge_runtime import PreprocessSpec, load_image
+    from edgeclf.toolkit.export.foreign import spec_from_artifact
 
     data, _ = notebook
     model = _notebook_model(2, "softmax", size=None)
     path = tmp_path / "any_size.keras"
     model.save(path)
     results = export_model(path, tmp_path / "out", spec=ExportSpec(quant=(QuantSpec.float32(),)), calib=data,
-                           foreign=ForeignSpec(CLASSES, "unit", img_size=(16, 24)))
+                           foreign=ForeignSpec(CLASSES, "unit", img_size=(16, 24), crop=1))
     files = [str(f) for f in sorted(data.rglob("*.png"))[::10]]
-    # the 16x16 images, resized to 16 high and 24 wide as the artefact's metadata tells every runtime to
-    pixels = np.stack([load_image(f, PreprocessSpec(16, 24)) for f in files]).astype("float32")
+    # the 16x16 images' centred 16x10.7 boxes, resized to 16 high and 24 wide, as the metadata tells every runtime
+    pixels = np.stack([load_image(f, PreprocessSpec(16, 24, crop=1)) for f in files]).astype("float32")
     expected = np.asarray(model(pixels / 255.0))
     for r in results:
         assert r.passed, r.reason
         meta = read_metadata(r.path)
         assert meta["input"]["shape"] == [16, 24, 3] and meta["adapter"]["source_input_shape"] == [None, None, 3]
+        assert meta["preprocess"]["crop"] == 1.0 and spec_from_artifact(meta).crop == 1.0
         probs = np.stack([c.probabilities for c in Classifier.load(r.path, threads=1).classify(files)])
         np.testing.assert_allclose(probs, expected, atol=1e-5)
 

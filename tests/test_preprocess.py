@@ -158,3 +158,57 @@ def test_value_range_other_than_raw_pixels_is_refused():
     for bad in ((-1, 1), (0, 1), (0, 255, 1)):
         with pytest.raises(ConfigError, match="Supported: \\(0, 255\\)"):
             PreprocessSpec(1, 1, value_range=bad)
+
+
+def _bands(width: int, height: int) -> np.ndarray:
+    """Blue, red and green vertical bands: the left quarter, the middle half, the right quarter."""
+    arr = np.zeros((height, width, 3), np.uint8)
+    arr[:, : width // 4] = (0, 0, 255)
+    arr[:, width // 4: 3 * width // 4] = (255, 0, 0)
+    arr[:, 3 * width // 4:] = (0, 255, 0)
+    return arr
+
+
+def test_crop_resizes_only_the_centred_box_of_the_inputs_aspect_ratio(tmp_path):
+    p = _save(Image.fromarray(_bands(80, 40)), tmp_path / "wide.png", "PNG")
+    stretched = load_image(p, PreprocessSpec(16, 16))
+    assert stretched[8, 0].tolist() == [0, 0, 255] and stretched[8, -1].tolist() == [0, 255, 0]
+    # the 40x40 box of a square input (20 <= x < 60) is the red band: only the filter's reach across the box's
+    # edge, as when the whole image is resized and then cropped, tints the outermost columns
+    cropped = load_image(p, PreprocessSpec(16, 16, crop=1))
+    assert np.all(cropped[:, 1:-1] == (255, 0, 0)) and cropped[:, [0, -1], 0].min() >= 192
+    half = PreprocessSpec(16, 16, crop=0.5)  # 30 <= x < 50: red to the edges
+    assert np.all(load_image(p, half) == (255, 0, 0))
+    # frames (the camera, arrays given to classify) take the same box; BGR turned to RGB first
+    assert np.all(preprocess_frame(_bands(80, 40)[:, :, ::-1].copy(), half, bgr=True) == (255, 0, 0))
+    assert PreprocessSpec(16, 16, crop=1).crop_box(80, 40) == (20.0, 0.0, 60.0, 40.0)
+    assert PreprocessSpec(10, 40, crop=1).crop_box(80, 40) == (0.0, 10.0, 80.0, 30.0)  # a wider input: rows go
+    assert PreprocessSpec(16, 16, crop=0.875).crop_box(256, 256) == (16.0, 16.0, 240.0, 240.0)  # CenterCrop(224)
+    assert PreprocessSpec(16, 16).crop_box(80, 40) is None
+
+
+def test_crop_is_recorded_only_when_set_and_validated():
+    assert "crop" not in PreprocessSpec(8, 8).to_dict()  # files that do not crop stay readable by older runtimes
+    spec = PreprocessSpec(8, 8, crop=0.875)
+    assert spec.to_dict()["crop"] == 0.875 and PreprocessSpec.from_dict(spec.to_dict()) == spec
+    assert PreprocessSpec(8, 8, crop=1).crop == 1.0
+    for bad in (0, 1.5, -0.5, True, "1"):
+        with pytest.raises(ConfigError, match="Expected a fraction in \\(0, 1\\]"):
+            PreprocessSpec(8, 8, crop=bad)
+
+
+def test_draft_decoding_keeps_the_crop_box_at_least_the_input_size(tmp_path):
+    # stored 1600x800 and turned upright by EXIF (6: 90 degrees clockwise) to 800x1600: the bands run across it,
+    # blue at the top, red in the middle half, green at the bottom
+    img = Image.fromarray(_bands(1600, 800))
+    exif = img.getexif()
+    exif[0x0112] = 6
+    p = tmp_path / "portrait.jpg"
+    img.save(p, "JPEG", quality=95, exif=exif)
+    spec = PreprocessSpec(64, 64, crop=0.5)  # the centred 400x400 box of the upright image, all red
+    assert spec.decoded_size(800, 1600) == (256, 128)
+    # the smallest DCT scale that keeps that: 1/4 (not 1/8, which would leave the box 50x50)
+    assert decode_image(p, draft_spec=spec).shape == (400, 200, 3)
+    drafted, full = load_image(p, spec).astype(int), load_image(p, PreprocessSpec(64, 64, crop=0.5, draft=False))
+    assert np.abs(drafted - full.astype(int)).max() <= 8
+    assert np.abs(drafted - (255, 0, 0)).max() <= 8

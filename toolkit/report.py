@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeclf.edge_runtime.preprocess import describe_crop
 from edgeclf.models.factory import HeadSpec
 
 from .io import write_text
@@ -35,7 +36,9 @@ def write_train_report(run: Path, meta: dict, metrics_doc: dict) -> Path:
         f"# edgeclf run: {meta['backbone']} on {Path(ds['path']).name}",
         "",
         f"- edgeclf {meta['edgeclf_version']}, {meta['created']}, wall time {meta['wall_time_s']} s",
-        f"- backbone `{meta['backbone']}`, input {meta['input']['shape']} RGB 0-255, weights `{meta['model']['weights']}`, "
+        f"- backbone `{meta['backbone']}`, input {meta['input']['shape']} RGB 0-255"
+        + (f" ({describe_crop(meta['preprocess']['crop'])})" if meta["preprocess"].get("crop") is not None else "")
+        + f", weights `{meta['model']['weights']}`, "
         f"head: {HeadSpec(**meta['model']['head']).describe(len(names))}",
         f"- hardware: {'GPU ' + ', '.join(meta['hardware']['gpus']) if meta['hardware']['gpus'] else 'CPU'}"
         f"{', mixed precision' if meta['hardware']['mixed_precision'] else ''}"

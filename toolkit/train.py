@@ -492,6 +492,7 @@ def train(
     force: bool = False,
     reporter: Reporter | None = None,
     callbacks: Sequence = (),
+    crop: float | None = None,
 ) -> TrainResult:
     """Trains a classifier and writes a complete run directory.
 
@@ -507,6 +508,8 @@ def train(
         force: Replace a finished run, or an unfinished one with other settings.
         reporter: Progress sink (the CLI draws bars).
         callbacks: Extra Keras callbacks for every phase.
+        crop: Centre crop before resizing (``PreprocessSpec.crop``): None resizes the whole image; 1 crops to the
+            input's aspect ratio. Recorded in the run, so evaluation, export and every runtime crop the same.
 
     Returns:
         The TrainResult.
@@ -523,7 +526,7 @@ def train(
     run = Path(out_dir)
     ds = discover(data)
     model_spec = ModelSpec(backbone, len(ds.class_names), img_size, weights, head, normalisation)
-    preprocess = PreprocessSpec(model_spec.height, model_spec.width)
+    preprocess = PreprocessSpec(model_spec.height, model_spec.width, crop=crop)
     config = {"data": str(Path(data).resolve()), "model": model_spec.to_dict(), "train": spec.to_dict(),
               "preprocess": preprocess.to_dict()}
     state, resumed = _prepare_run_dir(run, config, force)

@@ -169,6 +169,7 @@ class _Contract:
     input_norm: str  # an --input-norm name, or where the normalisation was read from
     output: str
     resize: str
+    crop: float | None = None
 
 
 def _contract(spec: ForeignSpec | None, support, layout: str, channels: int, src: Path, reporter: Reporter
@@ -176,7 +177,7 @@ def _contract(spec: ForeignSpec | None, support, layout: str, channels: int, src
     """``channels`` 1 (grayscale): the runtime feeds the luminance Pillow's convert("L") computes."""
     if spec is not None:
         contract = _Contract(spec.class_names, spec.input_tensor(layout, channels), spec.describe_norm(), spec.output,
-                             spec.resize)
+                             spec.resize, spec.crop)
         if support is not None and support.labels and tuple(support.labels) != contract.class_names:
             reporter.warn(f"{src}'s own metadata names its classes {', '.join(support.labels)}; using --labels "
                           f"{', '.join(contract.class_names)} as given.")
@@ -203,7 +204,7 @@ def _contract(spec: ForeignSpec | None, support, layout: str, channels: int, src
 
 def _metadata(src: Path, sha: str, io: _ModelIO, contract: _Contract, h: int, w: int, kind: str, units: int,
               check: dict | None) -> dict:
-    pre = PreprocessSpec(h, w, resize=contract.resize)
+    pre = PreprocessSpec(h, w, resize=contract.resize, crop=contract.crop)
     tensor = contract.tensor
     return {
         "edgeclf_version": edgeclf.__version__,
@@ -294,7 +295,7 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
     units = int(io.output_shape[1])
     names = contract.class_names
     check_label_count(names, units)
-    pre = PreprocessSpec(h, w, resize=contract.resize)
+    pre = PreprocessSpec(h, w, resize=contract.resize, crop=contract.crop)
 
     images = None
     if check is not None:

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edgeclf.edge_runtime.errors import ConfigError, DataError
-from edgeclf.edge_runtime.preprocess import RESIZE_METHODS, PreprocessSpec
+from edgeclf.edge_runtime.preprocess import RESIZE_METHODS, PreprocessSpec, check_crop
 from edgeclf.edge_runtime.tensor import LUMA_RGB, InputTensor
 from edgeclf.models.factory import check_img_size, img_hw
 
@@ -45,6 +45,8 @@ class ForeignSpec:
         mean: With ``input_norm="custom"`` (``--mean --std``): per-RGB-channel mean of pixels
             scaled to 0-1, torchvision's convention (``(x / 255 - mean) / std``); one value applies to all three.
         std: Its standard deviation, on the same scale.
+        crop: The centre crop of the training pipeline (``PreprocessSpec.crop``): None for none, 0.875 for
+            torchvision's ``Resize(256)`` + ``CenterCrop(224)``.
     """
 
     class_names: tuple[str, ...]
@@ -54,6 +56,7 @@ class ForeignSpec:
     resize: str = "bilinear"
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    crop: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "class_names", check_labels(self.class_names))
@@ -67,6 +70,7 @@ class ForeignSpec:
             object.__setattr__(self, "img_size", check_img_size(self.img_size))
         if self.resize not in RESIZE_METHODS:
             raise ConfigError(f"Received: resize='{self.resize}'. Supported: {', '.join(RESIZE_METHODS)}.")
+        object.__setattr__(self, "crop", check_crop(self.crop))
 
 
     def _check_custom(self) -> None:
@@ -116,7 +120,7 @@ def refuse_run_model(model_path: Path) -> None:
     """
     if Path(model_path).with_name("metadata.json").exists():
         raise ConfigError(f"{model_path} has a metadata.json beside it, which sets its class names and input: "
-                          "--labels, --input-norm, --model-output, --img-size and --resize are for Keras models "
+                          "--labels, --input-norm, --model-output, --img-size, --resize and --crop are for Keras models "
                           "trained elsewhere. Leave them out.")
 
 
@@ -140,7 +144,7 @@ def spec_from_artifact(meta: dict) -> ForeignSpec:
     variable = None in adapter["source_input_shape"][:2]
     return ForeignSpec(tuple(meta["class_names"]), adapter["input_norm"], adapter["output"],
                        (pre["height"], pre["width"]) if variable else None, pre["resize"], adapter.get("mean"),
-                       adapter.get("std"))
+                       adapter.get("std"), pre.get("crop"))
 
 
 def check_labels(class_names) -> tuple[str, ...]:
@@ -280,7 +284,7 @@ def adapt_model(model, spec: ForeignSpec):
     adapted = keras.Model(inputs, y, name=f"edgeclf_adapted_{model.name}")
     meta = {
         "class_names": list(spec.class_names),
-        "preprocess": PreprocessSpec(int(h), int(w), resize=spec.resize).to_dict(),
+        "preprocess": PreprocessSpec(int(h), int(w), resize=spec.resize, crop=spec.crop).to_dict(),
         "backbone": None,
         "adapter": {"source_input_shape": [None if d is None else int(d) for d in in_shape[1:]],
                     "input_norm": spec.input_norm, "output": kind, "output_units": int(units),
