@@ -240,6 +240,7 @@ def train(ctx, data, out_dir, recipe, backbone, img_size, crop, weights, pooling
       edgeclf train data/helmets --backbone mobilenet_v2 --epochs 10 --out runs/helmet
       edgeclf train data/fmnist --backbone simple_cnn --weights none --img-size 28 --out runs/fm
       edgeclf train data/helmets --recipe helmet-vgg16-fixed --epochs 5 --out runs/helmet-vgg
+      edgeclf train data/site-cam --backbone mobilenet_v3_small --img-size 160x288 --crop 1 --out runs/cam
       KERAS_BACKEND=jax edgeclf train data/helmets --backbone mobilenet_v2 --out runs/helmet-jax
     """
 
