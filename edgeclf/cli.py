@@ -174,9 +174,8 @@ def _crop(_ctx, _param, value):
     return crop
 
 
-_CROP_HELP = ("Centre crop before resizing, as a fraction of the largest centred box of the input's aspect ratio: "
-              "1 keeps the aspect ratio (a wider image loses its sides), 0.875 is torchvision's Resize(256) + "
-              "CenterCrop(224)")
+_CROP_HELP = ("as a fraction of the largest centred box of the input's aspect ratio: 1 keeps the aspect ratio (a "
+              "wider image loses its sides), 0.875 is torchvision's Resize(256) + CenterCrop(224)")
 
 
 # Options default to None so that only what the user typed overrides a recipe (or the built-in defaults, shown in
@@ -186,10 +185,12 @@ _CROP_HELP = ("Centre crop before resizing, as a fraction of the largest centred
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Run directory to write (resumed if unfinished).")
 @click.option("--recipe", help="A named recipe (see `edgeclf recipes`); the options below override its settings.")
 @click.option("--backbone", help="Backbone name (see `edgeclf backbones`) [default: mobilenet_v2].")
-@click.option("--img-size", callback=_img_size,
+@click.option("--img-size", callback=_img_size, metavar="N|HxW",
               help="Input size in pixels: N for N x N, or HxW (height first), e.g. 160x288 for 16:9 camera frames "
                    "[default: the recipe's or backbone's].")
-@click.option("--crop", callback=_crop, help=_CROP_HELP + " [default: none: the whole image, stretched to the input].")
+@click.option("--crop", callback=_crop, metavar="F|none",
+              help="Centre crop before resizing, " + _CROP_HELP + " [default: none: the whole image, stretched to the "
+                   "input].")
 @click.option("--weights", help="imagenet, none, or a backbone .weights.h5 path [default: imagenet; none for "
                    "backbones without pretrained weights, e.g. simple_cnn].")
 @click.option("--epochs", type=int, help="Epochs (first phase) [default: 10].")
@@ -330,13 +331,13 @@ _FOREIGN_OPTIONS = (
                  default="auto", show_default=True,
                  help="Model trained elsewhere: what it outputs; auto reads it from the model (a Keras model's last "
                       "layer; an adopted file's outputs on probe images)."),
-    click.option("--img-size", callback=_img_size,
+    click.option("--img-size", callback=_img_size, metavar="N|HxW",
                  help="Model trained elsewhere whose input size is not fixed: the size it was trained at, N for "
                       "N x N or HxW (height first)."),
     click.option("--resize", type=click.Choice(["bilinear", "nearest", "bicubic", "area", "lanczos"]),
                  help="Model trained elsewhere: the resampling filter its training used [default: bilinear]."),
-    click.option("--crop", callback=_crop,
-                 help="Model trained elsewhere: its pipeline's centre crop. " + _CROP_HELP + " [default: none]."),
+    click.option("--crop", callback=_crop, metavar="F|none",
+                 help="Model trained elsewhere: its pipeline's centre crop, " + _CROP_HELP + " [default: none]."),
 )
 
 
