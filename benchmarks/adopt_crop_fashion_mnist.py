@@ -15,7 +15,6 @@ pixels the runtime feeds are compared with the pipeline's on every test image.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
@@ -24,7 +23,7 @@ import numpy as np
 from edgeclf.benchmarks.adopt_fashion_mnist import _float_tflite, _tf2onnx
 from edgeclf.benchmarks.fashion_mnist import CLASS_NAMES
 from edgeclf.benchmarks.foreign_fashion_mnist import fit_notebook_cnn, notebook_setup, write_test_pngs
-from edgeclf.benchmarks.machine import describe
+from edgeclf.benchmarks.machine import describe, write_record
 
 RESIZE, CROP = 32, 28  # torchvision's Resize(32) + CenterCrop(28): the centre 28/32 of the image
 IMAGENET_MEAN, IMAGENET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
@@ -95,8 +94,6 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"), "machine": describe(), "epochs": args.epochs, "train_s": round(train_s, 1),
         "notebook_accuracy": notebook_accuracy, "rows": rows,
     }
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "adopt_crop_fashion_mnist.json").write_text(json.dumps(record, indent=2) + "\n")
     m = record["machine"]
     md = ["# Adopting a centre-cropping pipeline's files: `--crop` (Fashion-MNIST, 10 classes)", "",
           f"- date {record['date']}; {m['cpu']}, {m['affinity_cores']} cores; command: "
@@ -116,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
            f"{r['mean_pixel_diff_vs_pipeline']:.3f} | {100 * r['agreement_with_notebook']:.2f}% | "
            f"{r['max_abs_diff_vs_notebook']:.2e} | {r['accuracy']:.4f} | "
            f"{100 * (r['accuracy'] - notebook_accuracy):+.2f} |" for r in rows]
-    (args.results / "adopt_crop_fashion_mnist.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_record(args.results, "adopt_crop_fashion_mnist", record, md)
     return 0
 
 
