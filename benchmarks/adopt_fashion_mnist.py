@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeclf.benchmarks.fashion_mnist import CLASS_NAMES
-from edgeclf.benchmarks.foreign_fashion_mnist import fit_notebook_cnn, notebook_setup, write_test_pngs
+from edgeclf.benchmarks.foreign_fashion_mnist import (fit_notebook_cnn, notebook_setup, runtime_vs_notebook,
+                                                      write_test_pngs)
 from edgeclf.benchmarks.machine import describe
 
 CALIBRATION_IMAGES = 300
@@ -131,18 +132,13 @@ def main(argv: list[str] | None = None) -> int:
         adopt_s = time.perf_counter() - started
         meta = result.metadata
         clf = Classifier.load(result.path, threads=2)
-        started = time.perf_counter()
-        probs = np.stack([c.probabilities for c in clf.classify(pngs)])
-        wall = time.perf_counter() - started
         rows.append({
             "file": src.name, "made_by": {"float": "TFLiteConverter", "uint8": "TFLiteConverter, full integer uint8",
                                           "nchw": "tf2onnx inputs_as_nchw"}[kind],
             "size_bytes": src.stat().st_size, "adopt_s": round(adopt_s, 2),
             "input": {k: meta["input"][k] for k in ("shape", "dtype", "layout", "color", "mean", "std")},
             "output_kind_found": meta["output"]["kind"], "mode": meta["quantization"]["mode"],
-            "agreement_with_notebook": float((probs.argmax(1) == expected.argmax(1)).mean()),
-            "max_abs_diff_vs_notebook": float(np.abs(probs - expected).max()),
-            "accuracy": float((probs.argmax(1) == test_y).mean()), "classify_10k_s": round(wall, 2),
+            **runtime_vs_notebook(clf, pngs, expected, test_y),
         })
     model, binary_files = binary_gray_files(train_x, train_y, args.epochs, args.work)
     test_keep = np.flatnonzero(np.isin(test_y, [CLASS_NAMES.index(c) for c in BINARY]))

@@ -56,6 +56,17 @@ def notebook_probabilities(path: Path, images: np.ndarray) -> np.ndarray:
     return softmax(keras.models.load_model(path).predict(images[..., None] / 255.0, batch_size=512, verbose=0))
 
 
+def runtime_vs_notebook(clf, paths, expected: np.ndarray, labels: np.ndarray) -> dict:
+    """Classifies ``paths`` through the runtime and compares with the notebook's own probabilities ``expected``:
+    top-1 agreement, the largest probability difference, accuracy on ``labels`` and the time it took."""
+    started = time.perf_counter()
+    probs = np.stack([c.probabilities for c in clf.classify([str(p) for p in paths])])
+    wall = time.perf_counter() - started
+    return {"agreement_with_notebook": float((probs.argmax(1) == expected.argmax(1)).mean()),
+            "max_abs_diff_vs_notebook": float(np.abs(probs - expected).max()),
+            "accuracy": float((probs.argmax(1) == labels).mean()), "classify_10k_s": round(wall, 2)}
+
+
 def write_test_pngs(images: np.ndarray, labels: np.ndarray, root: Path) -> list[Path]:
     """``root/<class>/<index>.png``, lossless, in the test set's order."""
     from PIL import Image
@@ -104,18 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for r in results:
         clf = Classifier.load(r.path, threads=2)
-        started = time.perf_counter()
-        probs = np.stack([c.probabilities for c in clf.classify([str(f) for f in files])])
-        wall = time.perf_counter() - started
         fp32 = sizes[r.path.name.replace("_int8", "_fp32")]
         rows.append({
             "artefact": r.path.name, "passed": r.passed, "size_bytes": r.size_bytes,
             "size_vs_fp32": r.size_bytes / fp32, "gate_n": r.fidelity.get("n"),
             "gate_agreement": r.fidelity.get("agreement"),
             "gate_accuracy_change_pp": r.fidelity.get("accuracy_change_pp"),
-            "agreement_with_notebook": float((probs.argmax(1) == expected.argmax(1)).mean()),
-            "max_abs_diff_vs_notebook": float(np.abs(probs - expected).max()),
-            "accuracy": float((probs.argmax(1) == test_y).mean()), "classify_10k_s": round(wall, 2),
+            **runtime_vs_notebook(clf, files, expected, test_y),
         })
     notebook_accuracy = float((expected.argmax(1) == test_y).mean())
     report = json.loads((out / "export_report.json").read_text())

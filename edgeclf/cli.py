@@ -148,7 +148,8 @@ def _split(_ctx, _param, value):
 
 
 def _img_size(_ctx, _param, value):
-    """--img-size N (an N x N input) or HxW, height first: an int, or a (height, width) tuple when not square."""
+    """--img-size N (an N x N input) or HxW, height first: an int, or a (height, width) tuple (the specs'
+    ``check_img_size`` keeps a square pair as one number)."""
     if value is None:
         return None
     try:
@@ -158,7 +159,7 @@ def _img_size(_ctx, _param, value):
     if len(numbers) not in (1, 2) or min(numbers, default=0) < 1:
         raise click.BadParameter(f"Received: '{value}'. Expected N for an N x N input, or HxW in pixels, height "
                                  "first, such as 160x288.")
-    return numbers[0] if len(set(numbers)) == 1 else tuple(numbers)
+    return numbers[0] if len(numbers) == 1 else tuple(numbers)
 
 
 def _crop(_ctx, _param, value):

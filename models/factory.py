@@ -17,19 +17,18 @@ POOLINGS = ("gap", "flatten")
 BACKBONE_LAYER = "backbone"
 
 
-def check_img_size(value, what: str = "img_size") -> int | tuple[int, int]:
+def check_img_size(value) -> int | tuple[int, int]:
     """An input size as the specs keep it: an int for a square input, ``(height, width)`` for any other.
 
     Args:
         value: An int (square side), or a ``(height, width)`` pair (a list, as JSON gives it back, too).
-        what: The option or field named in the error.
 
     Raises:
         ConfigError: For anything but one or two positive integers.
     """
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value,)
     if len(pair) not in (1, 2) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
-        raise ConfigError(f"Received: {what}={value!r}. Expected a positive integer (a square input) or a "
+        raise ConfigError(f"Received: img_size={value!r}. Expected a positive integer (a square input) or a "
                           "(height, width) pair of them.")
     return pair[0] if len(set(pair)) == 1 else pair
 
