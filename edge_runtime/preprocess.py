@@ -58,7 +58,8 @@ def describe_crop(crop: float | None) -> str:
     """``centre crop 0.875 of the input's aspect ratio`` (``... to the input's aspect ratio`` for 1); "" for None."""
     if crop is None:
         return ""
-    return "centre crop to the input's aspect ratio" if crop == 1 else f"centre crop {crop:g} of the input's aspect ratio"
+    return ("centre crop to the input's aspect ratio" if crop == 1 else
+            f"centre crop {crop:g} of the input's aspect ratio")
 
 
 @dataclass(frozen=True)

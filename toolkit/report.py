@@ -37,7 +37,7 @@ def write_train_report(run: Path, meta: dict, metrics_doc: dict) -> Path:
         "",
         f"- edgeclf {meta['edgeclf_version']}, {meta['created']}, wall time {meta['wall_time_s']} s",
         f"- backbone `{meta['backbone']}`, input {meta['input']['shape']} RGB 0-255"
-        + (f" ({describe_crop(meta['preprocess']['crop'])})" if meta["preprocess"].get("crop") is not None else "")
+        + (f" ({crop})" if (crop := describe_crop(meta["preprocess"].get("crop"))) else "")
         + f", weights `{meta['model']['weights']}`, "
         f"head: {HeadSpec(**meta['model']['head']).describe(len(names))}",
         f"- hardware: {'GPU ' + ', '.join(meta['hardware']['gpus']) if meta['hardware']['gpus'] else 'CPU'}"

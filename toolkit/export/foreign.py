@@ -120,8 +120,8 @@ def refuse_run_model(model_path: Path) -> None:
     """
     if Path(model_path).with_name("metadata.json").exists():
         raise ConfigError(f"{model_path} has a metadata.json beside it, which sets its class names and input: "
-                          "--labels, --input-norm, --model-output, --img-size, --resize and --crop are for Keras models "
-                          "trained elsewhere. Leave them out.")
+                          "--labels, --input-norm, --model-output, --img-size, --resize and --crop are for Keras "
+                          "models trained elsewhere. Leave them out.")
 
 
 def check_outputs(probs: np.ndarray, labels: np.ndarray | None, class_names: Sequence[str],
