@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .classifier import deployment_warnings
 from .errors import ConfigError
-from .preprocess import describe_crop
+from .preprocess import describe_fit
 from .tensor import InputTensor
 
 MAX_CLASSES_SHOWN = 20
@@ -86,8 +86,8 @@ def _gate(meta: dict) -> str:
 
 def _resize(pre: dict) -> str:
     """How an image becomes the input: ``bilinear resize``, or ``centre crop 0.875, bilinear resize``."""
-    cropped = describe_crop(pre.get("crop"))
-    return f"{cropped + ', ' if cropped else ''}{pre.get('resize', '?')} resize"
+    fitted = describe_fit(pre.get("crop"), pre.get("pad"))
+    return f"{fitted + ', ' if fitted else ''}{pre.get('resize', '?')} resize"
 
 
 def _classes(meta: dict) -> str:

@@ -62,6 +62,40 @@ def describe_crop(crop: float | None) -> str:
             f"centre crop {crop:g} of the input's aspect ratio")
 
 
+def check_pad(pad) -> tuple[int, int, int] | None:
+    """A ``PreprocessSpec.pad`` value as an RGB tuple, or None.
+
+    Raises:
+        ConfigError: For anything but None, one grey level 0-255 or three such values.
+    """
+    if pad is None:
+        return None
+    values = [pad] if isinstance(pad, (int, float)) else pad
+    try:
+        ok = len(values) in (1, 3) and all(
+            not isinstance(v, bool) and isinstance(v, (int, float)) and v == int(v) and 0 <= v <= 255 for v in values)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"Received: pad={pad!r}. Expected the colour to pad with: one grey level 0-255 (e.g. 0 or "
+                          "114) or three R,G,B values (e.g. 124,116,104, the ImageNet mean); or none to stretch the "
+                          "whole image to the input.")
+    rgb = tuple(int(v) for v in values)
+    return rgb * 3 if len(rgb) == 1 else rgb
+
+
+def describe_pad(pad: tuple[int, int, int] | None) -> str:
+    """``letterbox: aspect ratio kept, padded with RGB (114, 114, 114)``; "" for None."""
+    if pad is None:
+        return ""
+    return f"letterbox: aspect ratio kept, padded with RGB {tuple(pad)}"
+
+
+def describe_fit(crop: float | None, pad: tuple[int, int, int] | None) -> str:
+    """How an image's shape is fitted to the input before resizing: its crop or its padding; "" for neither."""
+    return describe_crop(crop) or describe_pad(pad)
+
+
 @dataclass(frozen=True)
 class PreprocessSpec:
     """What a model expects as input, recorded in every run directory and artefact.
@@ -94,6 +128,7 @@ class PreprocessSpec:
     background: tuple[int, int, int] = (255, 255, 255)
     draft: bool = True
     crop: float | None = None
+    pad: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         for name in ("height", "width"):
@@ -113,6 +148,10 @@ class PreprocessSpec:
         object.__setattr__(self, "value_range", (0.0, 255.0))
         object.__setattr__(self, "background", tuple(int(c) for c in self.background))
         object.__setattr__(self, "crop", check_crop(self.crop))
+        object.__setattr__(self, "pad", check_pad(self.pad))
+        if self.crop is not None and self.pad is not None:
+            raise ConfigError(f"Received: crop={self.crop:g} and pad={self.pad}. Give one: crop cuts the image to the "
+                              "input's aspect ratio, pad keeps all of it and fills the rest.")
 
     def crop_box(self, width: int, height: int) -> tuple[float, float, float, float] | None:
         """The ``(left, upper, right, lower)`` box of a ``width`` x ``height`` image that is resized to the input,
@@ -125,9 +164,24 @@ class PreprocessSpec:
         left, upper = (width - box_w) / 2, (height - box_h) / 2
         return left, upper, left + box_w, upper + box_h
 
+    def pad_box(self, width: int, height: int) -> tuple[int, int, int, int] | None:
+        """Where a padded ``width`` x ``height`` image goes in the input: ``(left, top, width, height)`` of its
+        resized pixels (the input's width or height, and the other side rounded; centred, the odd pixel of padding
+        right or below), or None when the spec does not pad."""
+        if self.pad is None:
+            return None
+        ratio = max(width / self.width, height / self.height)
+        fit_w = min(self.width, max(1, round(width / ratio)))
+        fit_h = min(self.height, max(1, round(height / ratio)))
+        return (self.width - fit_w) // 2, (self.height - fit_h) // 2, fit_w, fit_h
+
     def decoded_size(self, width: int, height: int) -> tuple[int, int]:
         """The smallest ``(height, width)`` a ``width`` x ``height`` image may be decoded at (JPEG draft) and still
-        give at least the input's pixels across its crop box."""
+        give at least the input's pixels across its crop box, or across the part of the input it fills when
+        padded."""
+        fit = self.pad_box(width, height)
+        if fit is not None:
+            return min(height, fit[3]), min(width, fit[2])
         box = self.crop_box(width, height)
         if box is None:
             return self.height, self.width
@@ -144,8 +198,11 @@ class PreprocessSpec:
         d = asdict(self)
         d["value_range"] = list(self.value_range)
         d["background"] = list(self.background)
-        if self.crop is None:
-            del d["crop"]
+        for key in ("crop", "pad"):
+            if d[key] is None:
+                del d[key]
+            elif key == "pad":
+                d[key] = list(d[key])
         return d
 
     @classmethod
@@ -320,12 +377,24 @@ def decode_image(
 
 
 def resize_pixels(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """Resizes an (H, W, 3) uint8 RGB array to the spec's size with its filter (its crop box only, when it crops).
+    """Resizes an (H, W, 3) uint8 RGB array to the spec's size with its filter (its crop box only, when it crops;
+    into a letterbox, when it pads).
 
     Returns:
-        A new (height, width, 3) uint8 array, or the input itself when it already has that size and is not cropped.
+        A new (height, width, 3) uint8 array, or the input itself when it already has that size and is neither
+        cropped nor padded.
     """
     h, w = pixels.shape[:2]
+    fit = spec.pad_box(w, h)
+    if fit is not None:
+        left, top, fit_w, fit_h = fit
+        if (fit_w, fit_h) != (spec.width, spec.height):
+            resized = pixels if (fit_w, fit_h) == (w, h) else np.asarray(
+                Image.fromarray(pixels, "RGB").resize((fit_w, fit_h), RESIZE_METHODS[spec.resize]))
+            out = np.empty((spec.height, spec.width, 3), np.uint8)
+            out[:] = spec.pad
+            out[top : top + fit_h, left : left + fit_w] = resized
+            return out
     box = spec.crop_box(w, h)
     if pixels.shape[:2] == spec.size and box in (None, (0, 0, w, h)):
         return pixels

@@ -16,7 +16,7 @@ import click
 
 from . import __version__
 from edgeclf.edge_runtime.errors import ConfigError, EdgeclfError
-from edgeclf.edge_runtime.paths import display_width, pad
+from edgeclf.edge_runtime.paths import display_width, pad as pad_text
 
 logger = logging.getLogger("edgeclf")
 
@@ -175,6 +175,22 @@ def _crop(_ctx, _param, value):
     return crop
 
 
+def _pad(_ctx, _param, value):
+    """--pad COLOUR or none: a PreprocessSpec.pad value (one grey level, or R,G,B)."""
+    if value is None or value.lower() == "none":
+        return None
+    try:
+        rgb = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        rgb = ()
+    if len(rgb) not in (1, 3) or not all(0 <= v <= 255 for v in rgb):
+        raise click.BadParameter(f"Received: '{value}'. Expected a grey level 0-255 such as 0 or 114, three R,G,B "
+                                 "values such as 124,116,104, or none.")
+    return rgb * 3 if len(rgb) == 1 else rgb
+
+
+_PAD_HELP = ("the whole image is resized to fit inside the input, aspect ratio kept, and the rest filled with this "
+             "colour (a grey level 0-255 or R,G,B)")
 _CROP_HELP = ("as a fraction of the largest centred box of the input's aspect ratio: 1 keeps the aspect ratio (a "
               "wider image loses its sides), 0.875 is torchvision's Resize(256) + CenterCrop(224)")
 
@@ -192,6 +208,8 @@ _CROP_HELP = ("as a fraction of the largest centred box of the input's aspect ra
 @click.option("--crop", callback=_crop, metavar="F|none",
               help="Centre crop before resizing, " + _CROP_HELP + " [default: none: the whole image, stretched to the "
                    "input].")
+@click.option("--pad", callback=_pad, metavar="COLOUR|none",
+              help="Letterbox instead of --crop: " + _PAD_HELP + ", e.g. 114 [default: none].")
 @click.option("--weights", help="imagenet, none, or a backbone .weights.h5 path [default: imagenet; none for "
                    "backbones without pretrained weights, e.g. simple_cnn].")
 @click.option("--epochs", type=int, help="Epochs (first phase) [default: 10].")
@@ -225,7 +243,7 @@ _CROP_HELP = ("as a fraction of the largest centred box of the input's aspect ra
 @click.option("--keep-cache", is_flag=True, default=None, help="Keep the decoded-image cache in the run directory.")
 @click.option("--force", is_flag=True, help="Replace an existing run in --out.")
 @click.pass_context
-def train(ctx, data, out_dir, recipe, backbone, img_size, crop, weights, pooling, dense, dropout, augment, randaugment,
+def train(ctx, data, out_dir, recipe, backbone, img_size, crop, pad, weights, pooling, dense, dropout, augment, randaugment,
           split, force, **options):
     """Train a classifier on DATA and write a run directory.
 
@@ -272,7 +290,7 @@ def train(ctx, data, out_dir, recipe, backbone, img_size, crop, weights, pooling
                            else head.dropouts)
         name = backbone or (r.backbone if r else "mobilenet_v2")
         size = r.img_size if img_size is None and r and not backbone else img_size
-        kwargs = dict(backbone=name, img_size=size, crop=crop, head=head,
+        kwargs = dict(backbone=name, img_size=size, crop=crop, pad=pad, head=head,
                       weights=weights or (r.weights if r else "imagenet" if get_backbone(name).pretrained else "none"),
                       normalisation=r.normalisation if r and not backbone else None, spec=spec, force=force,
                       reporter=ClickReporter(ctx.obj["verbose"]))
@@ -339,17 +357,22 @@ _FOREIGN_OPTIONS = (
                  help="Model trained elsewhere: the resampling filter its training used [default: bilinear]."),
     click.option("--crop", callback=_crop, metavar="F|none",
                  help="Model trained elsewhere: its pipeline's centre crop, " + _CROP_HELP + " [default: none]."),
+    click.option("--pad", callback=_pad, metavar="COLOUR|none",
+                 help="Model trained elsewhere whose pipeline letterboxed (padded to the input's aspect ratio): "
+                      + _PAD_HELP + ", e.g. 124,116,104 (the ImageNet mean) for timm's crop_mode='border' at crop_pct 1 "
+                      "[default: none]."),
 )
 
 
 def _foreign_model_options(command):
-    """--labels, --input-norm, --model-output, --img-size, --resize and --crop: a model trained outside edgeclf."""
+    """--labels, --input-norm, --model-output, --img-size, --resize, --crop and --pad: a model trained outside
+    edgeclf."""
     for option in reversed(_FOREIGN_OPTIONS):
         command = option(command)
     return command
 
 
-def _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean=None, std=None, crop=None):
+def _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean=None, std=None, crop=None, pad=None):
     """The ForeignSpec the options describe, or None for an edgeclf run's model (and then none may be given).
 
     ``mean``/``std`` (adopt's --mean/--std, comma-separated) stand for --input-norm with their own numbers.
@@ -371,10 +394,10 @@ def _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean=None, 
                                   "0.485,0.456,0.406.") from None
 
         return ForeignSpec(parse_labels(labels), input_norm, output_kind, img_size, resize or "bilinear",
-                           mean=numbers("--mean", mean), std=numbers("--std", std), crop=crop)
-    if output_kind != "auto" or img_size is not None or resize is not None or crop is not None:
-        raise ConfigError("--model-output, --img-size, --resize and --crop describe a model trained elsewhere and "
-                          "go with --labels and --input-norm; an edgeclf run's metadata.json sets them.")
+                           mean=numbers("--mean", mean), std=numbers("--std", std), crop=crop, pad=pad)
+    if output_kind != "auto" or img_size is not None or resize is not None or crop is not None or pad is not None:
+        raise ConfigError("--model-output, --img-size, --resize, --crop and --pad describe a model trained elsewhere "
+                          "and go with --labels and --input-norm; an edgeclf run's metadata.json sets them.")
     return None
 
 
@@ -391,7 +414,7 @@ def _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean=None, 
 @_foreign_model_options
 @click.pass_context
 def evaluate(ctx, model, data, split, out_dir, batch_size, threshold, force, labels, input_norm, mean, std, output_kind,
-             img_size, resize, crop):
+             img_size, resize, crop, pad):
     """Evaluate a trained model.keras on DATA (any form `train` accepts).
 
     A .keras classifier trained elsewhere (no metadata.json beside it) needs --labels and --input-norm, as for
@@ -407,7 +430,7 @@ def evaluate(ctx, model, data, split, out_dir, batch_size, threshold, force, lab
     def go():
         from edgeclf.toolkit.evaluate import evaluate as run_eval
 
-        foreign = _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean, std, crop)
+        foreign = _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean, std, crop, pad)
         result = run_eval(model, data, split=split, out_dir=out_dir, batch_size=batch_size, force=force,
                           threshold=threshold, foreign=foreign, reporter=ClickReporter(ctx.obj["verbose"]))
         m = result.metrics
@@ -420,10 +443,10 @@ def evaluate(ctx, model, data, split, out_dir, batch_size, threshold, force, lab
         width = max([20, *(display_width(name) for name in m["per_class"])])
         for (name, v), n_pred in zip(m["per_class"].items(), predicted):
             if v["support"]:
-                click.echo(f"  {pad(name, width)} precision={v['precision']:.4f} recall={v['recall']:.4f} "
+                click.echo(f"  {pad_text(name, width)} precision={v['precision']:.4f} recall={v['recall']:.4f} "
                            f"f1={v['f1']:.4f} support={v['support']}")
             elif n_pred:
-                click.echo(f"  {pad(name, width)} not in these images, yet predicted for {n_pred}")
+                click.echo(f"  {pad_text(name, width)} not in these images, yet predicted for {n_pred}")
             else:
                 absent.append(name)
         if any(not v["support"] for v in m["per_class"].values()):
@@ -484,7 +507,7 @@ def _min_agreement(_ctx, _param, value):
 @click.pass_context
 def export(ctx, model, formats, quantize, calib, dataset, calib_method, reduce_range, out_dir, name, min_agreement,
            calib_images, verify_images, no_verify, force, labels, input_norm, mean, std, output_kind, img_size, resize,
-           crop):
+           crop, pad):
     """Export MODEL (a model.keras from `edgeclf train`) to TFLite and ONNX artefacts.
 
     Each artefact is run through the edge runtime on held-out images and compared with the Keras model; one
@@ -505,7 +528,7 @@ def export(ctx, model, formats, quantize, calib, dataset, calib_method, reduce_r
     def go():
         from edgeclf.toolkit.export import ExportSpec, QuantSpec, export_model
 
-        foreign = _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean, std, crop)
+        foreign = _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean, std, crop, pad)
         modes = [m.strip() for m in quantize.split(",") if m.strip()]
         reduce = {"auto": None, "on": True, "off": False}[reduce_range]
         quant = tuple(QuantSpec.int8(calib_method, reduce_range=reduce) if m == "int8" else QuantSpec(m) for m in modes)
@@ -531,7 +554,7 @@ def export(ctx, model, formats, quantize, calib, dataset, calib_method, reduce_r
 @click.option("--force", is_flag=True, help="Overwrite an existing copy.")
 @_foreign_model_options
 @click.pass_context
-def adopt(ctx, model, out_path, check, force, labels, input_norm, mean, std, output_kind, img_size, resize, crop):
+def adopt(ctx, model, out_path, check, force, labels, input_norm, mean, std, output_kind, img_size, resize, crop, pad):
     """Give a .tflite or .onnx classifier made elsewhere (Teachable Machine, Model Maker, PyTorch via ONNX) the
     metadata edgeclf's runtime reads, so predict, camera, bench and info take it.
 
@@ -557,7 +580,7 @@ def adopt(ctx, model, out_path, check, force, labels, input_norm, mean, std, out
         from edgeclf.toolkit.export.adopt import adopt as adopt_model
 
         # None: the file's own TFLite Support metadata (Model Maker's) must give both
-        spec = _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean, std, crop)
+        spec = _foreign_spec(labels, input_norm, output_kind, img_size, resize, mean, std, crop, pad)
         result = adopt_model(model, out_path, spec=spec, check=check, force=force,
                              reporter=ClickReporter(ctx.obj["verbose"]))
         click.secho(str(result.path), bold=True)
@@ -580,7 +603,7 @@ def _print_export_summary(results, spec) -> None:
     if results and len(fp32) < len({r.format for r in results}):
         fp32 = {**_earlier_fp32_sizes(results[0].path.parent), **fp32}
     width = max([34, *(display_width(r.path.name) for r in results)])
-    click.echo(f"{pad('artefact', width)} {'size':>9} {'vs fp32':>8} {'agree':>8} {'max|dp|':>8} {'acc Δpp':>8}  gate")
+    click.echo(f"{pad_text('artefact', width)} {'size':>9} {'vs fp32':>8} {'agree':>8} {'max|dp|':>8} {'acc Δpp':>8}  gate")
     for r in results:
         f = r.fidelity
         rel = f"{100 * r.size_bytes / fp32[r.format]:.0f}%" if r.format in fp32 else ""
@@ -589,7 +612,7 @@ def _print_export_summary(results, spec) -> None:
         dacc = f"{f['accuracy_change_pp']:+.2f}" if "accuracy_change_pp" in f else ""
         gate = click.style("pass", fg="green") if r.passed and f.get("verified") else (
             click.style("unverified", fg="yellow") if r.passed else click.style("REJECTED", fg="red"))
-        click.echo(f"{pad(r.path.name, width)} {r.size_bytes / 1024:>8.0f}K {rel:>8} {agree:>8} {maxd:>8} {dacc:>8}  {gate}")
+        click.echo(f"{pad_text(r.path.name, width)} {r.size_bytes / 1024:>8.0f}K {rel:>8} {agree:>8} {maxd:>8} {dacc:>8}  {gate}")
         if r.reason:
             click.secho(f"  {r.reason}", fg="red")
         lo, hi = f.get("agreement_ci95", (None, None))

@@ -361,6 +361,16 @@ def test_an_onnx_input_open_in_height_and_width_is_fixed_at_a_non_square_img_siz
     assert r.exit_code == 0, r.output
     assert read_metadata(cropped)["preprocess"]["crop"] == 0.5
     assert Classifier.load(cropped, threads=1).classify([framed])[0].best.label == "red"
+    # --pad: a wide red strip letterboxed with blue is mostly blue; stretched, all red
+    strip = np.zeros((10, 100, 3), np.uint8)
+    strip[..., 0] = 200
+    assert clf.classify([strip])[0].best.label == "red"
+    padded = tmp_path / "padded.onnx"
+    r = CliRunner().invoke(main, ["adopt", str(src), "--labels", "red,blue", "--input-norm", "unit",
+                                  "--img-size", "16x24", "--pad", "0,0,255", "--out", str(padded)])
+    assert r.exit_code == 0, r.output
+    assert read_metadata(padded)["preprocess"]["pad"] == [0, 0, 255]
+    assert Classifier.load(padded, threads=1).classify([strip])[0].best.label == "blue"
 
 
 def test_check_names_a_label_order_that_fits_better(exported, foreign, tmp_path):

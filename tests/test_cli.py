@@ -87,28 +87,50 @@ def test_a_bad_crop_is_a_usage_error(tiny_folders, tmp_path, crop):
     assert f"Received: '{crop}'. Expected a fraction in (0, 1] such as 1 or 0.875, or none." in result.output
 
 
-def test_a_non_square_cropped_input_runs_from_training_to_predict(tiny_folders, tmp_path):
+@pytest.mark.parametrize("pad", ["256", "1,2", "grey", "-1"])
+def test_a_bad_pad_is_a_usage_error(tiny_folders, tmp_path, pad):
+    result = CliRunner().invoke(main, ["train", str(tiny_folders), "--pad", pad, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert f"Received: '{pad}'. Expected a grey level 0-255 such as 0 or 114, three R,G,B values" in result.output
+
+
+def test_crop_and_pad_together_are_a_usage_error(tiny_folders, tmp_path):
+    result = CliRunner().invoke(main, ["train", str(tiny_folders), "--backbone", "simple_cnn", "--crop", "1",
+                                       "--pad", "0", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert "Received: crop=1 and pad=(0, 0, 0). Give one" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("fit, recorded, described", [
+    (["--crop", "1"], ("crop", 1.0), "centre crop to the input's aspect ratio"),
+    (["--pad", "114"], ("pad", [114, 114, 114]), "letterbox: aspect ratio kept, padded with RGB (114, 114, 114)"),
+], ids=["crop", "pad"])
+def test_a_non_square_cropped_or_padded_input_runs_from_training_to_predict(tiny_folders, tmp_path, fit, recorded,
+                                                                            described):
     from edgeclf.edge_runtime import PreprocessSpec, load_image
 
     run = tmp_path / "wide"
     trained = CliRunner().invoke(main, ["train", str(tiny_folders), "--backbone", "simple_cnn", "--img-size", "16x24",
-                                        "--crop", "1", "--epochs", "1", "--no-augment", "--out", str(run)])
+                                        *fit, "--epochs", "1", "--no-augment", "--out", str(run)])
     assert trained.exit_code == 0, trained.output
     assert "Training simple_cnn at 16x24px" in trained.output
     meta = json.loads((run / "metadata.json").read_text())
     assert meta["input"]["shape"] == [16, 24, 3] and meta["model"]["img_size"] == [16, 24]
-    assert (meta["preprocess"]["height"], meta["preprocess"]["width"], meta["preprocess"]["crop"]) == (16, 24, 1.0)
-    assert "input [16, 24, 3] RGB 0-255 (centre crop to the input's aspect ratio)" in (run / "report.md").read_text()
+    assert (meta["preprocess"]["height"], meta["preprocess"]["width"], meta["preprocess"][recorded[0]]) == (16, 24,
+                                                                                                          recorded[1])
+    assert f"input [16, 24, 3] RGB 0-255 ({described})" in (run / "report.md").read_text()
     exported = CliRunner().invoke(main, ["export", str(run / "model.keras"), "--quantize", "fp32"])
     assert exported.exit_code == 0, exported.output
+    expected_spec = PreprocessSpec.from_dict(meta["preprocess"])
+    assert expected_spec != PreprocessSpec(16, 24)
     for name in ("wide_fp32.tflite", "wide_fp32.onnx"):
         clf = Classifier.load(run / "export" / name, threads=1)
         assert clf.backend.input_shape == (16, 24, 3) and clf.preprocess.size == (16, 24)
-        image = str(next(tiny_folders.rglob("*.png")))  # the runtime crops as training did
-        np.testing.assert_array_equal(clf.prepare(image), load_image(image, PreprocessSpec(16, 24, crop=1)))
+        image = str(next(tiny_folders.rglob("*.png")))  # the runtime crops or pads as training did
+        np.testing.assert_array_equal(clf.prepare(image), load_image(image, expected_spec))
     info = CliRunner().invoke(main, ["info", str(run / "export" / "wide_fp32.onnx")])
-    assert "input         16x24 RGB NHWC float32; pixels 0-255, centre crop to the input's aspect ratio, bilinear" \
-        in info.output, info.output
+    assert f"input         16x24 RGB NHWC float32; pixels 0-255, {described}, bilinear" in info.output, info.output
     predicted = CliRunner().invoke(main, ["predict", str(run / "export" / "wide_fp32.tflite"), str(tiny_folders),
                                           "--format", "jsonl"])
     assert predicted.exit_code == 0, predicted.output

@@ -167,7 +167,8 @@ def test_grayscale_and_variable_size_models(notebook, tmp_path):
     assert np.abs(probs - expected).max() < 1e-2
 
 
-def test_a_variable_size_model_exports_at_a_non_square_img_size_and_crop(notebook, tmp_path):
+@pytest.mark.parametrize("fit", [{"crop": 1.0}, {"pad": (124, 116, 104)}], ids=["crop", "pad"])
+def test_a_variable_size_model_exports_at_a_non_square_img_size_cropped_or_padded(notebook, tmp_path, fit):
     from edgeclf.edge_runtime import PreprocessSpec, load_image
     from edgeclf.toolkit.export.foreign import spec_from_artifact
 
@@ -176,18 +177,28 @@ def test_a_variable_size_model_exports_at_a_non_square_img_size_and_crop(noteboo
     path = tmp_path / "any_size.keras"
     model.save(path)
     results = export_model(path, tmp_path / "out", spec=ExportSpec(quant=(QuantSpec.float32(),)), calib=data,
-                           foreign=ForeignSpec(CLASSES, "unit", img_size=(16, 24), crop=1))
+                           foreign=ForeignSpec(CLASSES, "unit", img_size=(16, 24), **fit))
     files = [str(f) for f in sorted(data.rglob("*.png"))[::10]]
-    # the 16x16 images' centred 16x10.7 boxes, resized to 16 high and 24 wide, as the metadata tells every runtime
-    pixels = np.stack([load_image(f, PreprocessSpec(16, 24, crop=1)) for f in files]).astype("float32")
+    # the 16x16 images' centred 16x10.7 boxes resized to 16 high and 24 wide, or the whole images resized to 16x16
+    # between two 4-pixel bands of the pad colour, as the metadata tells every runtime
+    pixels = np.stack([load_image(f, PreprocessSpec(16, 24, **fit)) for f in files]).astype("float32")
+    if "pad" in fit:
+        assert np.all(pixels[:, :, :4] == fit["pad"]) and np.all(pixels[:, :, -4:] == fit["pad"])
     expected = np.asarray(model(pixels / 255.0))
     for r in results:
         assert r.passed, r.reason
         meta = read_metadata(r.path)
         assert meta["input"]["shape"] == [16, 24, 3] and meta["adapter"]["source_input_shape"] == [None, None, 3]
-        assert meta["preprocess"]["crop"] == 1.0 and spec_from_artifact(meta).crop == 1.0
+        key, value = next(iter(fit.items()))
+        assert tuple(np.atleast_1d(meta["preprocess"][key])) == tuple(np.atleast_1d(value))
+        assert getattr(spec_from_artifact(meta), key) == value
         probs = np.stack([c.probabilities for c in Classifier.load(r.path, threads=1).classify(files)])
         np.testing.assert_allclose(probs, expected, atol=1e-5)
+
+
+def test_a_foreign_pipeline_crops_or_pads_not_both():
+    with pytest.raises(ConfigError, match="Give one: crop cuts the image"):
+        ForeignSpec(CLASSES, "unit", crop=1, pad=0)
 
 
 def test_img_size_fills_only_the_sides_the_model_leaves_open():

@@ -197,6 +197,57 @@ def test_crop_is_recorded_only_when_set_and_validated():
             PreprocessSpec(8, 8, crop=bad)
 
 
+def test_pad_letterboxes_the_whole_image_with_its_aspect_ratio_kept(tmp_path):
+    p = _save(Image.fromarray(_bands(80, 40)), tmp_path / "wide.png", "PNG")
+    boxed = load_image(p, PreprocessSpec(16, 16, pad=114))
+    # 80x40 fits a square input as 16x8: four grey rows above and below, all three bands kept
+    assert np.all(boxed[:4] == 114) and np.all(boxed[12:] == 114)
+    assert [boxed[8, x].tolist() for x in (0, 8, 15)] == [[0, 0, 255], [255, 0, 0], [0, 255, 0]]
+    # exactly Pillow's resize to 16x8 pasted in the middle (timm's ResizeKeepRatio(longest=1) + CenterCropOrPad)
+    expected = np.full((16, 16, 3), 114, np.uint8)
+    expected[4:12] = np.asarray(Image.open(p).convert("RGB").resize((16, 8), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(boxed, expected)
+    # frames take the same letterbox; an image of the input's aspect ratio is resized as without pad
+    spec = PreprocessSpec(16, 16, pad=(1, 2, 3))
+    framed = preprocess_frame(_bands(80, 40)[:, :, ::-1].copy(), spec, bgr=True)
+    assert framed[0, 0].tolist() == [1, 2, 3] and framed[8, 8].tolist() == [255, 0, 0]
+    square = _bands(40, 40)
+    np.testing.assert_array_equal(preprocess_frame(square, spec), preprocess_frame(square, PreprocessSpec(16, 16)))
+    # (left, top, width, height) of the resized image; an odd pixel of padding goes right or below
+    assert spec.pad_box(80, 40) == (0, 4, 16, 8) and spec.pad_box(40, 80) == (4, 0, 8, 16)
+    assert spec.pad_box(45, 80) == (3, 0, 9, 16) and spec.pad_box(40, 40) == (0, 0, 16, 16)
+    assert PreprocessSpec(10, 40, pad=0).pad_box(80, 40) == (10, 0, 20, 10)  # a wider input: columns padded
+    assert PreprocessSpec(16, 16).pad_box(80, 40) is None
+
+
+def test_pad_is_recorded_only_when_set_and_validated():
+    assert "pad" not in PreprocessSpec(8, 8).to_dict()  # files that do not pad stay readable by older runtimes
+    spec = PreprocessSpec(8, 8, pad=114)
+    assert spec.pad == (114, 114, 114) and spec.to_dict()["pad"] == [114, 114, 114]
+    assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+    assert PreprocessSpec(8, 8, pad=[124, 116, 104]).pad == (124, 116, 104)
+    for bad in (-1, 256, 1.5, True, (1, 2), (0, 0, 300), "114"):
+        with pytest.raises(ConfigError, match="Expected the colour to pad with"):
+            PreprocessSpec(8, 8, pad=bad)
+    with pytest.raises(ConfigError, match="Received: crop=1 and pad=\\(0, 0, 0\\). Give one"):
+        PreprocessSpec(8, 8, crop=1, pad=0)
+
+
+def test_draft_decoding_keeps_the_letterboxed_image_at_least_its_size_in_the_input(tmp_path):
+    # stored 1600x800, upright (EXIF 6) 800x1600: letterboxed into 64x64 it is 32 wide and 64 high
+    img = Image.fromarray(_bands(1600, 800))
+    exif = img.getexif()
+    exif[0x0112] = 6
+    p = tmp_path / "portrait.jpg"
+    img.save(p, "JPEG", quality=95, exif=exif)
+    spec = PreprocessSpec(64, 64, pad=0)
+    assert spec.decoded_size(800, 1600) == (64, 32)
+    assert decode_image(p, draft_spec=spec).shape == (200, 100, 3)  # 1/8: still at least 64 high and 32 wide
+    drafted, full = load_image(p, spec).astype(int), load_image(p, PreprocessSpec(64, 64, pad=0, draft=False))
+    assert np.all(drafted[:, :16] == 0) and np.all(drafted[:, 48:] == 0)
+    assert np.abs(drafted - full.astype(int)).max() <= 8
+
+
 def test_draft_decoding_keeps_the_crop_box_at_least_the_input_size(tmp_path):
     # stored 1600x800 and turned upright by EXIF (6: 90 degrees clockwise) to 800x1600: the bands run across it,
     # blue at the top, red in the middle half, green at the bottom

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeclf.edge_runtime.preprocess import describe_crop
+from edgeclf.edge_runtime.preprocess import describe_fit
 from edgeclf.models.factory import HeadSpec
 
 from .io import write_text
@@ -37,7 +37,7 @@ def write_train_report(run: Path, meta: dict, metrics_doc: dict) -> Path:
         "",
         f"- edgeclf {meta['edgeclf_version']}, {meta['created']}, wall time {meta['wall_time_s']} s",
         f"- backbone `{meta['backbone']}`, input {meta['input']['shape']} RGB 0-255"
-        + (f" ({crop})" if (crop := describe_crop(meta["preprocess"].get("crop"))) else "")
+        + (f" ({fit})" if (fit := describe_fit(meta["preprocess"].get("crop"), meta["preprocess"].get("pad"))) else "")
         + f", weights `{meta['model']['weights']}`, "
         f"head: {HeadSpec(**meta['model']['head']).describe(len(names))}",
         f"- hardware: {'GPU ' + ', '.join(meta['hardware']['gpus']) if meta['hardware']['gpus'] else 'CPU'}"

@@ -493,6 +493,7 @@ def train(
     reporter: Reporter | None = None,
     callbacks: Sequence = (),
     crop: float | None = None,
+    pad: tuple[int, int, int] | None = None,
 ) -> TrainResult:
     """Trains a classifier and writes a complete run directory.
 
@@ -510,6 +511,8 @@ def train(
         callbacks: Extra Keras callbacks for every phase.
         crop: Centre crop before resizing (``PreprocessSpec.crop``): None resizes the whole image; 1 crops to the
             input's aspect ratio. Recorded in the run, so evaluation, export and every runtime crop the same.
+        pad: Instead of ``crop``, letterbox (``PreprocessSpec.pad``): the whole image resized to fit inside the
+            input, its aspect ratio kept, the rest filled with this RGB colour. Recorded in the run likewise.
 
     Returns:
         The TrainResult.
@@ -526,7 +529,7 @@ def train(
     run = Path(out_dir)
     ds = discover(data)
     model_spec = ModelSpec(backbone, len(ds.class_names), img_size, weights, head, normalisation)
-    preprocess = PreprocessSpec(model_spec.height, model_spec.width, crop=crop)
+    preprocess = PreprocessSpec(model_spec.height, model_spec.width, crop=crop, pad=pad)
     config = {"data": str(Path(data).resolve()), "model": model_spec.to_dict(), "train": spec.to_dict(),
               "preprocess": preprocess.to_dict()}
     state, resumed = _prepare_run_dir(run, config, force)

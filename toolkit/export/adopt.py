@@ -170,6 +170,10 @@ class _Contract:
     output: str
     resize: str
     crop: float | None = None
+    pad: tuple[int, int, int] | None = None
+
+    def preprocess(self, height: int, width: int) -> PreprocessSpec:
+        return PreprocessSpec(height, width, resize=self.resize, crop=self.crop, pad=self.pad)
 
 
 def _contract(spec: ForeignSpec | None, support, layout: str, channels: int, src: Path, reporter: Reporter
@@ -177,7 +181,7 @@ def _contract(spec: ForeignSpec | None, support, layout: str, channels: int, src
     """``channels`` 1 (grayscale): the runtime feeds the luminance Pillow's convert("L") computes."""
     if spec is not None:
         contract = _Contract(spec.class_names, spec.input_tensor(layout, channels), spec.describe_norm(), spec.output,
-                             spec.resize, spec.crop)
+                             spec.resize, spec.crop, spec.pad)
         if support is not None and support.labels and tuple(support.labels) != contract.class_names:
             reporter.warn(f"{src}'s own metadata names its classes {', '.join(support.labels)}; using --labels "
                           f"{', '.join(contract.class_names)} as given.")
@@ -204,7 +208,7 @@ def _contract(spec: ForeignSpec | None, support, layout: str, channels: int, src
 
 def _metadata(src: Path, sha: str, io: _ModelIO, contract: _Contract, h: int, w: int, kind: str, units: int,
               check: dict | None) -> dict:
-    pre = PreprocessSpec(h, w, resize=contract.resize, crop=contract.crop)
+    pre = contract.preprocess(h, w)
     tensor = contract.tensor
     return {
         "edgeclf_version": edgeclf.__version__,
@@ -295,7 +299,7 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
     units = int(io.output_shape[1])
     names = contract.class_names
     check_label_count(names, units)
-    pre = PreprocessSpec(h, w, resize=contract.resize, crop=contract.crop)
+    pre = contract.preprocess(h, w)
 
     images = None
     if check is not None:

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edgeclf.edge_runtime.errors import ConfigError, DataError
-from edgeclf.edge_runtime.preprocess import RESIZE_METHODS, PreprocessSpec, check_crop
+from edgeclf.edge_runtime.preprocess import RESIZE_METHODS, PreprocessSpec, check_crop, check_pad
 from edgeclf.edge_runtime.tensor import LUMA_RGB, InputTensor
 from edgeclf.models.factory import check_img_size, img_hw
 
@@ -47,6 +47,8 @@ class ForeignSpec:
         std: Its standard deviation, on the same scale.
         crop: The centre crop of the training pipeline (``PreprocessSpec.crop``): None for none, 0.875 for
             torchvision's ``Resize(256)`` + ``CenterCrop(224)``.
+        pad: The letterbox colour of a training pipeline that padded to the input's aspect ratio
+            (``PreprocessSpec.pad``), or None.
     """
 
     class_names: tuple[str, ...]
@@ -57,6 +59,7 @@ class ForeignSpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     crop: float | None = None
+    pad: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "class_names", check_labels(self.class_names))
@@ -71,6 +74,8 @@ class ForeignSpec:
         if self.resize not in RESIZE_METHODS:
             raise ConfigError(f"Received: resize='{self.resize}'. Supported: {', '.join(RESIZE_METHODS)}.")
         object.__setattr__(self, "crop", check_crop(self.crop))
+        object.__setattr__(self, "pad", check_pad(self.pad))
+        self.preprocess(1, 1)  # refuses a crop with a pad
 
 
     def _check_custom(self) -> None:
@@ -101,6 +106,10 @@ class ForeignSpec:
                                channels)
         return InputTensor.preset(self.input_norm, layout, channels)
 
+    def preprocess(self, height: int, width: int) -> PreprocessSpec:
+        """The preprocessing contract of the pipeline at an input of ``height`` x ``width``."""
+        return PreprocessSpec(height, width, resize=self.resize, crop=self.crop, pad=self.pad)
+
     def describe_norm(self) -> str:
         """The normalisation as the metadata records it: a preset's name, or the custom mean and std."""
         if self.input_norm == CUSTOM_NORM:
@@ -120,8 +129,8 @@ def refuse_run_model(model_path: Path) -> None:
     """
     if Path(model_path).with_name("metadata.json").exists():
         raise ConfigError(f"{model_path} has a metadata.json beside it, which sets its class names and input: "
-                          "--labels, --input-norm, --model-output, --img-size, --resize and --crop are for Keras "
-                          "models trained elsewhere. Leave them out.")
+                          "--labels, --input-norm, --model-output, --img-size, --resize, --crop and --pad are for "
+                          "Keras models trained elsewhere. Leave them out.")
 
 
 def check_outputs(probs: np.ndarray, labels: np.ndarray | None, class_names: Sequence[str],
@@ -144,7 +153,7 @@ def spec_from_artifact(meta: dict) -> ForeignSpec:
     variable = None in adapter["source_input_shape"][:2]
     return ForeignSpec(tuple(meta["class_names"]), adapter["input_norm"], adapter["output"],
                        (pre["height"], pre["width"]) if variable else None, pre["resize"], adapter.get("mean"),
-                       adapter.get("std"), pre.get("crop"))
+                       adapter.get("std"), pre.get("crop"), pre.get("pad"))
 
 
 def check_labels(class_names) -> tuple[str, ...]:
@@ -284,7 +293,7 @@ def adapt_model(model, spec: ForeignSpec):
     adapted = keras.Model(inputs, y, name=f"edgeclf_adapted_{model.name}")
     meta = {
         "class_names": list(spec.class_names),
-        "preprocess": PreprocessSpec(int(h), int(w), resize=spec.resize, crop=spec.crop).to_dict(),
+        "preprocess": spec.preprocess(int(h), int(w)).to_dict(),
         "backbone": None,
         "adapter": {"source_input_shape": [None if d is None else int(d) for d in in_shape[1:]],
                     "input_norm": spec.input_norm, "output": kind, "output_units": int(units),
