@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -46,13 +47,54 @@ def _normalise(pixels: np.ndarray) -> np.ndarray:
     return ((pixels / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
 
 
+def adopt_each(files: dict[str, Path], options: list[tuple[str, dict]], pngs: list[str], pipeline: np.ndarray,
+               expected: np.ndarray, labels: np.ndarray, work: Path) -> list[dict]:
+    """Adopts each of ``files`` (how it was made -> path) with ``--input-norm torch`` and each of ``options`` (as
+    typed -> ``ForeignSpec`` keywords), then compares what the runtime feeds with the ``pipeline``'s pixels and
+    what it predicts on ``pngs`` with the notebook's ``expected`` probabilities."""
+    from edgeclf.edge_runtime import Classifier
+    from edgeclf.toolkit.export import ForeignSpec
+    from edgeclf.toolkit.export.adopt import adopt
+
+    rows = []
+    for made_by, src in files.items():
+        for i, (option, fit) in enumerate(options):
+            result = adopt(src, work / f"adopted_{i}_{src.name}", force=True,
+                           spec=ForeignSpec(CLASS_NAMES, "torch", **fit))
+            clf = Classifier.load(result.path, threads=2)
+            fed = np.stack([clf.prepare(p) for p in pngs]).astype(int)
+            rows.append({
+                "file": src.name, "made_by": made_by, "adopted_with": option,
+                "preprocess": {k: v for k, v in result.metadata["preprocess"].items() if k in ("crop", "pad")},
+                "max_pixel_diff_vs_pipeline": int(np.abs(fed - pipeline).max()),
+                "mean_pixel_diff_vs_pipeline": float(np.abs(fed - pipeline).mean()),
+                **runtime_vs_notebook(clf, pngs, expected, labels),
+            })
+            print(rows[-1], flush=True)
+    return rows
+
+
+def adoption_table(rows: list[dict], notebook_accuracy: float) -> list[str]:
+    """The Markdown table of ``adopt_each``'s rows."""
+    return ["| file | made by | adopted with | pixels fed vs the pipeline's: max / mean abs diff | agreement with the "
+            "notebook (10,000) | max abs diff p | accuracy | Δ vs notebook pp |",
+            "|---|---|---|---:|---:|---:|---:|---:|"] + [
+        f"| {r['file']} | {r['made_by']} | `{r['adopted_with']}` | {r['max_pixel_diff_vs_pipeline']} / "
+        f"{r['mean_pixel_diff_vs_pipeline']:.3f} | {100 * r['agreement_with_notebook']:.2f}% | "
+        f"{r['max_abs_diff_vs_notebook']:.2e} | {r['accuracy']:.4f} | "
+        f"{100 * (r['accuracy'] - notebook_accuracy):+.2f} |" for r in rows]
+
+
+def notebook_files(model, shape: tuple[int, int, int], work: Path) -> dict[str, Path]:
+    """The notebook's files made the way such users make them, none with edgeclf: how each was made -> path."""
+    return {"tf2onnx, channels-first input": _tf2onnx(model, shape, work / "notebook_nchw.onnx", nchw=True),
+            "TFLiteConverter": _float_tflite(model, work, "notebook_float")[1]}
+
+
 def main(argv: list[str] | None = None) -> int:
     import keras
 
-    from edgeclf.edge_runtime import Classifier
     from edgeclf.edge_runtime.tensor import softmax
-    from edgeclf.toolkit.export import ForeignSpec
-    from edgeclf.toolkit.export.adopt import adopt
 
     args, (train_x, train_y), (test_x, test_y) = notebook_setup(argv, __doc__, "/tmp/edgeclf-adopt-crop", epochs=2)
     model_path = args.work / "notebook.keras"
@@ -62,27 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     test_pixels = pipeline_pixels(test_x)
     expected = softmax(model.predict(_normalise(test_pixels), batch_size=512, verbose=0))
     notebook_accuracy = float((expected.argmax(1) == test_y).mean())
-    files = {"tf2onnx, channels-first input": _tf2onnx(model, (CROP, CROP, 3), args.work / "notebook_nchw.onnx",
-                                                       nchw=True),
-             "TFLiteConverter": _float_tflite(model, args.work, "notebook_float")[1]}
+    files = notebook_files(model, (CROP, CROP, 3), args.work)
     pngs = [str(p) for p in write_test_pngs(test_x, test_y, args.work / "test")]
-
-    rows = []
-    for made_by, src in files.items():
-        for crop in (0.875, None):
-            option = "--crop 0.875" if crop else "(no --crop)"
-            result = adopt(src, args.work / f"adopted_{crop}_{src.name}", force=True,
-                           spec=ForeignSpec(CLASS_NAMES, "torch", crop=crop))
-            clf = Classifier.load(result.path, threads=2)
-            fed = np.stack([clf.prepare(p) for p in pngs]).astype(int)
-            rows.append({
-                "file": src.name, "made_by": made_by, "adopted_with": option,
-                "preprocess_crop": result.metadata["preprocess"].get("crop"),
-                "max_pixel_diff_vs_pipeline": int(np.abs(fed - test_pixels).max()),
-                "mean_pixel_diff_vs_pipeline": float(np.abs(fed - test_pixels).mean()),
-                **runtime_vs_notebook(clf, pngs, expected, test_y),
-            })
-            print(rows[-1], flush=True)
+    rows = adopt_each(files, [("--crop 0.875", {"crop": 0.875}), ("(no --crop)", {})], pngs, test_pixels, expected,
+                      test_y, args.work)
     record = {
         "benchmark": "a notebook model evaluated with Resize(32) + CenterCrop(28) and ImageNet mean/std, its tf2onnx "
                      "NCHW and TFLite files adopted with and without --crop 0.875; runtime on the 10,000 test PNGs "
@@ -101,15 +126,8 @@ def main(argv: list[str] | None = None) -> int:
           "- each file adopted with `edgeclf adopt FILE --labels <10 names> --input-norm torch`, with and without "
           "`--crop 0.875` (28/32), then all 10,000 test images classified as PNG files through the runtime "
           "(`Classifier.classify`, 2 threads) and compared with the notebook; \"pixels fed\" compares what the "
-          "runtime feeds (`Classifier.prepare`) with the notebook's cropped pixels on all 10,000", "",
-          "| file | made by | adopted with | pixels fed vs the pipeline's: max / mean abs diff | agreement with the "
-          "notebook (10,000) | max abs diff p | accuracy | Δ vs notebook pp |",
-          "|---|---|---|---:|---:|---:|---:|---:|"]
-    md += [f"| {r['file']} | {r['made_by']} | `{r['adopted_with']}` | {r['max_pixel_diff_vs_pipeline']} / "
-           f"{r['mean_pixel_diff_vs_pipeline']:.3f} | {100 * r['agreement_with_notebook']:.2f}% | "
-           f"{r['max_abs_diff_vs_notebook']:.2e} | {r['accuracy']:.4f} | "
-           f"{100 * (r['accuracy'] - notebook_accuracy):+.2f} |" for r in rows]
-    write_record(args.results, "adopt_crop_fashion_mnist", record, md)
+          "runtime feeds (`Classifier.prepare`) with the notebook's cropped pixels on all 10,000", ""]
+    write_record(args.results, "adopt_crop_fashion_mnist", record, md + adoption_table(rows, notebook_accuracy))
     return 0
 
 
