@@ -32,7 +32,7 @@ RESIZE_METHODS = {
     "area": Image.Resampling.BOX,
     "lanczos": Image.Resampling.LANCZOS,
 }
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif")
 IMAGE_TYPES = ", ".join(IMAGE_EXTENSIONS)  # for messages: what a folder scan picks up
 # Pillow's own default; images above it are refused as decompression bombs rather than decoded.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -257,6 +257,55 @@ def is_one_image(value: object) -> bool:
     return _is_source(value)
 
 
+# ISO base media "ftyp" brands of HEIF still images (HEIC from phones); AVIF's (avif, avis) Pillow reads itself.
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+
+
+def _head(source, n: int) -> bytes:
+    """The first ``n`` bytes of a path or a seekable binary stream (left at its start)."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as fh:
+            return fh.read(n)
+    source.seek(0)
+    head = source.read(n)
+    source.seek(0)
+    return head
+
+
+def _open_heif(source, name: str) -> Image.Image:
+    """Opens what Pillow did not recognise as a HEIC/HEIF image through pillow-heif, which is registered with
+    Pillow only now, so that other images never import it.
+
+    Raises:
+        ImageDecodeError: If it is not a HEIF image, pillow-heif is not installed, or the image is corrupt.
+    """
+    try:
+        head = _head(source, 12)
+    except (OSError, AttributeError, ValueError):
+        head = b""
+    brand = head[8:12] if head[4:8] == b"ftyp" else b""
+    if brand in _AVIF_BRANDS:
+        raise ImageDecodeError(name, "an AVIF image, which this Pillow cannot decode: pip install -U pillow "
+                                     "(11.3 or later reads AVIF)")
+    if brand not in _HEIF_BRANDS:
+        raise ImageDecodeError(name, "not an image (unrecognised format)")
+    try:
+        import pillow_heif
+    except ImportError:
+        raise ImageDecodeError(name, "a HEIC/HEIF image, which needs pillow-heif to decode: pip install "
+                                     "pillow-heif") from None
+    pillow_heif.register_heif_opener()
+    try:
+        return Image.open(source)
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(name, f"decompression bomb refused ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(name, "truncated or corrupt HEIC/HEIF image") from None
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ImageDecodeError(name, f"truncated or corrupt HEIC/HEIF image: {str(exc).strip()}") from None
+
+
 def _open(source: ImageSource, max_pixels: int) -> Image.Image:
     """Opens ``source`` lazily (a PIL image is returned as it is) and refuses empty files and bombs."""
     check_image_source(source)
@@ -277,12 +326,12 @@ def _open(source: ImageSource, max_pixels: int) -> Image.Image:
         try:
             img = Image.open(source)
         except UnidentifiedImageError:
-            raise ImageDecodeError(name, "not an image (unrecognised format)") from None
+            img = _open_heif(source, name)
         except Image.DecompressionBombError as exc:
             raise ImageDecodeError(name, f"decompression bomb refused ({exc})") from None
         except OSError as exc:
             if exc.errno is None:  # Pillow's own parse errors carry no errno
-                raise ImageDecodeError(name, f"truncated or corrupt image data: {exc}") from None
+                raise ImageDecodeError(name, f"truncated or corrupt image data: {str(exc).strip()}") from None
             raise ImageDecodeError(name, f"unreadable: {exc.strerror or exc}") from None
     w, h = img.size
     if w * h > max_pixels:
@@ -373,7 +422,7 @@ def decode_image(
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(name, f"decompression bomb refused ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageDecodeError(name, f"truncated or corrupt image data: {exc}") from None
+        raise ImageDecodeError(name, f"truncated or corrupt image data: {str(exc).strip()}") from None
 
 
 def resize_pixels(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:

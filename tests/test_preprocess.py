@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -263,3 +264,63 @@ def test_draft_decoding_keeps_the_crop_box_at_least_the_input_size(tmp_path):
     drafted, full = load_image(p, spec).astype(int), load_image(p, PreprocessSpec(64, 64, crop=0.5, draft=False))
     assert np.abs(drafted - full.astype(int)).max() <= 8
     assert np.abs(drafted - (255, 0, 0)).max() <= 8
+
+
+def _heic(path, colour=(200, 10, 10), size=(60, 40)):
+    import pillow_heif
+
+    pillow_heif.from_pillow(Image.new("RGB", size, colour)).save(str(path), quality=95)
+    return path
+
+
+def test_heic_photos_decode_through_pillow_heif_imported_only_for_them(tmp_path):
+    from conftest import run_python
+
+    heic, png = _heic(tmp_path / "IMG_0001.HEIC"), _save(Image.new("RGB", (8, 8), "blue"), tmp_path / "a.png", "PNG")
+    out = run_python(f"""
+import json, sys
+from edgeclf.edge_runtime import PreprocessSpec, load_image
+spec = PreprocessSpec(8, 8)
+load_image({str(png)!r}, spec)
+before = "pillow_heif" in sys.modules
+pixels = [load_image({str(heic)!r}, spec)[4, 4].tolist(), load_image(open({str(heic)!r}, "rb").read(), spec)[4, 4].tolist()]
+print(json.dumps({{"before": before, "pixels": pixels, "after": "pillow_heif" in sys.modules}}))
+""")
+    seen = json.loads(out.stdout)
+    assert (seen["before"], seen["after"]) == (False, True)
+    from_path, from_bytes = seen["pixels"]
+    assert np.abs(np.array(from_path) - (200, 10, 10)).max() <= 6 and from_path == from_bytes
+
+
+def test_heic_without_pillow_heif_says_what_to_install_and_a_corrupt_one_is_reported(tmp_path):
+    from conftest import run_python
+
+    heic = _heic(tmp_path / "photo.heic")
+    out = run_python(f"""
+import sys
+sys.modules["pillow_heif"] = None  # not installed
+from edgeclf.edge_runtime import ImageDecodeError, PreprocessSpec, load_image
+try:
+    load_image({str(heic)!r}, PreprocessSpec(8, 8))
+except ImageDecodeError as exc:
+    print(exc.reason)
+""")
+    assert out.stdout.strip() == "a HEIC/HEIF image, which needs pillow-heif to decode: pip install pillow-heif"
+    data = heic.read_bytes()
+    with pytest.raises(ImageDecodeError, match="truncated or corrupt"):
+        load_image(data[: len(data) // 2], PreprocessSpec(8, 8))
+    with pytest.raises(ImageDecodeError, match="not an image"):  # an MP4's ftyp box is not a HEIF image's
+        load_image(b"\x00\x00\x00\x18ftypisom" + bytes(40), PreprocessSpec(8, 8))
+
+
+def test_folders_pick_up_heic_and_avif_photos(tmp_path):
+    from edgeclf.edge_runtime.preprocess import is_image_file
+
+    assert all(is_image_file(n) for n in ("IMG_0001.HEIC", "a.heif", "b.avif", "c.JPG"))
+    assert not is_image_file("clip.mp4")
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF codec")
+    avif = _save(Image.new("RGB", (16, 16), (10, 200, 10)), tmp_path / "g.avif", "AVIF")
+    assert np.abs(load_image(avif, PreprocessSpec(8, 8))[4, 4].astype(int) - (10, 200, 10)).max() <= 6

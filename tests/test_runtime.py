@@ -200,20 +200,26 @@ def test_predict_cli_jsonl_with_a_bad_file(exported, tmp_path):
 
 
 def test_predict_cli_reports_a_folder_without_images(exported, tmp_path):
+    import pillow_heif
+    from PIL import Image
+
     model = str(_artefact(exported, "run_int8.tflite"))
-    (tmp_path / "iphone").mkdir()
-    (tmp_path / "iphone" / "IMG_0001.HEIC").write_bytes(b"x")
-    (tmp_path / "iphone" / "._IMG_0002.jpg").write_bytes(b"x")
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "VID_0001.MOV").write_bytes(b"x")
+    (tmp_path / "videos" / "._IMG_0002.jpg").write_bytes(b"x")
     (tmp_path / "blank").mkdir()
+    (tmp_path / "iphone").mkdir()  # phone photos are read (through pillow-heif)
+    heic = tmp_path / "iphone" / "IMG_0003.HEIC"
+    pillow_heif.from_pillow(Image.open(_images(exported)[0]).convert("RGB")).save(str(heic), quality=95)
     image = str(_images(exported)[0])
-    result = CliRunner().invoke(main, ["predict", model, str(tmp_path / "iphone"), str(tmp_path / "blank"), image,
-                                       "--format", "jsonl"])
+    result = CliRunner().invoke(main, ["predict", model, str(tmp_path / "videos"), str(tmp_path / "blank"), image,
+                                       str(tmp_path / "iphone"), "--format", "jsonl"])
     assert result.exit_code == 1  # a folder that gave nothing was a mistake, not a success with no output
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["path"] for r in records] == [str(tmp_path / "iphone"), str(tmp_path / "blank"), image]
-    assert records[0]["error"].startswith("no image files in this folder or below; it holds only .heic files.")
+    assert [r["path"] for r in records] == [str(tmp_path / "videos"), str(tmp_path / "blank"), image, str(heic)]
+    assert records[0]["error"].startswith("no image files in this folder or below; it holds only .mov files.")
     assert records[1]["error"].startswith("no image files in this folder or below. Readable types: .jpg")
-    assert "label" in records[2]
+    assert "label" in records[2] and records[3]["label"] == records[2]["label"]
     listed = CliRunner().invoke(main, ["predict", model, "-", "--format", "jsonl"], input=str(exported[0]) + "\n")
     assert json.loads(listed.stdout)["error"].startswith("a folder, not an image")
 
