@@ -324,3 +324,20 @@ def test_folders_pick_up_heic_and_avif_photos(tmp_path):
         pytest.skip("this Pillow has no AVIF codec")
     avif = _save(Image.new("RGB", (16, 16), (10, 200, 10)), tmp_path / "g.avif", "AVIF")
     assert np.abs(load_image(avif, PreprocessSpec(8, 8))[4, 4].astype(int) - (10, 200, 10)).max() <= 6
+
+
+def test_a_rotated_heic_photo_comes_out_upright_as_a_jpeg_does():
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    stored = np.zeros((40, 80, 3), np.uint8)
+    stored[:, :40], stored[:, 40:] = (255, 0, 0), (0, 0, 255)  # red left, blue right; EXIF 6: 90 degrees clockwise
+    img = Image.fromarray(stored)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    for fmt in ("HEIF", "JPEG"):
+        buf = io.BytesIO()
+        img.save(buf, format=fmt, exif=exif.tobytes(), quality=95)
+        upright = decode_image(buf.getvalue()).astype(int)
+        assert upright.shape == (80, 40, 3), fmt  # turned once, not twice
+        assert np.abs(upright[2, 20] - (255, 0, 0)).max() <= 8 and np.abs(upright[-3, 20] - (0, 0, 255)).max() <= 8
