@@ -1,6 +1,6 @@
 """Reference results for ``edgeclf export``.
 
-Three benchmarks, each recorded in ``benchmarks/results/`` with the machine:
+Five benchmarks, each recorded in ``benchmarks/results/`` with the machine:
 
 - ``fidelity``: export a model trained on the full Fashion-MNIST-10 (``fashion_mnist_train``) to every format and
   mode and gate it on the whole 10,000-image test split: top-1 agreement, accuracy change, size.
@@ -12,16 +12,22 @@ Three benchmarks, each recorded in ``benchmarks/results/`` with the machine:
 - ``variants``: the ``speed`` comparison (2 threads, batch 1) under the settings that could change the int8/fp32
   ratio: per-tensor int8 weights, XNNPACK's latest-features flag, and LiteRT's builtin kernels without XNNPACK.
   Run ``speed`` first (it trains and exports the model).
+- ``layers``: where a run's int8 TFLite error comes from (default: the EfficientNet-B0 of ``export_backbones``,
+  whose int8 TFLite the gate rejects): TFLite's ``QuantizationDebugger`` error per layer, and the agreement of
+  selectively quantised variants that keep some ops in float. Diagnostic: edgeclf exports none of these variants.
 
     python -m edgeclf.benchmarks.export_benchmarks fidelity --run /tmp/edgeclf-fmnist/run-simple_cnn
     python -m edgeclf.benchmarks.export_benchmarks speed --work /tmp/edgeclf-mnv2
     python -m edgeclf.benchmarks.export_benchmarks calibration --run /tmp/fmnist/run-mobilenet_v2
     python -m edgeclf.benchmarks.export_benchmarks variants --work /tmp/edgeclf-mnv2
+    python -m edgeclf.benchmarks.export_benchmarks layers --run /tmp/edgeclf-export-backbones/efficientnet_b0
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import statistics
 import subprocess
 import sys
@@ -259,6 +265,125 @@ def calibration(run: Path, results: Path, sizes: list[int], work: Path) -> bool:
     write_record(results, f"int8_calibration_{run.name}", record, md)
     return all(r["passed"] for r in rows)
 
+def _tflite_probabilities(content: bytes, pixels: np.ndarray):
+    """A TFLite model's (dequantised) outputs on uint8 ``pixels``, one image at a time, float or integer input, at
+    2 threads; and the interpreter, warmed up, for timing."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content, num_threads=2)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    rows = []
+    for x in pixels:
+        interpreter.set_tensor(inp["index"], x[None].astype(inp["dtype"]))
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"]).astype(np.float32)[0]
+        scale, zero = out["quantization"]
+        rows.append((y - zero) * scale if scale else y)
+    return np.stack(rows), interpreter
+
+
+def layers(run: Path, results: Path, top: int, rounds: int) -> bool:
+    """Where the int8 TFLite error of a run's model arises, and whether keeping some ops in float removes it.
+
+    The per-layer figure is TFLite's ``QuantizationDebugger`` RMSE between each quantised layer's output and the
+    float one, over that tensor's quantisation step: about 0.29 (1/sqrt(12)) is a layer adding only its own rounding
+    noise, larger ones add more. Variants are converted with the exporter's int8 settings and calibration images
+    (300 of the validation split) and compared with the Keras model on the test split, as the gate does. Returns
+    whether any variant reaches the 98 % int8 gate.
+    """
+    import tensorflow as tf
+
+    from edgeclf.edge_runtime.artifact import read_run_metadata
+    from edgeclf.edge_runtime.preprocess import PreprocessSpec
+    from edgeclf.toolkit.evaluate import load_keras_model
+    from edgeclf.toolkit.export import QuantSpec
+    from edgeclf.toolkit.export.archive import write_saved_model
+    from edgeclf.toolkit.export.images import run_split
+    from edgeclf.toolkit.export.tflite import make_converter, representative_dataset
+    from edgeclf.toolkit.metrics import wilson_interval
+
+    meta = read_run_metadata(run / "model.keras")
+    pre = PreprocessSpec.from_dict(meta["preprocess"])
+    calib, test = run_split(meta, run, "val", pre, 300), run_split(meta, run, "test", pre, 1000)
+    model = load_keras_model(run / "model.keras")
+    reference = model.predict(test.pixels.astype(np.float32), batch_size=64, verbose=0)
+    with tempfile.TemporaryDirectory(prefix="edgeclf-layers-") as tmp:
+        saved = Path(tmp) / "saved_model"
+        write_saved_model(model, saved)
+
+        def debugger(**denylist):
+            return tf.lite.experimental.QuantizationDebugger(
+                converter=make_converter(saved, QuantSpec.int8(), calib.batches()),
+                debug_dataset=representative_dataset(test.head(32).batches()),
+                debug_options=tf.lite.experimental.QuantizationDebugOptions(**denylist) if denylist else None)
+
+        full = debugger()
+        full.run()
+        dump = io.StringIO()
+        full.layer_statistics_dump(dump)
+        dump.seek(0)
+        stats = []
+        for row in csv.DictReader(dump):
+            scale = float(row["scale"])
+            if scale > 0:
+                stats.append({"op": row["op_name"], "tensor": row["tensor_name"],
+                              "rmse_over_scale": float(row["mean_squared_error"]) ** 0.5 / scale})
+        stats.sort(key=lambda r: -r["rmse_over_scale"])
+        worst = [r["tensor"] for r in stats[:top]]
+        plan = [("fp32", "float, for reference", make_converter(saved, QuantSpec.float32(), None).convert()),
+                ("full int8", "every op integer, as `edgeclf export` converts it",
+                 make_converter(saved, QuantSpec.int8(), calib.batches()).convert()),
+                ("swish and gates in float", "LOGISTIC and MUL ops left float (swish activations, squeeze-excite gates)",
+                 debugger(denylisted_ops=["LOGISTIC", "MUL"]).get_nondebug_quantized_model()),
+                (f"worst {top} layers in float", f"the {top} layers with the largest error above left float",
+                 debugger(denylisted_nodes=worst).get_nondebug_quantized_model()),
+                ("only convolutions integer", "LOGISTIC, MUL, ADD, MEAN, SOFTMAX and FULLY_CONNECTED left float",
+                 debugger(denylisted_ops=["LOGISTIC", "MUL", "ADD", "MEAN", "SOFTMAX", "FULLY_CONNECTED"])
+                 .get_nondebug_quantized_model())]
+    rows, interpreters = [], {}
+    for name, what, content in plan:
+        probs, interpreters[name] = _tflite_probabilities(content, test.pixels)
+        rows.append({"variant": name, "what": what, "size_bytes": len(content),
+                     "agreement": float((probs.argmax(1) == reference.argmax(1)).mean()),
+                     "max_abs_dp": float(np.abs(probs - reference).max())})
+    times = _time_rounds(interpreters, rounds, 20)
+    for r in rows:
+        r["median_invoke_ms"] = 1000 * statistics.median(times[r["variant"]])
+        print(r, flush=True)
+    values = np.array([r["rmse_over_scale"] for r in stats])
+    record = {"benchmark": f"int8 TFLite error by layer and selectively quantised variants, {run.name}",
+              "run": str(run), "backbone": meta.get("backbone"), "calibration_images": len(calib),
+              "test_images": len(test), "layers": len(stats),
+              "rmse_over_scale_quantiles": {q: float(np.quantile(values, q)) for q in (0.1, 0.5, 0.9, 1.0)},
+              "worst_layers": stats[:top], "rows": rows, "machine": describe(), "date": time.strftime("%Y-%m-%d")}
+    quant = record["rmse_over_scale_quantiles"]
+    md = [f"# Where int8 TFLite loses agreement: {run.name} ({meta.get('backbone')})", "",
+          f"- date {record['date']}; {record['machine']['cpu']}; command: `python -m "
+          f"edgeclf.benchmarks.export_benchmarks layers --run {run}`",
+          f"- calibration: {len(calib)} validation images (the exporter's default: up to 300 of them); agreement "
+          "with the Keras model "
+          f"on {len(test)} test images, as the gate measures it; per-layer error on 32 of them",
+          f"- per-layer error (QuantizationDebugger RMSE / quantisation step; 0.29 is rounding alone) over "
+          f"{len(stats)} quantised layers: 10 % {quant[0.1]:.2f}, median {quant[0.5]:.2f}, 90 % {quant[0.9]:.2f}, "
+          f"max {quant[1.0]:.2f}",
+          f"- latency: median `invoke()`, 2 threads, batch 1, every variant in one process, timed in {rounds} "
+          "alternating rounds of 20 calls", "",
+          "| variant | what | size | top-1 agreement (95 % interval) | max abs dp | median invoke, 2 threads | "
+          "speed vs fp32 |", "|---|---|---:|---:|---:|---:|---:|"]
+    fp32_ms = rows[0]["median_invoke_ms"]
+    for r in rows:
+        low, high = wilson_interval(round(r["agreement"] * len(test)), len(test))
+        md.append(f"| {r['variant']} | {r['what']} | {r['size_bytes'] / 2**20:.2f} MiB | {100 * r['agreement']:.2f}% "
+                  f"({100 * low:.1f}-{100 * high:.1f} %) | {r['max_abs_dp']:.4f} | {r['median_invoke_ms']:.2f} ms | "
+                  f"{fp32_ms / r['median_invoke_ms']:.2f}x |")
+    passing = [r["variant"] for r in rows[1:] if r["agreement"] >= 0.98]
+    md += ["", f"At or above the 98 % int8 gate: {', '.join(passing) if passing else 'none'}."]
+    md += ["", f"The {top} layers with the largest error:", "", "| op | tensor | RMSE / step |", "|---|---|---:|"]
+    md += [f"| {r['op']} | `{r['tensor'].split(';')[0]}` | {r['rmse_over_scale']:.3f} |" for r in stats[:top]]
+    write_record(results, f"int8_layers_{run.name}", record, md)
+    return any(r["agreement"] >= 0.98 for r in rows if r["variant"] != "fp32")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -277,7 +402,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--run", type=Path, default=Path("/tmp/fmnist/run-mobilenet_v2"))
     c.add_argument("--sizes", default="300,1000,3000", help="comma-separated calibration set sizes")
     c.add_argument("--work", type=Path, default=Path("/tmp/edgeclf-calibration"))
-    for p in (f, s, v, c):
+    lay = sub.add_parser("layers", help="int8 TFLite error by layer, and variants that keep some ops in float")
+    lay.add_argument("--run", type=Path, default=Path("/tmp/edgeclf-export-backbones/efficientnet_b0"))
+    lay.add_argument("--top", type=int, default=10, help="how many of the worst layers to list and keep in float")
+    lay.add_argument("--rounds", type=int, default=10)
+    for p in (f, s, v, c, lay):
         p.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.which == "fidelity":
@@ -286,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         ok = speed(args.work, args.results, args.threads, args.rounds)
     elif args.which == "variants":
         ok = variants(args.work, args.results, args.threads, args.rounds)
+    elif args.which == "layers":
+        ok = layers(args.run, args.results, args.top, args.rounds)
     else:
         ok = calibration(args.run, args.results, [int(v) for v in args.sizes.split(",")], args.work)
     return 0 if ok else 1
