@@ -234,13 +234,17 @@ def test_pad_is_recorded_only_when_set_and_validated():
         PreprocessSpec(8, 8, crop=1, pad=0)
 
 
-def test_draft_decoding_keeps_the_letterboxed_image_at_least_its_size_in_the_input(tmp_path):
-    # stored 1600x800, upright (EXIF 6) 800x1600: letterboxed into 64x64 it is 32 wide and 64 high
+def _portrait_jpeg(tmp_path):
+    """Stored 1600x800 and turned upright by EXIF (6: 90 degrees clockwise) to 800x1600: the bands run across it,
+    blue at the top, red in the middle half, green at the bottom."""
     img = Image.fromarray(_bands(1600, 800))
     exif = img.getexif()
     exif[0x0112] = 6
-    p = tmp_path / "portrait.jpg"
-    img.save(p, "JPEG", quality=95, exif=exif)
+    return _save(img, tmp_path / "portrait.jpg", "JPEG", quality=95, exif=exif)
+
+
+def test_draft_decoding_keeps_the_letterboxed_image_at_least_its_size_in_the_input(tmp_path):
+    p = _portrait_jpeg(tmp_path)  # letterboxed into 64x64 it is 32 wide and 64 high
     spec = PreprocessSpec(64, 64, pad=0)
     assert spec.decoded_size(800, 1600) == (64, 32)
     assert decode_image(p, draft_spec=spec).shape == (200, 100, 3)  # 1/8: still at least 64 high and 32 wide
@@ -250,13 +254,7 @@ def test_draft_decoding_keeps_the_letterboxed_image_at_least_its_size_in_the_inp
 
 
 def test_draft_decoding_keeps_the_crop_box_at_least_the_input_size(tmp_path):
-    # stored 1600x800 and turned upright by EXIF (6: 90 degrees clockwise) to 800x1600: the bands run across it,
-    # blue at the top, red in the middle half, green at the bottom
-    img = Image.fromarray(_bands(1600, 800))
-    exif = img.getexif()
-    exif[0x0112] = 6
-    p = tmp_path / "portrait.jpg"
-    img.save(p, "JPEG", quality=95, exif=exif)
+    p = _portrait_jpeg(tmp_path)
     spec = PreprocessSpec(64, 64, crop=0.5)  # the centred 400x400 box of the upright image, all red
     assert spec.decoded_size(800, 1600) == (256, 128)
     # the smallest DCT scale that keeps that: 1/4 (not 1/8, which would leave the box 50x50)
