@@ -287,7 +287,7 @@ def _open_heif(source, name: str) -> Image.Image:
     brand = head[8:12] if head[4:8] == b"ftyp" else b""
     if brand in _AVIF_BRANDS:
         raise ImageDecodeError(name, "an AVIF image, which this Pillow cannot decode: pip install -U pillow "
-                                     "(11.3 or later reads AVIF)")
+                                     "(recent wheels read AVIF)")
     if brand not in _HEIF_BRANDS:
         raise ImageDecodeError(name, "not an image (unrecognised format)")
     try:

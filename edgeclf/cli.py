@@ -243,8 +243,8 @@ _CROP_HELP = ("as a fraction of the largest centred box of the input's aspect ra
 @click.option("--keep-cache", is_flag=True, default=None, help="Keep the decoded-image cache in the run directory.")
 @click.option("--force", is_flag=True, help="Replace an existing run in --out.")
 @click.pass_context
-def train(ctx, data, out_dir, recipe, backbone, img_size, crop, pad, weights, pooling, dense, dropout, augment, randaugment,
-          split, force, **options):
+def train(ctx, data, out_dir, recipe, backbone, img_size, crop, pad, weights, pooling, dense, dropout, augment,
+          randaugment, split, force, **options):
     """Train a classifier on DATA and write a run directory.
 
     DATA is a folder of class folders (root/<class>/*.jpg), pre-split folders (root/{train,val,test}/<class>/),
@@ -359,8 +359,8 @@ _FOREIGN_OPTIONS = (
                  help="Model trained elsewhere: its pipeline's centre crop, " + _CROP_HELP + " [default: none]."),
     click.option("--pad", callback=_pad, metavar="COLOUR|none",
                  help="Model trained elsewhere whose pipeline letterboxed (padded to the input's aspect ratio): "
-                      + _PAD_HELP + ", e.g. 124,116,104 (the ImageNet mean) for timm's crop_mode='border' at crop_pct 1 "
-                      "[default: none]."),
+                      + _PAD_HELP + ", e.g. 124,116,104 (the ImageNet mean) for timm's crop_mode='border' at "
+                      "crop_pct 1 [default: none]."),
 )
 
 
@@ -603,7 +603,8 @@ def _print_export_summary(results, spec) -> None:
     if results and len(fp32) < len({r.format for r in results}):
         fp32 = {**_earlier_fp32_sizes(results[0].path.parent), **fp32}
     width = max([34, *(display_width(r.path.name) for r in results)])
-    click.echo(f"{pad_text('artefact', width)} {'size':>9} {'vs fp32':>8} {'agree':>8} {'max|dp|':>8} {'acc Δpp':>8}  gate")
+    click.echo(f"{pad_text('artefact', width)} {'size':>9} {'vs fp32':>8} {'agree':>8} {'max|dp|':>8} "
+               f"{'acc Δpp':>8}  gate")
     for r in results:
         f = r.fidelity
         rel = f"{100 * r.size_bytes / fp32[r.format]:.0f}%" if r.format in fp32 else ""
@@ -612,7 +613,8 @@ def _print_export_summary(results, spec) -> None:
         dacc = f"{f['accuracy_change_pp']:+.2f}" if "accuracy_change_pp" in f else ""
         gate = click.style("pass", fg="green") if r.passed and f.get("verified") else (
             click.style("unverified", fg="yellow") if r.passed else click.style("REJECTED", fg="red"))
-        click.echo(f"{pad_text(r.path.name, width)} {r.size_bytes / 1024:>8.0f}K {rel:>8} {agree:>8} {maxd:>8} {dacc:>8}  {gate}")
+        click.echo(f"{pad_text(r.path.name, width)} {r.size_bytes / 1024:>8.0f}K {rel:>8} {agree:>8} {maxd:>8} "
+                   f"{dacc:>8}  {gate}")
         if r.reason:
             click.secho(f"  {r.reason}", fg="red")
         lo, hi = f.get("agreement_ci95", (None, None))

@@ -281,7 +281,9 @@ from edgeclf.edge_runtime import PreprocessSpec, load_image
 spec = PreprocessSpec(8, 8)
 load_image({str(png)!r}, spec)
 before = "pillow_heif" in sys.modules
-pixels = [load_image({str(heic)!r}, spec)[4, 4].tolist(), load_image(open({str(heic)!r}, "rb").read(), spec)[4, 4].tolist()]
+with open({str(heic)!r}, "rb") as fh:
+    data = fh.read()
+pixels = [load_image({str(heic)!r}, spec)[4, 4].tolist(), load_image(data, spec)[4, 4].tolist()]
 print(json.dumps({{"before": before, "pixels": pixels, "after": "pillow_heif" in sys.modules}}))
 """)
     seen = json.loads(out.stdout)
