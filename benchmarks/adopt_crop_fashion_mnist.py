@@ -47,8 +47,8 @@ def _normalise(pixels: np.ndarray) -> np.ndarray:
     return ((pixels / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
 
 
-def adopt_each(files: dict[str, Path], options: list[tuple[str, dict]], pngs: list[str], pipeline: np.ndarray,
-               expected: np.ndarray, labels: np.ndarray, work: Path) -> list[dict]:
+def _adopt_each(files: dict[str, Path], options: list[tuple[str, dict]], pngs: list[str], pipeline: np.ndarray,
+                expected: np.ndarray, labels: np.ndarray, work: Path) -> list[dict]:
     """Adopts each of ``files`` (how it was made -> path) with ``--input-norm torch`` and each of ``options`` (as
     typed -> ``ForeignSpec`` keywords), then compares what the runtime feeds with the ``pipeline``'s pixels and
     what it predicts on ``pngs`` with the notebook's ``expected`` probabilities."""
@@ -74,61 +74,68 @@ def adopt_each(files: dict[str, Path], options: list[tuple[str, dict]], pngs: li
     return rows
 
 
-def adoption_table(rows: list[dict], notebook_accuracy: float) -> list[str]:
-    """The Markdown table of ``adopt_each``'s rows."""
-    return ["| file | made by | adopted with | pixels fed vs the pipeline's: max / mean abs diff | agreement with the "
-            "notebook (10,000) | max abs diff p | accuracy | Δ vs notebook pp |",
-            "|---|---|---|---:|---:|---:|---:|---:|"] + [
-        f"| {r['file']} | {r['made_by']} | `{r['adopted_with']}` | {r['max_pixel_diff_vs_pipeline']} / "
-        f"{r['mean_pixel_diff_vs_pipeline']:.3f} | {100 * r['agreement_with_notebook']:.2f}% | "
-        f"{r['max_abs_diff_vs_notebook']:.2e} | {r['accuracy']:.4f} | "
-        f"{100 * (r['accuracy'] - notebook_accuracy):+.2f} |" for r in rows]
+def adoption_benchmark(argv: list[str] | None, doc: str, name: str, pipeline, images=lambda x: x, *,
+                       options: list[tuple[str, dict]], model_name: str, benchmark: str, title: str, notebook: str,
+                       adopted: str) -> int:
+    """One notebook, its files adopted with and without an option, all 10,000 test images compared.
 
-
-def notebook_files(model, shape: tuple[int, int, int], work: Path) -> dict[str, Path]:
-    """The notebook's files made the way such users make them, none with edgeclf: how each was made -> path."""
-    return {"tf2onnx, channels-first input": _tf2onnx(model, shape, work / "notebook_nchw.onnx", nchw=True),
-            "TFLiteConverter": _float_tflite(model, work, "notebook_float")[1]}
-
-
-def main(argv: list[str] | None = None) -> int:
+    The notebook CNN is trained on ``pipeline(images(train images))`` scaled by the ImageNet mean and std; its
+    tf2onnx (channels-first) and TFLiteConverter files are adopted with each of ``options`` (as typed ->
+    ``ForeignSpec`` keywords); the test images, ``images(test images)``, are written as PNG files and classified
+    through the runtime. Writes the record ``name``: ``title`` over lines that say what ``notebook`` did to the
+    images and how the files were ``adopted``.
+    """
     import keras
 
     from edgeclf.edge_runtime.tensor import softmax
 
-    args, (train_x, train_y), (test_x, test_y) = notebook_setup(argv, __doc__, "/tmp/edgeclf-adopt-crop", epochs=2)
+    args, (train_x, train_y), (test_x, test_y) = notebook_setup(argv, doc, f"/tmp/edgeclf-{name}", epochs=2)
     model_path = args.work / "notebook.keras"
-    train_s = fit_notebook_cnn(_normalise(pipeline_pixels(train_x)), train_y, args.epochs, model_path,
-                               "notebook_cropped_cnn")
+    train_s = fit_notebook_cnn(_normalise(pipeline(images(train_x))), train_y, args.epochs, model_path, model_name)
     model = keras.models.load_model(model_path)
-    test_pixels = pipeline_pixels(test_x)
+    test_images = images(test_x)
+    test_pixels = pipeline(test_images)
     expected = softmax(model.predict(_normalise(test_pixels), batch_size=512, verbose=0))
     notebook_accuracy = float((expected.argmax(1) == test_y).mean())
-    files = notebook_files(model, (CROP, CROP, 3), args.work)
-    pngs = [str(p) for p in write_test_pngs(test_x, test_y, args.work / "test")]
-    rows = adopt_each(files, [("--crop 0.875", {"crop": 0.875}), ("(no --crop)", {})], pngs, test_pixels, expected,
-                      test_y, args.work)
-    record = {
-        "benchmark": "a notebook model evaluated with Resize(32) + CenterCrop(28) and ImageNet mean/std, its tf2onnx "
-                     "NCHW and TFLite files adopted with and without --crop 0.875; runtime on the 10,000 test PNGs "
-                     "vs the notebook's own predictions",
-        "date": time.strftime("%Y-%m-%d"), "machine": describe(), "epochs": args.epochs, "train_s": round(train_s, 1),
-        "notebook_accuracy": notebook_accuracy, "rows": rows,
-    }
+    files = {"tf2onnx, channels-first input": _tf2onnx(model, test_pixels.shape[1:], args.work / "notebook_nchw.onnx",
+                                                       nchw=True),
+             "TFLiteConverter": _float_tflite(model, args.work, "notebook_float")[1]}
+    pngs = [str(p) for p in write_test_pngs(test_images, test_y, args.work / "test")]
+    rows = _adopt_each(files, options, pngs, test_pixels, expected, test_y, args.work)
+    record = {"benchmark": benchmark, "date": time.strftime("%Y-%m-%d"), "machine": describe(),
+              "epochs": args.epochs, "train_s": round(train_s, 1), "notebook_accuracy": notebook_accuracy,
+              "rows": rows}
     m = record["machine"]
-    md = ["# Adopting a centre-cropping pipeline's files: `--crop` (Fashion-MNIST, 10 classes)", "",
+    md = [f"# {title}", "",
           f"- date {record['date']}; {m['cpu']}, {m['affinity_cores']} cores; command: "
-          "`python -m edgeclf.benchmarks.adopt_crop_fashion_mnist`",
-          "- the notebook: IDX arrays as Pillow RGB images, `Resize(32)` (bilinear) + `CenterCrop(28)`, x/255 then "
-          "ImageNet mean/std, Conv32-Pool-Conv64-Pool-Dense128-Dense10 (logits), "
+          f"`python -m edgeclf.benchmarks.{name.replace('-', '_')}_fashion_mnist`",
+          f"- {notebook}, x/255 then ImageNet mean/std, Conv32-Pool-Conv64-Pool-Dense128-Dense10 (logits), "
           f"{args.epochs} epochs of `model.fit` ({record['train_s']} s); test accuracy of its own predictions "
           f"**{notebook_accuracy:.4f}**",
-          "- each file adopted with `edgeclf adopt FILE --labels <10 names> --input-norm torch`, with and without "
-          "`--crop 0.875` (28/32), then all 10,000 test images classified as PNG files through the runtime "
-          "(`Classifier.classify`, 2 threads) and compared with the notebook; \"pixels fed\" compares what the "
-          "runtime feeds (`Classifier.prepare`) with the notebook's cropped pixels on all 10,000", ""]
-    write_record(args.results, "adopt_crop_fashion_mnist", record, md + adoption_table(rows, notebook_accuracy))
+          f"- each file adopted with `edgeclf adopt FILE --labels <10 names> --input-norm torch`, {adopted} through "
+          "the runtime (`Classifier.classify`, 2 threads) and compared with the notebook; \"pixels fed\" compares "
+          "what the runtime feeds (`Classifier.prepare`) with the notebook's pixels on all 10,000", "",
+          "| file | made by | adopted with | pixels fed vs the pipeline's: max / mean abs diff | agreement with the "
+          "notebook (10,000) | max abs diff p | accuracy | Δ vs notebook pp |",
+          "|---|---|---|---:|---:|---:|---:|---:|"]
+    md += [f"| {r['file']} | {r['made_by']} | `{r['adopted_with']}` | {r['max_pixel_diff_vs_pipeline']} / "
+           f"{r['mean_pixel_diff_vs_pipeline']:.3f} | {100 * r['agreement_with_notebook']:.2f}% | "
+           f"{r['max_abs_diff_vs_notebook']:.2e} | {r['accuracy']:.4f} | "
+           f"{100 * (r['accuracy'] - notebook_accuracy):+.2f} |" for r in rows]
+    write_record(args.results, f"{name.replace('-', '_')}_fashion_mnist", record, md)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return adoption_benchmark(
+        argv, __doc__, "adopt-crop", pipeline_pixels, options=[("--crop 0.875", {"crop": 0.875}), ("(no --crop)", {})],
+        model_name="notebook_cropped_cnn",
+        benchmark="a notebook model evaluated with Resize(32) + CenterCrop(28) and ImageNet mean/std, its tf2onnx "
+                  "NCHW and TFLite files adopted with and without --crop 0.875; runtime on the 10,000 test PNGs vs "
+                  "the notebook's own predictions",
+        title="Adopting a centre-cropping pipeline's files: `--crop` (Fashion-MNIST, 10 classes)",
+        notebook="the notebook: IDX arrays as Pillow RGB images, `Resize(32)` (bilinear) + `CenterCrop(28)`",
+        adopted="with and without `--crop 0.875` (28/32), then all 10,000 test images classified as PNG files")
 
 
 if __name__ == "__main__":

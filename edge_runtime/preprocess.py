@@ -198,11 +198,12 @@ class PreprocessSpec:
         d = asdict(self)
         d["value_range"] = list(self.value_range)
         d["background"] = list(self.background)
-        for key in ("crop", "pad"):
-            if d[key] is None:
-                del d[key]
-            elif key == "pad":
-                d[key] = list(d[key])
+        if self.crop is None:
+            del d["crop"]
+        if self.pad is None:
+            del d["pad"]
+        else:
+            d["pad"] = list(self.pad)
         return d
 
     @classmethod

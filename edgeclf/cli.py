@@ -179,14 +179,13 @@ def _pad(_ctx, _param, value):
     """--pad COLOUR or none: a PreprocessSpec.pad value (one grey level, or R,G,B)."""
     if value is None or value.lower() == "none":
         return None
+    from edgeclf.edge_runtime.preprocess import check_pad
+
     try:
-        rgb = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        rgb = ()
-    if len(rgb) not in (1, 3) or not all(0 <= v <= 255 for v in rgb):
+        return check_pad(tuple(int(v) for v in value.split(",")))
+    except (ValueError, ConfigError):  # not integers, or not one or three of 0-255
         raise click.BadParameter(f"Received: '{value}'. Expected a grey level 0-255 such as 0 or 114, three R,G,B "
-                                 "values such as 124,116,104, or none.")
-    return rgb * 3 if len(rgb) == 1 else rgb
+                                 "values such as 124,116,104, or none.") from None
 
 
 _PAD_HELP = ("the whole image is resized to fit inside the input, aspect ratio kept, and the rest filled with this "

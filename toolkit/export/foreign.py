@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edgeclf.edge_runtime.errors import ConfigError, DataError
-from edgeclf.edge_runtime.preprocess import RESIZE_METHODS, PreprocessSpec, check_crop, check_pad
+from edgeclf.edge_runtime.preprocess import RESIZE_METHODS, PreprocessSpec
 from edgeclf.edge_runtime.tensor import LUMA_RGB, InputTensor
 from edgeclf.models.factory import check_img_size, img_hw
 
@@ -73,9 +73,9 @@ class ForeignSpec:
             object.__setattr__(self, "img_size", check_img_size(self.img_size))
         if self.resize not in RESIZE_METHODS:
             raise ConfigError(f"Received: resize='{self.resize}'. Supported: {', '.join(RESIZE_METHODS)}.")
-        object.__setattr__(self, "crop", check_crop(self.crop))
-        object.__setattr__(self, "pad", check_pad(self.pad))
-        self.preprocess(1, 1)  # refuses a crop with a pad
+        fit = self.preprocess(1, 1)  # PreprocessSpec checks the crop and the pad, and refuses both together
+        object.__setattr__(self, "crop", fit.crop)
+        object.__setattr__(self, "pad", fit.pad)
 
 
     def _check_custom(self) -> None:
