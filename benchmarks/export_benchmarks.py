@@ -1,6 +1,6 @@
 """Reference results for ``edgeclf export``.
 
-Five benchmarks, each recorded in ``benchmarks/results/`` with the machine:
+Six benchmarks, each recorded in ``benchmarks/results/`` with the machine:
 
 - ``fidelity``: export a model trained on the full Fashion-MNIST-10 (``fashion_mnist_train``) to every format and
   mode and gate it on the whole 10,000-image test split: top-1 agreement, accuracy change, size.
@@ -15,12 +15,16 @@ Five benchmarks, each recorded in ``benchmarks/results/`` with the machine:
 - ``layers``: where a run's int8 TFLite error comes from (default: the EfficientNet-B0 of ``export_backbones``,
   whose int8 TFLite the gate rejects): TFLite's ``QuantizationDebugger`` error per layer, and the agreement of
   selectively quantised variants that keep some ops in float. Diagnostic: edgeclf exports none of these variants.
+- ``reshapes``: what converting Keras ``Reshape`` / ``Flatten`` layers with a constant shape (the export's default,
+  ``archive.without_dynamic_reshapes``) changes in the TFLite files of some runs: op and XNNPACK partition counts,
+  outputs, and fp32 / int8 latency against the same model traced as Keras traces it, timed interleaved.
 
     python -m edgeclf.benchmarks.export_benchmarks fidelity --run /tmp/edgeclf-fmnist/run-simple_cnn
     python -m edgeclf.benchmarks.export_benchmarks speed --work /tmp/edgeclf-mnv2
     python -m edgeclf.benchmarks.export_benchmarks calibration --run /tmp/fmnist/run-mobilenet_v2
     python -m edgeclf.benchmarks.export_benchmarks variants --work /tmp/edgeclf-mnv2
     python -m edgeclf.benchmarks.export_benchmarks layers --run /tmp/edgeclf-export-backbones/efficientnet_b0
+    python -m edgeclf.benchmarks.export_benchmarks reshapes --runs /tmp/edgeclf-export-backbones/efficientnet_b0
 """
 
 from __future__ import annotations
@@ -386,6 +390,77 @@ def layers(run: Path, results: Path, top: int, rounds: int) -> bool:
     return any(r["agreement"] >= 0.98 for r in rows if r["variant"] != "fp32")
 
 
+def _op_counts(interpreter) -> dict[str, int]:
+    names = [op["op_name"] for op in interpreter._get_ops_details()]
+    return {"ops": len(names), "SHAPE": names.count("SHAPE"), "partitions": names.count("DELEGATE")}
+
+
+def reshapes(runs: list[Path], results: Path, rounds: int) -> bool:
+    """Each run's fp32 and int8 TFLite traced with Keras' batch-dependent reshapes and with constant ones.
+
+    Returns whether every constant-shape file is one XNNPACK partition with the other's top-1 on every test image.
+    """
+    from edgeclf.edge_runtime.artifact import read_run_metadata
+    from edgeclf.edge_runtime.preprocess import PreprocessSpec
+    from edgeclf.toolkit.evaluate import load_keras_model
+    from edgeclf.toolkit.export import QuantSpec
+    from edgeclf.toolkit.export.archive import write_saved_model
+    from edgeclf.toolkit.export.images import run_split
+    from edgeclf.toolkit.export.tflite import make_converter
+
+    rows, interpreters = [], {}
+    for run in runs:
+        meta = read_run_metadata(run / "model.keras")
+        pre = PreprocessSpec.from_dict(meta["preprocess"])
+        calib, test = run_split(meta, run, "val", pre, 300), run_split(meta, run, "test", pre, 1000)
+        model = load_keras_model(run / "model.keras")
+        reference = model.predict(test.pixels.astype(np.float32), batch_size=64, verbose=0)
+        for quant in (QuantSpec.float32(), QuantSpec.int8()):
+            probs = {}
+            for static in (False, True):
+                with tempfile.TemporaryDirectory(prefix="edgeclf-reshapes-") as tmp:
+                    write_saved_model(model, Path(tmp), static_reshapes=static)
+                    content = make_converter(tmp, quant, calib.batches() if quant.needs_calibration else None
+                                             ).convert()
+                name = f"{run.name} {quant.mode} {'constant' if static else 'keras'}"
+                probs[static], interpreters[name] = _tflite_probabilities(content, test.pixels)
+                rows.append({"run": run.name, "backbone": meta.get("backbone"), "mode": quant.mode,
+                             "reshapes": "constant" if static else "keras", "name": name, "size_bytes": len(content),
+                             **_op_counts(interpreters[name]), "test_images": len(test),
+                             "agreement": float((probs[static].argmax(1) == reference.argmax(1)).mean())})
+            rows[-1]["max_abs_diff_vs_keras_trace"] = float(np.abs(probs[True] - probs[False]).max())
+            rows[-1]["same_top1_as_keras_trace"] = float((probs[True].argmax(1) == probs[False].argmax(1)).mean())
+    times = _time_rounds(interpreters, rounds, 20)
+    for r in rows:
+        r["median_invoke_ms"] = 1000 * statistics.median(times[r["name"]])
+    for keras_row, constant_row in zip(rows[::2], rows[1::2]):
+        constant_row["speedup"] = keras_row["median_invoke_ms"] / constant_row["median_invoke_ms"]
+        print(keras_row, constant_row, flush=True)
+    ok = all(r["partitions"] == 1 and r["same_top1_as_keras_trace"] == 1.0 for r in rows[1::2])
+    record = {"benchmark": "TFLite with Keras' batch-dependent reshapes vs constant-shape reshapes",
+              "runs": [str(r) for r in runs], "rows": rows, "rounds": rounds,
+              "machine": describe(), "date": time.strftime("%Y-%m-%d")}
+    md = ["# Constant-shape reshapes in the exported TFLite graph", "",
+          f"- date {record['date']}; {record['machine']['cpu']}, {record['machine']['affinity_cores']} cores; "
+          f"ai-edge-litert {record['machine']['versions']['ai-edge-litert']}",
+          f"- command: `python -m edgeclf.benchmarks.export_benchmarks reshapes --runs {','.join(map(str, runs))}`",
+          "- each run's model converted twice per mode, as the exporter converts it (int8 calibrated on the run's "
+          "validation images): traced as Keras traces `Reshape` / `Flatten` (batch size read at run time: SHAPE, "
+          "STRIDED_SLICE, PACK ops) and with constant shapes (`-1` for the batch), what `edgeclf export` now writes",
+          f"- outputs compared on the run's test images; latency: median `invoke()`, 2 threads, batch 1, all files "
+          f"in one process, timed in {rounds} alternating rounds of 20 calls", "",
+          "| run | mode | reshapes | ops | SHAPE ops | XNNPACK partitions | agreement with Keras | max abs dp vs "
+          "Keras trace | median invoke | speed-up |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        diff = f"{r['max_abs_diff_vs_keras_trace']:.1e}" if "max_abs_diff_vs_keras_trace" in r else "-"
+        speed = f"{r['speedup']:.2f}x" if "speedup" in r else "-"
+        md.append(f"| {r['run']} ({r['backbone']}) | {r['mode']} | {r['reshapes']} | {r['ops']} | {r['SHAPE']} | "
+                  f"{r['partitions']} | {100 * r['agreement']:.2f}% | {diff} | {r['median_invoke_ms']:.3f} ms | "
+                  f"{speed} |")
+    write_record(results, "tflite_static_reshapes", record, md)
+    return ok
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="which", required=True)
@@ -407,7 +482,11 @@ def main(argv: list[str] | None = None) -> int:
     lay.add_argument("--run", type=Path, default=Path("/tmp/edgeclf-export-backbones/efficientnet_b0"))
     lay.add_argument("--top", type=int, default=10, help="how many of the worst layers to list and keep in float")
     lay.add_argument("--rounds", type=int, default=10)
-    for p in (f, s, v, c, lay):
+    rs = sub.add_parser("reshapes", help="TFLite partitions and latency with constant-shape vs Keras' reshapes")
+    rs.add_argument("--runs", default="/tmp/edgeclf-export-backbones/efficientnet_b0",
+                    help="comma-separated run folders")
+    rs.add_argument("--rounds", type=int, default=10)
+    for p in (f, s, v, c, lay, rs):
         p.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.which == "fidelity":
@@ -418,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         ok = variants(args.work, args.results, args.threads, args.rounds)
     elif args.which == "layers":
         ok = layers(args.run, args.results, args.top, args.rounds)
+    elif args.which == "reshapes":
+        ok = reshapes([Path(r) for r in args.runs.split(",")], args.results, args.rounds)
     else:
         ok = calibration(args.run, args.results, [int(v) for v in args.sizes.split(",")], args.work)
     return 0 if ok else 1

@@ -553,3 +553,68 @@ def test_cli_says_when_the_gate_lies_inside_the_agreements_interval(run_copy, mo
     report = json.loads((run_copy / "export" / "export_report.json").read_text())
     assert report["spec"]["calibration_images"] == 12 and report["spec"]["verify_images"] == 10
     assert report["calibration"].endswith("(12 images)")
+
+
+def _ops(content: bytes) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content)
+    interpreter.allocate_tensors()  # applies the XNNPACK delegate: each partition it takes is one DELEGATE node
+    return [op["op_name"] for op in interpreter._get_ops_details()]
+
+
+def test_reshape_and_flatten_layers_export_without_batch_dependent_ops(tmp_path):
+    """Keras traces Reshape (one per EfficientNet squeeze-excite block) and Flatten with the batch size read at run
+    time: SHAPE ops XNNPACK cannot run split the TFLite model into one delegated partition per block. The export
+    reshapes to a constant shape instead: one partition, the same numbers, any batch size."""
+    import onnx
+    import onnxruntime as ort
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeclf.models import HeadSpec, ModelSpec, create_model
+    from edgeclf.toolkit.export.archive import write_saved_model
+    from edgeclf.toolkit.export.onnx import convert_fp32
+
+    model = create_model(ModelSpec("efficientnet_b0", 2, 32, "none", head=HeadSpec(pooling="flatten")))
+    x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    expected = np.asarray(model(x, training=False))
+    contents = {}
+    for static in (False, True):
+        write_saved_model(model, tmp_path / f"saved_{static}", static_reshapes=static)
+        contents[static] = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / f"saved_{static}")).convert()
+    before, after = _ops(contents[False]), _ops(contents[True])
+    assert before.count("SHAPE") == 17 and before.count("DELEGATE") == 18  # 16 blocks + the Flatten head
+    assert "SHAPE" not in after and after.count("DELEGATE") == 1
+    interpreter = Interpreter(model_content=contents[True])
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, x)
+    interpreter.invoke()
+    np.testing.assert_allclose(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]), expected,
+                               atol=1e-5)
+
+    convert_fp32(model, tmp_path / "m.onnx", 17)
+    assert "Shape" not in {node.op_type for node in onnx.load(str(tmp_path / "m.onnx")).graph.node}
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    np.testing.assert_allclose(session.run(None, {"pixels": x})[0], expected, atol=1e-5)
+
+
+def test_a_model_that_cannot_be_cloned_is_traced_as_it_is():
+    import keras
+
+    from edgeclf.toolkit.export.archive import without_dynamic_reshapes
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.flat = keras.layers.Flatten()
+            self.dense = keras.layers.Dense(2, activation="softmax")
+
+        def call(self, x):
+            return self.dense(self.flat(x))
+
+    model = Subclassed()
+    model(np.zeros((1, 4, 4, 3), "float32"))
+    assert without_dynamic_reshapes(model) is model

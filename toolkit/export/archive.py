@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 from .._deps import import_tf
+
+logger = logging.getLogger(__name__)
 
 INPUT_NAME = "pixels"
 ENDPOINT = "serve"
 
 
-def write_saved_model(model, directory: str | Path) -> None:
+def write_saved_model(model, directory: str | Path, static_reshapes: bool = True) -> None:
     """Writes ``model``'s inference function (``training=False``, dynamic batch) as a SavedModel.
 
     ExportArchive with an explicit input signature is the conversion path that works for Keras 3 models;
     ``TFLiteConverter.from_keras_model`` and ``tf2onnx.convert.from_keras`` have open failure modes with them.
+
+    Args:
+        model: The Keras model.
+        directory: Where to write it.
+        static_reshapes: Trace ``Reshape`` and ``Flatten`` layers as reshapes to a constant shape (see
+            ``without_dynamic_reshapes``); False traces the model as it is.
     """
     tf, keras = import_tf()
+    model = without_dynamic_reshapes(model) if static_reshapes else model
     h, w, c = model.input_shape[1:]
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -27,11 +37,89 @@ def write_saved_model(model, directory: str | Path) -> None:
 
 
 def concrete_function(model):
-    """The same endpoint as a concrete tf.function (what tf2onnx converts)."""
+    """The same endpoint as a concrete tf.function (what tf2onnx converts), with static reshapes as above."""
     tf, keras = import_tf()
+    model = without_dynamic_reshapes(model)
     h, w, c = model.input_shape[1:]
     archive = keras.export.ExportArchive()
     archive.track(model)
     signature = [tf.TensorSpec((None, h, w, c), tf.float32, name=INPUT_NAME)]
     archive.add_endpoint(ENDPOINT, functools.partial(model.__call__, training=False), input_signature=signature)
     return archive._get_concrete_fn(ENDPOINT), signature
+
+
+def without_dynamic_reshapes(model):
+    """``model`` with its ``Reshape`` and channels-last ``Flatten`` layers reshaping to ``(-1, *shape)``.
+
+    Keras traces both layers with the batch size read from the input at run time (``Shape``, ``StridedSlice`` and
+    ``Pack`` ops before the ``Reshape``): EfficientNet has one in each squeeze-excite block, a Flatten head one more.
+    XNNPACK cannot run ``SHAPE``, so LiteRT splits such a model into a delegated partition per block (17 for
+    EfficientNet-B0), and delegates that need static shapes (GPU, NNAPI, the Edge TPU compiler) stop at the first
+    one. With ``-1`` for the batch the new shape is a constant and the model is one partition. Every other layer is
+    the model's own (same weights); the outputs are the same numbers.
+
+    Returns:
+        A clone of ``model`` with those layers replaced, or ``model`` itself when it has none whose output shape is
+        fixed, or when it cannot be cloned (a subclassed model).
+    """
+    _, keras = import_tf()
+    replace = {id(layer): shape for layer, shape in _dynamic_reshapes(model, keras)}
+    if not replace:
+        return model
+
+    def clone(layer):
+        shape = replace.get(id(layer))
+        return layer if shape is None else _static_reshape_class()(shape, name=f"{layer.name}_static")
+
+    try:
+        return keras.models.clone_model(model, clone_function=clone, recursive=True)
+    except Exception as exc:  # a subclassed model or container clone_model cannot rebuild: trace it as it is
+        logger.info("Kept the model's batch-dependent reshapes: cloning it failed (%s)", exc)
+        return model
+
+
+def _dynamic_reshapes(model, keras) -> list:
+    """``(layer, output shape without the batch)`` for every Reshape or channels-last Flatten in ``model`` and the
+    models nested in it, called once, whose output shape is fully known."""
+    found = []
+    for layer in _layers(model):
+        is_flatten = isinstance(layer, keras.layers.Flatten) and getattr(layer, "data_format", None) != "channels_first"
+        if not (isinstance(layer, keras.layers.Reshape) or is_flatten):
+            continue
+        try:
+            shape = tuple(layer.output.shape[1:])  # raises for a layer called more than once
+        except (AttributeError, ValueError):
+            continue
+        if shape and all(isinstance(d, int) for d in shape):
+            found.append((layer, shape))
+    return found
+
+
+def _layers(model):
+    for layer in getattr(model, "layers", ()):
+        yield layer
+        yield from _layers(layer)
+
+
+@functools.cache
+def _static_reshape_class():
+    """The layer class, made on first use: this module is imported where Keras may not be installed."""
+    _, keras = import_tf()
+
+    class StaticReshape(keras.layers.Layer):
+        """Reshapes to ``(-1, *target_shape)``: no op reads the batch size (only built for export, never saved)."""
+
+        def __init__(self, target_shape, **kwargs):
+            super().__init__(**kwargs)
+            self.target_shape = tuple(target_shape)
+
+        def call(self, inputs):
+            return keras.ops.reshape(inputs, (-1, *self.target_shape))
+
+        def compute_output_shape(self, input_shape):
+            return (input_shape[0], *self.target_shape)
+
+        def get_config(self):
+            return {**super().get_config(), "target_shape": self.target_shape}
+
+    return StaticReshape
