@@ -443,7 +443,8 @@ def reshapes(runs: list[Path], results: Path, rounds: int) -> bool:
     md = ["# Constant-shape reshapes in the exported TFLite graph", "",
           f"- date {record['date']}; {record['machine']['cpu']}, {record['machine']['affinity_cores']} cores; "
           f"ai-edge-litert {record['machine']['versions']['ai-edge-litert']}",
-          f"- command: `python -m edgeclf.benchmarks.export_benchmarks reshapes --runs {','.join(map(str, runs))}`",
+          f"- command: `python -m edgeclf.benchmarks.export_benchmarks reshapes --rounds {rounds} --runs "
+          f"{','.join(map(str, runs))}`",
           "- each run's model converted twice per mode, as the exporter converts it (int8 calibrated on the run's "
           "validation images): traced as Keras traces `Reshape` / `Flatten` (batch size read at run time: SHAPE, "
           "STRIDED_SLICE, PACK ops) and with constant shapes (`-1` for the batch), what `edgeclf export` now writes",

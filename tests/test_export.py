@@ -601,10 +601,19 @@ def test_reshape_and_flatten_layers_export_without_batch_dependent_ops(tmp_path)
     np.testing.assert_allclose(session.run(None, {"pixels": x})[0], expected, atol=1e-5)
 
 
-def test_a_model_that_cannot_be_cloned_is_traced_as_it_is():
+def test_constant_reshapes_keep_a_shared_layer_right_and_leave_subclassed_models_alone():
     import keras
 
     from edgeclf.toolkit.export.archive import without_dynamic_reshapes
+
+    shared = keras.layers.Reshape((-1, 3))  # one layer called on two inputs: (2, 2, 3) -> (4, 3), (18,) -> (6, 3)
+    a, b = keras.Input((2, 2, 3)), keras.Input((18,))
+    model = keras.Model([a, b], [shared(a), shared(b)])
+    xa, xb = np.random.default_rng(0).random((2, 2, 2, 3), "float32"), np.random.default_rng(1).random((2, 18), "float32")
+    clone = without_dynamic_reshapes(model)
+    assert clone is not model
+    for got, want in zip(clone([xa, xb]), model([xa, xb])):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
     class Subclassed(keras.Model):
         def __init__(self):

@@ -59,17 +59,16 @@ def without_dynamic_reshapes(model):
     the model's own (same weights); the outputs are the same numbers.
 
     Returns:
-        A clone of ``model`` with those layers replaced, or ``model`` itself when it has none whose output shape is
-        fixed, or when it cannot be cloned (a subclassed model).
+        A clone of ``model`` with those layers wrapped, or ``model`` itself when it has none, or when it cannot be
+        cloned (a subclassed model).
     """
     _, keras = import_tf()
-    replace = {id(layer): shape for layer, shape in _dynamic_reshapes(model, keras)}
-    if not replace:
+    wrap = {id(layer) for layer in _layers(model) if _reshapes(layer, keras)}
+    if not wrap:
         return model
 
     def clone(layer):
-        shape = replace.get(id(layer))
-        return layer if shape is None else _static_reshape_class()(shape, name=f"{layer.name}_static")
+        return _constant_reshape_class()(layer, name=f"{layer.name}_constant") if id(layer) in wrap else layer
 
     try:
         return keras.models.clone_model(model, clone_function=clone, recursive=True)
@@ -78,48 +77,40 @@ def without_dynamic_reshapes(model):
         return model
 
 
-def _dynamic_reshapes(model, keras) -> list:
-    """``(layer, output shape without the batch)`` for every Reshape or channels-last Flatten in ``model`` and the
-    models nested in it, called once, whose output shape is fully known."""
-    found = []
-    for layer in _layers(model):
-        is_flatten = isinstance(layer, keras.layers.Flatten) and getattr(layer, "data_format", None) != "channels_first"
-        if not (isinstance(layer, keras.layers.Reshape) or is_flatten):
-            continue
-        try:
-            shape = tuple(layer.output.shape[1:])  # raises for a layer called more than once
-        except (AttributeError, ValueError):
-            continue
-        if shape and all(isinstance(d, int) for d in shape):
-            found.append((layer, shape))
-    return found
+def _reshapes(layer, keras) -> bool:
+    if isinstance(layer, keras.layers.Flatten):
+        return getattr(layer, "data_format", None) != "channels_first"  # that one transposes first
+    return isinstance(layer, keras.layers.Reshape)
 
 
 def _layers(model):
+    """Every layer of ``model`` and of the models nested in it."""
     for layer in getattr(model, "layers", ()):
         yield layer
         yield from _layers(layer)
 
 
 @functools.cache
-def _static_reshape_class():
+def _constant_reshape_class():
     """The layer class, made on first use: this module is imported where Keras may not be installed."""
     _, keras = import_tf()
 
-    class StaticReshape(keras.layers.Layer):
-        """Reshapes to ``(-1, *target_shape)``: no op reads the batch size (only built for export, never saved)."""
+    class ConstantReshape(keras.layers.Layer):
+        """A ``Reshape`` or ``Flatten`` layer that reshapes to ``(-1, *its output shape)`` whenever the input's
+        shape fixes that output shape (each call on its own, so a layer shared between inputs stays right), and
+        calls the layer itself otherwise. Built only to trace a model for export, never saved."""
 
-        def __init__(self, target_shape, **kwargs):
+        def __init__(self, layer, **kwargs):
             super().__init__(**kwargs)
-            self.target_shape = tuple(target_shape)
+            self.layer = layer
 
         def call(self, inputs):
-            return keras.ops.reshape(inputs, (-1, *self.target_shape))
+            shape = tuple(self.layer.compute_output_shape((None, *inputs.shape[1:])))[1:]
+            if not shape or not all(isinstance(d, int) for d in shape):
+                return self.layer(inputs)
+            return keras.ops.reshape(inputs, (-1, *shape))
 
         def compute_output_shape(self, input_shape):
-            return (input_shape[0], *self.target_shape)
+            return self.layer.compute_output_shape(input_shape)
 
-        def get_config(self):
-            return {**super().get_config(), "target_shape": self.target_shape}
-
-    return StaticReshape
+    return ConstantReshape
