@@ -26,26 +26,25 @@ def write_saved_model(model, directory: str | Path, static_reshapes: bool = True
         static_reshapes: Trace ``Reshape`` and ``Flatten`` layers as reshapes to a constant shape (see
             ``without_dynamic_reshapes``); False traces the model as it is.
     """
-    tf, keras = import_tf()
-    model = without_dynamic_reshapes(model) if static_reshapes else model
-    h, w, c = model.input_shape[1:]
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(ENDPOINT, functools.partial(model.__call__, training=False),
-                         input_signature=[tf.TensorSpec((None, h, w, c), tf.float32, name=INPUT_NAME)])
+    archive, _ = _archive(without_dynamic_reshapes(model) if static_reshapes else model)
     archive.write_out(str(directory), verbose=False)
 
 
 def concrete_function(model):
-    """The same endpoint as a concrete tf.function (what tf2onnx converts), with static reshapes as above."""
+    """The same endpoint as a concrete tf.function (what tf2onnx converts), with constant-shape reshapes."""
+    archive, signature = _archive(without_dynamic_reshapes(model))
+    return archive._get_concrete_fn(ENDPOINT), signature
+
+
+def _archive(model):
+    """An ExportArchive with the inference endpoint, and its input signature."""
     tf, keras = import_tf()
-    model = without_dynamic_reshapes(model)
     h, w, c = model.input_shape[1:]
     archive = keras.export.ExportArchive()
     archive.track(model)
     signature = [tf.TensorSpec((None, h, w, c), tf.float32, name=INPUT_NAME)]
     archive.add_endpoint(ENDPOINT, functools.partial(model.__call__, training=False), input_signature=signature)
-    return archive._get_concrete_fn(ENDPOINT), signature
+    return archive, signature
 
 
 def without_dynamic_reshapes(model):
