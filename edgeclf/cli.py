@@ -88,7 +88,7 @@ def _run(ctx: click.Context, fn, *args, interrupted: str = "Interrupted.", **kwa
     except EdgeclfError as exc:
         if verbose:
             logger.exception("edgeclf error")
-        click.secho(f"Error: {exc}", fg="red", err=True)
+        click.secho(f"Error: {_one_line(exc)}", fg="red", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt as exc:
         click.secho(interrupted, fg="yellow", err=True)
@@ -103,9 +103,14 @@ def _run(ctx: click.Context, fn, *args, interrupted: str = "Interrupted.", **kwa
     except Exception as exc:  # last resort: one line unless --verbose
         if verbose:
             raise
-        click.secho(f"Error: unexpected {type(exc).__name__}: {exc} (run with --verbose for the traceback)",
-                    fg="red", err=True)
+        click.secho(f"Error: unexpected {type(exc).__name__}: {_one_line(exc)} "
+                    "(run with --verbose for the traceback)", fg="red", err=True)
         sys.exit(1)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error's message on one line: libraries' messages (Keras, onnxruntime) can run over several."""
+    return " ".join(str(exc).split())
 
 
 def _csv_ints(_ctx, _param, value):
@@ -1023,7 +1028,7 @@ def info(ctx, models, as_json):
                     lines = describe(meta, path, path.stat().st_size)
             except EdgeclfError as exc:  # one bad file is reported, the others are still shown
                 codes.append(exc.exit_code)
-                click.secho(f"Error: {exc}", fg="red", err=True)
+                click.secho(f"Error: {_one_line(exc)}", fg="red", err=True)
                 continue
             if as_json:
                 click.echo(json.dumps({"path": display_path(path), "metadata": meta}, sort_keys=True))

@@ -226,21 +226,51 @@ def _build_backbone(spec: ModelSpec, input_shape, steps_per_epoch: int | None = 
             raise ConfigError(
                 f"Could not get the ImageNet weights for {bb.name} ({type(exc).__name__}: {exc}). "
                 "Keras downloads them, which needs internet access. Use --weights none to train from scratch, "
-                "or --weights PATH with a local .weights.h5 file for this backbone."
+                "or --weights PATH with that file downloaded on another machine (or a .weights.h5 file saved "
+                "from this backbone)."
             ) from exc
         raise
     if spec.weights not in ("imagenet", "none"):
-        try:
-            base.load_weights(spec.weights)
-        except Exception as exc:
-            raise ConfigError(
-                f"Could not load backbone weights from '{spec.weights}' into {bb.name}: {exc}. "
-                "Expected a .weights.h5 file saved from the same backbone at the same input size."
-            ) from exc
+        _load_weights_file(base, spec.weights, bb.name)
     if spec.weights == "none":
         _scratch_batchnorm(base, scratch_bn_momentum(steps_per_epoch))
     base.name = BACKBONE_LAYER
     return base
+
+
+def _load_weights_file(base, path: str, name: str) -> None:
+    """Loads a weights file into the backbone, all of it or not at all.
+
+    Takes a ``.weights.h5`` file saved from the same backbone, or Keras' own ImageNet file for it (the legacy
+    ``.h5`` that ``weights="imagenet"`` downloads, fetched on a machine with internet).
+
+    Raises:
+        ConfigError: In one line, when the file does not fit the backbone, or when Keras loaded only part of it
+            (it warns that the rest "will retain their freshly-initialized weights": never trained on silently).
+    """
+    import warnings
+
+    cause = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            base.load_weights(path)
+            problem = next((str(w.message) for w in caught if _partial_load(w)), None)
+        except Exception as exc:
+            problem, cause = str(exc) or type(exc).__name__, exc
+    for w in caught:  # warnings that are not about this file's fit go on as Keras raised them
+        if not _partial_load(w):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if problem is not None:
+        detail = " ".join(problem.split("List of objects that could not be loaded")[0].split())
+        raise ConfigError(
+            f"Could not load backbone weights from '{path}' into {name}: {detail.rstrip('. ')}. Expected a "
+            ".weights.h5 file saved from the same backbone, or Keras' ImageNet .h5 file for it."
+        ) from cause
+
+
+def _partial_load(w) -> bool:
+    return issubclass(w.category, UserWarning) and "freshly-initialized weights" in str(w.message)
 
 
 SCRATCH_BN_MOMENTUM = 0.99

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from conftest import run_python, write_class_folders
 from edgeclf.cli import main
-from edgeclf.edge_runtime import Classifier
+from edgeclf.edge_runtime import Classifier, ConfigError
 
 BIN = Path(sys.executable).parent
 
@@ -277,3 +277,28 @@ def test_sigterm_ends_a_command_as_ctrl_c_does_with_its_message():
     assert result.exit_code == 143 and "Interrupted. Run it again to resume." in result.output
     assert cleaned == [True]
     assert signal.getsignal(signal.SIGTERM) is before  # restored afterwards
+
+
+def test_a_library_error_over_several_lines_is_printed_on_one():
+    import click
+
+    from edgeclf.cli import _run
+
+    @click.command()
+    @click.argument("kind")
+    @click.pass_context
+    def job(ctx, kind):
+        def go():
+            if kind == "edgeclf":
+                raise ConfigError("A total of 2 objects could not be loaded.\n\nLayer 'conv2d' expected 1 variables.")
+            raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL :\n  bad node\n")
+
+        _run(ctx, go)
+
+    mine = CliRunner().invoke(job, ["edgeclf"], obj={})
+    assert mine.exit_code == 2
+    assert mine.output == ("Error: A total of 2 objects could not be loaded. Layer 'conv2d' expected 1 "
+                           "variables.\n")
+    other = CliRunner().invoke(job, ["other"], obj={})
+    assert other.exit_code == 1 and other.output.count("\n") == 1
+    assert "RuntimeError: [ONNXRuntimeError] : 1 : FAIL : bad node (run with --verbose" in other.output

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import numpy as np
 import pytest
 
@@ -106,8 +109,50 @@ def test_incompatible_weights_file_is_a_clear_error(tmp_path):
     donor = create_model(ModelSpec("simple_cnn", 2, 16, "none"))
     path = tmp_path / "whole.weights.h5"
     donor.save_weights(path)  # the whole model, not the backbone
-    with pytest.raises(ConfigError, match="Could not load backbone weights"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ConfigError, match="Could not load backbone weights") as e:
+            create_model(ModelSpec("simple_cnn", 2, 16, str(path)))
+    msg = str(e.value)
+    # One line naming a layer that did not fit, not Keras' list of every object nor its 12 UserWarnings first.
+    assert "\n" not in msg and "List of objects" not in msg
+    assert re.search(r"Layer 'conv2d\w*' expected 1 variables", msg)
+    assert not [w for w in caught if "freshly-initialized" in str(w.message)]
+
+
+def test_a_weights_file_keras_loads_only_in_part_is_refused(tmp_path, monkeypatch):
+    import keras
+
+    donor = create_model(ModelSpec("simple_cnn", 2, 16, "none"))
+    path = tmp_path / "backbone.weights.h5"
+    get_backbone_model(donor).save_weights(path)
+    load = keras.Model.load_weights
+
+    def partly(self, filepath, *args, **kwargs):  # what Keras 3.15 does with a nested container it cannot match
+        load(self, filepath, *args, **kwargs)
+        warnings.warn("Skipping nested container at 'x': no matching group found in the saved file. Affected "
+                      "layers will retain their freshly-initialized weights.", UserWarning, stacklevel=2)
+
+    monkeypatch.setattr(keras.Model, "load_weights", partly)
+    with pytest.raises(ConfigError, match="Skipping nested container at 'x'"):
         create_model(ModelSpec("simple_cnn", 2, 16, str(path)))
+
+
+def test_keras_imagenet_h5_file_loads_into_its_backbone(tmp_path):
+    """The file ``weights="imagenet"`` downloads (Keras 2's legacy .h5 layout), copied from a machine online."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    source = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(224, 224, 3))
+    path = tmp_path / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, source)
+    model = create_model(ModelSpec("mobilenet_v2", 2, 32, str(path)))
+    loaded = get_backbone_model(model).get_weights()
+    assert len(loaded) == len(source.get_weights())
+    for a, b in zip(source.get_weights(), loaded):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_failed_imagenet_download_names_both_alternatives(monkeypatch):

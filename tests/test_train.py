@@ -14,6 +14,7 @@ from conftest import write_class_folders
 from edgeclf.edge_runtime import ConfigError, PreprocessSpec, load_image
 from edgeclf.models import HeadSpec
 from edgeclf.toolkit.augment import AugmentSpec
+from edgeclf.toolkit.progress import Reporter
 from edgeclf.toolkit.train import TrainSpec, train
 
 FAST = dict(batch_size=16, patience=20, augment=AugmentSpec.none())
@@ -131,6 +132,31 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_folders, tmp_path):
     assert result.resumed
     assert [int(r["epoch"]) for r in _history(run)] == [0, 1, 2, 3, 4]
     assert json.loads((run / "run_state.json").read_text())["status"] == "done"
+
+
+def test_a_run_that_failed_before_training_starts_again_with_new_settings(tiny_folders, tmp_path):
+    from edgeclf.models import ModelSpec, create_model
+
+    wrong = tmp_path / "whole.weights.h5"
+    create_model(ModelSpec("simple_cnn", 2, 16, "none")).save_weights(wrong)  # a whole model, not a backbone
+    run = tmp_path / "run"
+    spec = TrainSpec(epochs=1, **FAST)
+    with pytest.raises(ConfigError, match="Could not load backbone weights"):
+        train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights=str(wrong), spec=spec)
+    assert json.loads((run / "run_state.json").read_text())["status"] == "running"
+    (run / "notes.txt").write_text("mine")
+    messages = []
+
+    class Recorder(Reporter):
+        def stage(self, message):
+            messages.append(message)
+
+    result = train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights="none", spec=spec,
+                   reporter=Recorder())  # no --force needed: the failed run had nothing to lose
+    assert not result.resumed and (run / "model.keras").exists() and (run / "notes.txt").read_text() == "mine"
+    assert json.loads((run / "run_state.json").read_text())["config"]["model"]["weights"] == "none"
+    assert any("trained nothing" in m and "model.weights" in m for m in messages)
+    assert "Reusing decoded images from the cache" in messages
 
 
 def _weights(run):

@@ -181,34 +181,60 @@ def _config_diff(old: dict, new: dict, prefix: str = "") -> list[tuple[str, obje
     return out
 
 
-def _prepare_run_dir(out: Path, config: dict, force: bool) -> tuple[_RunState, bool]:
-    """Creates, resumes or (with force) clears the run directory. Returns the state and whether it resumes."""
+def _prepare_run_dir(out: Path, config: dict, force: bool) -> tuple[_RunState, bool, str | None]:
+    """Creates, resumes or (with force) clears the run directory.
+
+    An unfinished run that trained nothing (it stopped before its first epoch ended: an ImageNet download that
+    failed offline, a weights file that did not fit) has nothing to resume, so a command with other settings
+    starts again in its place without ``--force``; its decoded-image cache stays and is reused when it fits.
+
+    Returns:
+        The state, whether it resumes, and what was started again (the changed settings), or None.
+    """
     state_path = out / "run_state.json"
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file. Expected a directory for the run.")
+    restarted = None
     if out.is_dir() and any(out.iterdir()):
         previous = _RunState.load(state_path)
         if force:
-            for name in RUN_FILES:
-                (out / name).unlink(missing_ok=True)
-            for name in RUN_DIRS:
-                shutil.rmtree(out / name, ignore_errors=True)
+            _clear_run(out)
         elif previous is None:
             raise ConfigError(f"{out} is not empty and holds no edgeclf run. Choose another --out, or pass --force.")
         elif previous.status == "done":
             raise ConfigError(f"{out} already holds a finished run. Choose another --out, or pass --force to replace it.")
         elif previous.config != config:
             changed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in _config_diff(previous.config, config))
-            raise ConfigError(
-                f"{out} holds an unfinished run with other settings ({changed}). Run the same command to resume it, "
-                "or pass --force to start again."
-            )
+            if not _trained_anything(out, previous):
+                _clear_run(out, keep=("cache",))
+                restarted = changed
+            else:
+                raise ConfigError(
+                    f"{out} holds an unfinished run with other settings ({changed}). Run the same command to resume "
+                    "it, or pass --force to start again."
+                )
         else:
-            return previous, True
+            return previous, True, None
     ensure_writable_dir(out)
     state = _RunState(state_path, config)
     state.save()
-    return state, False
+    return state, False, restarted
+
+
+def _clear_run(out: Path, keep: Sequence[str] = ()) -> None:
+    """Removes what a run wrote (``RUN_FILES``, ``RUN_DIRS`` but ``keep``) and nothing else."""
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    for name in RUN_DIRS:
+        if name not in keep:
+            shutil.rmtree(out / name, ignore_errors=True)
+
+
+def _trained_anything(out: Path, state: _RunState) -> bool:
+    """Whether an unfinished run finished a phase or a fold, or saved a checkpoint (one is saved every epoch)."""
+    checkpoints = out / "checkpoints"
+    return bool(state.done or state.folds) or (checkpoints.is_dir() and any(
+        p.is_file() for p in checkpoints.rglob("*")))
 
 
 # --------------------------------------------------------------------------------------------------- decoding
@@ -532,9 +558,11 @@ def train(
     preprocess = PreprocessSpec(model_spec.height, model_spec.width, crop=crop, pad=pad)
     config = {"data": str(Path(data).resolve()), "model": model_spec.to_dict(), "train": spec.to_dict(),
               "preprocess": preprocess.to_dict()}
-    state, resumed = _prepare_run_dir(run, config, force)
+    state, resumed, restarted = _prepare_run_dir(run, config, force)
     if resumed:
         reporter.stage(f"Resuming the unfinished run in {run}")
+    elif restarted:
+        reporter.stage(f"Starting again in {run}: its unfinished run trained nothing ({restarted})")
     for note in ds.notes:
         reporter.stage(note)
 
