@@ -290,6 +290,13 @@ def scratch_bn_momentum(steps_per_epoch: int | None) -> float:
     return float(min(SCRATCH_BN_MOMENTUM, max(0.8, 0.05 ** (1.0 / steps_per_epoch))))
 
 
+def nested_layers(model):
+    """Every layer of ``model`` and of the models nested in it, depth first."""
+    for layer in getattr(model, "layers", ()):
+        yield layer
+        yield from nested_layers(layer)
+
+
 def _scratch_batchnorm(base, momentum: float) -> None:
     """Faster-moving BatchNorm statistics for a backbone trained from scratch.
 
@@ -301,13 +308,7 @@ def _scratch_batchnorm(base, momentum: float) -> None:
     """
     from keras import layers
 
-    def walk(model):
-        for layer in model.layers:
-            yield layer
-            if hasattr(layer, "layers"):
-                yield from walk(layer)
-
-    for layer in walk(base):
+    for layer in nested_layers(base):
         if isinstance(layer, layers.BatchNormalization) and layer.momentum > momentum:
             layer.momentum = momentum
 

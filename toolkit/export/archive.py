@@ -6,6 +6,8 @@ import functools
 import logging
 from pathlib import Path
 
+from edgeclf.models.factory import nested_layers
+
 from .._deps import import_tf
 
 logger = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ def without_dynamic_reshapes(model):
         cloned (a subclassed model).
     """
     _, keras = import_tf()
-    wrap = {id(layer) for layer in _layers(model) if _reshapes(layer, keras)}
+    wrap = {id(layer) for layer in nested_layers(model) if _reshapes(layer, keras)}
     if not wrap:
         return model
 
@@ -80,13 +82,6 @@ def _reshapes(layer, keras) -> bool:
     if isinstance(layer, keras.layers.Flatten):
         return getattr(layer, "data_format", None) != "channels_first"  # that one transposes first
     return isinstance(layer, keras.layers.Reshape)
-
-
-def _layers(model):
-    """Every layer of ``model`` and of the models nested in it."""
-    for layer in getattr(model, "layers", ()):
-        yield layer
-        yield from _layers(layer)
 
 
 @functools.cache
