@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 
 from edgeclf.edge_runtime.errors import ConfigError
@@ -248,25 +250,42 @@ def _load_weights_file(base, path: str, name: str) -> None:
         ConfigError: In one line, when the file does not fit the backbone, or when Keras loaded only part of it
             (it warns that the rest "will retain their freshly-initialized weights": never trained on silently).
     """
-    import warnings
-
-    cause = None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
+    try:
+        with whole_load():
             base.load_weights(path)
-            problem = next((str(w.message) for w in caught if _partial_load(w)), None)
-        except Exception as exc:
-            problem, cause = str(exc) or type(exc).__name__, exc
-    for w in caught:  # warnings that are not about this file's fit go on as Keras raised them
-        if not _partial_load(w):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if problem is not None:
-        detail = " ".join(problem.split("List of objects that could not be loaded")[0].split())
+    except Exception as exc:
+        detail = " ".join((str(exc) or type(exc).__name__).split("List of objects that could not be loaded")[0].split())
         raise ConfigError(
             f"Could not load backbone weights from '{path}' into {name}: {detail.rstrip('. ')}. Expected a "
             ".weights.h5 file saved from the same backbone, or Keras' ImageNet .h5 file for it."
-        ) from cause
+        ) from exc
+
+
+class PartialLoadError(ValueError):
+    """Keras loaded a file only in part: some layers kept their freshly initialised (random) weights."""
+
+
+@contextlib.contextmanager
+def whole_load():
+    """Wraps a Keras weights or model load that must load every weight or fail.
+
+    Keras 3.15 only warns ("Skipping nested container ... Affected layers will retain their freshly-initialized
+    weights") when a file written by an older Keras lacks the weights of layers nested in containers, and goes on
+    with those layers random. Inside this block that warning raises ``PartialLoadError`` (with Keras' message)
+    when the block ends; every other warning is passed on as Keras raised it.
+    """
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:  # also when the load raised: its other warnings still reach the caller's filters
+        for w in caught:
+            if not _partial_load(w):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    partial = next((w for w in caught if _partial_load(w)), None)
+    if partial is not None:
+        raise PartialLoadError(str(partial.message))
 
 
 def _partial_load(w) -> bool:

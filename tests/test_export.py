@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -382,6 +383,29 @@ def test_lambda_model_is_refused_with_safe_mode_on(run_copy):
     result = CliRunner().invoke(main, ["export", str(run_copy / "model.keras")])
     assert result.exit_code == 2
     assert "safe_mode" in result.output and "Lambda" in result.output and "Traceback" not in result.output
+
+
+def test_a_model_keras_loads_only_in_part_is_refused(run_copy, monkeypatch):
+    import keras
+
+    load = keras.models.load_model
+
+    def partly(*args, **kwargs):  # what Keras 3.15 does with a file whose nested containers it cannot match
+        model = load(*args, **kwargs)
+        warnings.warn("Skipping nested container at 'layers/x/container': no matching group found in the saved "
+                      "file. Affected layers will retain their freshly-initialized weights.", UserWarning, stacklevel=2)
+        warnings.warn("an unrelated warning", UserWarning, stacklevel=2)
+        return model
+
+    monkeypatch.setattr(keras.models, "load_model", partly)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(main, ["export", str(run_copy / "model.keras"), "--format", "tflite",
+                                           "--quantize", "fp32"])
+    assert result.exit_code == 2, result.output
+    assert "Keras loaded only part of" in result.output and "Skipping nested container at 'layers/x" in result.output
+    assert "Traceback" not in result.output and not (run_copy / "export" / "run_fp32.tflite").exists()
+    assert [str(w.message) for w in caught if "unrelated" in str(w.message)] == ["an unrelated warning"]
 
 
 def test_calibration_folder_without_images_is_a_data_error(run_copy, tmp_path):

@@ -57,15 +57,25 @@ def load_keras_model(path: str | os.PathLike):
     """Loads a ``.keras`` file with safe_mode on.
 
     Raises:
-        ConfigError: If the file is missing, not a Keras archive, or needs unsafe deserialisation.
+        ConfigError: If the file is missing, not a Keras archive, or needs unsafe deserialisation, or Keras could
+            load only part of its weights (see ``models.factory.whole_load``).
     """
+    from edgeclf.models.factory import PartialLoadError, whole_load
+
     from ._deps import import_keras
 
     path = Path(path)
     check_keras_file(path)
     keras = import_keras()
     try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
+        with whole_load():
+            return keras.models.load_model(path, safe_mode=True, compile=False)
+    except PartialLoadError as exc:
+        raise ConfigError(
+            f"Keras loaded only part of {path}'s weights ({' '.join(str(exc).split()).rstrip('.')}), so the model "
+            "is refused: those layers would be random. The file was probably written by an older Keras that "
+            "stored them elsewhere; save the model again with Keras 3.15."
+        ) from None
     except Exception as exc:  # Keras raises ValueError/TypeError/OSError/zipfile errors alike
         raise ConfigError(
             f"Cannot load {path} as a Keras model with safe_mode on ({type(exc).__name__}: {str(exc)[:300]}). "
