@@ -341,3 +341,22 @@ def test_a_rotated_heic_photo_comes_out_upright_as_a_jpeg_does():
         upright = decode_image(buf.getvalue()).astype(int)
         assert upright.shape == (80, 40, 3), fmt  # turned once, not twice
         assert np.abs(upright[2, 20] - (255, 0, 0)).max() <= 8 and np.abs(upright[-3, 20] - (0, 0, 255)).max() <= 8
+
+
+def test_a_heic_photo_decodes_at_full_size_not_from_its_embedded_thumbnail(tmp_path):
+    """pillow-heif's draft() would hand over the embedded thumbnail, a separate lossy encode: not the same pixels."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    y, x = np.mgrid[0:192, 0:256]
+    stored = np.stack([x, y, ((x // 8 + y // 8) % 2) * 255], -1).astype(np.uint8)  # sharp 8-pixel checks
+    path = tmp_path / "IMG_0002.HEIC"
+    Image.fromarray(stored).save(path, "HEIF", quality=95, thumbnails=[64])
+    with Image.open(path) as img:
+        assert img.info["thumbnails"] == [64]
+        if img.draft("RGB", (32, 32)) is None:
+            pytest.skip("this pillow-heif has no thumbnail draft() to refuse")
+    spec = PreprocessSpec(32, 32)
+    assert spec.draft
+    full = load_image(path, PreprocessSpec(32, 32, draft=False))
+    np.testing.assert_array_equal(load_image(path, spec), full)
