@@ -18,6 +18,7 @@ import numpy as np
 
 from .classifier import Classifier, check_threshold
 from .errors import ConfigError, DataError, missing_dependency
+from .native_log import captured_native_log, write_back
 from .preprocess import preprocess_frame
 
 logger = logging.getLogger(__name__)
@@ -334,9 +335,47 @@ class _LatestFrames:
         return not self._thread.is_alive()
 
 
+# FFmpeg's log prefix: "[tcp @ 0x5592e2a02f40] Connection to tcp://127.0.0.1:9 failed: Connection refused"
+_FFMPEG_LINE = re.compile(r"^\[[\w,.:-]+ @ 0x[0-9a-fA-F]+\]\s*(\S.*)$")
+
+
 def _open(cv2, source: str):
-    cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
-    return cap if cap.isOpened() else None
+    """Opens a video source: ``(capture, None)``, or ``(None, cause)`` with why it did not open where that is known.
+
+    OpenCV writes a dozen lines to stderr when a source will not open (one or more per backend it tried). They are
+    captured: passed on as they were when the source opens, and otherwise condensed into the cause - what /dev says
+    about a camera index on Linux, or FFmpeg's own last word on a file or URL - with every line logged for --verbose.
+    """
+    with captured_native_log() as lines:
+        cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
+        opened = cap.isOpened()
+    if opened:
+        write_back(lines)
+        return cap, None
+    cap.release()
+    for line in lines:
+        logger.debug("OpenCV: %s", line)
+    return None, _open_failure(source, lines)
+
+
+def _open_failure(source: str, lines: Sequence[str], dev: Path = Path("/dev")) -> str | None:
+    if source.isdigit() and sys.platform.startswith("linux"):
+        device = dev / f"video{int(source)}"
+        if not device.exists():
+            numbers = sorted(int(p.name[5:]) for p in dev.glob("video*") if p.name[5:].isdigit())
+            cameras = [str(dev / f"video{n}") for n in numbers]
+            return f"{device} does not exist: " + (f"the cameras here are {', '.join(cameras)}" if cameras
+                                                    else "this machine has no /dev/video* camera device")
+        if not os.access(device, os.R_OK | os.W_OK):
+            import grp
+
+            try:
+                group = f" (add the user to the '{grp.getgrgid(device.stat().st_gid).gr_name}' group)"
+            except (KeyError, OSError):
+                group = ""
+            return f"no permission to open {device}{group}"
+    causes = [m.group(1).strip() for m in map(_FFMPEG_LINE.match, lines) if m]
+    return causes[-1] if causes else None
 
 
 def _overlay(cv2, frame: np.ndarray, lines: Sequence[str], alert: bool) -> np.ndarray:
@@ -389,10 +428,11 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
         except OSError as exc:
             raise ConfigError(f"Cannot create --snapshot-dir {spec.snapshot_dir}: {exc.strerror or exc}. Choose a "
                               "writable folder.") from None
-    cap = _open(cv2, spec.source)
+    cap, cause = _open(cv2, spec.source)
     if cap is None:
-        raise DataError(f"Cannot open video source '{spec.source}'. Expected a camera index (0), a video file or "
-                        "a stream URL (rtsp://, http://) that OpenCV can read.")
+        raise DataError(f"Cannot open video source '{spec.source}'" + (f" ({cause})" if cause else "") +
+                        ". Expected a camera index (0), a video file or a stream URL (rtsp://, http://) that OpenCV "
+                        "can read.")
     summary = CameraSummary(window=not headless)
     tracks = [_Track() for _ in classifiers]
     started = time.perf_counter()
@@ -430,10 +470,12 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
                 if spec.max_reconnects is not None and failures > spec.max_reconnects:
                     summary.stopped_by = f"source lost after {spec.max_reconnects} reconnection attempts"
                     break
-                logger.warning("Lost %s; reconnecting in %.1f s", spec.source, backoff)
+                logger.warning("Lost %s; reconnecting in %.1f s%s", spec.source, backoff,
+                               f" (the last attempt: {cause})" if cause else "")
                 sleep(backoff)
                 backoff = min(backoff * 2, spec.max_backoff)
-                cap = _open(cv2, spec.source) or cap
+                reopened, cause = _open(cv2, spec.source)
+                cap = reopened or cap
                 reader = _LatestFrames(cap, summary.frames_read)
                 summary.reconnects += 1
                 continue

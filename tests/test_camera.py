@@ -132,8 +132,9 @@ def test_threshold_decides_two_class_models_and_events_carry_the_video_position(
     assert [(e["label"], e["frame"]) for e in events] == [("bar_v", 2)]  # P(bar_v) >= 0 on every frame
 
 
-def test_lost_live_source_backs_off_and_gives_up(classifier, monkeypatch, video):
-    """A live stream that drops is reopened with growing waits; after max_reconnects it ends cleanly."""
+def test_lost_live_source_backs_off_and_gives_up(classifier, monkeypatch, video, caplog):
+    """A live stream that drops is reopened with growing waits, saying why the last attempt failed; after
+    max_reconnects it ends cleanly."""
     import edgeclf.edge_runtime.camera as cam
 
     class Dropping:
@@ -152,12 +153,17 @@ def test_lost_live_source_backs_off_and_gives_up(classifier, monkeypatch, video)
 
     stream = Dropping()  # after two frames it never comes back
     opened = []
-    monkeypatch.setattr(cam, "_open", lambda cv2, source: opened.append(source) or stream)
+    monkeypatch.setattr(cam, "_open", lambda cv2, source: opened.append(source) or (
+        (stream, None) if len(opened) == 1 else (None, f"Connection refused {len(opened)}")))
     waits = []
     summary = watch([classifier], CameraSpec(source="rtsp://camera/stream", headless=True, max_reconnects=4,
                                              max_backoff=2.0), lambda e: None, sleep=waits.append)
     assert waits == [0.5, 1.0, 2.0, 2.0]
     assert len(opened) == 1 + 4 and summary.reconnects == 4 and summary.frames_read == 2
+    lost = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Lost")]
+    assert lost == ["Lost rtsp://camera/stream; reconnecting in 0.5 s"] + [
+        f"Lost rtsp://camera/stream; reconnecting in {w} s (the last attempt: Connection refused {n})"
+        for w, n in (("1.0", 2), ("2.0", 3), ("2.0", 4))]
     assert "after 4 reconnection attempts" in summary.stopped_by
 
 
@@ -189,7 +195,7 @@ def test_flapping_live_source_keeps_reconnecting(classifier, monkeypatch):
         opened.append(source)
         if len(opened) == 21:
             stop.set()  # after 20 drops, each followed by a reconnection
-        return Flapping()
+        return Flapping(), None
 
     monkeypatch.setattr(cam, "_open", reopen)
     waits = []
@@ -221,7 +227,7 @@ def test_a_live_source_faster_than_the_classifier_gives_it_the_newest_frame(clas
             pass
 
     stream = Fast()
-    monkeypatch.setattr(cam, "_open", lambda cv2, source: stream)
+    monkeypatch.setattr(cam, "_open", lambda cv2, source: (stream, None))
     classify = classifier.classify_pixels
     seen = []
 
@@ -484,3 +490,43 @@ def test_camera_with_a_dead_display_runs_headless_instead_of_aborting(exported, 
         assert summary["window"] is False and summary["stopped_by"] == "end of file"
         reason = "no X server answers at DISPLAY=:4242" if qt is None else "QT_QPA_PLATFORM=offscreen cannot"
         assert f"WARNING edgeclf.edge_runtime.camera: No window: {reason}" in proc.stderr
+
+
+def test_a_source_that_will_not_open_says_why_in_one_line(video):
+    """OpenCV's stderr lines (one or more per backend tried) become the cause in the error, not printed; a file
+    that opens comes back with no cause."""
+    from conftest import run_python
+
+    out = run_python(f"""
+import json
+from edgeclf.edge_runtime.camera import _cv2, _open
+cv2 = _cv2()
+causes = [_open(cv2, source)[1] for source in ("http://127.0.0.1:9/x.mjpg", "rtsp://127.0.0.1:9/x")]
+cap, cause = _open(cv2, {str(video)!r})
+print(json.dumps({{"causes": causes, "opened": bool(cap is not None and cap.read()[0]), "cause": cause}}))
+""")
+    seen = json.loads(out.stdout)
+    assert seen["opened"] and seen["cause"] is None
+    assert [c.split(" failed: ")[-1] for c in seen["causes"]] == ["Connection refused"] * 2, seen["causes"]
+    assert all(c.startswith("Connection to tcp://127.0.0.1:9") for c in seen["causes"])
+    assert "WARN" not in out.stderr and "tcp @" not in out.stderr, out.stderr  # condensed, not printed
+
+
+def test_a_camera_index_that_will_not_open_is_explained_from_dev(tmp_path, monkeypatch):
+    import edgeclf.edge_runtime.camera as cam
+
+    monkeypatch.setattr(cam.sys, "platform", "linux")
+    assert cam._open_failure("0", [], tmp_path) == f"{tmp_path}/video0 does not exist: this machine has no " \
+                                                    "/dev/video* camera device"
+    for n in (10, 2, 3):
+        (tmp_path / f"video{n}").write_bytes(b"")
+    (tmp_path / "video-meta").write_bytes(b"")
+    assert cam._open_failure("1", [], tmp_path).endswith(
+        f"the cameras here are {tmp_path}/video2, {tmp_path}/video3, {tmp_path}/video10")
+    assert cam._open_failure("2", ["[ WARN:0@0.01] global cap_v4l.cpp:914 open VIDEOIO(V4L2:/dev/video2)"],
+                             tmp_path) is None  # there but not openable for a reason /dev does not show
+    monkeypatch.setattr(cam.os, "access", lambda path, mode: False)
+    assert cam._open_failure("2", [], tmp_path).startswith(f"no permission to open {tmp_path}/video2 (add the user")
+    ffmpeg = "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55d1c0a2b440] moov atom not found"
+    assert cam._open_failure("clip.mp4", ["[ WARN:0@0.01] global cap.cpp:435 open", ffmpeg], tmp_path) == \
+        "moov atom not found"
