@@ -733,6 +733,10 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
             model_paths, image_args = [image_args[0]], image_args[1:]
         if not image_args:
             raise ConfigError("Received no images. Pass files, folders, globs, or - to read paths from stdin.")
+        stray = next((a for a in image_args if Path(a).suffix.lower() in (".tflite", ".onnx", ".keras")), None)
+        if stray is not None:  # a second model given the single-model way would only fail as "not an image"
+            raise ConfigError(f"Received the model file '{stray}' among the images. To run several models on each "
+                              "image, give every one with --model: --model A.tflite --model B.onnx PATH...")
         if top_k < 1:
             raise ConfigError(f"Received: top_k={top_k}. Expected at least 1.")
         classifiers = [Classifier.load(p, threads) for p in model_paths]

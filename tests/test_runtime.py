@@ -321,6 +321,11 @@ def test_predict_cli_usage_errors(exported):
     assert top0.exit_code == 2
     percent = CliRunner().invoke(main, ["predict", model, str(_images(exported)[0]), "--threshold", "50"])
     assert percent.exit_code == 2 and "0<=x<=1" in percent.output, percent.output
+    other = str(_artefact(exported, "run_int8.tflite"))
+    for args in ([model, other, str(_images(exported)[0])], ["--model", model, other, str(_images(exported)[0])]):
+        stray = CliRunner().invoke(main, ["predict", *args, "--format", "csv"])  # was a record "not an image"
+        assert stray.exit_code == 2 and f"the model file '{other}' among the images" in stray.output, stray.output
+        assert "--model A.tflite --model B.onnx" in stray.output and ".png," not in stray.output
 
 
 def test_predict_in_a_fresh_process_never_imports_tensorflow(exported):
