@@ -26,8 +26,13 @@ def walk_images(folder: str | os.PathLike) -> Iterator[str]:
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if not name.startswith(".") and is_image_file(name):
+            if is_listed_image(name):
                 yield os.path.join(root, name)
+
+
+def is_listed_image(name: str) -> bool:
+    """Whether a file found in a folder is one of its images: an image type and not hidden (see ``walk_images``)."""
+    return not name.startswith(".") and is_image_file(name)
 
 
 def empty_folder_reason(folder: str | os.PathLike) -> str | None:

@@ -136,8 +136,19 @@ def test_missing_or_single_class_dataset(tmp_path):
     for name in ("a", "b"):
         (tmp_path / "text" / name).mkdir(parents=True)
         (tmp_path / "text" / name / "notes.txt").write_text("not an image")
-    with pytest.raises(DataError, match="0 class folder.* types: .jpg, .jpeg, .png, .bmp, .webp, .gif, .tif"):
+    with pytest.raises(DataError, match="0 class folder.* types: .jpg, .jpeg, .png, .bmp, .webp, .gif, .tif") as e:
         discover(tmp_path / "text")
+    assert "outside any class folder" not in str(e.value)
+
+
+def test_a_folder_of_loose_images_is_told_that_their_folder_names_the_class(tmp_path):
+    """``evaluate model.keras data/no_helmet`` (the class folder itself) says to pass a folder holding it."""
+    write_class_folders(tmp_path, {"no_helmet": 3})
+    (tmp_path / "no_helmet" / ".hidden.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"holds 3 image\(s\) itself, outside any class folder.* contains "
+                                        r"'no_helmet/'"):
+        discover(tmp_path / "no_helmet", min_classes=1)
+    assert discover(tmp_path, min_classes=1).class_names == ["no_helmet"]
 
 
 def test_gif_and_tiff_images_in_class_folders_are_found(tmp_path):

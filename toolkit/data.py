@@ -28,7 +28,7 @@ import numpy as np
 from edgeclf.edge_runtime.errors import ConfigError, DataError, ImageDecodeError
 from edgeclf.edge_runtime.paths import display_path
 from edgeclf.edge_runtime.preprocess import IMAGE_TYPES, PreprocessSpec, load_image, preprocess_frame
-from edgeclf.edge_runtime.sources import walk_images
+from edgeclf.edge_runtime.sources import is_listed_image, walk_images
 
 logger = logging.getLogger(__name__)
 
@@ -188,10 +188,14 @@ def _discover_folders(root: Path, min_classes: int = 2) -> Dataset:
         names += [class_dir.name] * len(files)
     class_names = [d.name for d in class_dirs if d.name in set(names)]
     if len(class_names) < min_classes:
+        loose = sum(1 for f in root.iterdir() if f.is_file() and is_listed_image(f.name))
+        hint = (f" {root} holds {loose} image(s) itself, outside any class folder: the folder that holds them names "
+                f"their class, so pass a folder that contains '{root.name}/' (its parent reads every class folder "
+                "beside it too)." if loose else "")
         raise DataError(
             f"Found {len(class_names)} class folder(s) with images in {root}. Expected one folder per class "
             f"(at least {min_classes}), e.g. root/helmet/*.jpg and root/no_helmet/*.jpg, or "
-            f"root/{{train,val,test}}/<class>/; images are files of these types: {IMAGE_TYPES}."
+            f"root/{{train,val,test}}/<class>/; images are files of these types: {IMAGE_TYPES}.{hint}"
         )
     _, labels = _labels_from_names(names, class_names)
     return Dataset(root, "folders", class_names, {"all": Samples(paths, labels)})
