@@ -7,7 +7,6 @@ Reading needs only the runtime's own libraries (the LiteRT wheel's flatbuffer sc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -72,6 +71,8 @@ def read_run_metadata(model_path: str | os.PathLike) -> dict:
 
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes."""
+    import hashlib  # here, not at the top: it loads OpenSSL, 3.7 MiB of resident memory `predict` does not need
+
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
