@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -744,19 +745,23 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
         distinct_names(classifiers)
         check_threshold(threshold, [(c.path.name, c.class_names) for c in classifiers])
         out_fmt = fmt or ("table" if sys.stdout.isatty() else "jsonl")
-        writer = _PredictionWriter(out_fmt, classifiers, top_k, threshold)
+        writer = _PredictionWriter(out_fmt, classifiers, top_k, threshold,
+                                   live=sys.stdout.isatty() or "-" in image_args)
         stream = stream_many(classifiers, expand_paths(image_args, sys.stdin), batch_size, workers)
         done = failed = 0
         # A running count on the terminal while records go to a pipe or file; never mixed into a table.
         show_progress = sys.stderr.isatty() and not sys.stdout.isatty()
         try:
-            for item, results in stream:
-                done += 1
-                if isinstance(results[0], ImageDecodeError):
-                    failed += 1
-                writer.write(display_path(item), results)  # expand_paths yields file names as str
-                if show_progress and done % 50 == 0:
-                    click.echo(f"\rClassified {done} images, {failed} failed", err=True, nl=False)
+            try:
+                for item, results in stream:
+                    done += 1
+                    if isinstance(results[0], ImageDecodeError):
+                        failed += 1
+                    writer.write(display_path(item), results)  # expand_paths yields file names as str
+                    if show_progress and done % 50 == 0:
+                        click.echo(f"\rClassified {done} images, {failed} failed", err=True, nl=False)
+            finally:  # every record made goes out, however the run ends; a reader gone by then is exit 141
+                writer.flush()
         except KeyboardInterrupt as exc:
             stream.close()  # waits for the decodes in flight; nothing half-written follows
             lead = "\n" if show_progress else ""  # end the running count's line first
@@ -778,21 +783,43 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
 
 
 class _PredictionWriter:
-    """Writes one record per image as a table row, a JSON line or a CSV row."""
+    """Writes one record per image as a table row, a JSON line or a CSV row.
 
-    def __init__(self, fmt, classifiers, top_k, threshold):
+    ``live``: every record goes out as it is made (a terminal, or paths read from stdin, where whoever feeds them
+    may wait for each record). Otherwise JSON lines and CSV rows are gathered and written at least every
+    ``FLUSH_EVERY_S`` seconds, or every 64 KiB, in one call: not a system call and a wake-up of the reader per
+    record (1.5 % of ``predict``'s wall time over a folder of 1080p JPEGs), whatever ``PYTHONUNBUFFERED`` says.
+    ``flush`` writes what is gathered; the command calls it however the run ends.
+    """
+
+    FLUSH_EVERY_S = 1.0
+
+    def __init__(self, fmt, classifiers, top_k, threshold, live=True):
         import csv as _csv
+        from types import SimpleNamespace
 
         self.fmt, self.classifiers, self.top_k, self.threshold = fmt, classifiers, top_k, threshold
+        self.live, self.pending, self.pending_chars, self.flushed = live, [], 0, time.monotonic()
         self.multi = len(classifiers) > 1
         self.counts = [dict.fromkeys(c.class_names, 0) for c in classifiers]  # decided labels, per model
         if fmt == "csv":
-            self.csv = _csv.writer(sys.stdout)
+            self.csv = _csv.writer(SimpleNamespace(write=self.write_text))
             header = ["path"]
             for c in classifiers:
                 prefix = f"{c.name}." if self.multi else ""
                 header += [f"{prefix}label", f"{prefix}score"] + [f"{prefix}p_{n}" for n in c.class_names]
             self.csv.writerow(header + ["error"])
+
+    def write_text(self, text: str) -> None:
+        self.pending.append(text)
+        self.pending_chars += len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            text, self.pending, self.pending_chars = "".join(self.pending), [], 0
+            _write_all(text)
+        sys.stdout.flush()
+        self.flushed = time.monotonic()
 
     def _model_record(self, c, result):
         best = result.decide(self.threshold)
@@ -819,14 +846,14 @@ class _PredictionWriter:
                 rec["models"] = {c.name: r for c, r in zip(self.classifiers, records)}
             else:
                 rec.update(records[0])
-            click.echo(_json.dumps(rec))
+            self.write_text(_json.dumps(rec) + "\n")
         elif self.fmt == "csv":
             row = [path]
             for c, r in zip(self.classifiers, records or [None] * len(self.classifiers)):
                 row += ([r["label"], r["score"]] + [r["scores"][n] for n in c.class_names]) if r else \
                        [""] * (2 + len(c.class_names))
             self.csv.writerow(row + [error or ""])
-        else:
+        else:  # for people: click.echo drops the colours where stdout is not a terminal, and flushes every row
             if error:
                 click.echo(f"{path}  " + click.style(f"ERROR {error}", fg="red"))
                 return
@@ -835,6 +862,30 @@ class _PredictionWriter:
                 label = ", ".join(f"{t['label']} {t['score']:.3f}" for t in r.get("top_k", [r]))
                 cells.append(f"{c.name}: {label}" if self.multi else label)
             click.echo(f"{path}  " + "  |  ".join(cells))
+            return
+        if self.live or self.pending_chars >= 65536 or time.monotonic() - self.flushed >= self.FLUSH_EVERY_S:
+            self.flush()
+
+
+
+def _write_all(text: str) -> None:
+    """``sys.stdout.write(text)`` that never loses the end of a long text.
+
+    With ``PYTHONUNBUFFERED`` (set in many container images) stdout writes straight to the file descriptor, and
+    Python's text layer ignores a short write - a pipe whose reader is gone, a write cut short by a signal - so
+    the rest of the text would vanish without an error. Here it is written again until all is out.
+    """
+    import io
+
+    out = sys.stdout
+    raw = getattr(out, "buffer", None)
+    if not isinstance(raw, io.RawIOBase):
+        out.write(text)
+        return
+    out.flush()
+    view = memoryview(text.encode(out.encoding, out.errors))
+    while view:
+        view = view[raw.write(view):]
 
 
 @main.command()

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -266,6 +267,67 @@ def test_ctrl_c_ends_predict_with_a_count_and_no_traceback(exported):
     assert b"Traceback" not in err and b"resume" not in err  # predict has nothing to resume
 
 
+def test_predict_records_for_paths_from_stdin_come_out_while_it_waits_for_more(exported):
+    """Whoever feeds paths on stdin may wait for their records before sending more: CSV rows were block-buffered."""
+    import os
+    import select
+
+    model = str(_artefact(exported, "run_int8.tflite"))
+    for fmt in ("csv", "jsonl"):
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as a user's shell has it
+        proc = subprocess.Popen([sys.executable, "-m", "edgeclf.cli", "predict", model, "-", "--format", fmt,
+                                 "--workers", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, env=env)
+        try:
+            proc.stdin.write(b"".join(os.fsencode(f) + b"\n" for f in _images(exported)[:5]))
+            proc.stdin.flush()  # stdin stays open: after these it waits for more paths
+            lines = []
+            while len(lines) < (2 if fmt == "csv" else 1):
+                assert select.select([proc.stdout], [], [], 60)[0], f"{fmt}: no record while waiting for input"
+                lines.append(proc.stdout.readline().decode())
+            assert str(_images(exported)[0]) in lines[-1]
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def test_predict_records_to_a_pipe_go_out_together(exported, monkeypatch):
+    """Not one write (a system call, with PYTHONUNBUFFERED) per record: gathered, and written within a second."""
+    from edgeclf.cli import _PredictionWriter
+
+    clf = Classifier.load(_artefact(exported, "run_int8.tflite"), threads=1)
+    writes = []
+    monkeypatch.setattr(sys, "stdout", SimpleNamespace(write=writes.append, flush=lambda: None))
+    results = [[r] for r in clf.classify([str(f) for f in _images(exported)[:3]])]
+    for fmt, lines in (("jsonl", 3), ("csv", 4)):  # CSV: a header row, then one row per record
+        writes.clear()
+        writer = _PredictionWriter(fmt, [clf], top_k=1, threshold=None, live=False)
+        for f, r in zip(_images(exported), results):
+            writer.write(str(f), r)
+        assert writes == []
+        writer.flush()
+        assert len(writes) == 1 and writes[0].count("\n") == lines
+        writer.flushed -= writer.FLUSH_EVERY_S  # a second on
+        writer.write("late.png", results[0])
+        assert len(writes) == 2 and "late.png" in writes[1]
+    live = _PredictionWriter("jsonl", [clf], top_k=1, threshold=None, live=True)
+    live.write("now.png", results[0])
+    assert "now.png" in writes[-1]
+
+
+def test_predict_whose_reader_is_gone_before_its_last_flush_stops_quietly(exported):
+    """Records short of a pipe buffer are flushed once, at the end: a reader gone by then is still exit 141."""
+    import os
+
+    model = str(_artefact(exported, "run_int8.tflite"))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: the first flush fails
+    proc = subprocess.run([sys.executable, "-m", "edgeclf.cli", "predict", model, str(_images(exported)[0]),
+                           "--format", "jsonl"], stdout=write_end, stderr=subprocess.PIPE, timeout=120)
+    os.close(write_end)
+    assert proc.returncode == 141 and b"Error" not in proc.stderr and b"Exception" not in proc.stderr, proc.stderr
+
+
 def test_predict_cli_several_models_csv_and_stdin(exported):
     a, b = _artefact(exported, "run_fp32.tflite"), _artefact(exported, "run_int8.onnx")
     files = "\n".join(str(f) for f in _images(exported)[:4]) + "\n"
@@ -348,17 +410,20 @@ def test_predict_stops_quietly_when_its_reader_goes_away(exported):
     import os
 
     model = _artefact(exported, "run_int8.tflite")
-    read_end, write_end = os.pipe()
-    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)  # the output (~100 records) cannot all fit: writes must block
     folder = _images(exported)[0].parent.parent
-    proc = subprocess.Popen([sys.executable, "-m", "edgeclf.cli", "predict", str(model), str(folder), "--format", "jsonl"],
-                            stdout=write_end, stderr=subprocess.PIPE)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as reader:
-        first = reader.readline()
-    _, err = proc.communicate(timeout=120)
-    assert json.loads(first)["path"].endswith(".png")
-    assert proc.returncode == 141 and b"Error" not in err and b"Traceback" not in err, err.decode()
+    plain = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    # PYTHONUNBUFFERED: Python's text layer ignored the short write to a pipe whose reader left (exit 0, output cut)
+    for env in (plain, {**plain, "PYTHONUNBUFFERED": "1"}):
+        read_end, write_end = os.pipe()
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)  # the output (~100 records) cannot all fit: writes block
+        proc = subprocess.Popen([sys.executable, "-m", "edgeclf.cli", "predict", str(model), str(folder), "--format",
+                                 "jsonl"], stdout=write_end, stderr=subprocess.PIPE, env=env)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as reader:
+            first = reader.readline()
+        _, err = proc.communicate(timeout=120)
+        assert json.loads(first)["path"].endswith(".png")
+        assert proc.returncode == 141 and b"Error" not in err and b"Traceback" not in err, err.decode()
 
 
 def test_native_notices_are_dropped_and_other_native_output_kept():
