@@ -42,14 +42,21 @@ def describe() -> dict:
     from edgeclf.edge_runtime.backends import cpu_flags  # here: bench workers import this module for vm_hwm_mib
 
     cpu, flags = platform.processor() or platform.machine(), cpu_flags()
+    ident: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
                 key, _, value = line.partition(":")
-                if key.strip().lower() in ("model name", "hardware") and cpu in ("", platform.machine()):
+                key = key.strip().lower()
+                if key in ("model name", "hardware") and cpu in ("", platform.machine()):
                     cpu = value.strip()
+                elif key in ("cpu family", "model") and key not in ident:
+                    ident[key] = value.strip()
     except OSError:
         pass
+    if len(ident) == 2 and not any(ch.isdigit() for ch in cpu):
+        # A VM may name only the brand ("AMD EPYC" for Zen 3 and Zen 4 alike): the family and model tell them apart
+        cpu = f"{cpu} (family {ident['cpu family']}, model {ident['model']})"
     versions = {}
     for lib in LIBRARIES:
         try:
