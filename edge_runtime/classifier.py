@@ -15,7 +15,7 @@ from .artifact import NO_METADATA
 from .backends import Backend, default_threads, needs_reduce_range, open_backend
 from .errors import ConfigError, DataError, ImageDecodeError
 from .preprocess import ImageSource, PreprocessSpec, is_one_image, load_image, preprocess_frame
-from .sources import empty_folder_reason, is_unmatched_pattern
+from .sources import INPUT_IDLE, empty_folder_reason, is_unmatched_pattern
 from .tensor import adapt_backend
 
 Image = Union[ImageSource, np.ndarray]
@@ -207,7 +207,9 @@ def stream_many(classifiers: Sequence[Classifier], images: Iterable[Image], batc
                 ) -> Iterator[tuple[Image, list[Classification | ImageDecodeError]]]:
     """Runs several classifiers over the same images, decoding each image once per distinct input contract.
 
-    ``bgr``: arrays among ``images`` are in OpenCV's BGR order (see ``Classifier.classify``).
+    ``bgr``: arrays among ``images`` are in OpenCV's BGR order (see ``Classifier.classify``). ``images`` may yield
+    ``sources.INPUT_IDLE`` when it has nothing more ready: every image before it is then classified and yielded
+    before the next is asked for (otherwise results trail the input by the read-ahead, a few images).
 
     Yields:
         ``(image, [result per classifier])`` in input order; a result is an ImageDecodeError for a bad image.
@@ -263,6 +265,12 @@ def stream_many(classifiers: Sequence[Classifier], images: Iterable[Image], batc
                     batch = []
 
         for item in images:
+            if item is INPUT_IDLE:  # nothing more ready: what is held goes out now, not when the read-ahead fills
+                yield from drain(0)
+                if batch:
+                    yield from flush(batch)
+                    batch = []
+                continue
             pending.append((item, pool.submit(decode, item)))
             yield from drain(in_flight - 1)
         yield from drain(0)

@@ -12,6 +12,17 @@ from .preprocess import IMAGE_TYPES, is_image_file
 _GLOB_CHARS = set("*?[")
 
 
+class _InputIdle:
+    def __repr__(self) -> str:
+        return "INPUT_IDLE"
+
+
+INPUT_IDLE = _InputIdle()
+"""Yielded among images by a source that has nothing more ready (``expand_paths(..., idle=True)`` before it waits
+on stdin; any generator may yield it): ``stream_many`` then classifies and yields everything it holds instead of
+waiting for more input to fill its read-ahead, so whoever feeds images one at a time gets each result back."""
+
+
 def is_unmatched_pattern(item) -> bool:
     """Whether ``item`` is a glob that matched no file (``expand_paths`` passes such patterns on to be reported)."""
     return isinstance(item, str) and bool(_GLOB_CHARS & set(item)) and not os.path.exists(item)
@@ -45,28 +56,60 @@ def empty_folder_reason(folder: str | os.PathLike) -> str | None:
     return f"no image files in this folder or below{held}. Readable types: {IMAGE_TYPES}"
 
 
-def _lines(stdin: TextIO) -> Iterator[str]:
-    """Lines of ``stdin`` decoded as file names are: a name that is not UTF-8 (from ``find``) still opens."""
+def _lines(stdin: TextIO, idle: bool = False) -> Iterator[str | _InputIdle]:
+    """Lines of ``stdin`` decoded as file names are: a name that is not UTF-8 (from ``find``) still opens.
+
+    ``idle``: read the file descriptor itself and yield ``INPUT_IDLE`` each time no whole line is ready, before
+    waiting for one (POSIX pipes and terminals; other inputs are read as they are, without it).
+    """
     raw = getattr(stdin, "buffer", None)
     if raw is None:  # a StringIO from a caller: already text
         yield from stdin
         return
-    for line in raw:
-        yield os.fsdecode(line)
+    fd = None
+    if idle:
+        try:
+            import select
+
+            fd = raw.fileno()
+            select.select([fd], [], [], 0)  # raises where select cannot watch it (a file on Windows)
+        except (OSError, ValueError, AttributeError):
+            fd = None
+    if fd is None:
+        for line in raw:
+            yield os.fsdecode(line)
+        return
+    pending = b""
+    while True:
+        if not select.select([fd], [], [], 0)[0]:
+            yield INPUT_IDLE
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            yield os.fsdecode(line + b"\n")
+    if pending:
+        yield os.fsdecode(pending)
 
 
-def expand_paths(args: Iterable[str], stdin: TextIO | None = None) -> Iterator[str]:
+def expand_paths(args: Iterable[str], stdin: TextIO | None = None, *, idle: bool = False
+                 ) -> Iterator[str | _InputIdle]:
     """Yields image paths lazily, in a stable order.
 
     Folders are walked recursively for image files (``walk_images``: hidden files left out); globs are expanded
     (``**`` included); ``-`` reads one path per line from ``stdin``. A path that does not exist, a glob that matches
     nothing and a folder without images are yielded as they are, so the caller reports each as a failed item instead
-    of silently dropping it.
+    of silently dropping it. ``idle``: also yield ``INPUT_IDLE`` whenever stdin has no whole line ready (for
+    ``stream_many``).
     """
     for arg in args:
         if arg == "-":
             if stdin is not None:
-                for line in _lines(stdin):
+                for line in _lines(stdin, idle):
+                    if line is INPUT_IDLE:
+                        yield line
+                        continue
                     line = line.strip()
                     if line:
                         yield line

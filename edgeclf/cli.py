@@ -747,7 +747,7 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
         out_fmt = fmt or ("table" if sys.stdout.isatty() else "jsonl")
         writer = _PredictionWriter(out_fmt, classifiers, top_k, threshold,
                                    live=sys.stdout.isatty() or "-" in image_args)
-        stream = stream_many(classifiers, expand_paths(image_args, sys.stdin), batch_size, workers)
+        stream = stream_many(classifiers, expand_paths(image_args, sys.stdin, idle=True), batch_size, workers)
         done = failed = 0
         # A running count on the terminal while records go to a pipe or file; never mixed into a table.
         show_progress = sys.stderr.isatty() and not sys.stdout.isatty()
@@ -809,6 +809,8 @@ class _PredictionWriter:
                 prefix = f"{c.name}." if self.multi else ""
                 header += [f"{prefix}label", f"{prefix}score"] + [f"{prefix}p_{n}" for n in c.class_names]
             self.csv.writerow(header + ["error"])
+            if live:
+                self.flush()
 
     def write_text(self, text: str) -> None:
         self.pending.append(text)

@@ -267,28 +267,67 @@ def test_ctrl_c_ends_predict_with_a_count_and_no_traceback(exported):
     assert b"Traceback" not in err and b"resume" not in err  # predict has nothing to resume
 
 
-def test_predict_records_for_paths_from_stdin_come_out_while_it_waits_for_more(exported):
-    """Whoever feeds paths on stdin may wait for their records before sending more: CSV rows were block-buffered."""
+def test_predict_answers_each_path_from_stdin_while_it_waits_for_the_next(exported):
+    """A program that feeds paths one at a time and waits for each record: the read-ahead held the last few back
+    until more input came (a deadlock for such a feeder), and CSV rows sat in Python's buffer."""
     import os
     import select
 
     model = str(_artefact(exported, "run_int8.tflite"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as a user's shell has it
     for fmt in ("csv", "jsonl"):
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as a user's shell has it
-        proc = subprocess.Popen([sys.executable, "-m", "edgeclf.cli", "predict", model, "-", "--format", fmt,
-                                 "--workers", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen([sys.executable, "-m", "edgeclf.cli", "predict", model, "-", "--format", fmt],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
         try:
-            proc.stdin.write(b"".join(os.fsencode(f) + b"\n" for f in _images(exported)[:5]))
-            proc.stdin.flush()  # stdin stays open: after these it waits for more paths
-            lines = []
-            while len(lines) < (2 if fmt == "csv" else 1):
-                assert select.select([proc.stdout], [], [], 60)[0], f"{fmt}: no record while waiting for input"
-                lines.append(proc.stdout.readline().decode())
-            assert str(_images(exported)[0]) in lines[-1]
+            if fmt == "csv":
+                assert select.select([proc.stdout], [], [], 60)[0], "no CSV header"
+            for image in _images(exported)[:2]:
+                proc.stdin.write(os.fsencode(image) + b"\n")
+                proc.stdin.flush()  # stdin stays open: it waits for more paths
+                lines = []
+                while not lines or str(image) not in lines[-1]:
+                    assert select.select([proc.stdout], [], [], 60)[0], f"{fmt}: no record for {image.name}"
+                    lines.append(proc.stdout.readline().decode())
         finally:
             proc.kill()
             proc.wait()
+
+
+def test_stream_yields_what_it_holds_when_the_source_is_idle(exported):
+    from edgeclf.edge_runtime.sources import INPUT_IDLE
+
+    clf = Classifier.load(_artefact(exported, "run_int8.tflite"), threads=1)
+    images = [str(f) for f in _images(exported)[:3]]
+    got = []
+
+    def source():  # hands out two images, says it has nothing more for now, then checks both came back
+        yield images[0]
+        yield images[1]
+        yield INPUT_IDLE
+        assert [item for item, _ in got] == images[:2]
+        yield images[2]
+
+    for batch_size in (1, 8):
+        got.clear()
+        for item, results in stream_many([clf], source(), batch_size=batch_size, workers=2):
+            got.append((item, results))
+        assert [item for item, _ in got] == images and all(r[0].top(1)[0].label for _, r in got)
+
+
+def test_expand_paths_says_when_stdin_has_nothing_ready():
+    import os
+
+    from edgeclf.edge_runtime.sources import INPUT_IDLE
+
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"a.jpg\nb.jpg\n")
+    with os.fdopen(read_end, "r") as stdin:
+        paths = expand_paths(["-"], stdin, idle=True)
+        assert [next(paths), next(paths), next(paths)] == ["a.jpg", "b.jpg", INPUT_IDLE]
+        os.write(write_end, b"c.jpg")  # no newline: the last line still counts
+        os.close(write_end)
+        assert list(paths) == ["c.jpg"]
+    assert list(expand_paths(["-"], io.StringIO("a.jpg\n"), idle=True)) == ["a.jpg"]  # not a pipe: no marker
 
 
 def test_predict_records_to_a_pipe_go_out_together(exported, monkeypatch):
