@@ -376,6 +376,7 @@ def decode_image(
     background: tuple[int, int, int] = (255, 255, 255),
     max_pixels: int = DEFAULT_MAX_PIXELS,
     draft_spec: PreprocessSpec | None = None,
+    _finish=None,
 ) -> np.ndarray:
     """Decodes an image file to an upright (H, W, 3) uint8 RGB array.
 
@@ -392,6 +393,8 @@ def decode_image(
         draft_spec: Instead of ``draft_size``: the contract the pixels will be resized by, so that a JPEG is
             decoded at the smallest DCT scale that still gives its crop box (``PreprocessSpec.crop``) the input's
             pixels.
+        _finish: For ``load_image``: called with the upright decoded image before its file is closed, and its
+            result returned instead of the array.
 
     Returns:
         The decoded pixels.
@@ -420,7 +423,13 @@ def decode_image(
                     h, w = w, h
                 img.draft("RGB", (w, h))
             img.load()
-            upright = ImageOps.exif_transpose(img)
+            if given:
+                upright = ImageOps.exif_transpose(img)  # a copy: the caller's image is left as it was
+            else:
+                ImageOps.exif_transpose(img, in_place=True)  # ours: turned without a copy (none when upright)
+                upright = img
+            if _finish is not None:
+                return _finish(upright)
             return _to_rgb_array(upright, background)
     except ImageDecodeError:
         raise
@@ -456,6 +465,19 @@ def resize_pixels(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return np.asarray(img.resize((spec.width, spec.height), RESIZE_METHODS[spec.resize], box=box))
 
 
+def _resize_decoded(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """``resize_pixels(_to_rgb_array(img), spec)`` for a decoded image, with the same pixels as the result.
+
+    An RGB image that only needs resizing (the common case: a photo) is resized as it is, without the two copies of
+    the full decoded image that going through an array costs (~0.17 ms of a 1080p JPEG's 7.5 ms here).
+    """
+    w, h = img.size
+    box = spec.crop_box(w, h)
+    if img.mode == "RGB" and spec.pad_box(w, h) is None and ((h, w) != spec.size or box not in (None, (0, 0, w, h))):
+        return np.asarray(img.resize((spec.width, spec.height), RESIZE_METHODS[spec.resize], box=box))
+    return resize_pixels(_to_rgb_array(img, spec.background), spec)
+
+
 def load_image(source: ImageSource, spec: PreprocessSpec, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decodes and resizes one image exactly as every edgeclf model expects it.
 
@@ -467,13 +489,13 @@ def load_image(source: ImageSource, spec: PreprocessSpec, *, max_pixels: int = D
     Raises:
         ImageDecodeError: If the image cannot be decoded.
     """
-    pixels = decode_image(
+    return decode_image(
         source,
         background=spec.background,
         max_pixels=max_pixels,
         draft_spec=spec if spec.draft else None,
+        _finish=lambda img: _resize_decoded(img, spec),
     )
-    return resize_pixels(pixels, spec)
 
 
 def preprocess_frame(frame: np.ndarray, spec: PreprocessSpec, *, bgr: bool = False) -> np.ndarray:

@@ -360,3 +360,27 @@ def test_a_heic_photo_decodes_at_full_size_not_from_its_embedded_thumbnail(tmp_p
     assert spec.draft
     full = load_image(path, PreprocessSpec(32, 32, draft=False))
     np.testing.assert_array_equal(load_image(path, spec), full)
+
+
+def test_load_image_gives_the_pixels_of_decoding_then_resizing(tmp_path):
+    """An RGB photo is resized without going through an array first: the pixels must stay exactly those."""
+    from edgeclf.edge_runtime.preprocess import resize_pixels
+
+    rng = np.random.default_rng(0)
+    noise = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    rgba = noise.convert("RGBA")
+    rgba.putalpha(Image.fromarray(rng.integers(0, 256, (300, 400), dtype=np.uint8)))
+    sources = [_save(noise, tmp_path / "photo.jpg", "JPEG", quality=90), _portrait_jpeg(tmp_path),
+               _save(rgba, tmp_path / "alpha.png", "PNG"), _save(noise.convert("L"), tmp_path / "grey.jpg", "JPEG"),
+               _save(noise.convert("CMYK"), tmp_path / "cmyk.jpg", "JPEG"),
+               _save(noise, tmp_path / "photo.png", "PNG")]
+    specs = [PreprocessSpec(24, 32), PreprocessSpec(24, 32, resize="bicubic"), PreprocessSpec(20, 20, crop=0.875),
+             PreprocessSpec(20, 20, pad=114), PreprocessSpec(300, 400), PreprocessSpec(48, 64, draft=False)]
+    for source in sources:
+        for spec in specs:
+            reference = resize_pixels(decode_image(source, background=spec.background,
+                                                   draft_spec=spec if spec.draft else None), spec)
+            np.testing.assert_array_equal(load_image(source, spec), reference, err_msg=f"{source.name} {spec}")
+    given = Image.open(sources[1])  # the caller's own image: turned upright for the pixels, left as it was
+    assert load_image(given, PreprocessSpec(40, 20)).shape == (40, 20, 3)
+    assert given.size == (1600, 800) and given.getexif()[0x0112] == 6
