@@ -264,18 +264,21 @@ def stream_many(classifiers: Sequence[Classifier], images: Iterable[Image], batc
                     yield from flush(batch)
                     batch = []
 
+        def drain_all():
+            # Everything held goes out: at the end, or when the source has nothing more ready for now.
+            nonlocal batch
+            yield from drain(0)
+            if batch:
+                yield from flush(batch)
+                batch = []
+
         for item in images:
-            if item is INPUT_IDLE:  # nothing more ready: what is held goes out now, not when the read-ahead fills
-                yield from drain(0)
-                if batch:
-                    yield from flush(batch)
-                    batch = []
+            if item is INPUT_IDLE:  # not when the read-ahead fills: whoever feeds one image may wait for it
+                yield from drain_all()
                 continue
             pending.append((item, pool.submit(decode, item)))
             yield from drain(in_flight - 1)
-        yield from drain(0)
-        if batch:
-            yield from flush(batch)
+        yield from drain_all()
 
 
 def distinct_names(classifiers: Sequence[Classifier]) -> None:
