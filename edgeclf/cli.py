@@ -776,6 +776,8 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
             summary += "; " + "; ".join(f"{c.name}: {t}" if len(classifiers) > 1 else t
                                         for c, t in zip(classifiers, tallies))
         click.secho(summary, fg="red" if failed else "green", err=True)
+        global _finished
+        _finished = True  # every record and the summary are out; see ``run``
         if failed:
             sys.exit(1)
 
@@ -1134,5 +1136,33 @@ def backbones(pattern):
         click.echo(f"{name:<20} {bb.default_size:>4}px (min {bb.min_size:>2})  {bb.description}")
 
 
+# Set by a command that has written and flushed everything it had to and holds nothing that needs cleaning up.
+_finished = False
+
+
+def run() -> None:
+    """The ``edgeclf`` console command: ``main``, then, after a command that has finished all its work
+    (``predict``), an exit that skips tearing the interpreter down.
+
+    Python's own exit unloads modules and frees LiteRT's interpreter: 15 ms of a 0.17 s one-image ``predict``
+    (9 %) that a script calling it once per file pays every time, and nothing is left for it to do. Anything
+    other than that command's normal end - an error, Ctrl-C, a reader gone from the pipe - exits as usual.
+    ``main`` itself (``CliRunner``, an embedding program) never exits this way.
+    """
+    global _finished
+    _finished = False
+    try:
+        main()
+    except SystemExit as exc:
+        if not _finished or not (exc.code is None or isinstance(exc.code, int)):
+            raise
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):  # a reader gone after all: Python's own exit reports it
+            raise exc from None
+        os._exit(exc.code or 0)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()

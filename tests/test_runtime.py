@@ -367,6 +367,36 @@ def test_predict_whose_reader_is_gone_before_its_last_flush_stops_quietly(export
     assert proc.returncode == 141 and b"Error" not in proc.stderr and b"Exception" not in proc.stderr, proc.stderr
 
 
+def test_predict_command_exits_without_teardown_only_after_finishing(exported, tmp_path):
+    """The console command skips Python's teardown once predict has written everything (~15 ms of a one-image
+    call); every record, the summary and the exit code are there, and any other ending exits as usual."""
+    model = str(_artefact(exported, "run_int8.tflite"))
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    code = ("import atexit, sys; atexit.register(lambda: sys.stderr.write('TEARDOWN\\n'))\n"
+            "from edgeclf.cli import run\n"
+            "sys.argv = ['edgeclf', 'predict'] + sys.argv[1:]\n"
+            "run()\n")
+
+    def edgeclf(*args):
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+
+    images = [str(f) for f in _images(exported)[:3]]
+    for fmt, extra, exit_code in (("jsonl", [], 0), ("csv", [str(bad)], 1)):
+        proc = edgeclf(model, *images, *extra, "--format", fmt)
+        assert proc.returncode == exit_code, proc.stderr
+        assert "TEARDOWN" not in proc.stderr
+        lines = proc.stdout.splitlines()
+        assert len(lines) == len(images) + len(extra) + (fmt == "csv"), proc.stdout
+        if fmt == "jsonl":
+            assert [json.loads(line)["path"] for line in lines] == images
+        assert f"{len(images) + len(extra)} image(s), {len(extra)} failed" in proc.stderr
+    for args, exit_code in (([model, str(tmp_path / "missing.jpg"), "--top-k", "0"], 2), (["--help"], 0),
+                            ([model], 2)):
+        proc = edgeclf(*args)
+        assert proc.returncode == exit_code and "TEARDOWN" in proc.stderr, (args, proc.stderr)
+
+
 def test_predict_cli_several_models_csv_and_stdin(exported):
     a, b = _artefact(exported, "run_fp32.tflite"), _artefact(exported, "run_int8.onnx")
     files = "\n".join(str(f) for f in _images(exported)[:4]) + "\n"
