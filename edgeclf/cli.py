@@ -873,23 +873,29 @@ class _PredictionWriter:
 
 
 def _write_all(text: str) -> None:
-    """``sys.stdout.write(text)`` that never loses the end of a long text.
+    """``sys.stdout.write(text)`` straight to the file descriptor, all of it.
 
-    With ``PYTHONUNBUFFERED`` (set in many container images) stdout writes straight to the file descriptor, and
-    Python's text layer ignores a short write - a pipe whose reader is gone, a write cut short by a signal - so
-    the rest of the text would vanish without an error. Here it is written again until all is out.
+    With ``PYTHONUNBUFFERED`` (set in many container images) Python's text layer ignores a short write - a pipe
+    whose reader is gone, a write cut short by a signal - and the rest of the text would vanish without an error;
+    and a stdout that another program sharing the pipe made non-blocking (``O_NONBLOCK``: Node's child processes,
+    some CI log collectors) fails with ``BlockingIOError`` as soon as the pipe is full. Here the rest is written
+    again until all is out, waiting (``select``) while the pipe is full rather than failing or spinning.
     """
-    import io
-
     out = sys.stdout
-    raw = getattr(out, "buffer", None)
-    if not isinstance(raw, io.RawIOBase):
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file: captured (CliRunner, pytest)
         out.write(text)
         return
     out.flush()
-    view = memoryview(text.encode(out.encoding, out.errors))
-    while view:
-        view = view[raw.write(view):]
+    data = memoryview(text.encode(out.encoding, out.errors))
+    while data:
+        try:
+            data = data[os.write(fd, data):]
+        except BlockingIOError:
+            import select
+
+            select.select([], [fd], [])
 
 
 @main.command()

@@ -354,6 +354,39 @@ def test_predict_records_to_a_pipe_go_out_together(exported, monkeypatch):
     assert "now.png" in writes[-1]
 
 
+@pytest.mark.parametrize("buffering", [-1, 0], ids=["buffered", "unbuffered"])
+def test_records_to_a_full_non_blocking_pipe_wait_for_the_reader(monkeypatch, buffering):
+    """A stdout that whoever shares the pipe made non-blocking: once the pipe is full, the rest waits for the reader
+    (buffered, as Python's own stdout, it failed with BlockingIOError; unbuffered, it spun until the reader came)."""
+    import os
+    import threading
+    import time
+
+    from edgeclf.cli import _write_all
+
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    out = io.TextIOWrapper(open(write_end, "wb", buffering=buffering), encoding="utf-8", write_through=True)
+    monkeypatch.setattr(sys, "stdout", out)
+    text = "".join(f'{{"path": "photos/img_{i:06d}.jpg", "label": "bar_h"}}\n' for i in range(20000))
+    got = []
+
+    def read():
+        time.sleep(0.3)  # the pipe (64 KiB) fills long before
+        with open(read_end, "rb") as fh:
+            got.append(fh.read())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        _write_all(text)
+        _write_all("last\n")
+    finally:
+        out.close()
+        reader.join(timeout=60)
+    assert got[0].decode() == text + "last\n"
+
+
 def test_predict_whose_reader_is_gone_before_its_last_flush_stops_quietly(exported):
     """Records short of a pipe buffer are flushed once, at the end: a reader gone by then is still exit 141."""
     import os
