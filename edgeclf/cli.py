@@ -962,7 +962,7 @@ def camera(ctx, models, source, headless, events_path, min_frames, alerts, snaps
                 nonlocal sink
                 line = _json.dumps(event)
                 if events_path is None:
-                    click.echo(line)
+                    _write_all(line + "\n")  # at once, whole, and waiting on a full non-blocking pipe
                     return
                 if sink is None:
                     sink = open(events_path, "a", encoding="utf-8")
