@@ -797,14 +797,14 @@ class _PredictionWriter:
     FLUSH_EVERY_S = 1.0
 
     def __init__(self, fmt, classifiers, top_k, threshold, live=True):
-        import csv as _csv
-        from types import SimpleNamespace
-
         self.fmt, self.classifiers, self.top_k, self.threshold = fmt, classifiers, top_k, threshold
         self.live, self.pending, self.pending_chars, self.flushed = live, [], 0, time.monotonic()
         self.multi = len(classifiers) > 1
         self.counts = [dict.fromkeys(c.class_names, 0) for c in classifiers]  # decided labels, per model
         if fmt == "csv":
+            import csv as _csv
+            from types import SimpleNamespace
+
             self.csv = _csv.writer(SimpleNamespace(write=self.write_text))
             header = ["path"]
             for c in classifiers:
