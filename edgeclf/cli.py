@@ -704,8 +704,8 @@ def _describe_keras(path: Path) -> tuple[dict, list[tuple[str, str]]]:
               help="Two-class models: the second class (as the model lists them) wins when its probability reaches "
                    "this; the run's report.md suggests one chosen on the validation split.")
 @click.option("--batch-size", type=int, default=1, show_default=True,
-              help="Images per inference call. Larger batches can cut inference time per image but raise peak "
-                   "memory, and gain little when JPEG decoding is the bottleneck.")
+              help="Images per inference call. Larger batches take less CPU per image (fewer calls), which also "
+                   "leaves more for decoding, but raise peak memory and hold each result until its batch is full.")
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads [default: all cores].")
 @click.option("--workers", type=click.IntRange(min=1), help="Decoding threads [default: all cores].")
 @click.pass_context
