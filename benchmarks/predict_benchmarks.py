@@ -11,6 +11,7 @@ result, and the runtime's per-image overhead over a raw ``Interpreter.invoke()``
 
     python -m edgeclf.benchmarks.export_benchmarks speed          # trains and exports the MobileNetV2-224 model
     python -m edgeclf.benchmarks.predict_benchmarks --images 200
+    python -m edgeclf.benchmarks.predict_benchmarks --images 200 --batch-sizes 1,2,4,8   # --batch-size's trade
 """
 
 from __future__ import annotations
@@ -141,6 +142,43 @@ def pipeline_bound(model: Path, jpegs: Path, threads: int) -> dict:
             "bound_s": (decode_s + infer_s) / cores, "stream_s": stream_s}
 
 
+def compare_batch_sizes(tflite: Path, jpegs: Path, sizes: list[int], rounds: int, threads: int, results: Path,
+                        images: int) -> dict:
+    """``edgeclf predict --batch-size N`` for each N, alternated in every round: wall time and peak RSS.
+
+    Writes ``predict_batch_sizes_mobilenet_v2.{json,md}`` under ``results``.
+    """
+    walls: dict[int, list[float]] = {n: [] for n in sizes}
+    rss: dict[int, list[float]] = {n: [] for n in sizes}
+    for r in range(rounds):
+        for n in sizes[r % len(sizes):] + sizes[:r % len(sizes)]:
+            wall, peak, _ = run_timed([*EDGECLF, "predict", str(tflite), str(jpegs), "--format", "jsonl", "--threads",
+                                       str(threads), "--batch-size", str(n)])
+            walls[n].append(wall)
+            rss[n].append(peak)
+    base = sizes[0]
+    rows = {n: {"median_wall_s": statistics.median(walls[n]), "median_peak_rss_mib": statistics.median(rss[n]),
+                "wall_vs_first": statistics.median([w / b for w, b in zip(walls[n], walls[base])]),
+                "wall_s": walls[n], "peak_rss_mib": rss[n]} for n in sizes}
+    record = {"benchmark": f"edgeclf predict --batch-size, MobileNetV2-224 int8 TFLite, {images} 1080p JPEGs, "
+                           f"{threads} threads", "rounds": rounds, "batch_sizes": rows, "machine": describe(),
+              "date": time.strftime("%Y-%m-%d")}
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "predict_batch_sizes_mobilenet_v2.json").write_text(json.dumps(record, indent=2) + "\n")
+    md = [f"# edgeclf predict --batch-size: MobileNetV2-224 int8 over {images} 1080p JPEGs", "",
+          f"- date {record['date']}; {record['machine']['cpu']}, {record['machine']['affinity_cores']} cores; "
+          f"{threads} inference threads",
+          f"- command: `python -m edgeclf.benchmarks.predict_benchmarks --images {images} --rounds {rounds} "
+          f"--batch-sizes {','.join(map(str, sizes))}`; each size in a fresh process, alternated every round",
+          "", f"| batch size | median wall | wall vs batch {base} (median of per-round ratios) | median peak RSS |",
+          "|---:|---:|---:|---:|"]
+    md += [f"| {n} | {r['median_wall_s']:.2f} s | {r['wall_vs_first']:.2f}x | {r['median_peak_rss_mib']:.1f} MiB |"
+           for n, r in rows.items()]
+    (results / "predict_batch_sizes_mobilenet_v2.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mnv2-run", type=Path, default=Path("/tmp/edgeclf-mnv2/run-mobilenet_v2-224"))
@@ -149,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--batch-sizes", type=lambda v: [int(x) for x in v.split(",")],
+                        help="Only compare these --batch-size values of edgeclf predict, e.g. 1,2,4,8.")
     args = parser.parse_args(argv)
     tflite = args.mnv2_run / "export" / "mobilenet_v2_224_int8.tflite"
     keras_model = args.mnv2_run / "model.keras"
@@ -157,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     jpegs = args.work / "jpegs"
     make_jpegs(jpegs, args.images)
     compiled = byte_compile_edgeclf()
+    if args.batch_sizes:
+        compare_batch_sizes(tflite, jpegs, args.batch_sizes, args.rounds, args.threads, args.results, args.images)
+        return 0
     t = str(args.threads)
     commands = {
         "edgeclf predict": [*EDGECLF, "predict", str(tflite), str(jpegs), "--format", "jsonl", "--threads", t],
