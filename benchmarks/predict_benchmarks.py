@@ -71,6 +71,11 @@ def byte_compile_edgeclf() -> list[str]:
     return folders
 
 
+def rotated(items: list, r: int) -> list:
+    """``items`` started at position ``r`` (modulo): round ``r``'s order, so that no contender always runs first."""
+    return items[r % len(items):] + items[:r % len(items)]
+
+
 def run_timed(cmd: list[str]) -> tuple[float, float, str]:
     """Runs ``cmd`` in a fresh process. Returns (wall seconds, peak RSS MiB, stdout text).
 
@@ -151,7 +156,7 @@ def compare_batch_sizes(tflite: Path, jpegs: Path, sizes: list[int], rounds: int
     walls: dict[int, list[float]] = {n: [] for n in sizes}
     rss: dict[int, list[float]] = {n: [] for n in sizes}
     for r in range(rounds):
-        for n in sizes[r % len(sizes):] + sizes[:r % len(sizes)]:
+        for n in rotated(sizes, r):
             wall, peak, _ = run_timed([*EDGECLF, "predict", str(tflite), str(jpegs), "--format", "jsonl", "--threads",
                                        str(threads), "--batch-size", str(n)])
             walls[n].append(wall)
@@ -213,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     order = list(commands)
     for r in range(args.rounds):
         # Rotate the order every round so that no contender always runs first (page cache, CPU clocks, neighbours).
-        for name in order[r % len(order):] + order[:r % len(order)]:
+        for name in rotated(order, r):
             wall, peak, out = run_timed(commands[name])
             walls[name].append(wall)
             rss[name].append(peak)

@@ -2,9 +2,10 @@
 
 LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." for every interpreter, and TensorFlow prints
 absl and device-probe lines at import before any log level applies; neither has an API to turn them off. The
-context managers below point file descriptor 2 at a temporary file for the duration of a short call (a model
-load, an import), then write back every captured line that is not one of the named notices - or hand the lines to
-the caller, which turns OpenCV's and FFmpeg's lines about a video source that will not open into one cause.
+context managers below point file descriptor 2 at a file (in memory where the OS allows) for the duration of a
+short call (a model load, an import), then write back every captured line that is not one of the named notices -
+or hand the lines to the caller, which turns OpenCV's and FFmpeg's lines about a video source that will not open
+into one cause.
 """
 
 from __future__ import annotations

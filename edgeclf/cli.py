@@ -819,10 +819,9 @@ class _PredictionWriter:
         self.pending_chars += len(text)
 
     def flush(self) -> None:
-        if self.pending:
+        if self.pending:  # table rows went out with click.echo, which flushes each
             text, self.pending, self.pending_chars = "".join(self.pending), [], 0
             _write_all(text)
-        sys.stdout.flush()
         self.flushed = time.monotonic()
 
     def _model_record(self, c, result):
@@ -869,7 +868,6 @@ class _PredictionWriter:
             return
         if self.live or self.pending_chars >= 65536 or time.monotonic() - self.flushed >= self.FLUSH_EVERY_S:
             self.flush()
-
 
 
 def _write_all(text: str) -> None:
