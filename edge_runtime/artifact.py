@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 
 from .errors import ConfigError, DataError, EdgeclfError, missing_dependency
-from .flatbuf import tflite_metadata_buffer
+from .flatbuf import tflite_metadata_buffer, tflite_output_width
+from .metadata import check_metadata, parse_metadata
 
 METADATA_KEY = "edgeclf"
 NO_METADATA = ("{path} carries no edgeclf metadata. Export it with `edgeclf export`, or adopt a model made elsewhere "
@@ -94,6 +95,10 @@ def artifact_format(path: str | os.PathLike, *, rejected: bool = False) -> str:
     if rejected and path.name.lower().endswith(REJECTED):
         path = path.with_name(path.name[: -len(REJECTED)])
     fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None and path.suffix.lower() in (".keras", ".h5", ".hdf5"):
+        raise ConfigError(f"Received: {path}, a Keras model. Expected a .tflite or .onnx file: export it first with "
+                          f"`edgeclf export {path}`, or use `edgeclf evaluate {path} DATA` to score the Keras model "
+                          "itself on labelled images.")
     if fmt is None:
         raise ConfigError(f"Received: {path}. Expected a .tflite or .onnx file"
                           + (f" (or one that export left as {REJECTED})." if rejected else "."))
@@ -108,13 +113,17 @@ def _schema():
     return schema
 
 
-def read_tflite_metadata(data: bytes) -> dict | None:
-    """The ``edgeclf`` metadata of a TFLite flatbuffer, or None when it has none.
+def read_tflite_metadata(data: bytes, source: str | os.PathLike = "the model") -> dict | None:
+    """The ``edgeclf`` metadata of a TFLite flatbuffer, checked (``metadata.parse_metadata``), or None when it has
+    none.
 
     Reads the few flatbuffer fields it needs (``flatbuf``), without importing the 6 MB schema module.
+
+    Raises:
+        MetadataError: For metadata that is too large, malformed or incomplete.
     """
     raw = tflite_metadata_buffer(data, METADATA_KEY)
-    return json.loads(raw.decode("utf-8")) if raw else None
+    return parse_metadata(bytes(raw), source) if raw else None
 
 
 def write_tflite_metadata(data: bytes, meta: dict) -> bytes:
@@ -153,7 +162,9 @@ def read_metadata(path: str | os.PathLike, *, rejected: bool = False) -> dict:
         raise DataError(f"Model not found: {path}.")
     try:
         if fmt == "tflite":
-            meta = read_tflite_metadata(path.read_bytes())
+            data = path.read_bytes()
+            meta = read_tflite_metadata(data, path)
+            width = tflite_output_width(data) if meta is not None else None
         else:
             try:
                 import onnxruntime as ort
@@ -163,11 +174,13 @@ def read_metadata(path: str | os.PathLike, *, rejected: bool = False) -> dict:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-            meta = json.loads(raw) if raw else None
+            meta = parse_metadata(raw, path) if raw else None
+            shape = session.get_outputs()[0].shape
+            width = shape[-1] if shape and isinstance(shape[-1], int) and shape[-1] > 0 else None
     except EdgeclfError:
         raise
     except Exception as exc:  # not a flatbuffer / ONNX protobuf, or its metadata is not JSON
         raise DataError(f"{path} is not a readable {fmt} file ({type(exc).__name__}: {str(exc)[:200]}).") from None
     if meta is None:
         raise DataError(NO_METADATA.format(path=path))
-    return meta
+    return check_metadata(meta, path, width)

@@ -19,6 +19,7 @@ import numpy as np
 from .classifier import Classifier, check_threshold
 from .errors import ConfigError, DataError, missing_dependency
 from .native_log import captured_native_log, write_back
+from .paths import safe_text
 from .preprocess import preprocess_frame
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,12 @@ class CameraSpec:
             raise ConfigError(f"Received: --alert {', '.join(unknown)}, which no model predicts. Expected one of the "
                               f"models' classes: {', '.join(known)}.")
         check_threshold(self.threshold, [(c.path.name, c.class_names) for c in classifiers])
+
+    @property
+    def shown_source(self) -> str:
+        """The source as every message, log line and record shows it: a stream URL's password (and any secret
+        query parameter) masked, control characters escaped."""
+        return safe_text(self.source)
 
     @property
     def is_live(self) -> bool:
@@ -339,6 +346,9 @@ class _LatestFrames:
 _FFMPEG_LINE = re.compile(r"^\[[\w,.:-]+ @ 0x[0-9a-fA-F]+\]\s*(\S.*)$")
 
 
+MAX_CAMERA_INDEX = 2**31 - 1  # a C int: OpenCV's VideoCapture(index)
+
+
 def _open(cv2, source: str):
     """Opens a video source: ``(capture, None)``, or ``(None, cause)`` with why it did not open where that is known.
 
@@ -346,13 +356,16 @@ def _open(cv2, source: str):
     captured: passed on as they were when the source opens, and otherwise condensed into the cause - what /dev says
     about a camera index on Linux, or FFmpeg's own last word on a file or URL - with every line logged for --verbose.
     """
+    if source.isdigit() and int(source) > MAX_CAMERA_INDEX:  # OpenCV fails on it with an overload error
+        return None, _open_failure(source, [])
     with captured_native_log() as lines:
         cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
         opened = cap.isOpened()
     if opened:
-        write_back(lines)
+        write_back([safe_text(line) for line in lines])
         return cap, None
     cap.release()
+    lines = [safe_text(line) for line in lines]  # FFmpeg names the URL it failed on, password and all
     for line in lines:
         logger.debug("OpenCV: %s", line)
     return None, _open_failure(source, lines)
@@ -420,8 +433,8 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
     # A plain path (not a camera index, URL, image-sequence pattern or GStreamer pipeline) must exist.
     plain_path = not spec.source.isdigit() and not any(c in spec.source for c in ("://", "%", "!"))
     if plain_path and not os.path.exists(spec.source):
-        raise DataError(f"Video file not found: {spec.source}. Expected a camera index (0), an existing video file or "
-                        "a stream URL (rtsp://, http://).")
+        raise DataError(f"Video file not found: {spec.shown_source}. Expected a camera index (0), an existing video "
+                        "file or a stream URL (rtsp://, http://).")
     if spec.snapshot_dir is not None:
         try:
             Path(spec.snapshot_dir).mkdir(parents=True, exist_ok=True)
@@ -430,7 +443,7 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
                               "writable folder.") from None
     cap, cause = _open(cv2, spec.source)
     if cap is None:
-        raise DataError(f"Cannot open video source '{spec.source}'" + (f" ({cause})" if cause else "") +
+        raise DataError(f"Cannot open video source '{spec.shown_source}'" + (f" ({cause})" if cause else "") +
                         ". Expected a camera index (0), a video file or a stream URL (rtsp://, http://) that OpenCV "
                         "can read.")
     summary = CameraSummary(window=not headless)
@@ -470,7 +483,7 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
                 if spec.max_reconnects is not None and failures > spec.max_reconnects:
                     summary.stopped_by = f"source lost after {spec.max_reconnects} reconnection attempts"
                     break
-                logger.warning("Lost %s; reconnecting in %.1f s%s", spec.source, backoff,
+                logger.warning("Lost %s; reconnecting in %.1f s%s", spec.shown_source, backoff,
                                f" (the last attempt: {cause})" if cause else "")
                 sleep(backoff)
                 backoff = min(backoff * 2, spec.max_backoff)

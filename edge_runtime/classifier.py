@@ -14,6 +14,7 @@ import numpy as np
 from .artifact import NO_METADATA
 from .backends import Backend, default_threads, needs_reduce_range, open_backend
 from .errors import ConfigError, DataError, ImageDecodeError
+from .metadata import check_metadata
 from .preprocess import ImageSource, PreprocessSpec, is_one_image, load_image, preprocess_frame
 from .sources import INPUT_IDLE, empty_folder_reason, is_unmatched_pattern
 from .tensor import adapt_backend
@@ -89,6 +90,7 @@ class Classifier:
     """
 
     def __init__(self, backend: Backend, metadata: dict, path: Path):
+        check_metadata(metadata, path, getattr(backend, "output_width", None))
         self.metadata = metadata
         self.path = path
         self.name = path.stem  # labels this model's results; see ``distinct_names`` for several models

@@ -82,3 +82,28 @@ def tflite_metadata_buffer(data: bytes, name: str) -> bytes | None:
             buffers = model.tables(_MODEL_BUFFERS)
             return buffers[entry.uint(_METADATA_BUFFER)].raw_vector(_BUFFER_DATA)
     return None
+
+
+# Model.subgraphs; SubGraph.tensors/outputs; Tensor.shape.
+_MODEL_SUBGRAPHS = 2
+_SUBGRAPH_TENSORS, _SUBGRAPH_OUTPUTS = 0, 2
+_TENSOR_SHAPE = 0
+
+
+def tflite_output_width(data: bytes) -> int | None:
+    """The last dimension of the TFLite model's first output (its scores per image), or None where not fixed."""
+    import struct
+
+    subgraphs = Table.root(data).tables(_MODEL_SUBGRAPHS)
+    if not subgraphs:
+        return None
+    outputs = subgraphs[0].raw_vector(_SUBGRAPH_OUTPUTS, 4) or b""
+    tensors = subgraphs[0].tables(_SUBGRAPH_TENSORS)
+    if len(outputs) < 4:
+        return None
+    index = struct.unpack_from("<i", outputs)[0]
+    if not 0 <= index < len(tensors):
+        return None
+    shape = tensors[index].raw_vector(_TENSOR_SHAPE, 4) or b""
+    width = struct.unpack_from("<i", shape, len(shape) - 4)[0] if len(shape) >= 4 else -1
+    return width if width > 0 else None

@@ -102,16 +102,20 @@ def _run(ctx: click.Context, fn, *args, interrupted: str = "Interrupted.", **kwa
             pass
         sys.exit(141)
     except Exception as exc:  # last resort: one line unless --verbose
-        if verbose:
-            raise
+        if verbose:  # the traceback through the masking log formatter, not Python's raw one
+            logger.exception("unexpected error")
+            sys.exit(1)
         click.secho(f"Error: unexpected {type(exc).__name__}: {_one_line(exc)} "
                     "(run with --verbose for the traceback)", fg="red", err=True)
         sys.exit(1)
 
 
 def _one_line(exc: BaseException) -> str:
-    """An error's message on one line: libraries' messages (Keras, onnxruntime) can run over several."""
-    return " ".join(str(exc).split())
+    """An error's message on one line (libraries' messages, Keras' or onnxruntime's, can run over several), with
+    URL credentials masked and control characters escaped: messages quote sources, file names and metadata."""
+    from edgeclf.edge_runtime.paths import safe_text
+
+    return safe_text(" ".join(str(exc).split()))
 
 
 def _csv_ints(_ctx, _param, value):
@@ -138,7 +142,19 @@ def main(ctx: click.Context, verbose: bool) -> None:
       edgeclf bench runs/helmet
     """
     ctx.obj = {"verbose": verbose}
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_SafeFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
+
+
+class _SafeFormatter(logging.Formatter):
+    """Log lines, tracebacks included, with URL credentials masked and control characters escaped: messages and
+    exceptions quote stream URLs, file names and model metadata, none of which may reach the terminal raw."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from edgeclf.edge_runtime.paths import safe_text
+
+        return "\n".join(safe_text(line) for line in super().format(record).split("\n"))
 
 
 def _split(_ctx, _param, value):
@@ -724,7 +740,7 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
     def go():
         from edgeclf.edge_runtime.classifier import Classifier, check_threshold, distinct_names, stream_many
         from edgeclf.edge_runtime.errors import ImageDecodeError
-        from edgeclf.edge_runtime.paths import display_path
+        from edgeclf.edge_runtime.paths import display_path, printable
         from edgeclf.edge_runtime.sources import expand_paths
 
         model_paths, image_args = list(models), list(paths)
@@ -775,7 +791,7 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
             tallies = [", ".join(f"{label} {n}" for label, n in counts.items() if n) for counts in writer.counts]
             summary += "; " + "; ".join(f"{c.name}: {t}" if len(classifiers) > 1 else t
                                         for c, t in zip(classifiers, tallies))
-        click.secho(summary, fg="red" if failed else "green", err=True)
+        click.secho(printable(summary), fg="red" if failed else "green", err=True)
         global _finished
         _finished = True  # every record and the summary are out; see ``run``
         if failed:
@@ -857,14 +873,17 @@ class _PredictionWriter:
                        [""] * (2 + len(c.class_names))
             self.csv.writerow(row + [error or ""])
         else:  # for people: click.echo drops the colours where stdout is not a terminal, and flushes every row
+            # Class names come from the model file and paths from anywhere: escaped, never sent to the terminal raw.
+            from edgeclf.edge_runtime.paths import printable
+
             if error:
-                click.echo(f"{path}  " + click.style(f"ERROR {error}", fg="red"))
+                click.echo(f"{printable(path)}  " + click.style(f"ERROR {printable(error)}", fg="red"))
                 return
             cells = []
             for c, r in zip(self.classifiers, records):
                 label = ", ".join(f"{t['label']} {t['score']:.3f}" for t in r.get("top_k", [r]))
                 cells.append(f"{c.name}: {label}" if self.multi else label)
-            click.echo(f"{path}  " + "  |  ".join(cells))
+            click.echo(printable(f"{path}  " + "  |  ".join(cells)))
             return
         if self.live or self.pending_chars >= 65536 or time.monotonic() - self.flushed >= self.FLUSH_EVERY_S:
             self.flush()
@@ -1067,7 +1086,7 @@ def info(ctx, models, as_json):
 
         from edgeclf.edge_runtime.artifact import REJECTED, files_in_run, read_metadata
         from edgeclf.edge_runtime.describe import describe
-        from edgeclf.edge_runtime.paths import display_path
+        from edgeclf.edge_runtime.paths import display_path, printable
 
         codes = []
         files = []
@@ -1096,8 +1115,9 @@ def info(ctx, models, as_json):
             if as_json:
                 click.echo(json.dumps({"path": display_path(path), "metadata": meta}, sort_keys=True))
                 continue
-            click.secho(display_path(path), bold=True)
-            for field, text in lines:
+            click.secho(printable(display_path(path)), bold=True)
+            for field, text in lines:  # metadata is untrusted: escaped, never sent to the terminal raw
+                text = printable(text)
                 click.echo(f"  {field:<13} " + (click.style(text, fg="yellow") if field == "warning" else text))
         return max(codes, default=0)
 

@@ -20,6 +20,7 @@ class Backend(Protocol):
     input_shape: tuple[int, int, int]
     input_dtype: str
     metadata: dict | None  # the artefact's embedded edgeclf metadata
+    output_width: int | None  # scores per image, where the model fixes it
 
     def run(self, pixels: np.ndarray) -> np.ndarray: ...
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifact import read_tflite_metadata
+from ..metadata import MetadataError
 from ..errors import DataError, missing_dependency
 from ..native_log import quiet_native_log
 
@@ -50,7 +51,9 @@ class LiteRTBackend:
         except OSError as exc:
             raise DataError(f"Cannot read {path}: {exc.strerror or exc}") from None
         try:
-            self.metadata = read_tflite_metadata(data)
+            self.metadata = read_tflite_metadata(data, path)
+        except MetadataError:
+            raise
         except Exception:  # not a flatbuffer LiteRT can parse; the interpreter below says why
             self.metadata = None
         try:
@@ -69,6 +72,8 @@ class LiteRTBackend:
         self._one_at_a_time = False
         self.input_shape = tuple(int(d) for d in self._in["shape"][1:])
         self.input_dtype = np.dtype(self._in["dtype"]).name
+        width = int(self._out["shape"][-1]) if len(self._out["shape"]) else -1
+        self.output_width = width if width > 0 else None
 
     def _configure(self) -> None:
         self._in = self.interpreter.get_input_details()[0]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
 from ..artifact import METADATA_KEY
 from ..errors import DataError, missing_dependency
+from ..metadata import parse_metadata
 
 
 # The input types the backend feeds (numpy's name -> onnxruntime's): edgeclf's exports take float32 pixels 0-255
@@ -35,7 +35,7 @@ class OnnxBackend:
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise DataError(f"Cannot load {path} with onnxruntime: {exc}") from None
         raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        self.metadata = json.loads(raw) if raw else None
+        self.metadata = parse_metadata(raw, path) if raw else None
         inp = self.session.get_inputs()[0]
         self._input_name = inp.name
         if not all(isinstance(d, int) for d in inp.shape[1:]):
@@ -48,6 +48,9 @@ class OnnxBackend:
         self._dtype = np.dtype(self.input_dtype)
         # A model exported with a fixed batch (PyTorch's usual batch of 1) runs a batch in slices of that size.
         self._batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
+        out_shape = self.session.get_outputs()[0].shape
+        width = out_shape[-1] if out_shape else None
+        self.output_width = width if isinstance(width, int) and width > 0 else None
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """(N, *input_shape) model input (pixels 0-255 for edgeclf's exports) -> (N, C) float32 outputs."""
