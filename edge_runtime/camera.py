@@ -129,6 +129,7 @@ class CameraSummary:
     last_labels: dict = field(default_factory=dict)
     window: bool = False  # whether frames were shown in a window (False when headless)
     frames_shown: int = 0
+    truncated: bool = False  # a video file that ended before the frames its header announces
 
     @property
     def fps(self) -> float:
@@ -139,7 +140,7 @@ class CameraSummary:
                 "frames_classified": self.frames_classified, "events": self.events,
                 "alerts": self.alerts, "reconnects": self.reconnects, "seconds": round(self.seconds, 3),
                 "classified_fps": round(self.fps, 2), "stopped_by": self.stopped_by, "last_labels": self.last_labels,
-                "window": self.window, "frames_shown": self.frames_shown}
+                "window": self.window, "frames_shown": self.frames_shown, "truncated": self.truncated}
 
 
 def why_no_window() -> str | None:
@@ -391,6 +392,17 @@ def _open_failure(source: str, lines: Sequence[str], dev: Path = Path("/dev")) -
     return causes[-1] if causes else None
 
 
+def _check_complete(cv2, cap, summary: CameraSummary) -> None:
+    """Marks a video file that ended before the frame count its container announces (an AVI cut in half ends as
+    cleanly as a whole one, FFmpeg's only word an "overread" line). Containers whose count is an estimate are
+    allowed 2 % (at least 2 frames) of slack."""
+    announced = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    if announced > 0 and summary.frames_read + max(2, announced // 50) < announced:
+        summary.truncated = True
+        summary.stopped_by = (f"end of file after {summary.frames_read} of the {announced} frames its header "
+                              "announces: the file is truncated or damaged")
+
+
 def _overlay(cv2, frame: np.ndarray, lines: Sequence[str], alert: bool) -> np.ndarray:
     out = frame.copy()
     for i, text in enumerate(lines):
@@ -476,6 +488,7 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
             if got is _LOST:
                 if reader is None:
                     summary.stopped_by = "end of file"
+                    _check_complete(cv2, cap, summary)
                     break
                 retire(reader, cap)
                 reader = None

@@ -32,13 +32,30 @@ def walk_images(folder: str | os.PathLike) -> Iterator[str]:
     """Image files under ``folder``, recursively, folder by folder in name order.
 
     Hidden files and folders below ``folder`` (names starting with a dot: macOS's ``._photo.jpg`` resource forks,
-    ``.thumbnails/``) are left out, as shell globs leave them out; name one explicitly to use it.
+    ``.thumbnails/``) are left out, as shell globs leave them out; name one explicitly to use it. Linked folders
+    are followed (data kept on another disk), except a link back into the walk (``ln -s . self``, ``ln -s .. up``),
+    which would list the same images again: a folder already visited, or one that holds ``folder`` itself
+    (``is_loop``).
     """
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    top = os.path.realpath(folder)
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not is_loop(os.path.join(root, d), top, seen))
         for name in sorted(files):
             if is_listed_image(name):
                 yield os.path.join(root, name)
+
+
+def is_loop(path: str | os.PathLike, top: str, seen: set[str] = frozenset()) -> bool:
+    """Whether the folder ``path`` inside a walk from ``top`` (a real path) leads back into it: a folder in
+    ``seen``, ``top`` itself or a folder that holds it."""
+    real = os.path.realpath(path)
+    return real in seen or real == top or top.startswith(real.rstrip(os.sep) + os.sep)
 
 
 def is_listed_image(name: str) -> bool:

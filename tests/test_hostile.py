@@ -179,3 +179,177 @@ def test_a_copied_artefact_keeps_working(exported, tmp_path):
         path = tmp_path / r.path.name
         shutil.copyfile(r.path, path)
         assert Classifier.load(path).class_names == ("bar_h", "bar_v")
+
+
+# ---------------------------------------------------------------------------------------------- video files
+
+def test_a_truncated_video_file_is_reported_and_fails(exported, tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    import numpy as np
+
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        writer.write(cv2.resize(class_image(0, rng, 16), (64, 64)))
+    writer.release()
+    whole = CliRunner().invoke(main, ["camera", "--model", str(_artefact(exported, "run_int8.tflite")), "--source",
+                                      str(path), "--headless"])
+    assert whole.exit_code == 0, whole.output
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # an AVI cut in half: its header still announces 60 frames
+    cut = CliRunner().invoke(main, ["camera", "--model", str(_artefact(exported, "run_int8.tflite")), "--source",
+                                    str(path), "--headless"])
+    assert cut.exit_code == 1, cut.output
+    summary = json.loads(next(line for line in cut.output.splitlines() if line.startswith('{"summary"')))["summary"]
+    assert summary["truncated"] is True and "of the 60 frames its header announces" in summary["stopped_by"]
+    assert summary["frames_read"] < 60
+
+
+# ---------------------------------------------------------------------------------------------- folders and manifests
+
+def _images(folder, label, n=4):
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(label)
+    for i in range(n):
+        Image.fromarray(class_image(label, rng)).save(folder / f"{label}_{i}.png")
+
+
+def test_an_empty_class_folder_is_named_not_dropped_silently(tmp_path):
+    from edgeclf.toolkit.data import discover
+
+    _images(tmp_path / "ds" / "no_helmet", 0)
+    _images(tmp_path / "ds" / "person", 1)
+    (tmp_path / "ds" / "helmet").mkdir()
+    ds = discover(tmp_path / "ds")
+    assert ds.class_names == ["no_helmet", "person"]
+    assert any("helmet in" in note and "no images" in note for note in ds.notes), ds.notes
+
+
+def test_a_symlink_loop_is_not_a_class_and_is_not_walked_twice(tmp_path):
+    from edgeclf.edge_runtime.sources import walk_images
+    from edgeclf.toolkit.data import discover
+
+    root = tmp_path / "ds"
+    _images(root / "a", 0)
+    _images(root / "b", 1)
+    (root / "self").symlink_to(".", target_is_directory=True)
+    (root / "a" / "up").symlink_to("..", target_is_directory=True)
+    ds = discover(root)
+    assert ds.class_names == ["a", "b"]
+    assert len(ds.splits["all"].sources) == 8
+    assert any("self" in note and "link back" in note for note in ds.notes)
+    assert len(list(walk_images(root))) == 8  # predict's and --calib's walk: each image once
+
+
+def test_a_linked_folder_is_followed_by_predict_and_train(exported, tmp_path):
+    from edgeclf.toolkit.data import discover
+
+    _images(tmp_path / "elsewhere" / "more", 0)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "linked").symlink_to(tmp_path / "elsewhere" / "more", target_is_directory=True)
+    result = CliRunner().invoke(main, ["predict", str(_artefact(exported, "run_int8.tflite")), str(photos),
+                                       "--format", "jsonl"])
+    assert result.exit_code == 0, result.output
+    assert len([line for line in result.stdout.splitlines() if line.startswith("{")]) == 4
+    root = tmp_path / "ds"
+    _images(root / "a", 0)
+    _images(root / "b", 1)
+    (root / "a" / "linked").symlink_to(tmp_path / "elsewhere" / "more", target_is_directory=True)
+    assert len(discover(root).splits["all"].sources) == 12
+
+
+def test_manifest_rows_outside_its_folder_are_counted_and_refused_with_confine(tmp_path):
+    from edgeclf.toolkit.data import discover
+
+    _images(tmp_path / "data" / "imgs", 0)
+    _images(tmp_path / "outside", 1)
+    manifest = tmp_path / "data" / "m.csv"
+    rows = ["path,label"] + [f"imgs/0_{i}.png,a" for i in range(4)] + [f"../outside/1_{i}.png,b" for i in range(4)]
+    rows.append("/etc/passwd,b")
+    manifest.write_text("\n".join(rows) + "\n")
+    ds = discover(manifest)
+    assert any(note.startswith("5 row(s) of m.csv name images outside its folder") for note in ds.notes), ds.notes
+    with pytest.raises(DataError, match=r"m.csv:6: '../outside/1_0.png' is outside the manifest's folder"):
+        discover(manifest, confine=True)
+
+
+# ---------------------------------------------------------------------------------------------- leftovers and --force
+
+def test_leftovers_of_a_killed_run_are_removed_and_only_those(tmp_path):
+    from edgeclf.toolkit.io import remove_stale
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / f".edgeclf-tmp-{dead}-abc").mkdir()
+    (folder / f".edgeclf-tmp-{dead}-abc" / "saved_model.pb").write_bytes(b"x" * 100)
+    (folder / f".run_int8.tflite.pid{dead}.k2j3.part").write_bytes(b"")
+    (folder / f".run.tflite.pid{__import__('os').getpid()}.zz.part").write_bytes(b"")  # this process: in use
+    (folder / "notes.part").write_text("mine")
+    (folder / ".hidden").write_text("mine")
+    removed = remove_stale(folder)
+    assert sorted(removed) == sorted([f".edgeclf-tmp-{dead}-abc", f".run_int8.tflite.pid{dead}.k2j3.part"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [".hidden", "notes.part", f".run.tflite.pid{__import__('os').getpid()}.zz.part"])
+
+
+def test_export_works_inside_its_output_folder_not_the_system_temp(trained_run, tmp_path, monkeypatch):
+    import tempfile
+
+    from edgeclf.toolkit.export import ExportSpec, QuantSpec, export_model
+
+    system_tmp = tmp_path / "system_tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    out = tmp_path / "out"
+    seen = []
+    from edgeclf.toolkit.export import tflite as tflite_export
+
+    convert = tflite_export.convert
+
+    def spy(saved_model, *args, **kwargs):
+        seen.append(saved_model)
+        return convert(saved_model, *args, **kwargs)
+
+    monkeypatch.setattr(tflite_export, "convert", spy)
+    export_model(trained_run / "model.keras", out, spec=ExportSpec(quant=(QuantSpec.float32(),), verify=False),
+                 name="m")
+    assert seen and all(str(p).startswith(str(out / ".edgeclf-tmp-")) for p in seen)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # nothing left behind
+    assert not list(system_tmp.iterdir())
+
+
+def test_train_force_keeps_the_old_run_until_the_new_one_has_finished(tmp_path):
+    from edgeclf.toolkit.augment import AugmentSpec
+    from edgeclf.toolkit.progress import Reporter
+    from edgeclf.toolkit.train import TrainSpec, train
+
+    data = tmp_path / "ds"
+    _images(data / "a", 0, 12)
+    _images(data / "b", 1, 12)
+    run = tmp_path / "run"
+    spec = TrainSpec(epochs=1, batch_size=8, augment=AugmentSpec.none())
+    train(data, run, backbone="simple_cnn", img_size=16, weights="none", spec=spec)
+    old = (run / "model.keras").read_bytes()
+
+    class Killed(Reporter):
+        def stage(self, message):
+            if message.startswith("Fold 0 phase 1"):
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, run, backbone="simple_cnn", img_size=16, weights="none", spec=TrainSpec(epochs=2, batch_size=8),
+              force=True, reporter=Killed())
+    assert (run / "model.keras").read_bytes() == old  # the failed replacement put the old run back
+    assert json.loads((run / "run_state.json").read_text())["status"] == "done"
+    assert not (run / ".edgeclf-replaced").exists()
+    train(data, run, backbone="simple_cnn", img_size=16, weights="none", spec=TrainSpec(epochs=2, batch_size=8,
+          augment=AugmentSpec.none()), force=True)
+    assert json.loads((run / "run_state.json").read_text())["config"]["train"]["epochs"] == 2
+    assert not (run / ".edgeclf-replaced").exists()

@@ -28,7 +28,7 @@ import numpy as np
 from edgeclf.edge_runtime.errors import ConfigError, DataError, ImageDecodeError
 from edgeclf.edge_runtime.paths import display_path
 from edgeclf.edge_runtime.preprocess import IMAGE_TYPES, PreprocessSpec, load_image, preprocess_frame
-from edgeclf.edge_runtime.sources import is_listed_image, walk_images
+from edgeclf.edge_runtime.sources import is_listed_image, is_loop, walk_images
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +133,18 @@ def _list_images(folder: Path) -> list[str]:
     return sorted(walk_images(folder))
 
 
-def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _class_dirs(folder: Path, notes: list[str] | None = None) -> list[Path]:
+    """The class (or split) folders in ``folder``: visible folders and links to folders, but not a link back to
+    ``folder`` or a folder that holds it (``ln -s . self`` would be a class holding copies of all the others)."""
+    top = os.path.realpath(folder)
+    dirs, loops = [], []
+    for p in sorted(folder.iterdir()):
+        if p.is_dir() and not p.name.startswith("."):
+            (loops if is_loop(p, top) else dirs).append(p)
+    if loops and notes is not None:
+        notes.append(f"Left out {', '.join(p.name for p in loops)} in {folder}: a link back to the folder itself or "
+                     "one that holds it, not a class.")
+    return dirs
 
 
 def _labels_from_names(names: Sequence[str], class_names: list[str] | None = None) -> tuple[list[str], np.ndarray]:
@@ -153,7 +163,8 @@ def _labels_from_names(names: Sequence[str], class_names: list[str] | None = Non
 
 def _discover_folders(root: Path, min_classes: int = 2) -> Dataset:
     split_dirs = {}
-    for child in _class_dirs(root):
+    notes: list[str] = []
+    for child in _class_dirs(root, notes):
         alias = _SPLIT_ALIASES.get(child.name.lower())
         if alias:
             if alias in split_dirs:
@@ -162,14 +173,14 @@ def _discover_folders(root: Path, min_classes: int = 2) -> Dataset:
     if split_dirs:
         if "train" not in split_dirs:
             raise DataError(f"{root} looks pre-split ({', '.join(sorted(split_dirs))}) but has no train/ folder.")
-        class_names = [d.name for d in _class_dirs(split_dirs["train"])]
+        class_names = [d.name for d in _class_dirs(split_dirs["train"], notes)]
         if len(class_names) < min_classes:
             raise DataError(f"{split_dirs['train']} must hold one folder per class (at least {min_classes}); "
                             f"found {class_names}.")
         splits = {}
         for name, folder in split_dirs.items():
             paths, names = [], []
-            for class_dir in _class_dirs(folder):
+            for class_dir in _class_dirs(folder, notes if folder != split_dirs["train"] else None):
                 files = _list_images(class_dir)
                 paths += files
                 names += [class_dir.name] * len(files)
@@ -179,14 +190,20 @@ def _discover_folders(root: Path, min_classes: int = 2) -> Dataset:
                                 "Add them to train/, or remove them here.")
             _, labels = _labels_from_names(names, class_names)
             splits[name] = Samples(paths, labels)
-        return Dataset(root, "presplit", class_names, splits)
-    class_dirs = _class_dirs(root)
+        return Dataset(root, "presplit", class_names, splits, notes=notes)
+    class_dirs = _class_dirs(root)  # its loops were noted above
     paths, names = [], []
     for class_dir in class_dirs:
         files = _list_images(class_dir)
         paths += files
         names += [class_dir.name] * len(files)
     class_names = [d.name for d in class_dirs if d.name in set(names)]
+    empty = [d.name for d in class_dirs if d.name not in set(names)]
+    if empty and len(class_names) >= min_classes:
+        notes.append(f"Class folder{'s' * (len(empty) > 1)} {', '.join(empty)} in {root} hold{'s' * (len(empty) == 1)} "
+                     f"no images and {'is' if len(empty) == 1 else 'are'} left out: the model has {len(class_names)} "
+                     f"classes ({', '.join(class_names)}). Add images to "
+                     f"{'it' if len(empty) == 1 else 'them'} to train {'that class' if len(empty) == 1 else 'them'}.")
     if len(class_names) < min_classes:
         loose = sum(1 for f in root.iterdir() if f.is_file() and is_listed_image(f.name))
         hint = (f" {root} holds {loose} image(s) itself, outside any class folder: the folder that holds them names "
@@ -198,7 +215,7 @@ def _discover_folders(root: Path, min_classes: int = 2) -> Dataset:
             f"root/{{train,val,test}}/<class>/; images are files of these types: {IMAGE_TYPES}.{hint}"
         )
     _, labels = _labels_from_names(names, class_names)
-    return Dataset(root, "folders", class_names, {"all": Samples(paths, labels)})
+    return Dataset(root, "folders", class_names, {"all": Samples(paths, labels)}, notes=notes)
 
 
 def _read_csv(path: Path, reader: Callable) -> list:
@@ -227,11 +244,13 @@ def _read_csv_rows(path: Path) -> list[dict]:
     return _read_csv(path, csv.DictReader)
 
 
-def _discover_csv(path: Path) -> Dataset:
+def _discover_csv(path: Path, confine: bool = False) -> Dataset:
     rows = _read_csv_rows(path)
     if not rows or not {"path", "label"} <= set(rows[0]):
         raise DataError(f"{path} must have a header with 'path' and 'label' columns (and optionally 'split').")
     base = path.parent
+    inside = os.path.realpath(base).rstrip(os.sep) + os.sep
+    outside: list[tuple[int, str]] = []
     has_split = "split" in rows[0]
     grouped: dict[str, tuple[list, list]] = {}
     for line, row in enumerate(rows, start=2):
@@ -245,15 +264,28 @@ def _discover_csv(path: Path) -> Dataset:
             raise DataError(f"{path}:{line}: {'empty path' if not raw_path else 'empty label'}. "
                             "Expected a path and a label on every row.")
         p = Path(raw_path)
+        full = str(p if p.is_absolute() else base / p)
+        if not os.path.realpath(full).startswith(inside):
+            outside.append((line, raw_path))
+            if confine:
+                raise DataError(f"{path}:{line}: '{display_path(raw_path)}' is outside the manifest's folder "
+                                f"{base}. --confine refuses such rows; remove it, or leave out --confine if the "
+                                "manifest is trusted.")
         grouped.setdefault(split, ([], []))
-        grouped[split][0].append(str(p if p.is_absolute() else base / p))
+        grouped[split][0].append(full)
         grouped[split][1].append(label)
     all_names = [n for _, names in grouped.values() for n in names]
     class_names, _ = _labels_from_names(all_names)
     splits = {s: Samples(paths, _labels_from_names(names, class_names)[1]) for s, (paths, names) in grouped.items()}
     if has_split and "train" not in splits:
         raise DataError(f"{path} has a split column but no train rows.")
-    return Dataset(path, "csv", class_names, splits)
+    notes = []
+    if outside:
+        first = ", ".join(f"line {n}: {display_path(p)}" for n, p in outside[:3])
+        notes.append(f"{len(outside)} row(s) of {path.name} name images outside its folder {base} ({first}"
+                     f"{', ...' if len(outside) > 3 else ''}); pass --confine to refuse such rows in a manifest "
+                     "from a source you do not trust.")
+    return Dataset(path, "csv", class_names, splits, notes=notes)
 
 
 def _normalise_array(array: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
@@ -305,11 +337,13 @@ def _discover_npy(npy: Path, labels_csv: Path) -> Dataset:
     return Dataset(npy, "npy", class_names, {"all": Samples(list(range(len(array))), labels)}, array=array, notes=notes)
 
 
-def discover(path: str | os.PathLike, min_classes: int = 2) -> Dataset:
+def discover(path: str | os.PathLike, min_classes: int = 2, confine: bool = False) -> Dataset:
     """Finds the images and labels at ``path`` in any accepted form.
 
     ``min_classes`` is 2 for training data; evaluation data may hold a single class (a folder of only
-    ``no_helmet`` images from a new site is a fair test of a two-class model).
+    ``no_helmet`` images from a new site is a fair test of a two-class model). A CSV manifest's rows may name
+    images anywhere (absolute paths into a data lake are legitimate); those outside the manifest's folder are
+    counted in the dataset's notes, and ``confine`` refuses them (for a manifest from a source not trusted).
 
     Raises:
         DataError: If the path does not exist or holds no usable dataset; the message says what is expected.
@@ -319,7 +353,7 @@ def discover(path: str | os.PathLike, min_classes: int = 2) -> Dataset:
         raise DataError(f"Dataset not found: {root}. Expected a folder of class folders, a CSV manifest or images.npy.")
     if root.is_file():
         if root.suffix.lower() == ".csv":
-            ds = _discover_csv(root)
+            ds = _discover_csv(root, confine)
         elif root.suffix.lower() == ".npy":
             ds = _discover_npy(root, root.with_name("labels.csv"))
         else:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,7 +46,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + suffix, dir=path.parent)
+    # The process id in the name tells a later run whether the writer is gone (``remove_stale``).
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=".part" + suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -78,3 +81,54 @@ def write_csv(path: str | os.PathLike, rows: Sequence[dict], fields: Sequence[st
         writer = csv.DictWriter(fh, fieldnames=list(fields), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+
+
+TMP_PREFIX = ".edgeclf-tmp-"
+# What edgeclf leaves behind when killed mid-write (kill -9, a power cut): its working folders and atomic_path's
+# partial files, each named with the id of the process that made it.
+_LEFTOVER = re.compile(r"^\.edgeclf-tmp-(\d+)-|^\..+\.pid(\d+)\.[^.]*\.part")
+
+
+def work_dir(folder: str | os.PathLike) -> tempfile.TemporaryDirectory:
+    """A hidden working folder inside ``folder`` (not the system's temporary folder, where a killed run's leftovers
+    would go unnoticed), removed when the block ends and by the next run if this process is killed."""
+    return tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=folder)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(folder: str | os.PathLike) -> list[str]:
+    """Removes leftovers of edgeclf processes that are no longer running (``work_dir`` folders, ``atomic_path``'s
+    partial files) from ``folder``; returns their names. Nothing of another program's naming is touched."""
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _LEFTOVER.match(entry.name)
+        if not m or _running(int(m.group(1) or m.group(2))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry.name)
+    return removed
+
+
+def clean_leftovers(folder: str | os.PathLike, reporter) -> None:
+    """``remove_stale`` on ``folder`` (when it exists), saying on ``reporter`` what it removed."""
+    stale = remove_stale(folder) if Path(folder).is_dir() else []
+    if stale:
+        reporter.stage(f"Removed {len(stale)} leftover(s) of an interrupted edgeclf run from {folder}: "
+                       + ", ".join(stale[:3]) + (" ..." if len(stale) > 3 else ""))

@@ -29,7 +29,7 @@ from edgeclf.edge_runtime.errors import ConfigError, DataError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
 from edgeclf.edge_runtime.tensor import InputTensor, to_probabilities
 
-from ..io import atomic_path, ensure_writable_dir, write_json
+from ..io import atomic_path, clean_leftovers, ensure_writable_dir, write_json
 from ..progress import Reporter
 from .foreign import (ForeignSpec, check_label_count, check_labels, check_probabilities, input_size,
                       label_order_problem, probability_problem)
@@ -264,6 +264,7 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
     if out.exists() and not force:
         raise ConfigError(f"{out} already exists. Pass --force to overwrite it.")
     ensure_writable_dir(out.parent)
+    clean_leftovers(out.parent, reporter)
 
     support = None
     if fmt == "tflite":

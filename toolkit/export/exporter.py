@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from edgeclf.edge_runtime.preprocess import PreprocessSpec
 
 from .._deps import import_tf
 from ..evaluate import load_keras_model
-from ..io import atomic_path, ensure_writable_dir, write_json
+from ..io import atomic_path, clean_leftovers, ensure_writable_dir, work_dir, write_json
 from ..metrics import classification_metrics, wilson_interval
 from ..pipeline import predict_probs
 from ..progress import Reporter
@@ -167,6 +166,7 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     if existing and not force:
         raise ConfigError(f"{len(existing)} artefact(s) already exist, e.g. {existing[0]}. Pass --force to overwrite.")
     ensure_writable_dir(out)
+    clean_leftovers(out, reporter)
 
     model = load_keras_model(model_path)
     if foreign is not None:
@@ -210,7 +210,7 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
 
     source_sha = sha256_file(model_path)
     results: list[ExportResult] = []
-    with tempfile.TemporaryDirectory(prefix="edgeclf-export-") as tmp:
+    with work_dir(out) as tmp:
         tmp = Path(tmp)
         reporter.stage("Writing the inference SavedModel")
         write_saved_model(model, tmp / "saved_model")

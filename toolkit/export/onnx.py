@@ -101,7 +101,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, quant: QuantSpec,
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[quant.calibration_method]
     reduce = needs_reduce_range() if quant.reduce_range is None else quant.reduce_range
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=Path(out_path).parent) as tmp:  # inside export's own working folder
         prepped = Path(tmp) / "prepped.onnx"
         pre_processed = True
         try:
