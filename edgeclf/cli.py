@@ -242,7 +242,11 @@ _CROP_HELP = ("as a fraction of the largest centred box of the input's aspect ra
 @click.option("--fine-tune-lr", "fine_tune_learning_rate", type=float, help="Phase 2 learning rate [default: lr/10].")
 @click.option("--patience", type=int, help="Early-stopping patience in epochs [default: 5].")
 @click.option("--early-stopping/--no-early-stopping", default=None, help="[default: on]")
-@click.option("--reduce-lr/--no-reduce-lr", default=None, help="Reduce the learning rate on plateaus [default: on].")
+@click.option("--reduce-lr/--no-reduce-lr", default=None,
+              help="Reduce the learning rate during training, as --lr-schedule says [default: on].")
+@click.option("--lr-schedule", type=click.Choice(["plateau", "cosine"]),
+              help="plateau: x0.3 after patience/2 epochs without improvement; cosine: one warm-up epoch, then "
+                   "cosine decay to 0 over the phase [default: plateau].")
 @click.option("--monitor", type=click.Choice(["val_loss", "val_accuracy"]), help="[default: val_loss]")
 @click.option("--folds", type=int, help="K for stratified K-fold cross-validation [default: 1].")
 @click.option("--seed", type=int, help="[default: 42]")
@@ -262,10 +266,13 @@ _CROP_HELP = ("as a fraction of the largest centred box of the input's aspect ra
 @click.option("--dedup", is_flag=True, default=None, help="Remove val/test images that duplicate an earlier split's image.")
 @click.option("--leakage-threshold", type=int, help="pHash distance (of 256 bits) counted as a near-duplicate [default: 16].")
 @click.option("--keep-cache", is_flag=True, default=None, help="Keep the decoded-image cache in the run directory.")
+@click.option("--confine", is_flag=True,
+              help="Refuse CSV manifest rows that name images outside the manifest's folder (for a manifest from a "
+                   "source you do not trust); without it they are used and counted in the report.")
 @click.option("--force", is_flag=True, help="Replace an existing run in --out.")
 @click.pass_context
 def train(ctx, data, out_dir, recipe, backbone, img_size, crop, pad, weights, pooling, dense, dropout, augment,
-          randaugment, split, force, **options):
+          randaugment, split, confine, force, **options):
     """Train a classifier on DATA and write a run directory.
 
     DATA is a folder of class folders (root/<class>/*.jpg), pre-split folders (root/{train,val,test}/<class>/),
@@ -314,7 +321,7 @@ def train(ctx, data, out_dir, recipe, backbone, img_size, crop, pad, weights, po
         kwargs = dict(backbone=name, img_size=size, crop=crop, pad=pad, head=head,
                       weights=weights or (r.weights if r else "imagenet" if get_backbone(name).pretrained else "none"),
                       normalisation=r.normalisation if r and not backbone else None, spec=spec, force=force,
-                      reporter=ClickReporter(ctx.obj["verbose"]))
+                      confine=confine, reporter=ClickReporter(ctx.obj["verbose"]))
         if r is not None and r.per_category:
             for result in train_per_category(data, out_dir, **kwargs):
                 _print_train_summary(result)
@@ -992,6 +999,9 @@ def camera(ctx, models, source, headless, events_path, min_frames, alerts, snaps
             if sink is not None:
                 sink.close()
         click.echo(_json.dumps({"summary": summary.to_dict()}), err=True)
+        if summary.truncated:
+            click.secho(f"Error: the video {summary.stopped_by}.", fg="red", err=True)
+            sys.exit(1)
 
     _run(ctx, go)
 

@@ -4,7 +4,8 @@ Importing this package does not import Keras; ``create_model`` does.
 """
 
 from .backbones import BACKBONES, Backbone, get_backbone, list_backbones, register_backbone
-from .factory import HeadSpec, ModelSpec, check_img_size, create_model, format_img_size, get_backbone_model, img_hw
+from .factory import (HeadSpec, ModelSpec, check_img_size, check_weights, create_model, format_img_size,
+                      get_backbone_model, img_hw)
 from .recipes import RECIPES, Recipe, get_recipe, list_recipes, register_recipe
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "RECIPES",
     "Recipe",
     "check_img_size",
+    "check_weights",
     "create_model",
     "format_img_size",
     "get_backbone",

@@ -240,6 +240,21 @@ def _build_backbone(spec: ModelSpec, input_shape, steps_per_epoch: int | None = 
     return base
 
 
+def check_weights(spec: ModelSpec) -> None:
+    """Builds the backbone with its weights once and throws it away, so that weights that cannot be had (an ImageNet
+    download that fails offline, a file that does not fit) fail before anything slow, such as decoding a dataset.
+
+    Raises:
+        ConfigError: As ``create_model`` would for the same spec.
+    """
+    if spec.weights == "none":
+        return
+    import keras
+
+    _build_backbone(spec, (spec.height, spec.width, 3))
+    keras.backend.clear_session()
+
+
 def _load_weights_file(base, path: str, name: str) -> None:
     """Loads a weights file into the backbone, all of it or not at all.
 

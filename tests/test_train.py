@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import write_class_folders
 from edgeclf.edge_runtime import ConfigError, PreprocessSpec, load_image
@@ -134,15 +135,34 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_folders, tmp_path):
     assert json.loads((run / "run_state.json").read_text())["status"] == "done"
 
 
-def test_a_run_that_failed_before_training_starts_again_with_new_settings(tiny_folders, tmp_path):
+def test_weights_that_cannot_be_had_fail_before_the_dataset_is_decoded(tiny_folders, tmp_path, monkeypatch):
     from edgeclf.models import ModelSpec, create_model
+    from edgeclf.toolkit import train as train_module
 
     wrong = tmp_path / "whole.weights.h5"
     create_model(ModelSpec("simple_cnn", 2, 16, "none")).save_weights(wrong)  # a whole model, not a backbone
+
+    def decode(*args, **kwargs):
+        raise AssertionError("decoded the dataset before finding that the weights do not fit")
+
+    monkeypatch.setattr(train_module, "_decode_all", decode)
     run = tmp_path / "run"
-    spec = TrainSpec(epochs=1, **FAST)
     with pytest.raises(ConfigError, match="Could not load backbone weights"):
-        train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights=str(wrong), spec=spec)
+        train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights=str(wrong), spec=TrainSpec(epochs=1, **FAST))
+    assert not run.exists()  # nothing written either
+
+
+def test_a_run_stopped_before_training_starts_again_with_new_settings(tiny_folders, tmp_path):
+    run = tmp_path / "run"
+
+    class StopAtFirstFit(Reporter):
+        def stage(self, message):
+            if message.startswith("Fold 0 phase 1"):
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights="none",
+              spec=TrainSpec(epochs=1, **FAST), reporter=StopAtFirstFit())
     assert json.loads((run / "run_state.json").read_text())["status"] == "running"
     (run / "notes.txt").write_text("mine")
     messages = []
@@ -151,11 +171,11 @@ def test_a_run_that_failed_before_training_starts_again_with_new_settings(tiny_f
         def stage(self, message):
             messages.append(message)
 
-    result = train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights="none", spec=spec,
-                   reporter=Recorder())  # no --force needed: the failed run had nothing to lose
+    result = train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights="none",
+                   spec=TrainSpec(epochs=2, **FAST), reporter=Recorder())  # no --force: nothing was trained
     assert not result.resumed and (run / "model.keras").exists() and (run / "notes.txt").read_text() == "mine"
-    assert json.loads((run / "run_state.json").read_text())["config"]["model"]["weights"] == "none"
-    assert any("trained nothing" in m and "model.weights" in m for m in messages)
+    assert json.loads((run / "run_state.json").read_text())["config"]["train"]["epochs"] == 2
+    assert any("trained nothing" in m and "train.epochs" in m for m in messages)
     assert "Reusing decoded images from the cache" in messages
 
 
@@ -387,3 +407,26 @@ def test_same_seed_gives_the_same_model(tiny_folders, tmp_path, capfd):
     # Op determinism rewrites parallel stateful maps into sequential ones, and TensorFlow logs an error line
     # for each rewritten map at every epoch; the input pipeline is built sequential instead.
     assert "use_unbounded_threadpool" not in capfd.readouterr().err
+
+
+def _bright_dark(root: Path, n: int = 24, size: int = 40) -> Path:
+    """``n`` noisy bright and ``n`` noisy dark images: a task any classifier must get right."""
+    rng = np.random.default_rng(3)
+    for name, low in (("bright", 150), ("dark", 0)):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            pixels = rng.integers(low, low + 106, size=(size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i:02d}.png")
+    return root
+
+
+def test_a_trivially_separable_tiny_set_is_learnt_in_a_few_epochs(tmp_path):
+    # 48 images split 70/15/15: 33 train images at the default batch of 32. The decision, not just the ranking,
+    # must be right in inference mode: BatchNorm's statistics may not come from a 1-image last batch or from a
+    # moving average that has not forgotten its start.
+    data = _bright_dark(tmp_path / "data")
+    result = train(data, tmp_path / "run", backbone="simple_cnn", img_size=32, weights="none",
+                   spec=TrainSpec(epochs=5))
+    for name, m in result.metrics.items():
+        assert m["roc_auc"] == 1.0, name
+        assert m["accuracy"] >= 0.95, (name, m["accuracy"])

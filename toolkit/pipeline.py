@@ -49,7 +49,7 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 def make_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool, seed: int, augmenter=None,
-                 parallel: bool = True, clock: EpochClock | None = None):
+                 parallel: bool = True, clock: EpochClock | None = None, drop_remainder: bool = False):
     """Batches of (float32 0-255 pixels, int32 labels) for the active Keras backend, prefetched.
 
     Each epoch's order is ``epoch_order(seed, clock.epoch)`` when ``shuffle``, whichever the backend; so is the
@@ -57,6 +57,9 @@ def make_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shu
 
     Args:
         clock: Required with ``shuffle``: the epoch, set by the caller before each epoch.
+        drop_remainder: Leave out the images of each epoch's last, short batch (``batches_per_epoch``): a training
+            step on a handful of images is a noisy step, and its BatchNorm statistics are those of the handful. The
+            order changes every epoch, so every image is still trained on.
         parallel: Gather and augment several batches at once. Pass False under TensorFlow op determinism: it runs
             these stateful maps one at a time anyway, by rewriting each parallel map into a sequential one, and
             the rewrite logs "NodeDef mentions attribute use_unbounded_threadpool" errors at every epoch. The
@@ -67,7 +70,7 @@ def make_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shu
         raise ValueError("make_dataset(shuffle=True) needs the clock that says which epoch to shuffle for.")
     if import_keras().backend.backend() != "tensorflow":
         return array_batches(pixels, labels, batch_size, shuffle=shuffle, seed=seed, augmenter=augmenter,
-                             workers=min(MAX_WORKERS, os.cpu_count() or 1), clock=clock)
+                             workers=min(MAX_WORKERS, os.cpu_count() or 1), clock=clock, drop_remainder=drop_remainder)
     tf, _ = import_tf()
     n = len(labels)
     h, w = pixels.shape[1:3]
@@ -85,7 +88,7 @@ def make_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shu
         ds = tf.data.Dataset.range(1).map(order).unbatch()
     else:
         ds = tf.data.Dataset.range(n)
-    ds = ds.batch(batch_size)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder and n > batch_size)
 
     def load(idx):
         x, y = tf.numpy_function(gather, [idx], [tf.uint8, tf.int32])
@@ -100,8 +103,16 @@ def make_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shu
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def batches_per_epoch(n: int, batch_size: int, drop_remainder: bool) -> int:
+    """Batches in an epoch of ``n`` images: with ``drop_remainder``, whole batches only (one, of all ``n``, when
+    there are fewer than ``batch_size``)."""
+    if drop_remainder and n > batch_size:
+        return n // batch_size
+    return -(-n // batch_size)
+
+
 def array_batches(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool, seed: int,
-                 augmenter=None, workers: int = 1, clock: EpochClock | None = None):
+                 augmenter=None, workers: int = 1, clock: EpochClock | None = None, drop_remainder: bool = False):
     """A ``keras.utils.PyDataset`` of (float32 0-255 pixels, int32 labels) batches for any Keras backend.
 
     Each epoch visits every image once, in a new order drawn from ``(seed, epoch)`` when ``shuffle`` (Keras calls
@@ -109,7 +120,8 @@ def array_batches(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, sh
     gather from ``pixels``. ``workers`` > 1 prepares the next batches of the epoch on that many threads. The epoch
     is ``clock.epoch`` at ``on_epoch_begin`` when a clock is given, else the count of ``on_epoch_begin`` calls.
     """
-    return _array_batches_class()(pixels, labels, batch_size, shuffle, seed, augmenter, workers, clock)
+    return _array_batches_class()(pixels, labels, batch_size, shuffle, seed, augmenter, workers, clock,
+                                  drop_remainder)
 
 
 @lru_cache(maxsize=1)
@@ -117,7 +129,7 @@ def _array_batches_class():
     keras = import_keras()
 
     class _ArrayBatches(keras.utils.PyDataset):
-        def __init__(self, pixels, labels, batch_size, shuffle, seed, augmenter, workers, clock):
+        def __init__(self, pixels, labels, batch_size, shuffle, seed, augmenter, workers, clock, drop_remainder):
             # Keras' own worker threads (its enqueuer, used when workers > 1) start on a new epoch's batches before
             # Keras calls on_epoch_begin, and hand out first in an epoch the batches they had ready when the last
             # one ended: batches came in an earlier epoch's order (at the very first from epoch -1, which the
@@ -128,6 +140,7 @@ def _array_batches_class():
             self.pixels, self.labels = pixels, np.asarray(labels, dtype=np.int32)
             self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
             self.clock = clock
+            self.batches = batches_per_epoch(len(self.labels), batch_size, drop_remainder)
             self.epoch = -1  # Keras calls on_epoch_begin before each epoch, the first included
             self.order = self._order(0)  # what a look before the first on_epoch_begin (tf.data's) is given
             self.augment = None if augmenter is None else _compiled_augmenter(augmenter, pixels[:1], batch_size)
@@ -136,7 +149,7 @@ def _array_batches_class():
             self.pending: dict[tuple[int, int], Future] = {}
 
         def __len__(self):
-            return -(-len(self.labels) // self.batch_size)
+            return self.batches
 
         def _order(self, epoch):
             n = len(self.labels)

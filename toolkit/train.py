@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -24,7 +23,7 @@ import edgeclf
 from edgeclf.edge_runtime.artifact import sha256_file
 from edgeclf.edge_runtime.errors import ConfigError, DataError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
-from edgeclf.models import HeadSpec, ModelSpec, create_model, format_img_size, get_backbone_model
+from edgeclf.models import HeadSpec, ModelSpec, check_weights, create_model, format_img_size, get_backbone_model
 
 from . import plots
 from ._deps import gpu_names, import_keras, import_tf
@@ -32,15 +31,17 @@ from .augment import AugmentSpec, build_augmenter
 from .data import (SPLITS, DecodedSplit, SplitSpec, assign_splits, balanced_class_weights, class_counts,
                    decode_samples, discover, fingerprint, imbalance_ratio, stratified_folds)
 from .evaluate import evaluate_splits
-from .io import atomic_path, ensure_writable_dir, write_csv, write_json
+from .io import atomic_path, clean_leftovers, ensure_writable_dir, write_csv, write_json
 from .leakage import DEFAULT_THRESHOLD, HASH_BITS, find_leaks
-from .pipeline import EpochClock, is_seed_state, make_dataset, seed_state_at
+from .pipeline import EpochClock, batches_per_epoch, is_seed_state, make_dataset, seed_state_at
+from .precise_bn import recompute_batchnorm
 from .progress import Reporter
 from .report import write_train_report
 
 logger = logging.getLogger(__name__)
 
 MONITORS = ("val_loss", "val_accuracy")
+LR_SCHEDULES = ("plateau", "cosine")
 CLASS_WEIGHTS = ("auto", "on", "off")
 MIXED_PRECISION = ("auto", "on", "off")
 IMBALANCE_THRESHOLD = 1.5  # class weights switch on above this max/min class-count ratio ("auto")
@@ -50,6 +51,7 @@ RUN_FILES = ("model.keras", "metadata.json", "history.csv", "metrics.json", "spl
              "run_state.json", "training_curves.png", "confusion_train.png", "confusion_val.png", "confusion_test.png",
              "roc_pr_train.png", "roc_pr_val.png", "roc_pr_test.png")
 RUN_DIRS = ("checkpoints", "cache")
+REPLACED = ".edgeclf-replaced"  # the run --force replaces, kept until the new run has finished
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,10 @@ class TrainSpec:
         leakage_threshold: Hamming distance (of 256 hash bits) counted as a near-duplicate.
         keep_cache: Keep the decoded-pixel cache and the resume checkpoints after a successful run.
         early_stopping: Stop a phase after ``patience`` epochs without improvement.
-        reduce_lr: Reduce the learning rate after ``patience // 2`` epochs without improvement.
+        reduce_lr: Reduce the learning rate during a phase, as ``lr_schedule`` says; False keeps it constant.
+        lr_schedule: ``plateau``: divided by 0.3 after ``patience // 2`` epochs without improvement of ``monitor``;
+            ``cosine``: a one-epoch linear warm-up (at most a tenth of the phase) then cosine decay to 0 over the
+            phase's steps, whatever validation says.
     """
 
     epochs: int = 10
@@ -100,6 +105,7 @@ class TrainSpec:
     keep_cache: bool = False
     early_stopping: bool = True
     reduce_lr: bool = True
+    lr_schedule: str = "plateau"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "folds", "patience"):
@@ -116,7 +122,7 @@ class TrainSpec:
         if not self.learning_rate > 0 or (self.fine_tune_learning_rate is not None and not self.fine_tune_learning_rate > 0):
             raise ConfigError("Received a learning rate <= 0. Expected a positive learning rate.")
         for name, allowed in (("monitor", MONITORS), ("class_weights", CLASS_WEIGHTS),
-                              ("mixed_precision", MIXED_PRECISION)):
+                              ("mixed_precision", MIXED_PRECISION), ("lr_schedule", LR_SCHEDULES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"Received: {name}='{getattr(self, name)}'. Supported: {', '.join(allowed)}.")
 
@@ -154,6 +160,7 @@ class _RunState:
         self.status = "running"
         self.done: dict[str, dict] = {}
         self.folds: dict[str, dict] = {}
+        self.epoch_s: dict[str, float] = {}  # "fold/phase/epoch": seconds of training, validation left out
 
     @classmethod
     def load(cls, path: Path) -> "_RunState | None":
@@ -163,10 +170,12 @@ class _RunState:
             return None
         state = cls(path, raw.get("config", {}))
         state.status, state.done, state.folds = raw.get("status"), raw.get("done", {}), raw.get("folds", {})
+        state.epoch_s = raw.get("epoch_s", {})
         return state
 
     def save(self) -> None:
-        write_json(self.path, {"status": self.status, "config": self.config, "done": self.done, "folds": self.folds})
+        write_json(self.path, {"status": self.status, "config": self.config, "done": self.done, "folds": self.folds,
+                               "epoch_s": self.epoch_s})
 
 
 def _config_diff(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
@@ -198,7 +207,7 @@ def _prepare_run_dir(out: Path, config: dict, force: bool) -> tuple[_RunState, b
     if out.is_dir() and any(out.iterdir()):
         previous = _RunState.load(state_path)
         if force:
-            _clear_run(out)
+            _set_aside(out)
         elif previous is None:
             raise ConfigError(f"{out} is not empty and holds no edgeclf run. Choose another --out, or pass --force.")
         elif previous.status == "done":
@@ -219,6 +228,41 @@ def _prepare_run_dir(out: Path, config: dict, force: bool) -> tuple[_RunState, b
     state = _RunState(state_path, config)
     state.save()
     return state, False, restarted
+
+
+def _set_aside(out: Path) -> None:
+    """Moves what a run wrote into ``out/.edgeclf-replaced``: ``--force`` keeps the old run until the new one has
+    finished (then ``train`` deletes it), and puts it back if the new one fails."""
+    aside = out / REPLACED
+    aside.mkdir(exist_ok=True)
+    for name in (*RUN_FILES, *RUN_DIRS):
+        if (out / name).exists():
+            os.replace(out / name, aside / name)
+
+
+def _restore_replaced(out: Path) -> bool:
+    """Puts back a run ``_set_aside`` moved, removing what the new run wrote; False when there is none."""
+    aside = out / REPLACED
+    if not aside.is_dir():
+        return False
+    _clear_run(out)
+    for entry in aside.iterdir():
+        os.replace(entry, out / entry.name)
+    aside.rmdir()
+    return True
+
+
+def _recover_replaced(out: Path) -> bool:
+    """After a ``--force`` run that was killed (``kill -9``, a power cut) before it finished: puts the run it was
+    replacing back. A new run that finished and was killed only before deleting the old one keeps its place."""
+    aside = out / REPLACED
+    if not aside.is_dir():
+        return False
+    state = _RunState.load(out / "run_state.json")
+    if state is not None and state.status == "done":
+        shutil.rmtree(aside, ignore_errors=True)
+        return False
+    return _restore_replaced(out)
 
 
 def _clear_run(out: Path, keep: Sequence[str] = ()) -> None:
@@ -318,6 +362,26 @@ def _epoch_seeds(keras, clock: EpochClock, first_epoch: int, rngs: Sequence):
     return EpochSeeds()
 
 
+def _epoch_timer(keras, state: _RunState, fold: int, phase: int):
+    class EpochTimer(keras.callbacks.Callback):
+        """Records each epoch's training time (validation left out) in the run state: the report's steady epoch
+        time, comparable with a script that does not validate."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started, self.trained = time.perf_counter(), None
+
+        def on_test_begin(self, logs=None):
+            if self.trained is None:
+                self.trained = time.perf_counter() - self.started
+
+        def on_epoch_end(self, epoch, logs=None):
+            trained = self.trained if self.trained is not None else time.perf_counter() - self.started
+            state.epoch_s[f"{fold}/{phase}/{epoch}"] = round(trained, 3)
+            state.save()
+
+    return EpochTimer()
+
+
 def _save_weights(model, path: Path) -> None:
     """``model.save_weights`` written beside ``path`` and renamed onto it: a kill mid-write leaves the old file."""
     with atomic_path(path, suffix=".weights.h5") as tmp:
@@ -403,7 +467,7 @@ def _set_trainable(model, phase: int, fine_tune_layers: int, pretrained: bool) -
 
 
 def _steps_per_epoch(split: DecodedSplit, spec: TrainSpec) -> int:
-    return math.ceil(len(split) / spec.batch_size)
+    return batches_per_epoch(len(split), spec.batch_size, drop_remainder=True)
 
 
 def _fold_leakage(fold: int, tr: DecodedSplit, va: DecodedSplit, spec: TrainSpec, ds
@@ -438,6 +502,20 @@ def _warn_fold_leakage(folds: list[dict], dedup: bool, reporter) -> None:
                       + (" Removed from those folds' val (--dedup)." if dedup else " Pass --dedup to remove them."))
 
 
+def _learning_rate(keras, spec: TrainSpec, lr: float, epochs: int, train_split: DecodedSplit):
+    """The optimizer's learning rate for one phase: ``lr``, or a schedule of steps for ``lr_schedule="cosine"``.
+
+    A schedule counts the optimizer's own steps, which a resumed run restores with the optimizer, so it resumes
+    where it stopped.
+    """
+    if not spec.reduce_lr or spec.lr_schedule != "cosine":
+        return lr
+    total = _steps_per_epoch(train_split, spec) * epochs
+    warmup = min(_steps_per_epoch(train_split, spec), total // 10)
+    return keras.optimizers.schedules.CosineDecay(0.0 if warmup else lr, max(total - warmup, 1), alpha=0.0,
+                                                  warmup_target=lr if warmup else None, warmup_steps=warmup)
+
+
 def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, model_spec: ModelSpec, spec: TrainSpec,
               run: Path, state: _RunState, class_weight: dict | None, reporter: Reporter, extra_callbacks: Sequence):
     """Trains one model (one or two phases) and returns it with its best weights loaded."""
@@ -452,7 +530,8 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
     parallel = not spec.deterministic
     clock = EpochClock()
     train_ds = make_dataset(train_split.pixels, train_split.labels, spec.batch_size, shuffle=True,
-                            seed=spec.seed + fold, augmenter=augmenter, parallel=parallel, clock=clock)
+                            seed=spec.seed + fold, augmenter=augmenter, parallel=parallel, clock=clock,
+                            drop_remainder=True)
     val_ds = make_dataset(val_split.pixels, val_split.labels, spec.batch_size, shuffle=False, seed=spec.seed,
                           parallel=parallel)
     phases = [(1, spec.epochs, spec.learning_rate)]
@@ -469,8 +548,8 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
             reporter.stage(f"Fold {fold} phase {phase} already finished: loaded its weights")
             continue
         _set_trainable(model, phase, spec.fine_tune_layers, model_spec.pretrained)
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+        model.compile(optimizer=keras.optimizers.Adam(_learning_rate(keras, spec, lr, epochs, train_split)),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         what = "frozen backbone" if model_spec.pretrained and phase == 1 else (
             f"top {spec.fine_tune_layers} backbone layers unfrozen" if phase == 2 else "all layers")
         reporter.stage(f"Fold {fold} phase {phase}: {epochs} epoch{'s' * (epochs != 1)} at lr {lr:g}, {what}")
@@ -479,13 +558,14 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
               if spec.early_stopping else []),
             *([keras.callbacks.ReduceLROnPlateau(monitor=spec.monitor, mode=mode, factor=0.3,
                                                  patience=max(1, spec.patience // 2), min_lr=lr / 100)]
-              if spec.reduce_lr else []),
+              if spec.reduce_lr and spec.lr_schedule == "plateau" else []),
         ]
         callbacks = [
             _epoch_seeds(keras, clock, first_epoch, [model] if augmenter is None else [model, augmenter]),
             _best_checkpoint(keras, best_path, spec.monitor, mode, _best_so_far(run / "history.csv", fold, spec.monitor)),
             *schedules,
             _history_logger(keras, run / "history.csv", fold, phase),
+            _epoch_timer(keras, state, fold, phase),
             # Two backups: a run killed while writing the latest (SIGKILL, a power cut) resumes from the one before.
             keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True),
             _schedule_state(keras, backup / "schedules.json", schedules),
@@ -499,6 +579,9 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
                   verbose=reporter.keras_verbose)
         if best_path.exists():
             model.load_weights(best_path)
+        if not model_spec.pretrained:  # a pretrained backbone's BatchNorm stays frozen at its own statistics
+            reporter.stage("Recomputing BatchNorm statistics over the training images")
+            recompute_batchnorm(model, train_split.pixels, spec.batch_size, seed=spec.seed + fold)
         _save_weights(model, done_path)
         state.done[key] = {"epochs": epochs}
         state.save()
@@ -520,6 +603,7 @@ def train(
     callbacks: Sequence = (),
     crop: float | None = None,
     pad: tuple[int, int, int] | None = None,
+    confine: bool = False,
 ) -> TrainResult:
     """Trains a classifier and writes a complete run directory.
 
@@ -539,6 +623,7 @@ def train(
             input's aspect ratio. Recorded in the run, so evaluation, export and every runtime crop the same.
         pad: Instead of ``crop``, letterbox (``PreprocessSpec.pad``): the whole image resized to fit inside the
             input, its aspect ratio kept, the rest filled with this RGB colour. Recorded in the run likewise.
+        confine: Refuse a CSV manifest row naming an image outside the manifest's folder (``discover``).
 
     Returns:
         The TrainResult.
@@ -553,11 +638,15 @@ def train(
     head = head or HeadSpec()
     reporter = reporter or Reporter()
     run = Path(out_dir)
-    ds = discover(data)
+    ds = discover(data, confine=confine)
     model_spec = ModelSpec(backbone, len(ds.class_names), img_size, weights, head, normalisation)
     preprocess = PreprocessSpec(model_spec.height, model_spec.width, crop=crop, pad=pad)
     config = {"data": str(Path(data).resolve()), "model": model_spec.to_dict(), "train": spec.to_dict(),
               "preprocess": preprocess.to_dict()}
+    check_weights(model_spec)  # before the run directory is touched and the dataset decoded
+    if _recover_replaced(run):
+        reporter.warn(f"Restored the finished run in {run} that an interrupted --force run was replacing.")
+    clean_leftovers(run, reporter)
     state, resumed, restarted = _prepare_run_dir(run, config, force)
     if resumed:
         reporter.stage(f"Resuming the unfinished run in {run}")
@@ -566,6 +655,22 @@ def train(
     for note in ds.notes:
         reporter.stage(note)
 
+    try:
+        result = _train_in_run(data, run, ds, model_spec, preprocess, spec, state, resumed, reporter, callbacks,
+                               keras, started)
+    except BaseException:
+        if _restore_replaced(run):
+            reporter.warn(f"The new run did not finish: the run it was replacing (--force) is back in {run}.")
+        raise
+    shutil.rmtree(run / REPLACED, ignore_errors=True)  # the new run is complete: the old one can go
+    return result
+
+
+def _train_in_run(data, run: Path, ds, model_spec: ModelSpec, preprocess: PreprocessSpec, spec: TrainSpec,
+                  state: _RunState, resumed: bool, reporter: Reporter, callbacks: Sequence, keras,
+                  started: float) -> TrainResult:
+    """Everything ``train`` does once the run directory is ready: decode, check for leakage, fit each fold, save,
+    evaluate and report."""
     samples = assign_splits(ds, spec.split, spec.seed)
     decoded = _decode_all(ds, samples, preprocess, run / "cache", reporter)
     skipped = [s for name in SPLITS for s in decoded[name].skipped]
@@ -722,6 +827,7 @@ def train(
             "notes": ds.notes,
         },
         "hardware": {"gpus": gpus, "mixed_precision": mixed, "keras_backend": backend},
+        "epoch_train_s": _epoch_times(state, best_fold),
         "wall_time_s": round(wall, 1),
     }
     write_json(run / "metadata.json", metadata)
@@ -732,6 +838,14 @@ def train(
         for name in RUN_DIRS:
             shutil.rmtree(run / name, ignore_errors=True)
     return TrainResult(run, run / "model.keras", ds.class_names, metrics, folds_out, skipped, leakage, wall, resumed)
+
+
+def _epoch_times(state: _RunState, fold: int) -> dict:
+    """The kept fold's training seconds per epoch, in order, and their median after the first (which compiles)."""
+    keys = sorted((tuple(int(p) for p in key.split("/")), s) for key, s in state.epoch_s.items())
+    times = [s for (f, _, _), s in keys if f == fold]
+    steady = times[1:] or times
+    return {"epochs": times, "steady_median": float(np.median(steady)) if steady else None}
 
 
 def _write_splits_csv(path: Path, ds, decoded: dict) -> None:
