@@ -142,10 +142,15 @@ def _plots(result: BenchResult, out: Path) -> list[Path]:
         first.setdefault(r.model, r)
     points = [r for r in first.values() if r.accuracy is not None]
     if points:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for r in points:
-            ax.scatter(r.p50_ms, 100 * r.accuracy, s=40)
-            ax.annotate(r.model, (r.p50_ms, 100 * r.accuracy), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        # A legend, not labels beside the points: artefacts of one model often share an accuracy, and their
+        # labels were printed over each other. Each point has its own marker and colour, so coinciding points stay
+        # distinguishable too.
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        markers = "osD^vP*Xph<>"
+        for i, r in enumerate(points):
+            ax.scatter(r.p50_ms, 100 * r.accuracy, s=60, marker=markers[i % len(markers)], alpha=0.8,
+                       label=f"{r.model} ({r.p50_ms:.3g} ms, {100 * r.accuracy:.2f} %)")
+        ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
         ax.set_xscale("log")
         r0 = points[0]
         ax.set(xlabel=f"p50 latency, ms (log; {r0.threads} thread(s), batch {r0.batch})", ylabel="accuracy %",

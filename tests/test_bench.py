@@ -330,3 +330,25 @@ def test_table_columns_line_up_for_names_in_wide_characters():
                           _row("helmet_int8.tflite", "tflite", "int8", 2.0)])
     assert display_width("安全帽") == 6 and display_width("boot 👟") == 7 and display_width("e\u0301") == 1
     assert len({display_width(line) for line in table.splitlines()}) == 1, table  # every row as wide as the header
+
+
+def test_accuracy_vs_latency_names_every_model_in_a_legend_not_over_the_points(bench_result, tmp_path, monkeypatch):
+    # Artefacts of one model share an accuracy: names printed beside the points were printed over each other.
+    from edgeclf.toolkit import plots
+
+    _, _, result = bench_result
+    figures = []
+    save = plots._save
+
+    def keep(fig, path):
+        if path.name == "accuracy_vs_latency.png":
+            ax = fig.axes[0]
+            figures.append(([t.get_text() for t in ax.texts], [t.get_text() for t in ax.get_legend().get_texts()]))
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    write_report(result, tmp_path / "bench")
+    (texts, legend), = figures
+    models = {r.model for r in result.rows if r.status == "ok" and r.accuracy is not None}
+    assert not texts
+    assert len(legend) == len(models) and all(any(t.startswith(m + " (") for t in legend) for m in models)
