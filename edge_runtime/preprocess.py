@@ -408,9 +408,8 @@ def decode_image(
     try:
         with contextlib.nullcontext(img) if given else img:
             # JPEG only. pillow-heif's draft() swaps a HEIC for its embedded thumbnail, a separate lossy encode
-            # (libheif scales it nearest-neighbour): a 12 MP test photo's thumbnail, resized to 96-224 px, was
-            # 1.2-3.3 levels off the full decode on smooth gradients and 19-45 on sharp edges, against 0.1-0.2 and
-            # 0.8-3.5 for JPEG's DCT scaling (session 22). Not the same pixels, so HEIC decodes at full size.
+            # (libheif scales it nearest-neighbour) whose pixels differ from the full decode far more than JPEG's
+            # DCT scaling does, so HEIC decodes at full size.
             if (draft_size is not None or draft_spec is not None) and img.format == "JPEG" and not given:
                 # the stored image is transposed relative to the upright one
                 transposed = img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import os
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -273,8 +275,10 @@ def test_leakage_catches_reencoded_and_resized_copies():
     assert all(not p.exact and p.distance > 0 for p in report.pairs)
 
 
-def test_leakage_is_quiet_on_distinct_real_images():
-    from edgeclf.benchmarks.fashion_mnist import load
+def test_leakage_is_quiet_on_distinct_real_images(monkeypatch):
+    # The IDX reader lives with the reproduction scripts (benchmarks/lab, run from a checkout, not installed).
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks" / "lab"))
+    from fashion_mnist import load
 
     pytest.importorskip("gzip")
     try:

@@ -10,7 +10,7 @@ test images are classified as PNG files through the runtime and compared with th
 pixels the runtime feeds are compared with the pipeline's on every test image.
 
     apt-get install dataset-fashion-mnist
-    python -m edgeclf.benchmarks.adopt_crop_fashion_mnist --work /tmp/edgeclf-adopt-crop
+    python benchmarks/lab/adopt_crop_fashion_mnist.py --work /tmp/edgeclf-adopt-crop
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf.benchmarks.adopt_fashion_mnist import _float_tflite, _tf2onnx
-from edgeclf.benchmarks.fashion_mnist import CLASS_NAMES
-from edgeclf.benchmarks.foreign_fashion_mnist import (fit_notebook_cnn, notebook_setup, runtime_vs_notebook,
+from adopt_fashion_mnist import _float_tflite, _tf2onnx
+from fashion_mnist import CLASS_NAMES
+from foreign_fashion_mnist import (fit_notebook_cnn, notebook_setup, runtime_vs_notebook,
                                                       write_test_pngs)
 from edgeclf.benchmarks.machine import describe, write_record
 

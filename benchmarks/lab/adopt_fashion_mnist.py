@@ -19,7 +19,7 @@ TFLite and tf2onnx files are adopted with ``--labels sneaker,ankle_boot --input-
 2,000 test images of those classes with ``sigmoid(model(x / 255))``.
 
     apt-get install dataset-fashion-mnist
-    python -m edgeclf.benchmarks.adopt_fashion_mnist --work /tmp/edgeclf-adopt
+    python benchmarks/lab/adopt_fashion_mnist.py --work /tmp/edgeclf-adopt
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf.benchmarks.fashion_mnist import CLASS_NAMES
-from edgeclf.benchmarks.foreign_fashion_mnist import (fit_notebook_cnn, notebook_setup, runtime_vs_notebook,
+from fashion_mnist import CLASS_NAMES
+from foreign_fashion_mnist import (fit_notebook_cnn, notebook_setup, runtime_vs_notebook,
                                                       write_test_pngs)
 from edgeclf.benchmarks.machine import describe
 
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     m = record["machine"]
     md = ["# Adopting .tflite / .onnx files made by other tools (Fashion-MNIST, 10 classes)", "",
           f"- date {record['date']}; {m['cpu']}, {m['affinity_cores']} cores; command: "
-          "`python -m edgeclf.benchmarks.adopt_fashion_mnist`",
+          "`python benchmarks/lab/adopt_fashion_mnist.py`",
           f"- the notebook: IDX arrays as RGB (grey x3), x/127.5-1, Conv32-Pool-Conv64-Pool-Dense128-Dense10 (logits), "
           f"{args.epochs} epochs of `model.fit` ({record['train_s']} s); test accuracy of its own predictions "
           f"**{notebook_accuracy:.4f}**",

@@ -12,7 +12,7 @@ none with edgeclf - tf2onnx with a channels-first input and ``TFLiteConverter`` 
 are compared with the pipeline's on every test image.
 
     apt-get install dataset-fashion-mnist
-    python -m edgeclf.benchmarks.adopt_pad_fashion_mnist --work /tmp/edgeclf-adopt-pad
+    python benchmarks/lab/adopt_pad_fashion_mnist.py --work /tmp/edgeclf-adopt-pad
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from edgeclf.benchmarks.adopt_crop_fashion_mnist import adoption_benchmark
+from adopt_crop_fashion_mnist import adoption_benchmark
 
 SIDE, WIDE = 28, 42  # the model's square input; the width the images are stretched to
 FILL = (124, 116, 104)  # timm's border fill: round(255 * IMAGENET_DEFAULT_MEAN)

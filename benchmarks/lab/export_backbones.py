@@ -1,6 +1,6 @@
 """Export gate figures of the backbones no recipe covers, trained on the bundled Fashion-MNIST data.
 
-    python -m edgeclf.benchmarks.export_backbones [--backbones mobilenet_v3_small,efficientnet_b0] [--epochs 6]
+    python benchmarks/lab/export_backbones.py [--backbones mobilenet_v3_small,efficientnet_b0] [--epochs 6]
 
 For each backbone, through the public commands only:
 
@@ -29,7 +29,7 @@ from edgeclf.benchmarks.machine import describe, run_edgeclf, write_record
 
 HERE = Path(__file__).resolve().parent
 BUNDLED = HERE / "data" / "fashion-mnist-2class"
-RESULTS = HERE / "results"
+RESULTS = HERE.parent / "results"
 DEFAULT = ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")
 
 
@@ -91,7 +91,7 @@ def markdown(record: dict) -> str:
     lines = [
         "# Export gate by backbone (Fashion-MNIST 2-class, trained from scratch)", "",
         f"- date {record['date']}; {m['cpu']}, {m['affinity_cores']} cores",
-        f"- command: `python -m edgeclf.benchmarks.export_backbones --backbones {','.join(record['backbones'])} "
+        f"- command: `python benchmarks/lab/export_backbones.py --backbones {','.join(record['backbones'])} "
         f"--img-size {record['img_size']} --epochs {record['epochs']}`",
         "- each backbone trained with `--weights none` on the bundled 800 images (560 train / 120 val / 120 test), "
         "then `edgeclf export --quantize fp32,fp16,dynamic,int8` with the gate on: int8 calibrated on the 120 "

@@ -19,12 +19,12 @@ Six benchmarks, each recorded in ``benchmarks/results/`` with the machine:
   ``archive.without_dynamic_reshapes``) changes in the TFLite files of some runs: op and XNNPACK partition counts,
   outputs, and fp32 / int8 latency against the same model traced as Keras traces it, timed interleaved.
 
-    python -m edgeclf.benchmarks.export_benchmarks fidelity --run /tmp/edgeclf-fmnist/run-simple_cnn
-    python -m edgeclf.benchmarks.export_benchmarks speed --work /tmp/edgeclf-mnv2
-    python -m edgeclf.benchmarks.export_benchmarks calibration --run /tmp/fmnist/run-mobilenet_v2
-    python -m edgeclf.benchmarks.export_benchmarks variants --work /tmp/edgeclf-mnv2
-    python -m edgeclf.benchmarks.export_benchmarks layers --run /tmp/edgeclf-export-backbones/efficientnet_b0
-    python -m edgeclf.benchmarks.export_benchmarks reshapes --runs /tmp/edgeclf-export-backbones/efficientnet_b0
+    python benchmarks/lab/export_benchmarks.py fidelity --run /tmp/edgeclf-fmnist/run-simple_cnn
+    python benchmarks/lab/export_benchmarks.py speed --work /tmp/edgeclf-mnv2
+    python benchmarks/lab/export_benchmarks.py calibration --run /tmp/fmnist/run-mobilenet_v2
+    python benchmarks/lab/export_benchmarks.py variants --work /tmp/edgeclf-mnv2
+    python benchmarks/lab/export_benchmarks.py layers --run /tmp/edgeclf-export-backbones/efficientnet_b0
+    python benchmarks/lab/export_benchmarks.py reshapes --runs /tmp/edgeclf-export-backbones/efficientnet_b0
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import numpy as np
 
 from edgeclf.benchmarks.machine import EDGECLF, describe, write_record
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results"
 BUNDLED = Path(__file__).resolve().parent / "data" / "fashion-mnist-2class"
 
 
@@ -72,7 +72,7 @@ def fidelity(run: Path, results: Path) -> bool:
               "date": time.strftime("%Y-%m-%d")}
     md = ["# Export fidelity: simple_cnn on Fashion-MNIST-10", "",
           f"- date {record['date']}; {record['machine']['cpu']}, {record['machine']['affinity_cores']} cores",
-          f"- command: `python -m edgeclf.benchmarks.export_benchmarks fidelity --run {run}`",
+          f"- command: `python benchmarks/lab/export_benchmarks.py fidelity --run {run}`",
           f"- every artefact run through the edge runtime on the {rows[0]['n']} test images and compared with the "
           "Keras model; export wall time " f"{record['export_wall_time_s']} s",
           f"- target ({record['target']}): **{'met' if met else 'NOT met'}**", "",
@@ -149,7 +149,7 @@ def speed(work: Path, results: Path, threads: int, rounds: int) -> bool:
           f"- date {record['date']}; {record['machine']['cpu']}, {record['machine']['affinity_cores']} cores, "
           f"instruction sets {', '.join(record['machine']['instruction_sets'])}; ai-edge-litert "
           f"{record['machine']['versions']['ai-edge-litert']}",
-          f"- command: `python -m edgeclf.benchmarks.export_benchmarks speed --work {work}`",
+          f"- command: `python benchmarks/lab/export_benchmarks.py speed --work {work}`",
           f"- per configuration, {target['invocations_per_model']} `invoke()` calls per model in {rounds} alternating "
           "rounds after 10 warm-up calls; milliseconds per image (batch time / batch size), medians",
           f"- sizes: fp32 {record['sizes_bytes']['fp32'] / 2**20:.2f} MiB, int8 "
@@ -224,7 +224,7 @@ def variants(work: Path, results: Path, threads: int, rounds: int) -> bool:
           f"- date {record['date']}; {record['machine']['cpu']}, {record['machine']['affinity_cores']} cores, "
           f"instruction sets {', '.join(record['machine']['instruction_sets'])}; ai-edge-litert "
           f"{record['machine']['versions']['ai-edge-litert']}",
-          f"- command: `python -m edgeclf.benchmarks.export_benchmarks variants --work {work}`",
+          f"- command: `python benchmarks/lab/export_benchmarks.py variants --work {work}`",
           f"- {threads} threads, batch 1; all {2 * len(plan)} interpreters in one process, timed in {rounds} "
           f"alternating rounds of 10 `invoke()` calls after 10 warm-up calls; medians",
           "- per-tensor int8 is timed only: its accuracy was not gated (this model was trained one epoch, for speed)",
@@ -258,7 +258,7 @@ def calibration(run: Path, results: Path, sizes: list[int], work: Path) -> bool:
     record = {"benchmark": f"int8 fidelity vs calibration set, {run.name}", "run": str(run), "rows": rows,
               "machine": describe(), "date": time.strftime("%Y-%m-%d")}
     md = [f"# int8 fidelity vs calibration: {run.name}", "",
-          f"- date {record['date']}; command: `python -m edgeclf.benchmarks.export_benchmarks calibration --run {run} "
+          f"- date {record['date']}; command: `python benchmarks/lab/export_benchmarks.py calibration --run {run} "
           f"--sizes {','.join(map(str, sizes))}`",
           f"- calibration images from the run's validation split; each artefact gated on {rows[0]['n']} test images",
           "", "| format | calibration images | method | top-1 agreement | accuracy (Keras → int8) | Δ pp | gate |",
@@ -364,8 +364,8 @@ def layers(run: Path, results: Path, top: int, rounds: int) -> bool:
               "worst_layers": stats[:top], "rows": rows, "machine": describe(), "date": time.strftime("%Y-%m-%d")}
     quant = record["rmse_over_scale_quantiles"]
     md = [f"# Where int8 TFLite loses agreement: {run.name} ({meta.get('backbone')})", "",
-          f"- date {record['date']}; {record['machine']['cpu']}; command: `python -m "
-          f"edgeclf.benchmarks.export_benchmarks layers --run {run}`",
+          f"- date {record['date']}; {record['machine']['cpu']}; command: `python "
+          f"benchmarks/lab/export_benchmarks.py layers --run {run}`",
           f"- calibration: {len(calib)} validation images (the exporter's default: up to 300 of them); agreement "
           "with the Keras model "
           f"on {len(test)} test images, as the gate measures it; per-layer error on 32 of them",
@@ -443,7 +443,7 @@ def reshapes(runs: list[Path], results: Path, rounds: int) -> bool:
     md = ["# Constant-shape reshapes in the exported TFLite graph", "",
           f"- date {record['date']}; {record['machine']['cpu']}, {record['machine']['affinity_cores']} cores; "
           f"ai-edge-litert {record['machine']['versions']['ai-edge-litert']}",
-          f"- command: `python -m edgeclf.benchmarks.export_benchmarks reshapes --rounds {rounds} --runs "
+          f"- command: `python benchmarks/lab/export_benchmarks.py reshapes --rounds {rounds} --runs "
           f"{','.join(map(str, runs))}`",
           "- each run's model converted twice per mode, as the exporter converts it (int8 calibrated on the run's "
           "validation images): traced as Keras traces `Reshape` / `Flatten` (batch size read at run time: SHAPE, "

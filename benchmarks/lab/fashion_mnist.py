@@ -5,9 +5,9 @@ The data comes from Debian's package: ``apt-get install dataset-fashion-mnist`` 
 
 Examples:
     # all 70,000 images, pre-split as train/ and test/ (val is carved out of train by edgeclf)
-    python -m edgeclf.benchmarks.fashion_mnist --out data/fashion-mnist
+    python benchmarks/lab/fashion_mnist.py --out data/fashion-mnist
     # the two-class subset bundled in the repository
-    python -m edgeclf.benchmarks.fashion_mnist --out benchmarks/data/fashion-mnist-2class \
+    python benchmarks/lab/fashion_mnist.py --out benchmarks/data/fashion-mnist-2class \
         --classes sneaker,ankle_boot --per-class 400 --flat
 """
 

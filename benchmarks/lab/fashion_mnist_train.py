@@ -5,9 +5,9 @@ Converts the IDX files to class folders (official 60k/10k train/test split; val 
 ``benchmarks/results/fashion_mnist_BACKBONE.json`` (and ``.md``).
 
     apt-get install dataset-fashion-mnist
-    python -m edgeclf.benchmarks.fashion_mnist_train --work /tmp/fmnist
+    python benchmarks/lab/fashion_mnist.py_train --work /tmp/fmnist
     # MobileNetV2 from scratch at its smallest input (32 px; 28 px images are upsampled), 6 epochs
-    python -m edgeclf.benchmarks.fashion_mnist_train --work /tmp/fmnist --backbone mobilenet_v2 --img-size 32 \
+    python benchmarks/lab/fashion_mnist.py_train --work /tmp/fmnist --backbone mobilenet_v2 --img-size 32 \
         --epochs 6 --target 0.88
 """
 
@@ -23,7 +23,8 @@ from pathlib import Path
 
 from edgeclf.benchmarks.machine import EDGECLF, describe
 
-RESULTS = Path(__file__).resolve().parent / "results"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE.parent / "results"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     data, run = args.work / "fashion-mnist", args.work / f"run-{args.backbone}"
     if not data.exists():
-        subprocess.run([sys.executable, "-m", "edgeclf.benchmarks.fashion_mnist", "--out", str(data)], check=True)
+        subprocess.run([sys.executable, str(HERE / "fashion_mnist.py"), "--out", str(data)], check=True)
     cmd = [*EDGECLF, "train", str(data), "--backbone", args.backbone, "--weights", "none", "--img-size",
            str(args.img_size), "--epochs", str(args.epochs), "--batch-size", "64", "--no-augment", "--patience", "4",
            "--out", str(run), "--force"]

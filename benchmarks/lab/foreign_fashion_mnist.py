@@ -8,7 +8,7 @@ the notebook's own predictions (``softmax(model(x / 255))`` on the IDX arrays): 
 model (RGB -> luminance, x/255, softmax) must reproduce the notebook's pipeline, not just agree with itself.
 
     apt-get install dataset-fashion-mnist
-    python -m edgeclf.benchmarks.foreign_fashion_mnist --work /tmp/edgeclf-foreign
+    python benchmarks/lab/foreign_fashion_mnist.py --work /tmp/edgeclf-foreign
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf.benchmarks.fashion_mnist import CLASS_NAMES, DEFAULT_SOURCE, load
+from fashion_mnist import CLASS_NAMES, DEFAULT_SOURCE, load
 from edgeclf.benchmarks.machine import describe
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def fit_notebook_cnn(x: np.ndarray, labels: np.ndarray, epochs: int, path: Path, name: str,
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     m = record["machine"]
     md = ["# Exporting a Keras model trained outside edgeclf (Fashion-MNIST, 10 classes)", "",
           f"- date {record['date']}; {m['cpu']}, {m['affinity_cores']} cores; command: "
-          "`python -m edgeclf.benchmarks.foreign_fashion_mnist`",
+          "`python benchmarks/lab/foreign_fashion_mnist.py`",
           f"- the notebook: 28x28 grayscale IDX arrays, x/255, Conv32-Pool-Conv64-Pool-Dense128-Dense10 (logits), "
           f"{args.epochs} epochs of `model.fit` ({record['train_s']} s); test accuracy of its own predictions "
           f"**{notebook_accuracy:.4f}**",

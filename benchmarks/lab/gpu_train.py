@@ -8,11 +8,11 @@ epoch on (the first compiles). Then the run's decoded train images go through th
 without augmentation, for as many batches as one epoch: if the pipeline delivers fewer images per second than the
 model consumes, training is input-bound.
 
-Keras runs on the backend ``KERAS_BACKEND`` names: TensorFlow by default, or JAX (the lent GPU machines carry JAX but
-not TensorFlow, which is too large to take there).
+Keras runs on the backend ``KERAS_BACKEND`` names: TensorFlow by default, or JAX (a GPU machine may have JAX's CUDA
+wheels and no TensorFlow).
 
     apt-get install dataset-fashion-mnist
-    KERAS_BACKEND=jax python -m edgeclf.benchmarks.gpu_train --work /tmp/gpu \\
+    KERAS_BACKEND=jax python benchmarks/lab/gpu_train.py --work /tmp/gpu \\
         --config mobilenet_v2:96:on --config mobilenet_v2:96:off --epochs 4 --batch-size 256
 """
 
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf.benchmarks.fashion_mnist import CLASS_NAMES, DEFAULT_SOURCE, load
+from fashion_mnist import CLASS_NAMES, DEFAULT_SOURCE, load
 from edgeclf.benchmarks.machine import describe
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def write_npy_dataset(source: str, out: Path, max_images: int | None, seed: int = 0) -> int:

@@ -1,6 +1,6 @@
 """An independent latency measurement: a plain LiteRT ``Interpreter.invoke()`` (or onnxruntime ``run``) loop.
 
-    python -m edgeclf.benchmarks.invoke_loop MODEL IMAGE [--threads 2] [--runs 100] [--min-time 2] [--warmup 10]
+    python benchmarks/lab/invoke_loop.py MODEL IMAGE [--threads 2] [--runs 100] [--min-time 2] [--warmup 10]
 
 Prints one JSON line: ``{"p50_ms": ..., "mean_ms": ..., "runs": ...}``. It shares no code with ``edgeclf bench``
 (no edgeclf imports at all): the image is resized with Pillow and fed as the model's input dtype.

@@ -1,6 +1,6 @@
 """The notebook way: ``keras.models.load_model`` and ``model.predict`` per image.
 
-    python -m edgeclf.benchmarks.keras_loop MODEL.keras FOLDER
+    python benchmarks/lab/keras_loop.py MODEL.keras FOLDER
 """
 
 from __future__ import annotations

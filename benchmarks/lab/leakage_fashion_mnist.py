@@ -1,6 +1,6 @@
 """Reference result: the split-leakage check on the official Fashion-MNIST train (60,000) and test (10,000) sets.
 
-    python -m edgeclf.benchmarks.leakage_fashion_mnist
+    python benchmarks/lab/leakage_fashion_mnist.py
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf.benchmarks.fashion_mnist import load
+from fashion_mnist import load
 from edgeclf.benchmarks.machine import describe
 from edgeclf.toolkit.leakage import DEFAULT_THRESHOLD, find_leaks
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.results / "leakage_fashion_mnist.json").write_text(json.dumps(record, indent=2) + "\n")
     md = ["# Leakage check on Fashion-MNIST (official train vs test)", "",
           f"- date {record['date']}; {record['machine']['cpu']}, {record['machine']['affinity_cores']} cores",
-          f"- command: `python -m edgeclf.benchmarks.leakage_fashion_mnist`; {summary['hash']} "
+          f"- command: `python benchmarks/lab/leakage_fashion_mnist.py`; {summary['hash']} "
           f"{summary['hash_bits']} bits, threshold {args.threshold}; wall time {record['wall_time_s']} s for 70,000 "
           "images",
           f"- test images matching a training image: **{summary['leaked_images']['test']}** of 10,000 "

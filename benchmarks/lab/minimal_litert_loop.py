@@ -1,6 +1,6 @@
 """The baseline a careful engineer writes by hand: LiteRT Interpreter, Pillow draft decoding, one image at a time.
 
-    python -m edgeclf.benchmarks.minimal_litert_loop MODEL.tflite FOLDER [--threads 2]
+    python benchmarks/lab/minimal_litert_loop.py MODEL.tflite FOLDER [--threads 2]
 
 Prints one ``path,class_index`` line per image. It hard-codes what edgeclf reads from the artefact (RGB, bilinear
 resize to the input size, uint8 input) - which is exactly the point of comparing against it.

@@ -9,9 +9,9 @@ Compares, in alternating rounds within one run (medians):
 each in a fresh process whose wall time and peak RSS (its own ``VmHWM``) are recorded. Also: fresh process to first
 result, and the runtime's per-image overhead over a raw ``Interpreter.invoke()``.
 
-    python -m edgeclf.benchmarks.export_benchmarks speed          # trains and exports the MobileNetV2-224 model
-    python -m edgeclf.benchmarks.predict_benchmarks --images 200
-    python -m edgeclf.benchmarks.predict_benchmarks --images 200 --batch-sizes 1,2,4,8   # --batch-size's trade
+    python benchmarks/lab/export_benchmarks.py speed          # trains and exports the MobileNetV2-224 model
+    python benchmarks/lab/predict_benchmarks.py --images 200
+    python benchmarks/lab/predict_benchmarks.py --images 200 --batch-sizes 1,2,4,8   # --batch-size's trade
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ import numpy as np
 from edgeclf.benchmarks.machine import EDGECLF, describe, vm_hwm_mib
 from edgeclf.benchmarks.stats import runtime_overhead
 
-RESULTS = Path(__file__).resolve().parent / "results"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE.parent / "results"
 BUNDLED = Path(__file__).resolve().parent / "data" / "fashion-mnist-2class"
 
 
@@ -173,7 +174,7 @@ def compare_batch_sizes(tflite: Path, jpegs: Path, sizes: list[int], rounds: int
     md = [f"# edgeclf predict --batch-size: MobileNetV2-224 int8 over {images} 1080p JPEGs", "",
           f"- date {record['date']}; {record['machine']['cpu']}, {record['machine']['affinity_cores']} cores; "
           f"{threads} inference threads",
-          f"- command: `python -m edgeclf.benchmarks.predict_benchmarks --images {images} --rounds {rounds} "
+          f"- command: `python benchmarks/lab/predict_benchmarks.py --images {images} --rounds {rounds} "
           f"--batch-sizes {','.join(map(str, sizes))}`; each size in a fresh process, alternated every round",
           "", f"| batch size | median wall | wall vs batch {base} (median of per-round ratios) | median peak RSS |",
           "|---:|---:|---:|---:|"]
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     tflite = args.mnv2_run / "export" / "mobilenet_v2_224_int8.tflite"
     keras_model = args.mnv2_run / "model.keras"
     if not tflite.exists():
-        raise SystemExit(f"{tflite} not found: run `python -m edgeclf.benchmarks.export_benchmarks speed` first.")
+        raise SystemExit(f"{tflite} not found: run `python benchmarks/lab/export_benchmarks.py speed` first.")
     jpegs = args.work / "jpegs"
     make_jpegs(jpegs, args.images)
     compiled = byte_compile_edgeclf()
@@ -208,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     t = str(args.threads)
     commands = {
         "edgeclf predict": [*EDGECLF, "predict", str(tflite), str(jpegs), "--format", "jsonl", "--threads", t],
-        "minimal LiteRT loop": [sys.executable, "-m", "edgeclf.benchmarks.minimal_litert_loop", str(tflite), str(jpegs),
+        "minimal LiteRT loop": [sys.executable, str(HERE / "minimal_litert_loop.py"), str(tflite), str(jpegs),
                                 "--threads", t],
-        "Keras loop": [sys.executable, "-m", "edgeclf.benchmarks.keras_loop", str(keras_model), str(jpegs)],
+        "Keras loop": [sys.executable, str(HERE / "keras_loop.py"), str(keras_model), str(jpegs)],
     }
     walls = {k: [] for k in commands}
     rss = {k: [] for k in commands}
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.results / "predict_mobilenet_v2.json").write_text(json.dumps(record, indent=2) + "\n")
     md = [f"# edgeclf predict: MobileNetV2-224 int8 over {args.images} 1080p JPEGs", "",
           f"- date {record['date']}; {record['machine']['cpu']}, {record['machine']['affinity_cores']} cores",
-          f"- command: `python -m edgeclf.benchmarks.predict_benchmarks --images {args.images} --rounds {args.rounds}`; "
+          f"- command: `python benchmarks/lab/predict_benchmarks.py --images {args.images} --rounds {args.rounds}`; "
           f"each contender in a fresh process, {args.rounds} rounds (order rotated every round); ratios are the "
           "median of the per-round ratios; edgeclf's modules byte-compiled first, as `pip install` does",
           "", "| contender | median wall | images/s | median peak RSS |", "|---|---:|---:|---:|"]

@@ -1,6 +1,6 @@
 """Artefact sizes and CPU latency of every recipe, for the recipes page.
 
-    python -m edgeclf.benchmarks.recipes_bench [--recipes helmet-cnn,aiart-cnn] [--threads 2] [--work DIR]
+    python benchmarks/lab/recipes_bench.py [--recipes helmet-cnn,aiart-cnn] [--threads 2] [--work DIR]
 
 For each registered recipe, through the public commands only:
 
@@ -31,7 +31,7 @@ from edgeclf.models import get_recipe, list_recipes
 
 HERE = Path(__file__).resolve().parent
 BUNDLED = HERE / "data" / "fashion-mnist-2class"
-RESULTS = HERE / "results"
+RESULTS = HERE.parent / "results"
 
 
 def _subset(dest: Path, per_class: int) -> None:
@@ -88,7 +88,7 @@ def markdown(record: dict) -> str:
     lines = [
         "# Recipes: artefact sizes and latency on this CPU", "",
         f"- date {record['date']}; {m['cpu']}, {m['affinity_cores']} cores; {record['threads']} threads, batch 1",
-        f"- command: `python -m edgeclf.benchmarks.recipes_bench --threads {record['threads']} "
+        f"- command: `python benchmarks/lab/recipes_bench.py --threads {record['threads']} "
         f"--per-class {record['per_class']}`",
         "- each recipe trained with `--weights none` on "
         f"{2 * record['per_class']} bundled Fashion-MNIST images resized to its input size, exported with "

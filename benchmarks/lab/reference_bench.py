@@ -11,7 +11,7 @@ The last round's report is published under ``benchmarks/results/bench_<run>/``. 
 over the mean of the two loop p50s bracketing it; the check takes the median ratio over rounds (target: within
 15 %).
 
-    python -m edgeclf.benchmarks.reference_bench /tmp/fmnist/run-simple_cnn --threads 2 --rounds 5
+    python benchmarks/lab/reference_bench.py /tmp/fmnist/run-simple_cnn --threads 2 --rounds 5
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from pathlib import Path
 from edgeclf.benchmarks.machine import EDGECLF, describe
 from edgeclf.benchmarks.stats import runtime_overhead
 
-RESULTS = Path(__file__).resolve().parent / "results"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE.parent / "results"
 TOLERANCE = 0.15
 
 
@@ -44,7 +45,7 @@ def _bench(run: Path, out: Path, threads: int, max_images: int | None) -> dict:
 
 
 def _loop(model: Path, image: Path, threads: int, runs: int) -> float:
-    out = subprocess.run([sys.executable, "-m", "edgeclf.benchmarks.invoke_loop", str(model), str(image),
+    out = subprocess.run([sys.executable, str(HERE / "invoke_loop.py"), str(model), str(image),
                           "--threads", str(threads), "--runs", str(runs)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["p50_ms"]
 
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     md = ["# edgeclf bench latency vs an independent invoke loop", "",
           f"- date {record['date']}; {record['machine']['cpu']}, {record['machine']['affinity_cores']} cores; "
           f"{args.threads} threads, batch 1",
-          f"- command: `python -m edgeclf.benchmarks.reference_bench {' '.join(str(r) for r in args.runs)} "
+          f"- command: `python benchmarks/lab/reference_bench.py {' '.join(str(r) for r in args.runs)} "
           f"--threads {args.threads} --rounds {args.rounds}"
           + (f" --max-images {args.max_images}" if args.max_images else "") + (" --no-publish" if args.no_publish else "")
           + "`",

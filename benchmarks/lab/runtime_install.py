@@ -1,6 +1,6 @@
 """Reference result: what ``pip install 'edgeclf[runtime]'`` installs (resolved with ``pip --dry-run``).
 
-    python -m edgeclf.benchmarks.runtime_install
+    python benchmarks/lab/runtime_install.py
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edgeclf.benchmarks.machine import describe
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = {"tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "torch", "jax"}
 
@@ -33,7 +33,7 @@ def main() -> int:
     (RESULTS / "runtime_install.json").write_text(json.dumps(record, indent=2) + "\n")
     md = ["# What `pip install 'edgeclf[runtime]'` installs", "",
           f"- date {record['date']}; resolved with `pip install --dry-run --ignore-installed` "
-          "(`python -m edgeclf.benchmarks.runtime_install`)",
+          "(`python benchmarks/lab/runtime_install.py`)",
           f"- {len(names)} packages: {', '.join(names)}",
           f"- TensorFlow, Keras, tf2onnx, PyTorch, JAX: {'none' if not heavy else ', '.join(heavy)}"]
     (RESULTS / "runtime_install.md").write_text("\n".join(md) + "\n")

@@ -6,8 +6,8 @@ images (the same selection the gate makes), writes them as lossless PNG files, r
 predict`` command on each artefact in a fresh process - files decoded by the runtime, batching and all - and
 recomputes agreement and accuracy from its JSON lines. They must equal the figures inside the artefact.
 
-    python -m edgeclf.benchmarks.export_benchmarks fidelity --run /tmp/fmnist/run-simple_cnn   # writes the artefacts
-    python -m edgeclf.benchmarks.runtime_vs_gate /tmp/fmnist/run-simple_cnn
+    python benchmarks/lab/export_benchmarks.py fidelity --run /tmp/fmnist/run-simple_cnn   # writes the artefacts
+    python benchmarks/lab/runtime_vs_gate.py /tmp/fmnist/run-simple_cnn
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 
 from edgeclf.benchmarks.machine import EDGECLF, describe
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def write_pngs(pixels: np.ndarray, folder: Path) -> list[Path]:
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.results / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
     md = [f"# edgeclf predict vs the export gate: {args.run.name}", "",
           f"- date {record['date']}; {record['machine']['cpu']}, {record['machine']['affinity_cores']} cores",
-          f"- command: `python -m edgeclf.benchmarks.runtime_vs_gate {args.run}`",
+          f"- command: `python benchmarks/lab/runtime_vs_gate.py {args.run}`",
           f"- images: {held_out.origin}, written as PNG files and classified by `edgeclf predict ARTEFACT FOLDER "
           "--format jsonl` in a fresh process; agreement is with the Keras model's top-1 on the same pixels",
           f"- runtime figures equal the gate's for every artefact: **{'yes' if met else 'NO'}**", "",

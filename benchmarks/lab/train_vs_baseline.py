@@ -1,0 +1,150 @@
+"""Makes ``benchmarks/results/train_vs_baseline.md``: ``edgeclf train`` beside the plain-Keras yardstick.
+
+For each task (Fashion-MNIST-10 and binary pairs of similar classes) both train for the same epochs with the same
+seed on the same images: every official training image of the task's classes (edgeclf carves its validation split
+out of them, as it does for any data without a val folder) and the official test images for the figure. edgeclf
+runs as a user would, from the command line with its defaults; the baseline is ``keras_baseline.py``.
+
+    apt-get install dataset-fashion-mnist
+    python benchmarks/lab/train_vs_baseline.py --tasks pullover-coat,sneaker-ankle_boot,shirt-coat,all --seeds 0,1
+
+Each run appends its rows to the history table on the results page; the current table is the last run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fashion_mnist import CLASS_NAMES, DEFAULT_SOURCE, load, write_folders
+from edgeclf.benchmarks.machine import EDGECLF, describe
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE.parent / "results"
+
+
+def task_classes(task: str) -> list[str]:
+    return list(CLASS_NAMES) if task == "all" else task.split("-")
+
+
+def prepare(work: Path, task: str, source: str) -> Path:
+    data = work / f"data-{task}"
+    if not (data / "test").is_dir():
+        write_folders(data, load(source), task_classes(task), None, flat=False, seed=0)
+    return data
+
+
+def edgeclf_row(data: Path, run: Path, epochs: int, seed: int, extra: list[str]) -> dict:
+    cmd = [*EDGECLF, "train", str(data), "--backbone", "simple_cnn", "--weights", "none", "--img-size", "28",
+           "--epochs", str(epochs), "--seed", str(seed), "--out", str(run), "--force", *extra]
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    metrics = json.loads((run / "metrics.json").read_text())["splits"]
+    meta = json.loads((run / "metadata.json").read_text())
+    timing = meta.get("epoch_train_s", {})  # absent from runs made before edgeclf recorded it
+    return {"test_accuracy": metrics["test"]["accuracy"], "val_accuracy": metrics["val"]["accuracy"],
+            "wall_s": round(wall, 1), "steady_epoch_s": timing.get("steady_median"),
+            "epochs_run": len(_csv(run / "history.csv")), "n_train": meta["dataset"]["split_sizes"]["train"],
+            "command": " ".join(["edgeclf", *cmd[len(EDGECLF):]])}
+
+
+def baseline_row(task: str, epochs: int, seed: int, out: Path, source: str) -> dict:
+    """The baseline's figures; a result already in ``out`` (same task, seed and epochs) is reused."""
+    if not out.exists():
+        cmd = [sys.executable, str(HERE / "keras_baseline.py"), "--classes", ",".join(task_classes(task)),
+               "--epochs", str(epochs), "--seed", str(seed), "--source", source, "--json", str(out)]
+        started = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        row = json.loads(out.read_text())
+        row["wall_s"] = round(time.perf_counter() - started, 1)
+        out.write_text(json.dumps(row, indent=2) + "\n")
+    row = json.loads(out.read_text())
+    return {"test_accuracy": row["test_accuracy"], "wall_s": row["wall_s"], "steady_epoch_s": row["steady_epoch_s"],
+            "n_train": row["n_train"]}
+
+
+def _csv(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", default="pullover-coat,sneaker-ankle_boot,shirt-coat,all")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/edgeclf-vs-baseline"))
+    parser.add_argument("--source", default=DEFAULT_SOURCE)
+    parser.add_argument("--edgeclf-args", default="", help="extra options for edgeclf train, e.g. '--batch-size 64'")
+    parser.add_argument("--label", default="default", help="what the edgeclf column ran, for the history table")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    args.label_slug = "".join(c if c.isalnum() else "-" for c in args.label)[:40]
+    rows = []
+    for task in args.tasks.split(","):
+        data = prepare(args.work, task, args.source)
+        for seed in (int(s) for s in args.seeds.split(",")):
+            base = baseline_row(task, args.epochs, seed, args.work / f"baseline-{task}-{seed}-{args.epochs}.json",
+                                args.source)
+            ours = edgeclf_row(data, args.work / f"run-{task}-{seed}-{args.label_slug}", args.epochs, seed,
+                               args.edgeclf_args.split())
+            rows.append({"task": task, "seed": seed, "baseline": base, "edgeclf": ours,
+                         "delta_pp": round(100 * (ours["test_accuracy"] - base["test_accuracy"]), 2)})
+            print(json.dumps(rows[-1]), flush=True)
+    record = {"epochs": args.epochs, "label": args.label, "edgeclf_args": args.edgeclf_args, "rows": rows,
+              "machine": describe(), "date": time.strftime("%Y-%m-%d"), "commit": _commit()}
+    write_page(args.results, record)
+    return 0
+
+
+def _commit() -> str:
+    proc = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() or "unknown"
+
+
+def write_page(results: Path, record: dict) -> None:
+    """The current record (``train_vs_baseline.json``) and the page with its table and the history of every run."""
+    results.mkdir(parents=True, exist_ok=True)
+    history_path = results / "train_vs_baseline_history.json"
+    history = json.loads(history_path.read_text()) if history_path.exists() else []
+    history.append({k: record[k] for k in ("date", "commit", "label", "edgeclf_args", "epochs")}
+                   | {"cpu": record["machine"]["cpu"], "rows": [
+                       {"task": r["task"], "seed": r["seed"], "baseline": r["baseline"]["test_accuracy"],
+                        "edgeclf": r["edgeclf"]["test_accuracy"]} for r in record["rows"]]})
+    history_path.write_text(json.dumps(history, indent=2) + "\n")
+    (results / "train_vs_baseline.json").write_text(json.dumps(record, indent=2) + "\n")
+    m = record["machine"]
+    lines = ["# edgeclf train vs a plain-Keras script", "",
+             "Test accuracy on the official Fashion-MNIST test images of each task's classes, both trained for "
+             f"{record['epochs']} epochs with the same seed (`benchmarks/lab/train_vs_baseline.py`; the baseline is "
+             "`benchmarks/lab/keras_baseline.py`). Target: edgeclf within 0.3 pp of the baseline or ahead.", "",
+             f"Current: {record['date']}, commit {record['commit']}, {m['cpu']}, {m['affinity_cores']} cores, "
+             f"TensorFlow {m['versions']['tensorflow']}; edgeclf options beyond the task's: "
+             f"`{record['edgeclf_args'] or '(defaults)'}`.", "",
+             "| task | seed | baseline | edgeclf | Δ pp | edgeclf val | steady epoch s (baseline / edgeclf) | wall s (baseline / edgeclf) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in record["rows"]:
+        b, e = r["baseline"], r["edgeclf"]
+        lines.append(f"| {r['task']} | {r['seed']} | {b['test_accuracy']:.4f} | {e['test_accuracy']:.4f} | "
+                     f"{r['delta_pp']:+.2f} | {e['val_accuracy']:.4f} | {b['steady_epoch_s']:.1f} / "
+                     f"{e['steady_epoch_s'] if e['steady_epoch_s'] is None else round(e['steady_epoch_s'], 1)} | "
+                     f"{b['wall_s']:.0f} / {e['wall_s']:.0f} |")
+    lines += ["", "## History", "", "| date | commit | cpu | edgeclf | task | seed | baseline | edgeclf |",
+              "|---|---|---|---|---|---|---|---|"]
+    for h in history:
+        for r in h["rows"]:
+            lines.append(f"| {h['date']} | {h['commit']} | {h['cpu']} | {h['label']} | {r['task']} | {r['seed']} | "
+                         f"{r['baseline']:.4f} | {r['edgeclf']:.4f} |")
+    (results / "train_vs_baseline.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
