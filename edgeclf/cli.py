@@ -234,8 +234,10 @@ _CROP_HELP = ("as a fraction of the largest centred box of the input's aspect ra
 @click.option("--weights", help="imagenet, none, or a backbone .weights.h5 path [default: imagenet; none for "
                    "backbones without pretrained weights, e.g. simple_cnn].")
 @click.option("--epochs", type=int, help="Epochs (first phase) [default: 10].")
-@click.option("--batch-size", type=int, help="[default: 32]")
-@click.option("--lr", "learning_rate", type=float, help="Adam learning rate [default: 0.001].")
+@click.option("--batch-size", type=int,
+              help="[default: from the training images: 32 below 2,000, 64 below 8,000, else 128]")
+@click.option("--lr", "learning_rate", type=float,
+              help="Adam learning rate [default: 0.001 at batch 32, scaled with the square root of the batch size].")
 @click.option("--fine-tune-layers", type=int,
               help="Top backbone layers unfrozen in phase 2 (pretrained only; 0 skips phase 2) [default: 20].")
 @click.option("--fine-tune-epochs", type=int, help="Epochs of phase 2 [default: 5].")
@@ -246,7 +248,7 @@ _CROP_HELP = ("as a fraction of the largest centred box of the input's aspect ra
               help="Reduce the learning rate during training, as --lr-schedule says [default: on].")
 @click.option("--lr-schedule", type=click.Choice(["plateau", "cosine"]),
               help="plateau: x0.3 after patience/2 epochs without improvement; cosine: one warm-up epoch, then "
-                   "cosine decay to 0 over the phase [default: plateau].")
+                   "cosine decay to 0 over the phase [default: cosine].")
 @click.option("--monitor", type=click.Choice(["val_loss", "val_accuracy"]), help="[default: val_loss]")
 @click.option("--folds", type=int, help="K for stratified K-fold cross-validation [default: 1].")
 @click.option("--seed", type=int, help="[default: 42]")
@@ -255,7 +257,9 @@ _CROP_HELP = ("as a fraction of the largest centred box of the input's aspect ra
 @click.option("--pooling", type=click.Choice(["gap", "flatten"]), help="[default: gap]")
 @click.option("--dense", callback=_csv_ints, help="Hidden Dense widths of the head, e.g. 256,128 [default: none].")
 @click.option("--dropout", type=float, help="Dropout before each head Dense layer [default: 0.2].")
-@click.option("--augment/--no-augment", default=None, help="Flip, rotation, shift, zoom, contrast [default: on].")
+@click.option("--augment/--no-augment", default=None,
+              help="Augmentation chosen from the input size: flip and shift up to 64 px a side, also rotation, zoom "
+                   "and contrast above [default: on].")
 @click.option("--randaugment", is_flag=True, default=None, help="Use RandAugment instead of the default augmentation.")
 @click.option("--class-weights", type=click.Choice(["auto", "on", "off"]),
               help="auto: on when the largest class is >1.5x the smallest [default: auto].")
@@ -305,8 +309,8 @@ def train(ctx, data, out_dir, recipe, backbone, img_size, crop, pad, weights, po
         given = {k: v for k, v in options.items() if v is not None}
         if randaugment:
             given["augment"] = AugmentSpec(randaugment=True)
-        elif augment is not None:
-            given["augment"] = AugmentSpec() if augment else AugmentSpec.none()
+        elif augment is not None:  # --augment: the default for the input size (toolkit.augment.augment_for)
+            spec = replace(spec, augment=None if augment else AugmentSpec.none())
         if split is not None:
             given["split"] = SplitSpec(*split)
         spec = replace(spec, **given)

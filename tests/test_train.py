@@ -430,3 +430,19 @@ def test_a_trivially_separable_tiny_set_is_learnt_in_a_few_epochs(tmp_path):
     for name, m in result.metrics.items():
         assert m["roc_auc"] == 1.0, name
         assert m["accuracy"] >= 0.95, (name, m["accuracy"])
+
+
+def test_augmentation_is_chosen_from_the_input_size_and_reported(tiny_folders, tmp_path):
+    from edgeclf.toolkit.augment import augment_for
+
+    small, why = augment_for(28, 28)
+    assert (small.flip, small.shift, small.rotation, small.zoom, small.contrast) == ("horizontal", 0.1, 0, 0, 0)
+    assert "28x28" in why
+    large, _ = augment_for(160, 288)
+    assert large == AugmentSpec()
+    run = tmp_path / "run"
+    train(tiny_folders, run, backbone="simple_cnn", img_size=16, weights="none",
+          spec=TrainSpec(epochs=1, batch_size=16))
+    meta = json.loads((run / "metadata.json").read_text())
+    assert meta["train"]["augment"] == small.to_dict()
+    assert "Augmentation: flip and shift only, chosen for a 16x16 input" in (run / "report.md").read_text()

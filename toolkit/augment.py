@@ -52,6 +52,25 @@ class AugmentSpec:
         return asdict(self)
 
 
+# Inputs this small (Fashion-MNIST's 28 px, CIFAR's 32) are the whole object: rotating, zooming and changing the
+# contrast of them distorts more than it varies.
+SMALL_INPUT = 64
+
+
+def augment_for(height: int, width: int) -> tuple[AugmentSpec, str]:
+    """The default augmentation for an input of ``height`` x ``width`` pixels, and why, for the run's report.
+
+    Small inputs (at most ``SMALL_INPUT`` px a side) get a horizontal flip and shifts of up to 10 % only: on
+    Fashion-MNIST at 28 px the full set (with rotation, zoom and contrast) trained clearly worse models
+    (``benchmarks/results/train_vs_baseline.md``). Larger inputs get the full set, as photos of scenes vary in
+    angle, distance and light.
+    """
+    if max(height, width) <= SMALL_INPUT:
+        return (AugmentSpec(flip="horizontal", rotation=0.0, shift=0.1, zoom=0.0, contrast=0.0),
+                f"flip and shift only, chosen for a {height}x{width} input (at most {SMALL_INPUT} px a side)")
+    return AugmentSpec(), f"flip, rotation, shift, zoom and contrast, chosen for a {height}x{width} input"
+
+
 def build_augmenter(spec: AugmentSpec, seed: int):
     """A ``keras.Sequential`` of random layers for ``spec`` (float 0-255 images in, same range out), or None."""
     if not spec.enabled:

@@ -58,7 +58,10 @@ def recompute_batchnorm(model, pixels: np.ndarray, batch_size: int, seed: int = 
         return 0
     size = min(batch_size, n)
     count = min(n, max_images) // size * size
-    idx = np.sort(np.random.default_rng(seed).permutation(n)[:count]) if count < n else np.arange(count)
+    # Batches of randomly mixed images, as training drew them: in training mode every layer normalises with its
+    # batch's statistics, and a batch of one class (a dataset stored class by class) would hand the deeper layers
+    # inputs unlike any they saw.
+    idx = np.random.default_rng(seed).permutation(n)[:count]
     dropouts = [layer for layer in nested_layers(model) if isinstance(layer, layers.Dropout)]
     saved = [(bn.momentum, ops.convert_to_numpy(bn.moving_mean), ops.convert_to_numpy(bn.moving_variance))
              for bn in bns]
@@ -71,7 +74,7 @@ def recompute_batchnorm(model, pixels: np.ndarray, batch_size: int, seed: int = 
             d.rate = 0.0
         batches = 0
         for start in range(0, count, size):
-            x = np.asarray(pixels[idx[start:start + size]], dtype=np.float32)
+            x = np.asarray(pixels[np.sort(idx[start:start + size])], dtype=np.float32)  # sorted: memory-map reads
             model(x, training=True)
             for acc, bn in zip(sums, bns):
                 mean = np.asarray(ops.convert_to_numpy(bn.moving_mean), dtype=np.float64)
