@@ -109,7 +109,7 @@ def _schema():
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError as exc:
-        raise missing_dependency("ai-edge-litert", "runtime", exc) from None
+        raise missing_dependency("ai-edge-litert", "runtime-litert", exc) from None
     return schema
 
 
@@ -169,7 +169,7 @@ def read_metadata(path: str | os.PathLike, *, rejected: bool = False) -> dict:
             try:
                 import onnxruntime as ort
             except ImportError as exc:
-                raise missing_dependency("onnxruntime", "runtime", exc) from None
+                raise missing_dependency("onnxruntime", "runtime-onnx", exc) from None
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

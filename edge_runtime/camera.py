@@ -29,7 +29,7 @@ def _cv2():
     try:
         import cv2
     except ImportError as exc:
-        raise missing_dependency("opencv-python", "runtime", exc) from None
+        raise missing_dependency("opencv-python", "camera", exc) from None
     return cv2
 
 

@@ -14,7 +14,7 @@ def _flatbuffers():
     try:
         from flatbuffers import encode, number_types, packer, table
     except ImportError as exc:
-        raise missing_dependency("flatbuffers", "runtime", exc) from None
+        raise missing_dependency("flatbuffers", "runtime-litert", exc) from None
     return encode, number_types, packer, table
 
 

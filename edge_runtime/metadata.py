@@ -71,7 +71,10 @@ def check_metadata(meta, source: str | os.PathLike, output_width: int | None = N
         _refuse(source, "class_names", "names a class more than once")
     if "num_classes" in meta and meta["num_classes"] != len(names):
         _refuse(source, "num_classes", f"is {meta['num_classes']!r} but class_names has {len(names)} names")
-    if output_width is not None and output_width != len(names):
+    # One sigmoid unit scores the second of two classes (an adopted binary model; its metadata says so).
+    one_unit = output_width == 1 and len(names) == 2 and isinstance(meta.get("output"), dict) \
+        and meta["output"].get("units") == 1
+    if output_width is not None and output_width != len(names) and not one_unit:
         _refuse(source, "class_names", f"has {len(names)} names but the model outputs {output_width} scores")
     pre = meta.get("preprocess")
     if not isinstance(pre, dict):

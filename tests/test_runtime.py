@@ -571,7 +571,7 @@ def test_missing_backend_library_names_the_install_command(exported):
             "except BackendUnavailableError as exc:\n"
             "    print(exc)\n")
     out = run_python(code)
-    assert "pip install 'edgeclf[runtime]'" in out.stdout and "ai-edge-litert" in out.stdout
+    assert "pip install 'edgeclf[runtime-litert]'" in out.stdout and "ai-edge-litert" in out.stdout
 
 
 @pytest.mark.parametrize("fmt, mode, reduce_range, cpu_needs_it, warned", [

@@ -28,7 +28,7 @@ from pathlib import Path
 from edgeclf.benchmarks.machine import describe, run_edgeclf, write_record
 
 HERE = Path(__file__).resolve().parent
-BUNDLED = HERE / "data" / "fashion-mnist-2class"
+BUNDLED = HERE.parent / "data" / "fashion-mnist-2class"
 RESULTS = HERE.parent / "results"
 DEFAULT = ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")
 

@@ -44,7 +44,7 @@ import numpy as np
 from edgeclf.benchmarks.machine import EDGECLF, describe, write_record
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-BUNDLED = Path(__file__).resolve().parent / "data" / "fashion-mnist-2class"
+BUNDLED = Path(__file__).resolve().parent.parent / "data" / "fashion-mnist-2class"
 
 
 def fidelity(run: Path, results: Path) -> bool:

@@ -31,7 +31,7 @@ from edgeclf.benchmarks.stats import runtime_overhead
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "results"
-BUNDLED = Path(__file__).resolve().parent / "data" / "fashion-mnist-2class"
+BUNDLED = Path(__file__).resolve().parent.parent / "data" / "fashion-mnist-2class"
 
 
 def make_jpegs(folder: Path, n: int) -> None:
@@ -66,7 +66,8 @@ def byte_compile_edgeclf() -> list[str]:
     import importlib
 
     folders = sorted({str(Path(importlib.import_module(name).__file__).parent) for name in
-                      ("edgeclf.cli", "edgeclf.edge_runtime", "edgeclf.edge_runtime.backends", "edgeclf.benchmarks")})
+                      ("edgeclf", "edgeclf.cli", "edgeclf.edge_runtime", "edgeclf.edge_runtime.backends",
+                       "edgeclf.benchmarks")})
     for folder in folders:
         compileall.compile_dir(folder, maxlevels=0, quiet=1)
     return folders

@@ -30,7 +30,7 @@ from edgeclf.benchmarks.machine import describe, run_edgeclf, write_record
 from edgeclf.models import get_recipe, list_recipes
 
 HERE = Path(__file__).resolve().parent
-BUNDLED = HERE / "data" / "fashion-mnist-2class"
+BUNDLED = HERE.parent / "data" / "fashion-mnist-2class"
 RESULTS = HERE.parent / "results"
 
 

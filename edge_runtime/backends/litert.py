@@ -20,7 +20,7 @@ def _interpreter_class():
         try:
             from tflite_runtime.interpreter import Interpreter
         except ImportError:
-            raise missing_dependency("ai-edge-litert", "runtime", exc) from None
+            raise missing_dependency("ai-edge-litert", "runtime-litert", exc) from None
     return Interpreter
 
 

@@ -26,7 +26,7 @@ class OnnxBackend:
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise missing_dependency("onnxruntime", "runtime", exc) from None
+            raise missing_dependency("onnxruntime", "runtime-onnx", exc) from None
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

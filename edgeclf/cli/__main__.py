@@ -1,0 +1,5 @@
+"""``python -m edgeclf.cli``."""
+
+from . import run
+
+run()

@@ -1,0 +1,192 @@
+"""``edgeclf predict``: records as a table, JSON lines or CSV."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from edgeclf.edge_runtime.errors import ConfigError
+
+from .core import _interrupted_code, _run, _warn_deployment, _write_all, main, state
+
+
+@main.command()
+@click.argument("paths", nargs=-1)
+@click.option("--model", "models", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="An exported .tflite/.onnx model; repeat to run several over the same images.")
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv"]), default=None,
+              help="Output format [default: table on a terminal, jsonl when piped].")
+@click.option("--top-k", type=int, default=1, show_default=True, help="Classes listed per image (table/jsonl).")
+@click.option("--threshold", type=click.FloatRange(0, 1),
+              help="Two-class models: the second class (as the model lists them) wins when its probability reaches "
+                   "this; the run's report.md suggests one chosen on the validation split.")
+@click.option("--batch-size", type=int, default=1, show_default=True,
+              help="Images per inference call. Larger batches take less CPU per image (fewer calls), which also "
+                   "leaves more for decoding, but raise peak memory and hold each result until its batch is full.")
+@click.option("--threads", type=click.IntRange(min=1), help="Inference threads [default: all cores].")
+@click.option("--workers", type=click.IntRange(min=1), help="Decoding threads [default: all cores].")
+@click.pass_context
+def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, workers):
+    """Classify images with exported models; never imports TensorFlow.
+
+    PATHS are files, folders (searched recursively), globs, or - to read paths from stdin. Without --model, the
+    first PATH is the model. Exit code 1 if any image failed, 2 for usage errors.
+
+    \b
+    Example:
+      edgeclf predict helmet_int8.tflite photos/
+      find /uploads -name '*.jpg' | edgeclf predict --model adult.tflite --model violence.tflite - --format jsonl
+    """
+
+    def go():
+        from edgeclf.edge_runtime.classifier import Classifier, check_threshold, distinct_names, stream_many
+        from edgeclf.edge_runtime.errors import ImageDecodeError
+        from edgeclf.edge_runtime.paths import display_path, printable
+        from edgeclf.edge_runtime.sources import expand_paths
+
+        model_paths, image_args = list(models), list(paths)
+        if not model_paths:
+            if not image_args:
+                raise ConfigError("Received no model. Pass MODEL PATH... or --model MODEL PATH...")
+            model_paths, image_args = [image_args[0]], image_args[1:]
+        if not image_args:
+            raise ConfigError("Received no images. Pass files, folders, globs, or - to read paths from stdin.")
+        stray = next((a for a in image_args if Path(a).suffix.lower() in (".tflite", ".onnx", ".keras")), None)
+        if stray is not None:  # a second model given the single-model way would only fail as "not an image"
+            raise ConfigError(f"Received the model file '{stray}' among the images. To run several models on each "
+                              "image, give every one with --model: --model A.tflite --model B.onnx PATH...")
+        if top_k < 1:
+            raise ConfigError(f"Received: top_k={top_k}. Expected at least 1.")
+        classifiers = [Classifier.load(p, threads) for p in model_paths]
+        _warn_deployment(classifiers)
+        distinct_names(classifiers)
+        check_threshold(threshold, [(c.path.name, c.class_names) for c in classifiers])
+        out_fmt = fmt or ("table" if sys.stdout.isatty() else "jsonl")
+        writer = _PredictionWriter(out_fmt, classifiers, top_k, threshold,
+                                   live=sys.stdout.isatty() or "-" in image_args)
+        stream = stream_many(classifiers, expand_paths(image_args, sys.stdin, idle=True), batch_size, workers)
+        done = failed = 0
+        # A running count on the terminal while records go to a pipe or file; never mixed into a table.
+        show_progress = sys.stderr.isatty() and not sys.stdout.isatty()
+        try:
+            try:
+                for item, results in stream:
+                    done += 1
+                    if isinstance(results[0], ImageDecodeError):
+                        failed += 1
+                    writer.write(display_path(item), results)  # expand_paths yields file names as str
+                    if show_progress and done % 50 == 0:
+                        click.echo(f"\rClassified {done} images, {failed} failed", err=True, nl=False)
+            finally:  # every record made goes out, however the run ends; a reader gone by then is exit 141
+                writer.flush()
+        except KeyboardInterrupt as exc:
+            stream.close()  # waits for the decodes in flight; nothing half-written follows
+            lead = "\n" if show_progress else ""  # end the running count's line first
+            click.secho(f"{lead}Interrupted after {done} image(s), {failed} failed; every record written is complete.",
+                        fg="yellow", err=True)
+            sys.exit(_interrupted_code(exc))
+        if show_progress:
+            click.echo("", err=True)
+        summary = f"{done} image(s), {failed} failed"
+        if done > failed:
+            tallies = [", ".join(f"{label} {n}" for label, n in counts.items() if n) for counts in writer.counts]
+            summary += "; " + "; ".join(f"{c.name}: {t}" if len(classifiers) > 1 else t
+                                        for c, t in zip(classifiers, tallies))
+        click.secho(printable(summary), fg="red" if failed else "green", err=True)
+        state.finished = True  # every record and the summary are out; see ``run``
+        if failed:
+            sys.exit(1)
+
+    _run(ctx, go)
+
+
+class _PredictionWriter:
+    """Writes one record per image as a table row, a JSON line or a CSV row.
+
+    ``live``: every record goes out as it is made (a terminal, or paths read from stdin, where whoever feeds them
+    may wait for each record). Otherwise JSON lines and CSV rows are gathered and written at least every
+    ``FLUSH_EVERY_S`` seconds, or every 64 KiB, in one call: not a system call and a wake-up of the reader per
+    record (1.5 % of ``predict``'s wall time over a folder of 1080p JPEGs), whatever ``PYTHONUNBUFFERED`` says.
+    ``flush`` writes what is gathered; the command calls it however the run ends.
+    """
+
+    FLUSH_EVERY_S = 1.0
+
+    def __init__(self, fmt, classifiers, top_k, threshold, live=True):
+        self.fmt, self.classifiers, self.top_k, self.threshold = fmt, classifiers, top_k, threshold
+        self.live, self.pending, self.pending_chars, self.flushed = live, [], 0, time.monotonic()
+        self.multi = len(classifiers) > 1
+        self.counts = [dict.fromkeys(c.class_names, 0) for c in classifiers]  # decided labels, per model
+        if fmt == "csv":
+            import csv as _csv
+            from types import SimpleNamespace
+
+            self.csv = _csv.writer(SimpleNamespace(write=self.write_text))
+            header = ["path"]
+            for c in classifiers:
+                prefix = f"{c.name}." if self.multi else ""
+                header += [f"{prefix}label", f"{prefix}score"] + [f"{prefix}p_{n}" for n in c.class_names]
+            self.csv.writerow(header + ["error"])
+            if live:
+                self.flush()
+
+    def write_text(self, text: str) -> None:
+        self.pending.append(text)
+        self.pending_chars += len(text)
+
+    def flush(self) -> None:
+        if self.pending:  # table rows went out with click.echo, which flushes each
+            text, self.pending, self.pending_chars = "".join(self.pending), [], 0
+            _write_all(text)
+        self.flushed = time.monotonic()
+
+    def _model_record(self, c, result):
+        best = result.decide(self.threshold)
+        rec = {"label": best.label, "score": round(best.score, 6), "scores": {k: round(v, 6) for k, v in
+                                                                           result.scores().items()}}
+        if self.top_k > 1:
+            rec["top_k"] = [{"label": p.label, "score": round(p.score, 6)} for p in result.top(self.top_k)]
+        return rec
+
+    def write(self, path, results):
+        import json as _json
+
+        from edgeclf.edge_runtime.errors import ImageDecodeError
+
+        error = results[0].reason if isinstance(results[0], ImageDecodeError) else None
+        records = None if error else [self._model_record(c, r) for c, r in zip(self.classifiers, results)]
+        for counts, rec in zip(self.counts, records or []):
+            counts[rec["label"]] += 1
+        if self.fmt == "jsonl":
+            rec = {"path": path}
+            if error:
+                rec["error"] = error
+            elif self.multi:
+                rec["models"] = {c.name: r for c, r in zip(self.classifiers, records)}
+            else:
+                rec.update(records[0])
+            self.write_text(_json.dumps(rec) + "\n")
+        elif self.fmt == "csv":
+            row = [path]
+            for c, r in zip(self.classifiers, records or [None] * len(self.classifiers)):
+                row += ([r["label"], r["score"]] + [r["scores"][n] for n in c.class_names]) if r else \
+                       [""] * (2 + len(c.class_names))
+            self.csv.writerow(row + [error or ""])
+        else:  # for people: click.echo drops the colours where stdout is not a terminal, and flushes every row
+            # Class names come from the model file and paths from anywhere: escaped, never sent to the terminal raw.
+            from edgeclf.edge_runtime.paths import printable
+
+            if error:
+                click.echo(f"{printable(path)}  " + click.style(f"ERROR {printable(error)}", fg="red"))
+                return
+            cells = []
+            for c, r in zip(self.classifiers, records):
+                label = ", ".join(f"{t['label']} {t['score']:.3f}" for t in r.get("top_k", [r]))
+                cells.append(f"{c.name}: {label}" if self.multi else label)
+            click.echo(printable(f"{path}  " + "  |  ".join(cells)))
+            return
+        if self.live or self.pending_chars >= 65536 or time.monotonic() - self.flushed >= self.FLUSH_EVERY_S:
+            self.flush()
