@@ -68,6 +68,14 @@ def main() -> int:
         largest = ", ".join(f"{n} {b / 2**20:.0f}" for n, b in r["largest"])
         md.append(f"| `{r['extra']}` | {r['mib']} | {len(r['packages'])} | {largest} | "
                   f"{', '.join(r['forbidden_found']) or 'none'} |")
+    history_path = args.results / "runtime_install_history.json"
+    history = json.loads(history_path.read_text()) if history_path.exists() else []
+    history.append({"date": record["date"], "sizes_mib": {r["extra"]: r["mib"] for r in rows}})
+    history_path.write_text(json.dumps(history, indent=2) + "\n")
+    md += ["", "## History", "", "| date | " + " | ".join(f"`{r['extra']}` MiB" for r in rows) + " |",
+           "|---|" + "---:|" * len(rows)]
+    md += [f"| {h['date']} | " + " | ".join(str(h["sizes_mib"].get(r["extra"], "")) for r in rows) + " |"
+           for h in history]
     (args.results / "runtime_install.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0 if not any(r["forbidden_found"] for r in rows) else 1
