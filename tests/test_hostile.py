@@ -353,3 +353,56 @@ def test_train_force_keeps_the_old_run_until_the_new_one_has_finished(tmp_path):
           augment=AugmentSpec.none()), force=True)
     assert json.loads((run / "run_state.json").read_text())["config"]["train"]["epochs"] == 2
     assert not (run / ".edgeclf-replaced").exists()
+
+
+def test_a_credentialed_stream_that_plays_and_drops_never_shows_its_password(exported, tmp_path):
+    """A stream URL with user and password that really plays (a local HTTP server), then ends: the events, the
+    snapshots, the summary, the reconnection warnings and the --verbose log are searched for the password."""
+    import http.server
+    import threading
+
+    cv2 = pytest.importorskip("cv2")
+    import numpy as np
+
+    clip = tmp_path / "site" / "clip.avi"
+    clip.parent.mkdir()
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    rng = np.random.default_rng(0)
+    for label in [0] * 6 + [1] * 6:
+        writer.write(cv2.resize(class_image(label, rng, 16)[:, :, ::-1], (64, 64), interpolation=cv2.INTER_NEAREST))
+    writer.release()
+
+    served = []
+
+    class Once(http.server.SimpleHTTPRequestHandler):
+        """Serves the clip once; then the stream is gone (404), so the camera reconnects and gives up."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(clip.parent), **kwargs)
+
+        def do_GET(self):
+            if served:
+                self.send_error(404)
+                return
+            served.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Once)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://admin:{SECRET}@127.0.0.1:{server.server_address[1]}/clip.avi"
+        events, snaps = tmp_path / "events.jsonl", tmp_path / "snaps"
+        proc = _edgeclf("--verbose", "camera", "--model", str(_artefact(exported, "run_int8.tflite")), "--source", url,
+                        "--headless", "--events", str(events), "--snapshot-dir", str(snaps), "--alert", "bar_v",
+                        "--min-frames", "1", "--max-reconnects", "1", timeout=120)
+    finally:
+        server.shutdown()
+    written = events.read_text() if events.exists() else ""
+    names = " ".join(p.name for p in snaps.iterdir()) if snaps.exists() else ""
+    assert written.count('"label"') >= 1, proc.stderr[-2000:]  # it did play
+    for text in (proc.stdout, proc.stderr, written, names):
+        assert SECRET not in text
+    assert "admin:***@127.0.0.1" in proc.stderr  # the reconnection warnings name the source, masked
