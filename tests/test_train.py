@@ -226,7 +226,7 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one_does(tiny_folders, tmp_path,
 def test_a_run_killed_while_saving_its_best_weights_keeps_the_previous_best(tmp_path):
     import keras
 
-    from edgeclf.toolkit.train import _best_checkpoint
+    from edgeclf.toolkit.callbacks import best_checkpoint as _best_checkpoint
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     path = tmp_path / "fold0_best.weights.h5"

@@ -7,7 +7,6 @@ checkpoint when the same command is run again.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -29,15 +28,18 @@ from edgeclf.models import HeadSpec, ModelSpec, check_weights, create_model, for
 from . import plots
 from ._deps import gpu_names, import_keras, import_tf
 from .augment import AugmentSpec, augment_for, build_augmenter
+from .callbacks import (best_checkpoint, best_so_far, epoch_seeds, epoch_timer, history_logger, history_rows,
+                        save_weights, schedule_state)
 from .data import (SPLITS, DecodedSplit, SplitSpec, assign_splits, balanced_class_weights, class_counts,
                    decode_samples, discover, fingerprint, imbalance_ratio, stratified_folds)
 from .evaluate import evaluate_splits
-from .io import atomic_path, clean_leftovers, ensure_writable_dir, write_csv, write_json
+from .io import atomic_path, clean_leftovers, write_csv, write_json
 from .leakage import DEFAULT_THRESHOLD, HASH_BITS, find_leaks
-from .pipeline import EpochClock, batches_per_epoch, is_seed_state, make_dataset, seed_state_at
+from .pipeline import EpochClock, batches_per_epoch, make_dataset
 from .precise_bn import recompute_batchnorm
 from .progress import Reporter
 from .report import write_train_report
+from .run_dir import REPLACED, RUN_DIRS, RunState, prepare_run_dir, recover_replaced, restore_replaced
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +48,6 @@ LR_SCHEDULES = ("plateau", "cosine")
 CLASS_WEIGHTS = ("auto", "on", "off")
 MIXED_PRECISION = ("auto", "on", "off")
 IMBALANCE_THRESHOLD = 1.5  # class weights switch on above this max/min class-count ratio ("auto")
-HISTORY_FIELDS = ("fold", "phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
-# Everything a run writes; --force removes these and nothing else.
-RUN_FILES = ("model.keras", "metadata.json", "history.csv", "metrics.json", "splits.csv", "report.md",
-             "run_state.json", "training_curves.png", "confusion_train.png", "confusion_val.png", "confusion_test.png",
-             "roc_pr_train.png", "roc_pr_val.png", "roc_pr_test.png")
-RUN_DIRS = ("checkpoints", "cache")
-REPLACED = ".edgeclf-replaced"  # the run --force replaces, kept until the new run has finished
 
 
 @dataclass(frozen=True)
@@ -175,138 +170,6 @@ class TrainResult:
     resumed: bool
 
 
-# ----------------------------------------------------------------------------------------------- run directory
-
-class _RunState:
-    """``run_state.json``: the settings of the run and which fold/phase steps are finished."""
-
-    def __init__(self, path: Path, config: dict):
-        self.path = path
-        self.config = config
-        self.status = "running"
-        self.done: dict[str, dict] = {}
-        self.folds: dict[str, dict] = {}
-        self.epoch_s: dict[str, float] = {}  # "fold/phase/epoch": seconds of training, validation left out
-
-    @classmethod
-    def load(cls, path: Path) -> "_RunState | None":
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        state = cls(path, raw.get("config", {}))
-        state.status, state.done, state.folds = raw.get("status"), raw.get("done", {}), raw.get("folds", {})
-        state.epoch_s = raw.get("epoch_s", {})
-        return state
-
-    def save(self) -> None:
-        write_json(self.path, {"status": self.status, "config": self.config, "done": self.done, "folds": self.folds,
-                               "epoch_s": self.epoch_s})
-
-
-def _config_diff(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
-    """Dotted keys whose values differ between two nested settings dicts, with both values."""
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _config_diff(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append((f"{prefix}{key}", a, b))
-    return out
-
-
-def _prepare_run_dir(out: Path, config: dict, force: bool) -> tuple[_RunState, bool, str | None]:
-    """Creates, resumes or (with force) clears the run directory.
-
-    An unfinished run that trained nothing (it stopped before its first epoch ended: an ImageNet download that
-    failed offline, a weights file that did not fit) has nothing to resume, so a command with other settings
-    starts again in its place without ``--force``; its decoded-image cache stays and is reused when it fits.
-
-    Returns:
-        The state, whether it resumes, and what was started again (the changed settings), or None.
-    """
-    state_path = out / "run_state.json"
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file. Expected a directory for the run.")
-    restarted = None
-    if out.is_dir() and any(out.iterdir()):
-        previous = _RunState.load(state_path)
-        if force:
-            _set_aside(out)
-        elif previous is None:
-            raise ConfigError(f"{out} is not empty and holds no edgeclf run. Choose another --out, or pass --force.")
-        elif previous.status == "done":
-            raise ConfigError(f"{out} already holds a finished run. Choose another --out, or pass --force to replace it.")
-        elif previous.config != config:
-            changed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in _config_diff(previous.config, config))
-            if not _trained_anything(out, previous):
-                _clear_run(out, keep=("cache",))
-                restarted = changed
-            else:
-                raise ConfigError(
-                    f"{out} holds an unfinished run with other settings ({changed}). Run the same command to resume "
-                    "it, or pass --force to start again."
-                )
-        else:
-            return previous, True, None
-    ensure_writable_dir(out)
-    state = _RunState(state_path, config)
-    state.save()
-    return state, False, restarted
-
-
-def _set_aside(out: Path) -> None:
-    """Moves what a run wrote into ``out/.edgeclf-replaced``: ``--force`` keeps the old run until the new one has
-    finished (then ``train`` deletes it), and puts it back if the new one fails."""
-    aside = out / REPLACED
-    aside.mkdir(exist_ok=True)
-    for name in (*RUN_FILES, *RUN_DIRS):
-        if (out / name).exists():
-            os.replace(out / name, aside / name)
-
-
-def _restore_replaced(out: Path) -> bool:
-    """Puts back a run ``_set_aside`` moved, removing what the new run wrote; False when there is none."""
-    aside = out / REPLACED
-    if not aside.is_dir():
-        return False
-    _clear_run(out)
-    for entry in aside.iterdir():
-        os.replace(entry, out / entry.name)
-    aside.rmdir()
-    return True
-
-
-def _recover_replaced(out: Path) -> bool:
-    """After a ``--force`` run that was killed (``kill -9``, a power cut) before it finished: puts the run it was
-    replacing back. A new run that finished and was killed only before deleting the old one keeps its place."""
-    aside = out / REPLACED
-    if not aside.is_dir():
-        return False
-    state = _RunState.load(out / "run_state.json")
-    if state is not None and state.status == "done":
-        shutil.rmtree(aside, ignore_errors=True)
-        return False
-    return _restore_replaced(out)
-
-
-def _clear_run(out: Path, keep: Sequence[str] = ()) -> None:
-    """Removes what a run wrote (``RUN_FILES``, ``RUN_DIRS`` but ``keep``) and nothing else."""
-    for name in RUN_FILES:
-        (out / name).unlink(missing_ok=True)
-    for name in RUN_DIRS:
-        if name not in keep:
-            shutil.rmtree(out / name, ignore_errors=True)
-
-
-def _trained_anything(out: Path, state: _RunState) -> bool:
-    """Whether an unfinished run finished a phase or a fold, or saved a checkpoint (one is saved every epoch)."""
-    checkpoints = out / "checkpoints"
-    return bool(state.done or state.folds) or (checkpoints.is_dir() and any(
-        p.is_file() for p in checkpoints.rglob("*")))
-
-
 # --------------------------------------------------------------------------------------------------- decoding
 
 def _decode_all(ds, splits, spec: PreprocessSpec, cache: Path, reporter: Reporter) -> dict[str, DecodedSplit]:
@@ -340,137 +203,6 @@ def _decode_all(ds, splits, spec: PreprocessSpec, cache: Path, reporter: Reporte
             out[name] = decoded
     write_json(index_path, {"listing": listing, "preprocess": spec.to_dict(), "splits": entries})
     return out
-
-
-# --------------------------------------------------------------------------------------------------- callbacks
-
-def _history_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _history_logger(keras, path: Path, fold: int, phase: int):
-    class HistoryLogger(keras.callbacks.Callback):
-        """Upserts one row per (fold, phase, epoch) into history.csv, so a resumed epoch replaces its old row."""
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = dict(logs or {})
-            row = {"fold": fold, "phase": phase, "epoch": epoch,
-                   "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
-            row.update({k: float(v) for k, v in logs.items() if k in HISTORY_FIELDS})
-            rows = [r for r in _history_rows(path)
-                    if (int(r["fold"]), int(r["phase"]), int(r["epoch"])) != (fold, phase, epoch)]
-            rows.append(row)
-            rows.sort(key=lambda r: (int(r["fold"]), int(r["phase"]), int(r["epoch"])))
-            write_csv(path, rows, HISTORY_FIELDS)
-
-    return HistoryLogger()
-
-
-def _epoch_seeds(keras, clock: EpochClock, first_epoch: int, rngs: Sequence):
-    class EpochSeeds(keras.callbacks.Callback):
-        """Before each epoch: the pipeline's clock, and the random layers' draws, follow the epoch's number.
-
-        A resumed run restores weights and optimizer but starts a new process, where the shuffle, the augmentation
-        and dropout would otherwise draw again from their seeds' start. Setting the clock to the epoch (counted
-        over the fold's phases from ``first_epoch``) and each random layer's counter to one drawn from it makes
-        every epoch's draws the same whether the run got there in one go or resumed.
-        """
-
-        def on_epoch_begin(self, epoch, logs=None):
-            clock.epoch = first_epoch + epoch
-            for layers in rngs:
-                for v in filter(is_seed_state, layers.non_trainable_variables):
-                    v.assign(seed_state_at(np.asarray(keras.ops.convert_to_numpy(v.value)), clock.epoch << 20))
-
-    return EpochSeeds()
-
-
-def _epoch_timer(keras, state: _RunState, fold: int, phase: int):
-    class EpochTimer(keras.callbacks.Callback):
-        """Records each epoch's training time (validation left out) in the run state: the report's steady epoch
-        time, comparable with a script that does not validate."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started, self.trained = time.perf_counter(), None
-
-        def on_test_begin(self, logs=None):
-            if self.trained is None:
-                self.trained = time.perf_counter() - self.started
-
-        def on_epoch_end(self, epoch, logs=None):
-            trained = self.trained if self.trained is not None else time.perf_counter() - self.started
-            state.epoch_s[f"{fold}/{phase}/{epoch}"] = round(trained, 3)
-            state.save()
-
-    return EpochTimer()
-
-
-def _save_weights(model, path: Path) -> None:
-    """``model.save_weights`` written beside ``path`` and renamed onto it: a kill mid-write leaves the old file."""
-    with atomic_path(path, suffix=".weights.h5") as tmp:
-        model.save_weights(tmp)
-
-
-def _best_checkpoint(keras, path: Path, monitor: str, mode: str, best: float | None):
-    class BestCheckpoint(keras.callbacks.Callback):
-        """Saves the weights whenever ``monitor`` beats the fold's best so far (``best``: from earlier phases and
-        processes), written beside ``path`` and renamed onto it: a run killed mid-write keeps its previous best,
-        where Keras' ModelCheckpoint, writing in place, left a damaged file the end of the run failed to load."""
-
-        def __init__(self):
-            super().__init__()
-            self.best = best
-
-        def on_epoch_end(self, epoch, logs=None):
-            value = (logs or {}).get(monitor)
-            if value is None or np.isnan(value):
-                return
-            if self.best is None or (value < self.best if mode == "min" else value > self.best):
-                self.best = float(value)
-                _save_weights(self.model, path)
-
-    return BestCheckpoint()
-
-
-def _schedule_state(keras, path: Path, schedules: Sequence):
-    class ScheduleState(keras.callbacks.Callback):
-        """Keeps early stopping's and the plateau schedule's counters across a resume.
-
-        Keras' BackupAndRestore restores weights, optimizer and epoch, but these callbacks start afresh with each
-        ``fit``: a resumed run waited its full patience again. Their counters are saved with each epoch, under the
-        epoch a resume would start at, and restored when BackupAndRestore (earlier in the list) resumes at that
-        epoch. The two latest are kept, as BackupAndRestore keeps two backups.
-        """
-
-        counters = ("wait", "best_epoch", "stopped_epoch", "cooldown_counter")
-
-        def on_train_begin(self, logs=None):
-            saved = json.loads(path.read_text()) if path.exists() else {}
-            states = saved.get(str(getattr(self.model, "_initial_epoch", None)))  # set by BackupAndRestore
-            for cb, state in zip(schedules, states or []):
-                for name, value in state.items():
-                    setattr(cb, name, value)
-
-        def on_epoch_end(self, epoch, logs=None):
-            states = []
-            for cb in schedules:
-                state = {name: int(getattr(cb, name)) for name in self.counters if hasattr(cb, name)}
-                state["best"] = None if cb.best is None else float(cb.best)
-                states.append(state)
-            saved = json.loads(path.read_text()) if path.exists() else {}
-            write_json(path, {**{k: v for k, v in saved.items() if k == str(epoch)}, str(epoch + 1): states})
-
-    return ScheduleState()
-
-
-def _best_so_far(path: Path, fold: int, monitor: str) -> float | None:
-    values = [float(r[monitor]) for r in _history_rows(path) if int(r["fold"]) == fold and r.get(monitor) not in (None, "")]
-    if not values:
-        return None
-    return min(values) if monitor.endswith("loss") else max(values)
 
 
 # --------------------------------------------------------------------------------------------------- training
@@ -543,7 +275,7 @@ def _learning_rate(keras, spec: TrainSpec, lr: float, epochs: int, train_split: 
 
 
 def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, model_spec: ModelSpec, spec: TrainSpec,
-              run: Path, state: _RunState, class_weight: dict | None, reporter: Reporter, extra_callbacks: Sequence):
+              run: Path, state: RunState, class_weight: dict | None, reporter: Reporter, extra_callbacks: Sequence):
     """Trains one model (one or two phases) and returns it with its best weights loaded."""
     keras = import_keras()
     ckpt = run / "checkpoints"
@@ -587,14 +319,14 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
               if spec.reduce_lr and spec.lr_schedule == "plateau" else []),
         ]
         callbacks = [
-            _epoch_seeds(keras, clock, first_epoch, [model] if augmenter is None else [model, augmenter]),
-            _best_checkpoint(keras, best_path, spec.monitor, mode, _best_so_far(run / "history.csv", fold, spec.monitor)),
+            epoch_seeds(keras, clock, first_epoch, [model] if augmenter is None else [model, augmenter]),
+            best_checkpoint(keras, best_path, spec.monitor, mode, best_so_far(run / "history.csv", fold, spec.monitor)),
             *schedules,
-            _history_logger(keras, run / "history.csv", fold, phase),
-            _epoch_timer(keras, state, fold, phase),
+            history_logger(keras, run / "history.csv", fold, phase),
+            epoch_timer(keras, state, fold, phase),
             # Two backups: a run killed while writing the latest (SIGKILL, a power cut) resumes from the one before.
             keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True),
-            _schedule_state(keras, backup / "schedules.json", schedules),
+            schedule_state(keras, backup / "schedules.json", schedules),
             *extra_callbacks,
         ]
         # BackupAndRestore resumes by setting the model's first epoch, which Keras keeps for every later fit:
@@ -608,7 +340,7 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
         if not model_spec.pretrained:  # a pretrained backbone's BatchNorm stays frozen at its own statistics
             reporter.stage("Recomputing BatchNorm statistics over the training images")
             recompute_batchnorm(model, train_split.pixels, spec.batch_size, seed=spec.seed + fold)
-        _save_weights(model, done_path)
+        save_weights(model, done_path)
         state.done[key] = {"epochs": epochs}
         state.save()
     return model
@@ -674,10 +406,10 @@ def train(
     config = {"data": str(Path(data).resolve()), "model": model_spec.to_dict(), "train": spec.to_dict(),
               "preprocess": preprocess.to_dict()}
     check_weights(model_spec)  # before the run directory is touched and the dataset decoded
-    if _recover_replaced(run):
+    if recover_replaced(run):
         reporter.warn(f"Restored the finished run in {run} that an interrupted --force run was replacing.")
     clean_leftovers(run, reporter)
-    state, resumed, restarted = _prepare_run_dir(run, config, force)
+    state, resumed, restarted = prepare_run_dir(run, config, force)
     if resumed:
         reporter.stage(f"Resuming the unfinished run in {run}")
     elif restarted:
@@ -689,24 +421,20 @@ def train(
         result = _train_in_run(data, run, ds, model_spec, preprocess, spec, state, resumed, reporter, callbacks,
                                keras, started)
     except BaseException:
-        if _restore_replaced(run):
+        if restore_replaced(run):
             reporter.warn(f"The new run did not finish: the run it was replacing (--force) is back in {run}.")
         raise
     shutil.rmtree(run / REPLACED, ignore_errors=True)  # the new run is complete: the old one can go
     return result
 
 
-def _train_in_run(data, run: Path, ds, model_spec: ModelSpec, preprocess: PreprocessSpec, spec: TrainSpec,
-                  state: _RunState, resumed: bool, reporter: Reporter, callbacks: Sequence, keras,
-                  started: float) -> TrainResult:
-    """Everything ``train`` does once the run directory is ready: decode, check for leakage, fit each fold, save,
-    evaluate and report."""
-    samples = assign_splits(ds, spec.split, spec.seed)
-    decoded = _decode_all(ds, samples, preprocess, run / "cache", reporter)
-    skipped = [s for name in SPLITS for s in decoded[name].skipped]
-    for name, reason in skipped:
-        reporter.warn(f"Skipped {name}: {reason}")
+def _check_split_leakage(ds, decoded: dict[str, DecodedSplit], spec: TrainSpec, reporter: Reporter
+                         ) -> tuple[dict, dict[str, list[str]]]:
+    """Finds val/test images that duplicate an earlier split's (and with ``--dedup`` removes them from ``decoded``).
 
+    Returns:
+        The leakage summary for the metadata and report, and the removed images' paths per split.
+    """
     reporter.stage("Checking for duplicate images across splits")
     leaks = find_leaks({name: decoded[name].pixels for name in SPLITS}, spec.leakage_threshold)
     leakage = leaks.summary()
@@ -730,15 +458,13 @@ def _train_in_run(data, run: Path, ds, model_spec: ModelSpec, preprocess: Prepro
                 removed[name] = [ds.describe(decoded[name].sources[i]) for i in sorted(drop)]
                 decoded[name] = decoded[name].take(keep)
     leakage["removed"] = {k: len(v) for k, v in removed.items()}
+    return leakage, removed
 
+
+def _check_class_balance(ds, decoded: dict[str, DecodedSplit], spec: TrainSpec, reporter: Reporter) -> bool:
+    """Says how many images each class has per split, names a class missing from a split, and returns whether
+    class weights are used (``class_weights``: on, or auto with an imbalance over ``IMBALANCE_THRESHOLD``)."""
     k = len(ds.class_names)
-    for name in ("train", "val"):
-        if not len(decoded[name]):
-            raise DataError(f"The {name} split has no readable images. Add images or change --split.")
-    spec, chosen = spec.for_data(len(decoded["train"]))
-    if chosen:
-        reporter.stage(chosen[0].upper() + chosen[1:])
-        ds.notes.append(f"Training: {chosen}.")
     counts = {name: class_counts(decoded[name].labels, k) for name in SPLITS}
     ratio = imbalance_ratio(counts["train"])
     use_weights = spec.class_weights == "on" or (spec.class_weights == "auto" and ratio > IMBALANCE_THRESHOLD)
@@ -754,6 +480,30 @@ def _train_in_run(data, run: Path, ds, model_spec: ModelSpec, preprocess: Prepro
                     + f". Add images of {'that class' if len(absent) == 1 else 'those classes'}.")
             reporter.warn(note)
             ds.notes.append(note)
+    return use_weights
+
+
+def _train_in_run(data, run: Path, ds, model_spec: ModelSpec, preprocess: PreprocessSpec, spec: TrainSpec,
+                  state: RunState, resumed: bool, reporter: Reporter, callbacks: Sequence, keras,
+                  started: float) -> TrainResult:
+    """Everything ``train`` does once the run directory is ready: decode, check for leakage, fit each fold, save,
+    evaluate and report."""
+    samples = assign_splits(ds, spec.split, spec.seed)
+    decoded = _decode_all(ds, samples, preprocess, run / "cache", reporter)
+    skipped = [s for name in SPLITS for s in decoded[name].skipped]
+    for name, reason in skipped:
+        reporter.warn(f"Skipped {name}: {reason}")
+
+    leakage, removed = _check_split_leakage(ds, decoded, spec, reporter)
+    k = len(ds.class_names)
+    for name in ("train", "val"):
+        if not len(decoded[name]):
+            raise DataError(f"The {name} split has no readable images. Add images or change --split.")
+    spec, chosen = spec.for_data(len(decoded["train"]))
+    if chosen:
+        reporter.stage(chosen[0].upper() + chosen[1:])
+        ds.notes.append(f"Training: {chosen}.")
+    use_weights = _check_class_balance(ds, decoded, spec, reporter)
 
     backend = keras.backend.backend()
     keras.utils.set_random_seed(spec.seed)
@@ -818,7 +568,7 @@ def _train_in_run(data, run: Path, ds, model_spec: ModelSpec, preprocess: Prepro
     reporter.stage("Evaluating on train, val and test")
     final_splits = {"train": fold_splits[best_fold][0], "val": fold_splits[best_fold][1], "test": decoded["test"]}
     metrics = evaluate_splits(model, final_splits, ds.class_names, run, spec.batch_size)
-    history = _history_rows(run / "history.csv")
+    history = history_rows(run / "history.csv")
     if history:
         plots.plot_history(history, run / "training_curves.png")
 
@@ -874,7 +624,7 @@ def _train_in_run(data, run: Path, ds, model_spec: ModelSpec, preprocess: Prepro
     return TrainResult(run, run / "model.keras", ds.class_names, metrics, folds_out, skipped, leakage, wall, resumed)
 
 
-def _epoch_times(state: _RunState, fold: int) -> dict:
+def _epoch_times(state: RunState, fold: int) -> dict:
     """The kept fold's training seconds per epoch, in order, and their median after the first (which compiles)."""
     keys = sorted((tuple(int(p) for p in key.split("/")), s) for key, s in state.epoch_s.items())
     times = [s for (f, _, _), s in keys if f == fold]
