@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from conftest import class_image
 from edgeclf.cli import main
-from edgeclf.edge_runtime import camera
+from edgeclf.edge_runtime import display as display_probe
 from edgeclf.edge_runtime.camera import CameraSpec, _Track, watch, why_no_window
 from edgeclf.edge_runtime.classifier import Classifier
 from edgeclf.edge_runtime.errors import ConfigError, DataError
@@ -409,7 +409,7 @@ def test_why_no_window_names_displays_and_qt_platforms_that_cannot_show_one(monk
     monkeypatch.setenv("DISPLAY", "localhost:4242.0")  # SSH-forwarding form: TCP port 10242
     assert why_no_window() == "no X server answers at DISPLAY=localhost:4242.0"
     # Something listening on X's socket for display 4243 that never answers the handshake (a hung server).
-    monkeypatch.setattr(camera, "_X_HANDSHAKE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(display_probe, "_X_HANDSHAKE_TIMEOUT_S", 0.5)
     listener = socket.socket(socket.AF_UNIX)
     listener.bind("\0/tmp/.X11-unix/X4243")
     listener.listen()
