@@ -152,6 +152,26 @@ def test_weights_that_cannot_be_had_fail_before_the_dataset_is_decoded(tiny_fold
     assert not run.exists()  # nothing written either
 
 
+def test_an_imagenet_download_that_fails_offline_fails_before_the_dataset_is_decoded(tiny_folders, tmp_path,
+                                                                                     monkeypatch):
+    from keras.src.utils import file_utils
+
+    from edgeclf.toolkit import train as train_module
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: [Errno -2] Name or service not known")
+
+    def decode(*args, **kwargs):
+        raise AssertionError("decoded the dataset before finding that the ImageNet weights cannot be had")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    monkeypatch.setattr(train_module, "_decode_all", decode)
+    with pytest.raises(ConfigError, match="Could not get the ImageNet weights"):
+        train(tiny_folders, tmp_path / "run", backbone="mobilenet_v2", img_size=32, weights="imagenet",
+              spec=TrainSpec(epochs=1, **FAST))
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_stopped_before_training_starts_again_with_new_settings(tiny_folders, tmp_path):
     run = tmp_path / "run"
 
