@@ -44,7 +44,7 @@ def recompute_batchnorm(model, pixels: np.ndarray, batch_size: int, seed: int = 
         model: A Keras model taking float32 0-255 pixels.
         pixels: (N, H, W, 3) uint8 training images, decoded as for inference and not augmented.
         batch_size: The batch size the model trained at.
-        seed: Chooses the images when there are more than ``max_images``.
+        seed: Chooses the images (when there are more than ``max_images``) and how they are grouped in batches.
         max_images: At most this many images are used.
 
     Returns:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ..artifact import read_tflite_metadata
-from ..metadata import MetadataError
 from ..errors import DataError, missing_dependency
+from ..metadata import MetadataError
 from ..native_log import quiet_native_log
 
 
