@@ -406,3 +406,77 @@ def test_a_credentialed_stream_that_plays_and_drops_never_shows_its_password(exp
     for text in (proc.stdout, proc.stderr, written, names):
         assert SECRET not in text
     assert "admin:***@127.0.0.1" in proc.stderr  # the reconnection warnings name the source, masked
+
+
+# ---------------------------------------------------------------------------------------------- cases that pass already
+# Kept here so they stay passing: each is one hostile input the runtime must survive with one clear line.
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels and holds no image data (a decompression bomb's
+    first bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
+def test_hostile_images_are_failed_records_and_the_batch_goes_on(exported, tmp_path):
+    import io
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image_ = pytest.importorskip("PIL.Image")
+    good = folder / "good.png"
+    Image_.fromarray(class_image(0, __import__("numpy").random.default_rng(0))).save(good)
+    (folder / "empty.png").write_bytes(b"")
+    buf = io.BytesIO()
+    Image_.new("RGB", (64, 64), (200, 10, 10)).save(buf, "JPEG")
+    (folder / "cut.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (folder / "notes.jpg").write_text("not an image at all")
+    (folder / "bomb.png").write_bytes(_png_header(60000, 60000))
+    result = CliRunner().invoke(main, ["predict", str(_artefact(exported, "run_int8.tflite")), str(folder),
+                                       "--format", "jsonl"])
+    assert result.exit_code == 1
+    records = {json.loads(line)["path"].rsplit("/", 1)[-1]: json.loads(line) for line in result.stdout.splitlines()}
+    assert set(records) == {"good.png", "empty.png", "cut.jpg", "notes.jpg", "bomb.png"}
+    assert "label" in records["good.png"]
+    assert all("error" in records[n] for n in ("empty.png", "cut.jpg", "notes.jpg", "bomb.png"))
+    assert "decompression bomb" in records["bomb.png"]["error"]
+
+
+@pytest.mark.parametrize("name", ["garbage.tflite", "garbage.onnx"])
+def test_a_corrupt_model_file_is_one_line(tmp_path, name):
+    model = tmp_path / name
+    model.write_bytes(b"\x00\x01not a model" * 50)
+    for args in (["predict", str(model), str(tmp_path)], ["info", str(model)]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code != 0
+        errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and "unexpected" not in result.output and "Traceback" not in result.output
+
+
+def test_onnx_external_data_outside_the_model_folder_is_not_read(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"\x00" * 16)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4])
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "../secret.bin"), ("offset", "0"), ("length", "16")):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [weight])
+    path = folder / "traversal.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(DataError, match="escapes model directory") as e:
+        Classifier.load(path)
+    assert "\n" not in str(e.value)
