@@ -136,7 +136,7 @@ def _helmet_vgg16_fixed() -> Recipe:
         base, name="helmet-vgg16-fixed",
         description="Helmet, with the authors' fixes: GAP head, VGG preprocessing, early stopping, LR schedule, dedup",
         head=HeadSpec("gap", (256, 128), dropouts=(0.5, 0.0)), normalisation=None,
-        train=replace(base.train, early_stopping=True, reduce_lr=True, dedup=True),
+        train=replace(base.train, early_stopping=True, reduce_lr=True, lr_schedule="plateau", dedup=True),
         fix="GlobalAveragePooling instead of Flatten (about 25x fewer head parameters), VGG's own preprocessing "
             "(BGR mean subtraction) instead of 0-1 pixels, EarlyStopping and ReduceLROnPlateau, and duplicates of "
             "training images removed from val/test (the suspected leakage)",
