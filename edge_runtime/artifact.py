@@ -127,23 +127,43 @@ def read_tflite_metadata(data: bytes, source: str | os.PathLike = "the model") -
 
 
 def write_tflite_metadata(data: bytes, meta: dict) -> bytes:
-    """A copy of the TFLite flatbuffer with ``meta`` stored under ``edgeclf`` (replacing an earlier entry)."""
+    """A copy of the TFLite model describing itself twice, from the one metadata ``meta``: edgeclf's own entry
+    (``edgeclf``, what edgeclf's runtime reads) and TFLite Support metadata with its labels file packed in
+    (``support_metadata``, what MediaPipe Tasks and the TFLite Task Library read). Earlier entries of either kind,
+    and files packed in before, are replaced.
+
+    Where the schema cannot describe the input (BGR, channels-first), only edgeclf's entry is written: a consumer
+    that fed the wrong channels would score every image wrongly without a word.
+    """
     import numpy as np
+
+    from .support_metadata import SUPPORT_METADATA, build_support_metadata, pack_labels, strip_packed_files, \
+        support_metadata_for
 
     schema = _schema()
     from ai_edge_litert.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
-    payload = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
-    model.metadata = [m for m in (model.metadata or []) if m.name not in (METADATA_KEY, METADATA_KEY.encode())]
-    buffer = schema.BufferT()
-    buffer.data = payload
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = METADATA_KEY
-    entry.buffer = len(model.buffers) - 1
-    model.metadata.append(entry)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(strip_packed_files(data)))
+    names = (METADATA_KEY, SUPPORT_METADATA)
+    for old in model.metadata or []:
+        if (old.name.decode() if isinstance(old.name, bytes) else old.name) in names:
+            model.buffers[old.buffer].data = None  # no orphaned copy left in the file
+    model.metadata = [m for m in (model.metadata or [])
+                      if (m.name.decode() if isinstance(m.name, bytes) else m.name) not in names]
+    support, _ = support_metadata_for(meta)
+    entries = [(METADATA_KEY, json.dumps(meta, sort_keys=True).encode("utf-8"))]
+    if support is not None:
+        entries.append((SUPPORT_METADATA, build_support_metadata(support)))
+    for name, payload in entries:
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(payload, dtype=np.uint8)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name = name
+        entry.buffer = len(model.buffers) - 1
+        model.metadata.append(entry)
+    out = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return pack_labels(out, support) if support is not None else out
 
 
 def read_metadata(path: str | os.PathLike, *, rejected: bool = False) -> dict:

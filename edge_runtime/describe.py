@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .classifier import deployment_warnings
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .preprocess import describe_fit
 from .tensor import InputTensor
 
@@ -190,5 +190,28 @@ def describe(meta: dict, path: Path, size_bytes: int | None = None) -> list[tupl
               ("adopted" if (adapter or {}).get("adopted") else "exported",
                f"{meta.get('created', '?')} by edgeclf {meta.get('edgeclf_version', '?')}"),
               ("gate", _gate(meta))]
+    lines += _support_lines(meta, path)
     lines += [("warning", w) for w in deployment_warnings(meta, path)]
+    return lines
+
+
+def _support_lines(meta: dict, path: Path) -> list[tuple[str, str]]:
+    """The file's TFLite Support metadata and who can read the file, for a ``.tflite`` file."""
+    from .support_metadata import consumers, describe_support, read_support_metadata, support_metadata_for
+
+    fmt = meta.get("format", "?")
+    if fmt != "tflite":
+        return [("readable by", consumers(fmt, None))]
+    try:
+        support = read_support_metadata(path.read_bytes())
+    except (OSError, DataError, ValueError, IndexError) as exc:  # another writer's, or a hostile, flatbuffer
+        return [("support meta", f"unreadable ({exc})"), ("readable by", consumers(fmt, None, "unreadable"))]
+    if support is None:
+        return [("support meta", "none"), ("readable by", consumers(fmt, None, support_metadata_for(meta)[1]))]
+    lines = [("support meta", describe_support(support)), ("readable by", consumers(fmt, support))]
+    names = list(meta.get("class_names") or [])
+    expected = names[1:] if (meta.get("output") or {}).get("units") == 1 else names
+    if support.labels and list(support.labels) != expected:
+        lines.append(("warning", "its TFLite Support labels differ from edgeclf's class names: MediaPipe Tasks and "
+                                 "the Task Library will name the classes differently from edgeclf"))
     return lines

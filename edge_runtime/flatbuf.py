@@ -12,10 +12,10 @@ from .errors import missing_dependency
 
 def _flatbuffers():
     try:
-        from flatbuffers import encode, number_types, packer, table
+        from flatbuffers import builder, encode, number_types, packer, table
     except ImportError as exc:
         raise missing_dependency("flatbuffers", "runtime-litert", exc) from None
-    return encode, number_types, packer, table
+    return encode, number_types, packer, table, builder
 
 
 class Table:
@@ -28,7 +28,7 @@ class Table:
     @classmethod
     def root(cls, data: bytes) -> "Table":
         """The root table of a flatbuffer (a file's bytes)."""
-        encode, _, packer, _ = _flatbuffers()
+        encode, _, packer, _, _ = _flatbuffers()
         buf = bytearray(data) if not isinstance(data, (bytearray, memoryview)) else data
         return cls(buf, encode.Get(packer.uoffset, buf, 0))
 

@@ -421,7 +421,7 @@ def test_a_model_maker_style_file_gives_its_own_labels_and_normalisation(tmp_pat
     # the copy is still a complete TFLite Support model: its packed labels file and its metadata are kept
     import zipfile
 
-    from edgeclf.toolkit.export.tflite_support import read_support_metadata
+    from edgeclf.edge_runtime.support_metadata import read_support_metadata
 
     with zipfile.ZipFile(out) as packed:
         assert packed.read("labels.txt").decode().split() == list(LABELS)

@@ -11,6 +11,21 @@ from edgeclf.edge_runtime.errors import ConfigError, EdgeclfError
 from .core import _one_line, _run, main
 
 
+def _support_json(path: Path) -> dict | None:
+    """A .tflite file's TFLite Support metadata as a JSON object (None without it); an unreadable one says why."""
+    from dataclasses import asdict
+
+    from edgeclf.edge_runtime.support_metadata import read_support_metadata
+
+    if not path.name.lower().endswith((".tflite", ".tflite.rejected")):
+        return None
+    try:
+        support = read_support_metadata(path.read_bytes())
+    except (OSError, EdgeclfError, ValueError, IndexError) as exc:
+        return {"error": str(exc)}
+    return asdict(support) if support is not None else None
+
+
 def _describe_keras(path: Path) -> tuple[dict, list[tuple[str, str]]]:
     """A trained model.keras's run metadata and its description, read without loading the model."""
     import json
@@ -35,7 +50,8 @@ def _describe_keras(path: Path) -> tuple[dict, list[tuple[str, str]]]:
 
 @main.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="One JSON line per file: its path and its full metadata.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per file: its path, its full edgeclf metadata and "
+              "(TFLite) its TFLite Support metadata.")
 @click.pass_context
 def info(ctx, models, as_json):
     """Show what exported artefacts say about themselves: classes, input contract, quantisation, source model and
@@ -83,7 +99,10 @@ def info(ctx, models, as_json):
                 click.secho(f"Error: {_one_line(exc)}", fg="red", err=True)
                 continue
             if as_json:
-                click.echo(json.dumps({"path": display_path(path), "metadata": meta}, sort_keys=True))
+                record = {"path": display_path(path), "metadata": meta}
+                if path.suffix.lower() != ".keras":
+                    record["support_metadata"] = _support_json(path)
+                click.echo(json.dumps(record, sort_keys=True))
                 continue
             click.secho(printable(display_path(path)), bold=True)
             for field, text in lines:  # metadata is untrusted: escaped, never sent to the terminal raw

@@ -27,6 +27,7 @@ from edgeclf.edge_runtime.backends.onnx import ONNX_INPUT_DTYPES
 from edgeclf.edge_runtime.classifier import Classifier
 from edgeclf.edge_runtime.errors import ConfigError, DataError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
+from edgeclf.edge_runtime.support_metadata import read_support_metadata
 from edgeclf.edge_runtime.tensor import InputTensor, to_probabilities
 
 from ..io import atomic_path, clean_leftovers, ensure_writable_dir, write_json
@@ -35,7 +36,6 @@ from .foreign import (ForeignSpec, check_label_count, check_labels, check_probab
                       label_order_problem, probability_problem)
 from .images import folder_images
 from .onnx import write_metadata as write_onnx_metadata
-from .tflite_support import packed_files, read_support_metadata
 
 logger = logging.getLogger(__name__)
 CHECK_IMAGES = 1000  # --check: at most this many labelled images
@@ -272,7 +272,6 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
         io = _tflite_io(data, src)
         onnx_model = None
         support = read_support_metadata(data)
-        packed = packed_files(data) if support is not None else b""
     else:
         import onnx
 
@@ -309,7 +308,7 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
 
     def write(meta: dict, target: Path) -> None:
         if fmt == "tflite":
-            target.write_bytes(write_tflite_metadata(data, meta) + packed)
+            target.write_bytes(write_tflite_metadata(data, meta))
         else:
             import onnx
 

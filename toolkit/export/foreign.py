@@ -17,6 +17,7 @@ import numpy as np
 
 from edgeclf.edge_runtime.errors import ConfigError, DataError
 from edgeclf.edge_runtime.preprocess import RESIZE_METHODS, PreprocessSpec
+from edgeclf.edge_runtime.support_metadata import labels_from_text
 from edgeclf.edge_runtime.tensor import LUMA_RGB, InputTensor
 from edgeclf.models.factory import check_img_size, img_hw
 
@@ -170,15 +171,6 @@ def check_labels(class_names) -> tuple[str, ...]:
     if repeated:
         raise ConfigError(f"Received: labels with {', '.join(repeated)} more than once. Expected each class once.")
     return names
-
-
-def labels_from_text(text: str) -> tuple[str, ...]:
-    """One class name per non-empty line; lines numbered in order from 0 (``0 cat``) lose their numbers."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    numbered = [line.split(None, 1) for line in lines]
-    if lines and all(len(parts) == 2 and parts[0] == str(i) for i, parts in enumerate(numbered)):
-        return tuple(parts[1].strip() for parts in numbered)
-    return tuple(lines)
 
 
 def parse_labels(value: str) -> tuple[str, ...]:
