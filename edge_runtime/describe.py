@@ -209,6 +209,11 @@ def _support_lines(meta: dict, path: Path) -> list[tuple[str, str]]:
     if support is None:
         return [("support meta", "none"), ("readable by", consumers(fmt, None, support_metadata_for(meta)[1]))]
     lines = [("support meta", describe_support(support)), ("readable by", consumers(fmt, support))]
+    pre = meta.get("preprocess") or {}
+    fitted = describe_fit(pre.get("crop"), pre.get("pad"))
+    if fitted:
+        lines.append(("warning", f"MediaPipe Tasks and the Task Library resize the whole image: they do not apply "
+                                 f"this model's {fitted}, so they feed it different pixels than edgeclf does"))
     names = list(meta.get("class_names") or [])
     expected = names[1:] if (meta.get("output") or {}).get("units") == 1 else names
     if support.labels and list(support.labels) != expected:

@@ -161,3 +161,12 @@ def test_info_warns_when_the_labels_disagree_with_edgeclfs_class_names(tmp_path)
     result = CliRunner().invoke(main, ["info", str(out)])
     assert result.exit_code == 0, result.output
     assert "TFLite Support labels differ from edgeclf's class names" in result.output
+
+
+def test_info_warns_that_mediapipe_does_not_crop_as_the_model_was_trained(tmp_path):
+    meta = read_metadata(FP32)
+    meta["preprocess"]["crop"] = 0.875
+    out, _ = _rewrite(FP32, tmp_path, meta, name="cropped.tflite")
+    result = CliRunner().invoke(main, ["info", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "resize the whole image: they do not apply this model's centre crop" in result.output
