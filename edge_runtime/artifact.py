@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import ConfigError, DataError, EdgeclfError, missing_dependency
 from .flatbuf import tflite_metadata_buffer, tflite_output_width
-from .metadata import check_metadata, parse_metadata
+from .metadata import ArtifactMetadata, MetadataError, check_metadata, parse_metadata
 
 METADATA_KEY = "edgeclf"
 NO_METADATA = ("{path} carries no edgeclf metadata. Export it with `edgeclf export`, or adopt a model made elsewhere "
@@ -126,20 +126,28 @@ def read_tflite_metadata(data: bytes, source: str | os.PathLike = "the model") -
     return parse_metadata(bytes(raw), source) if raw else None
 
 
-def write_tflite_metadata(data: bytes, meta: dict) -> bytes:
+def write_tflite_metadata(data: bytes, meta: ArtifactMetadata | dict) -> bytes:
     """A copy of the TFLite model describing itself twice, from the one metadata ``meta``: edgeclf's own entry
     (``edgeclf``, what edgeclf's runtime reads) and TFLite Support metadata with its labels file packed in
     (``support_metadata``, what MediaPipe Tasks and the TFLite Task Library read). Earlier entries of either kind,
     and files packed in before, are replaced.
 
     Where the schema cannot describe the input (BGR, channels-first), only edgeclf's entry is written: a consumer
-    that fed the wrong channels would score every image wrongly without a word.
+    that fed the wrong channels would score every image wrongly without a word. Export and adopt pass the typed
+    ``ArtifactMetadata``; a dict (a tool or test crafting a file) is written as given, with TFLite Support metadata
+    only if it passes the runtime's checks.
     """
     import numpy as np
 
     from .support_metadata import SUPPORT_METADATA, build_support_metadata, pack_labels, strip_packed_files, \
         support_metadata_for
 
+    payload = (meta.to_json() if isinstance(meta, ArtifactMetadata) else json.dumps(meta, sort_keys=True)).encode()
+    if not isinstance(meta, ArtifactMetadata):
+        try:  # a dict is written as given; it is described to other consumers only if it is sound metadata
+            meta = ArtifactMetadata.from_dict(meta, "the metadata to write")
+        except MetadataError:
+            meta = None
     schema = _schema()
     from ai_edge_litert.tools import flatbuffer_utils
 
@@ -150,8 +158,8 @@ def write_tflite_metadata(data: bytes, meta: dict) -> bytes:
             model.buffers[old.buffer].data = None  # no orphaned copy left in the file
     model.metadata = [m for m in (model.metadata or [])
                       if (m.name.decode() if isinstance(m.name, bytes) else m.name) not in names]
-    support, _ = support_metadata_for(meta)
-    entries = [(METADATA_KEY, json.dumps(meta, sort_keys=True).encode("utf-8"))]
+    support = support_metadata_for(meta)[0] if meta is not None else None
+    entries = [(METADATA_KEY, payload)]
     if support is not None:
         entries.append((SUPPORT_METADATA, build_support_metadata(support)))
     for name, payload in entries:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .classifier import deployment_warnings
 from .errors import ConfigError, DataError
+from .metadata import ArtifactMetadata
 from .preprocess import describe_fit
 from .tensor import InputTensor
 
@@ -38,10 +39,9 @@ def _tensor(inp: dict) -> str:
             f"({fmt(f'{m:g}' for m in tensor.mean)}) and std ({fmt(f'{v:g}' for v in tensor.std)})")
 
 
-def _quantization(meta: dict) -> str:
-    q = meta.get("quantization") or {}
+def _quantization(fmt: str, q: dict) -> str:
     mode = q.get("mode", "unknown")
-    if meta.get("format") == "tflite":
+    if fmt == "tflite":
         return {"fp32": "none (float32)", "fp16": "float16 weights", "dynamic": "dynamic range (int8 weights, float "
                 "activations)", "int8": "full integer (int8 weights and activations)"}.get(mode, mode)
     if mode != "int8":
@@ -57,8 +57,7 @@ def _quantization(meta: dict) -> str:
     return "; ".join(parts)
 
 
-def _gate(meta: dict) -> str:
-    gate, fid = meta.get("gate") or {}, meta.get("fidelity") or {}
+def _gate(gate: dict, fid: dict) -> str:
     if not fid.get("verified"):
         text = f"not verified ({fid.get('reason') or 'no fidelity figures recorded'})"
         check = fid.get("check")
@@ -90,8 +89,8 @@ def _resize(pre: dict) -> str:
     return f"{fitted + ', ' if fitted else ''}{pre.get('resize', '?')} resize"
 
 
-def _classes(meta: dict) -> str:
-    names = list(meta.get("class_names", []))
+def _classes(class_names) -> str:
+    names = list(class_names)
     return f"{len(names)}: " + ", ".join(names[:MAX_CLASSES_SHOWN]) + (
         f", ... ({len(names) - MAX_CLASSES_SHOWN} more)" if len(names) > MAX_CLASSES_SHOWN else "")
 
@@ -113,7 +112,7 @@ def describe_run_model(meta: dict, path: Path, size_bytes: int | None = None, me
     weights = model.get("weights")
     lines = [
         ("model", "keras" + (f", {size_bytes / 1024:.0f} KiB" if size_bytes else "")),
-        ("classes", _classes(meta)),
+        ("classes", _classes(meta.get("class_names", []))),
         ("input", f"{pre.get('height')}x{pre.get('width')} {pre.get('color', 'RGB')} {pre.get('layout', 'NHWC')} "
                   f"float32; pixels {lo:g}-{hi:g}, {_resize(pre)}"),
         ("backbone", f"{meta.get('backbone', '?')}" + (f", initial weights {weights}" if weights else "")),
@@ -152,34 +151,36 @@ def describe_run_model(meta: dict, path: Path, size_bytes: int | None = None, me
     return lines
 
 
-def describe(meta: dict, path: Path, size_bytes: int | None = None) -> list[tuple[str, str]]:
+def describe(meta: ArtifactMetadata | dict, path: Path, size_bytes: int | None = None) -> list[tuple[str, str]]:
     """``(field, text)`` lines describing an artefact from its embedded metadata.
 
     Args:
-        meta: The metadata (``artifact.read_metadata``).
+        meta: The metadata (``artifact.read_metadata``'s dict is typed here).
         path: The file, for its name and this machine's warnings.
         size_bytes: The file's size, when known.
     """
-    inp, out, pre = meta.get("input") or {}, meta.get("output") or {}, meta.get("preprocess") or {}
+    if not isinstance(meta, ArtifactMetadata):
+        meta = ArtifactMetadata.from_dict(meta, path)
+    inp, out, pre = meta.input, meta.output, meta.preprocess
     h, w = pre.get("height"), pre.get("width")
     lo, hi = pre.get("value_range", (0, 255))
-    mode = (meta.get("quantization") or {}).get("mode", "unknown")
+    mode = meta.quantization.get("mode", "unknown")
     lines = [
-        ("artefact", f"{meta.get('format', '?')} {mode}" + (f", {size_bytes / 1024:.0f} KiB" if size_bytes else "")),
-        ("classes", _classes(meta)),
-        ("input", f"{h}x{w} {pre.get('color', 'RGB')} {pre.get('layout', 'NHWC')} {inp.get('dtype', '?')}"
-                  f"{_quantised(inp.get('quantization'))}; pixels {lo:g}-{hi:g}, {_resize(pre)}"
-                  + (", JPEG draft decoding" if pre.get("draft") else "") + _tensor(inp)),
-        ("output", f"{out.get('kind', '?')}, {out.get('dtype', '?')}{_quantised(out.get('quantization'))}"
-                   + ("; one sigmoid unit scoring the second class" if out.get("units") == 1 else "")
-                   + (f"; the runtime applies a {'sigmoid' if out.get('units') == 1 else 'softmax'}"
-                      if out.get("kind") == "logits" else "")),
-        ("quantization", _quantization(meta)),
+        ("artefact", f"{meta.format} {mode}" + (f", {size_bytes / 1024:.0f} KiB" if size_bytes else "")),
+        ("classes", _classes(meta.class_names)),
+        ("input", f"{h}x{w} {pre.get('color', 'RGB')} {pre.get('layout', 'NHWC')} {inp.dtype}"
+                  f"{_quantised(inp.quantization)}; pixels {lo:g}-{hi:g}, {_resize(pre)}"
+                  + (", JPEG draft decoding" if pre.get("draft") else "") + _tensor(inp.to_dict())),
+        ("output", f"{out.kind}, {out.dtype}{_quantised(out.quantization)}"
+                   + ("; one sigmoid unit scoring the second class" if out.units == 1 else "")
+                   + (f"; the runtime applies a {'sigmoid' if out.units == 1 else 'softmax'}"
+                      if out.kind == "logits" else "")),
+        ("quantization", _quantization(meta.format, meta.quantization)),
     ]
-    source = f"{meta.get('source_model', '?')} (sha256 {str(meta.get('source_model_sha256', '?'))[:16]})"
-    if meta.get("backbone"):
-        source += f", backbone {meta['backbone']}"
-    adapter = meta.get("adapter")
+    source = f"{meta.source_model} (sha256 {meta.source_model_sha256[:16]})"
+    if meta.backbone:
+        source += f", backbone {meta.backbone}"
+    adapter = meta.adapter
     if adapter:
         shape = "x".join("?" if d is None else str(d) for d in adapter.get("source_input_shape") or [])
         source += (f", {'adopted: made' if adapter.get('adopted') else 'trained'} outside edgeclf (input norm "
@@ -188,34 +189,32 @@ def describe(meta: dict, path: Path, size_bytes: int | None = None) -> list[tupl
                    + (", grayscale" if adapter.get("grayscale") else "") + ")")
     lines += [("source", source),
               ("adopted" if (adapter or {}).get("adopted") else "exported",
-               f"{meta.get('created', '?')} by edgeclf {meta.get('edgeclf_version', '?')}"),
-              ("gate", _gate(meta))]
+               f"{meta.created} by edgeclf {meta.edgeclf_version}"),
+              ("gate", _gate(meta.gate, meta.fidelity))]
     lines += _support_lines(meta, path)
-    lines += [("warning", w) for w in deployment_warnings(meta, path)]
+    lines += [("warning", w) for w in deployment_warnings(meta.to_dict(), path)]
     return lines
 
 
-def _support_lines(meta: dict, path: Path) -> list[tuple[str, str]]:
+def _support_lines(meta: ArtifactMetadata, path: Path) -> list[tuple[str, str]]:
     """The file's TFLite Support metadata and who can read the file, for a ``.tflite`` file."""
     from .support_metadata import consumers, describe_support, read_support_metadata, support_metadata_for
 
-    fmt = meta.get("format", "?")
-    if fmt != "tflite":
-        return [("readable by", consumers(fmt, None))]
+    if meta.format != "tflite":
+        return [("readable by", consumers(meta.format, None))]
     try:
         support = read_support_metadata(path.read_bytes())
     except (OSError, DataError, ValueError, IndexError) as exc:  # another writer's, or a hostile, flatbuffer
-        return [("support meta", f"unreadable ({exc})"), ("readable by", consumers(fmt, None, "unreadable"))]
+        return [("support meta", f"unreadable ({exc})"), ("readable by", consumers(meta.format, None, "unreadable"))]
     if support is None:
-        return [("support meta", "none"), ("readable by", consumers(fmt, None, support_metadata_for(meta)[1]))]
-    lines = [("support meta", describe_support(support)), ("readable by", consumers(fmt, support))]
-    pre = meta.get("preprocess") or {}
-    fitted = describe_fit(pre.get("crop"), pre.get("pad"))
+        return [("support meta", "none"), ("readable by", consumers(meta.format, None, support_metadata_for(meta)[1]))]
+    lines = [("support meta", describe_support(support)), ("readable by", consumers(meta.format, support))]
+    fitted = describe_fit(meta.preprocess.get("crop"), meta.preprocess.get("pad"))
     if fitted:
         lines.append(("warning", f"MediaPipe Tasks and the Task Library resize the whole image: they do not apply "
                                  f"this model's {fitted}, so they feed it different pixels than edgeclf does"))
-    names = list(meta.get("class_names") or [])
-    expected = names[1:] if (meta.get("output") or {}).get("units") == 1 else names
+    names = list(meta.class_names)
+    expected = names[1:] if meta.output.units == 1 else names
     if support.labels and list(support.labels) != expected:
         lines.append(("warning", "its TFLite Support labels differ from edgeclf's class names: MediaPipe Tasks and "
                                  "the Task Library will name the classes differently from edgeclf"))

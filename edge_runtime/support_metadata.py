@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import DataError
 from .flatbuf import Table, _flatbuffers, tflite_metadata_buffer
-from .metadata import MAX_METADATA_BYTES
+from .metadata import MAX_METADATA_BYTES, ArtifactMetadata
 
 SUPPORT_METADATA = "TFLITE_METADATA"
 FILE_IDENTIFIER = b"M001"
@@ -184,48 +184,45 @@ def strip_packed_files(data: bytes) -> bytes:
     return data[: len(data) - len(tail)] if tail else data
 
 
-def support_metadata_for(meta: dict) -> tuple[SupportMetadata | None, str]:
+def support_metadata_for(meta: ArtifactMetadata) -> tuple[SupportMetadata | None, str]:
     """The TFLite Support metadata that describes an artefact as edgeclf's metadata ``meta`` does, or None with the
     reason where the schema cannot say it (a BGR or channels-first input: its consumers feed RGB, channels last).
 
     Float inputs get the normalisation that turns 0-255 pixels into what the model takes: mean 0 and std 1 for
     edgeclf's exports (the normalisation is in the graph). A uint8 input takes the pixels as they are.
     """
-    inp, out = meta.get("input") or {}, meta.get("output") or {}
-    layout, color, channels = inp.get("layout", "NHWC"), inp.get("color", "RGB"), int(inp.get("channels", 3))
-    if layout != "NHWC":
-        return None, f"its input is channels-first ({layout}); MediaPipe and the Task Library feed channels-last"
-    if color != "RGB":
-        return None, f"its input is {color}; MediaPipe and the Task Library feed RGB"
-    n = 1 if channels == 1 else 3
-    mean = tuple(float(m) for m in inp.get("mean", (0.0,) * 3))[:n]
-    std = tuple(float(s) for s in inp.get("std", (1.0,) * 3))[:n]
-    if inp.get("dtype") == "uint8":
+    inp, out = meta.input, meta.output
+    if inp.layout != "NHWC":
+        return None, f"its input is channels-first ({inp.layout}); MediaPipe and the Task Library feed channels-last"
+    if inp.color != "RGB":
+        return None, f"its input is {inp.color}; MediaPipe and the Task Library feed RGB"
+    names = list(meta.class_names)
+    if any("\n" in n or "\r" in n for n in names):
+        return None, "a class name holds a line break, which a labels file (one name per line) cannot hold"
+    n = 1 if inp.channels == 1 else 3
+    mean = tuple(float(m) for m in (inp.mean or (0.0,) * 3))[:n]
+    std = tuple(float(s) for s in (inp.std or (1.0,) * 3))[:n]
+    if inp.dtype == "uint8":
         in_min, in_max = (0.0,), (255.0,)
     else:
         in_min = tuple((0.0 - m) / s for m, s in zip(mean, std))
         in_max = tuple((255.0 - m) / s for m, s in zip(mean, std))
-    names = list(meta["class_names"])
-    if any("\n" in n or "\r" in n for n in names):
-        return None, "a class name holds a line break, which a labels file (one name per line) cannot hold"
     # one sigmoid unit scores the second class: one unit, one label
-    labels = tuple(names[1:]) if out.get("units") == 1 else tuple(names)
-    probabilities = out.get("kind", "probabilities") == "probabilities"
-    if out.get("dtype") == "uint8":
+    labels = tuple(names[1:]) if out.units == 1 else tuple(names)
+    if out.dtype == "uint8":
         out_min, out_max = (0.0,), (255.0,)
     else:
-        out_min, out_max = ((0.0,), (1.0,)) if probabilities else (None, None)
-    mode = (meta.get("quantization") or {}).get("mode", "")
-    sha = str(meta.get("source_model_sha256") or "")
+        out_min, out_max = ((0.0,), (1.0,)) if out.kind == "probabilities" else (None, None)
+    sha = meta.source_model_sha256 if meta.source_model_sha256 not in ("", "?") else ""
     return SupportMetadata(
         labels=labels, labels_file=LABELS_FILE, mean=mean, std=std,
         name="ImageClassifier",
         description=(f"Image classifier of {len(names)} classes ({', '.join(names[:10])}"
-                     f"{', ...' if len(names) > 10 else ''}), {meta.get('format', 'tflite')} {mode}, "
-                     f"from {meta.get('source_model', '?')}."),
+                     f"{', ...' if len(names) > 10 else ''}), {meta.format} {meta.quantization.get('mode', '')}, "
+                     f"from {meta.source_model}."),
         version=f"sha256:{sha[:16]}" if sha else None,
-        author=f"edgeclf {meta.get('edgeclf_version', '')}".strip(),
-        color_space="GRAYSCALE" if channels == 1 else "RGB",
+        author=f"edgeclf {meta.edgeclf_version}",
+        color_space="GRAYSCALE" if inp.channels == 1 else "RGB",
         input_min=in_min, input_max=in_max, output_min=out_min, output_max=out_max,
         min_parser_version=MIN_PARSER_VERSION), ""
 

@@ -53,6 +53,7 @@ def test_artefacts_describe_themselves(exported):
         assert len(meta["source_model_sha256"]) == 64
         assert meta["fidelity"]["agreement"] == r.fidelity["agreement"]
         assert json.loads((run / "export" / f"{r.path.name}.json").read_text()) == meta
+        assert meta["schema_version"] == 1  # typed and versioned (ArtifactMetadata)
     int8 = read_metadata(run / "export" / "run_int8.tflite")
     assert int8["input"]["dtype"] == "uint8" and int8["input"]["quantization"] == {"scale": 1.0, "zero_point": 0}
     onnx8 = read_metadata(run / "export" / "run_int8.onnx")["quantization"]

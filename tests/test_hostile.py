@@ -130,6 +130,8 @@ def test_jsonl_keeps_the_label_as_it_is(exported, tmp_path):
     (lambda m: {**m, "class_names": ["a", "a"]}, "names a class more than once"),
     (lambda m: {**m, "preprocess": {**m["preprocess"], "height": -4}}, "'preprocess.height' is -4"),
     (lambda m: {**m, "padding": "x" * (1 << 20)}, "over the 1,048,576 allowed"),
+    (lambda m: {**m, "schema_version": 2}, "schema version 2, written by a newer edgeclf"),
+    (lambda m: {**m, "schema_version": "1"}, "'schema_version' is '1'"),
 ])
 def test_metadata_that_does_not_fit_the_model_is_refused_in_one_line(exported, tmp_path, change, field):
     model = _tampered(exported, tmp_path, change)

@@ -23,6 +23,7 @@ from edgeclf.edge_runtime import Classifier
 from edgeclf.edge_runtime.artifact import read_metadata, write_tflite_metadata
 from edgeclf.edge_runtime.errors import DataError
 from edgeclf.edge_runtime.flatbuf import Table
+from edgeclf.edge_runtime.metadata import ArtifactMetadata
 from edgeclf.edge_runtime.support_metadata import (SUPPORT_METADATA, SupportMetadata, read_support_metadata,
                                                    support_metadata_for)
 
@@ -46,7 +47,7 @@ def test_an_fp32_artefact_carries_support_metadata_that_reads_back_field_for_fie
     out, meta = _rewrite(FP32, tmp_path)
     data = out.read_bytes()
     got = read_support_metadata(data)
-    assert got == support_metadata_for(meta)[0]  # every field written is read back as it was meant
+    assert got == support_metadata_for(ArtifactMetadata.from_dict(meta, 'test'))[0]  # every field written is read back as it was meant
     assert got.labels == ("bar_h", "bar_v") and got.labels_file == "labels.txt"
     # float input with the normalisation in the graph: 0-255 pixels, mean 0 and std 1
     assert got.mean == (0.0, 0.0, 0.0) and got.std == (1.0, 1.0, 1.0) and got.color_space == "RGB"
@@ -74,7 +75,7 @@ def test_an_int8_artefact_declares_uint8_ranges(tmp_path):
 
 def test_it_has_the_fields_model_maker_writes():
     theirs = read_support_metadata(MODEL_MAKER.read_bytes())
-    ours = support_metadata_for(read_metadata(FP32))[0]
+    ours = support_metadata_for(ArtifactMetadata.from_dict(read_metadata(FP32), 'test'))[0]
     written = {f.name for f in fields(SupportMetadata) if getattr(theirs, f.name) is not None}
     assert written <= {f.name for f in fields(SupportMetadata) if getattr(ours, f.name) is not None}
 
@@ -101,7 +102,7 @@ def test_writing_again_replaces_both_blocks_and_the_labels_file(tmp_path):
 def test_an_input_the_schema_cannot_describe_gets_no_support_metadata(tmp_path, change, reason):
     meta = read_metadata(FP32)
     meta["input"].update(change)
-    support, why = support_metadata_for(meta)
+    support, why = support_metadata_for(ArtifactMetadata.from_dict(meta, 'test'))
     assert support is None and reason in why
     data = write_tflite_metadata(FP32.read_bytes(), meta)
     assert read_support_metadata(data) is None and "edgeclf" in _entries(data)
@@ -110,13 +111,13 @@ def test_an_input_the_schema_cannot_describe_gets_no_support_metadata(tmp_path, 
 def test_one_sigmoid_unit_gets_one_label():
     meta = read_metadata(FP32)
     meta["output"]["units"] = 1
-    assert support_metadata_for(meta)[0].labels == ("bar_v",)
+    assert support_metadata_for(ArtifactMetadata.from_dict(meta, 'test'))[0].labels == ("bar_v",)
 
 
 def test_a_class_name_with_a_line_break_is_not_written_into_a_labels_file():
     meta = read_metadata(FP32)
     meta["class_names"] = ["bar\nh", "bar_v"]
-    support, why = support_metadata_for(meta)
+    support, why = support_metadata_for(ArtifactMetadata.from_dict(meta, 'test'))
     assert support is None and "line break" in why
 
 
@@ -170,3 +171,12 @@ def test_info_warns_that_mediapipe_does_not_crop_as_the_model_was_trained(tmp_pa
     result = CliRunner().invoke(main, ["info", str(out)])
     assert result.exit_code == 0, result.output
     assert "resize the whole image: they do not apply this model's centre crop" in result.output
+
+
+@pytest.mark.parametrize("fixture", [FP32, INT8], ids=lambda p: p.name)
+def test_the_typed_metadata_round_trips_what_an_export_wrote(fixture):
+    meta = read_metadata(fixture)
+    typed = ArtifactMetadata.from_dict(meta, fixture)
+    assert typed.input.dtype == meta["input"]["dtype"] and typed.class_names == ("bar_h", "bar_v")
+    assert typed.to_dict() == {**meta, "schema_version": 1}  # these fixtures predate the version field
+    assert ArtifactMetadata.from_dict(typed.to_dict(), fixture) == typed

@@ -11,7 +11,6 @@ metadata says so; ``--check DATA`` measures its accuracy on labelled images and 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -26,6 +25,7 @@ from edgeclf.edge_runtime.artifact import (METADATA_KEY, artifact_format, read_t
 from edgeclf.edge_runtime.backends.onnx import ONNX_INPUT_DTYPES
 from edgeclf.edge_runtime.classifier import Classifier
 from edgeclf.edge_runtime.errors import ConfigError, DataError
+from edgeclf.edge_runtime.metadata import ArtifactMetadata, InputInfo, OutputInfo
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
 from edgeclf.edge_runtime.support_metadata import read_support_metadata
 from edgeclf.edge_runtime.tensor import InputTensor, to_probabilities
@@ -49,7 +49,7 @@ class AdoptResult:
     """The adopted artefact, its metadata, and what ``--check`` measured (None without it)."""
 
     path: Path
-    metadata: dict
+    metadata: ArtifactMetadata
     check: dict | None
 
 
@@ -207,29 +207,30 @@ def _contract(spec: ForeignSpec | None, support, layout: str, channels: int, src
 
 
 def _metadata(src: Path, sha: str, io: _ModelIO, contract: _Contract, h: int, w: int, kind: str, units: int,
-              check: dict | None) -> dict:
+              check: dict | None) -> ArtifactMetadata:
     pre = contract.preprocess(h, w)
     tensor = contract.tensor
-    return {
-        "edgeclf_version": edgeclf.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "format": artifact_format(src),
-        "class_names": list(contract.class_names),
-        "input": {"shape": list(tensor.shape(h, w)), "dtype": io.dtype, **tensor.to_metadata(),
-                  "value_range": [0.0, 255.0], "resize": contract.resize, "quantization": io.quantization},
-        "output": {"kind": kind, "units": units, "dtype": io.output_dtype, "quantization": io.output_quantization},
-        "preprocess": pre.to_dict(),
-        "quantization": {"mode": io.mode},
-        "backbone": None,
-        "adapter": {"adopted": True, "source_input_shape": [None if d is None else int(d) for d in io.shape[1:]],
-                    "input_norm": contract.input_norm, "output": kind, "output_units": units,
-                    "grayscale": tensor.channels == 1},
-        "source_model": src.name,
-        "source_model_sha256": sha,
-        "fidelity": {"verified": False, "reason": "adopted: made outside edgeclf, no source model to compare with",
-                     **({"check": check} if check else {})},
-        "gate": {"verified": False, "passed": True, "reason": ""},
-    }
+    return ArtifactMetadata(
+        edgeclf_version=edgeclf.__version__,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        format=artifact_format(src),
+        class_names=tuple(contract.class_names),
+        input=InputInfo(shape=tuple(tensor.shape(h, w)), dtype=io.dtype, layout=tensor.layout, color=tensor.color,
+                        value_range=(0.0, 255.0), resize=contract.resize, quantization=io.quantization,
+                        mean=tuple(tensor.mean), std=tuple(tensor.std), channels=tensor.channels),
+        output=OutputInfo(kind=kind, dtype=io.output_dtype, quantization=io.output_quantization, units=units),
+        preprocess=pre.to_dict(),
+        quantization={"mode": io.mode},
+        backbone=None,
+        adapter={"adopted": True, "source_input_shape": [None if d is None else int(d) for d in io.shape[1:]],
+                 "input_norm": contract.input_norm, "output": kind, "output_units": units,
+                 "grayscale": tensor.channels == 1},
+        source_model=src.name,
+        source_model_sha256=sha,
+        fidelity={"verified": False, "reason": "adopted: made outside edgeclf, no source model to compare with",
+                  **({"check": check} if check else {})},
+        gate={"verified": False, "passed": True, "reason": ""},
+    )
 
 
 def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = None, *, spec: ForeignSpec | None,
@@ -306,14 +307,14 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
         reporter.stage(f"Loading check images from {check}")
         images = folder_images(check, list(names), pre, CHECK_IMAGES, warn=reporter.warn)
 
-    def write(meta: dict, target: Path) -> None:
+    def write(meta: ArtifactMetadata, target: Path) -> None:
         if fmt == "tflite":
             target.write_bytes(write_tflite_metadata(data, meta))
         else:
             import onnx
 
             onnx.save(onnx_model, str(target))
-            write_onnx_metadata(target, json.dumps(meta, sort_keys=True), METADATA_KEY)
+            write_onnx_metadata(target, meta.to_json(), METADATA_KEY)
 
     kind = "probabilities" if contract.output == "auto" else contract.output
     with atomic_path(out, suffix=out.suffix) as tmp:
@@ -349,7 +350,7 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
         meta = _metadata(src, sha, io, contract, h, w, kind, units, result)
         write(meta, tmp)
         Classifier.load(tmp)  # the final file loads
-    write_json(Path(f"{out}.json"), meta)
+    write_json(Path(f"{out}.json"), meta.to_dict())
     return AdoptResult(out, meta, result)
 
 

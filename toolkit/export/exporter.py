@@ -19,6 +19,7 @@ from edgeclf.edge_runtime.artifact import (METADATA_KEY, check_keras_file, read_
 from edgeclf.edge_runtime.backends import open_backend
 from edgeclf.edge_runtime.classifier import saturates_here
 from edgeclf.edge_runtime.errors import ConfigError
+from edgeclf.edge_runtime.metadata import ArtifactMetadata, InputInfo, OutputInfo
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
 
 from .._deps import import_tf
@@ -88,26 +89,27 @@ def fidelity(reference: np.ndarray, probs: np.ndarray, labels: np.ndarray | None
 
 
 def _artifact_metadata(run_meta: dict, source: Path, source_sha: str, fmt: Format, quant: QuantSpec, io: dict,
-                       fid: dict, spec: ExportSpec) -> dict:
+                       fid: dict, spec: ExportSpec, passed: bool, reason: str) -> ArtifactMetadata:
     pre = run_meta["preprocess"]
-    return {
-        "edgeclf_version": edgeclf.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "format": fmt.value,
-        "class_names": run_meta["class_names"],
-        "input": {"shape": [pre["height"], pre["width"], 3], "dtype": io["input_dtype"], "layout": "NHWC",
-                  "color": "RGB", "value_range": pre["value_range"], "resize": pre["resize"],
-                  "quantization": io.get("input_quantization")},
-        "output": {"kind": "probabilities", "dtype": io["output_dtype"], "quantization": io.get("output_quantization")},
-        "preprocess": pre,
-        "quantization": {"mode": quant.mode, **io.get("quantization", {})},
-        "backbone": run_meta.get("backbone"),
-        "adapter": run_meta.get("adapter"),
-        "source_model": source.name,
-        "source_model_sha256": source_sha,
-        "fidelity": fid,
-        "gate": {"min_agreement": spec.threshold(quant.mode), "verified": spec.verify},
-    }
+    return ArtifactMetadata(
+        edgeclf_version=edgeclf.__version__,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        format=fmt.value,
+        class_names=tuple(run_meta["class_names"]),
+        input=InputInfo(shape=(pre["height"], pre["width"], 3), dtype=io["input_dtype"], layout="NHWC", color="RGB",
+                        value_range=tuple(pre["value_range"]), resize=pre["resize"],
+                        quantization=io.get("input_quantization")),
+        output=OutputInfo(kind="probabilities", dtype=io["output_dtype"], quantization=io.get("output_quantization")),
+        preprocess=pre,
+        quantization={"mode": quant.mode, **io.get("quantization", {})},
+        backbone=run_meta.get("backbone"),
+        adapter=run_meta.get("adapter"),
+        source_model=source.name,
+        source_model_sha256=source_sha,
+        fidelity=fid,
+        gate={"min_agreement": spec.threshold(quant.mode), "verified": spec.verify, "passed": passed,
+              "reason": reason},
+    )
 
 
 def _targets(out_dir: Path, name: str, spec: ExportSpec) -> list[Path]:
@@ -343,18 +345,16 @@ def _gate_and_write(staged: Path, out: Path, name: str, fmt: Format, quant: Quan
                            "checked it there")
     else:
         fid, passed, reason = {"verified": False, "reason": "--no-verify: the fidelity gate was skipped"}, True, ""
-    meta = _artifact_metadata(run_meta, model_path, source_sha, fmt, quant, io, fid, spec)
-    meta["gate"].update({"passed": passed, "reason": reason})
-    meta_json = json.dumps(meta, sort_keys=True)
+    meta = _artifact_metadata(run_meta, model_path, source_sha, fmt, quant, io, fid, spec, passed, reason)
     if fmt is Format.TFLITE:
         staged.write_bytes(write_tflite_metadata(staged.read_bytes(), meta))
     else:
-        onnx_export.write_metadata(staged, meta_json, METADATA_KEY)
+        onnx_export.write_metadata(staged, meta.to_json(), METADATA_KEY)
     final = out / staged.name
     target = final if passed else Path(f"{final}.rejected")
     with atomic_path(target, suffix=target.suffix) as tmp_target:
         shutil.copyfile(staged, tmp_target)
-    write_json(Path(f"{final}.json"), meta)
+    write_json(Path(f"{final}.json"), meta.to_dict())
     if passed and Path(f"{final}.rejected").exists():
         Path(f"{final}.rejected").unlink()
     if not passed and final.exists():
