@@ -433,6 +433,11 @@ def test_a_model_maker_style_file_gives_its_own_labels_and_normalisation(tmp_pat
     assert "own metadata names its classes cat, dog, hamster; using --labels a, b, c" in result.output
     assert "own metadata normalises its input with mean" in result.output
     assert read_metadata(tmp_path / "given.tflite")["input"]["mean"] == [127.5] * 3
+    # ... and the copy's TFLite Support metadata says what its edgeclf metadata says, for MediaPipe to read
+    given = read_support_metadata((tmp_path / "given.tflite").read_bytes())
+    assert given.labels == ("a", "b", "c") and given.mean == (127.5,) * 3 and given.std == (127.5,) * 3
+    with zipfile.ZipFile(tmp_path / "given.tflite") as packed:
+        assert packed.namelist() == ["labels.txt"]
 
 
 def test_a_file_without_support_metadata_needs_the_options(foreign, tmp_path):
