@@ -17,19 +17,38 @@ from .core import _interrupted_code, _run, _warn_deployment, _write_all, main, s
 @click.argument("paths", nargs=-1)
 @click.option("--model", "models", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="An exported .tflite/.onnx model; repeat to run several over the same images.")
-@click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv"]), default=None,
-              help="Output format [default: table on a terminal, jsonl when piped].")
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv", "parquet"]), default=None,
+              help="Output format [default: table on a terminal, jsonl when piped; with --engine ray, parquet "
+                   "(or jsonl) shards in --out].")
 @click.option("--top-k", type=int, default=1, show_default=True, help="Classes listed per image (table/jsonl).")
 @click.option("--threshold", type=click.FloatRange(0, 1),
               help="Two-class models: the second class (as the model lists them) wins when its probability reaches "
                    "this; the run's report.md suggests one chosen on the validation split.")
-@click.option("--batch-size", type=int, default=1, show_default=True,
-              help="Images per inference call. Larger batches take less CPU per image (fewer calls), which also "
-                   "leaves more for decoding, but raise peak memory and hold each result until its batch is full.")
+@click.option("--batch-size", type=int, default=None,
+              help="Images per inference call [default: 1; 32 per actor call with --engine ray]. Larger batches "
+                   "take less CPU per image (fewer calls), which also leaves more for decoding, but raise peak "
+                   "memory and hold each result until its batch is full.")
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads [default: all cores].")
 @click.option("--workers", type=click.IntRange(min=1), help="Decoding threads [default: all cores].")
+@click.option("--manifest", "manifests", multiple=True, type=click.Path(dir_okay=False),
+              help="A CSV (its 'path' column) or text file (one per line) of image paths or URIs to classify, "
+                   "relative to its folder; repeatable.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process. ray: Ray Data actors, on this machine or a cluster (pip install "
+                   "'edgeclf[ray]'); writes shards into --out.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="--engine ray: the folder for the record shards (part-*.parquet or part-*.jsonl).")
+@click.option("--address", help="--engine ray: a running cluster ('auto', or ray://HOST:10001) [default: a local "
+                                "Ray started for this job].")
+@click.option("--actors", type=click.IntRange(min=1),
+              help="--engine ray: model replicas [default: as many as the cluster's CPUs allow].")
+@click.option("--threads-per-actor", type=click.IntRange(min=1), default=1, show_default=True,
+              help="--engine ray: inference and decoding threads per actor (the CPUs Ray reserves for each).")
+@click.option("--resume", is_flag=True, help="--engine ray: classify only the images --out does not hold yet.")
+@click.option("--force", is_flag=True, help="--engine ray: replace the shards in --out (once the new ones exist).")
 @click.pass_context
-def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, workers):
+def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, workers, manifests, engine, out_dir,
+            address, actors, threads_per_actor, resume, force):
     """Classify images with exported models; never imports TensorFlow.
 
     PATHS are files, folders (searched recursively), globs, or - to read paths from stdin. Without --model, the
@@ -39,7 +58,21 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
     Example:
       edgeclf predict helmet_int8.tflite photos/
       find /uploads -name '*.jpg' | edgeclf predict --model adult.tflite --model violence.tflite - --format jsonl
+      edgeclf predict helmet_int8.tflite --manifest stills.csv --engine ray --out predictions/ --resume
     """
+    if engine == "ray":
+        ctx.exit(_run(ctx, lambda: _predict_ray(models, paths, manifests, fmt, top_k, threshold, batch_size,
+                                                 out_dir, address, actors, threads_per_actor, resume, force),
+                      interrupted="Interrupted; every shard written is complete: run again with --resume to go on."))
+    ray_only = {"--out": out_dir, "--address": address, "--actors": actors, "--resume": resume, "--force": force,
+                "--threads-per-actor": threads_per_actor if threads_per_actor != 1 else None}
+    given = [k for k, v in ray_only.items() if v]
+    if given or fmt == "parquet":
+        what = ", ".join(given + (["--format parquet"] if fmt == "parquet" else []))
+        raise click.UsageError(f"Received {what} without --engine ray. Locally, records go to stdout: add "
+                               "--engine ray to write shards into --out.")
+    batch_size = 1 if batch_size is None else batch_size
+    paths = tuple(paths) + tuple(p for m in manifests for p in _manifest(m))
 
     def go():
         from edgeclf.edge_runtime.classifier import Classifier, check_threshold, distinct_names, stream_many
@@ -103,6 +136,64 @@ def predict(ctx, paths, models, fmt, top_k, threshold, batch_size, threads, work
     _run(ctx, go)
 
 
+def _manifest(path: str) -> list[str]:
+    from edgeclf.edge_runtime.ray_engine import read_manifest
+
+    return read_manifest(path)
+
+
+def _predict_ray(models, paths, manifests, fmt, top_k, threshold, batch_size, out_dir, address, actors,
+                 threads_per_actor, resume, force) -> int:
+    from edgeclf.edge_runtime.classifier import check_threshold
+    from edgeclf.edge_runtime.paths import display_path, printable
+    from edgeclf.edge_runtime.ray_engine import RaySpec, read_manifest, run
+    from edgeclf.edge_runtime.sources import expand_paths
+
+    model_paths, image_args = list(models), list(paths)
+    if not model_paths:
+        if not image_args:
+            raise ConfigError("Received no model. Pass MODEL PATH... or --model MODEL PATH...")
+        model_paths, image_args = [image_args[0]], image_args[1:]
+    if out_dir is None:
+        raise ConfigError("Received --engine ray without --out. Expected a folder for the record shards, e.g. "
+                          "--out predictions/.")
+    if fmt not in (None, "parquet", "jsonl"):
+        raise ConfigError(f"Received: --format {fmt} with --engine ray. Supported: parquet, jsonl.")
+    if top_k < 1:
+        raise ConfigError(f"Received: top_k={top_k}. Expected at least 1.")
+    images = [p for m in manifests for p in read_manifest(m)]
+    images += [str(p) for p in expand_paths(image_args, sys.stdin)]
+    if not images:
+        raise ConfigError("Received no images. Pass files, folders, globs, - (paths on stdin) or --manifest.")
+    spec = RaySpec(address=address, actors=actors, threads_per_actor=threads_per_actor,
+                   batch_size=batch_size or 32, fmt=fmt or "parquet")
+    from edgeclf.edge_runtime.classifier import Classifier
+
+    check_threshold(threshold, [(Path(p).name, Classifier.load(p, 1).class_names) for p in model_paths])
+    show = sys.stderr.isatty()
+
+    def progress(done, failed, total):
+        if show:
+            click.echo(f"\rClassified {done}/{total} images, {failed} failed", err=True, nl=False)
+
+    click.secho(f"» Ray: {len(images)} image(s) into {display_path(out_dir)}", err=True)
+    result = run(model_paths, images, out_dir, spec, threshold=threshold, top_k=top_k, resume=resume, force=force,
+                 progress=progress)
+    if show:
+        click.echo("", err=True)
+    summary = f"{result.done} image(s), {result.failed} failed"
+    if result.skipped:
+        summary += f", {result.skipped} already in {display_path(out_dir)} (--resume)"
+    if result.done > result.failed:
+        tallies = [", ".join(f"{label} {n}" for label, n in counts.items() if n) for counts in result.counts]
+        names = [Path(p).stem for p in model_paths]
+        summary += "; " + "; ".join(f"{n}: {t}" if len(names) > 1 else t for n, t in zip(names, tallies))
+    summary += (f" ({result.actors} actor(s) x {spec.threads_per_actor} thread(s), Ray start-up "
+                f"{result.startup_s:.1f} s, {result.wall_s:.1f} s in all)")
+    click.secho(printable(summary), fg="red" if result.failed else "green", err=True)
+    return 1 if result.failed else 0
+
+
 class _PredictionWriter:
     """Writes one record per image as a table row, a JSON line or a CSV row.
 
@@ -143,31 +234,17 @@ class _PredictionWriter:
             _write_all(text)
         self.flushed = time.monotonic()
 
-    def _model_record(self, c, result):
-        best = result.decide(self.threshold)
-        rec = {"label": best.label, "score": round(best.score, 6), "scores": {k: round(v, 6) for k, v in
-                                                                           result.scores().items()}}
-        if self.top_k > 1:
-            rec["top_k"] = [{"label": p.label, "score": round(p.score, 6)} for p in result.top(self.top_k)]
-        return rec
-
     def write(self, path, results):
         import json as _json
 
-        from edgeclf.edge_runtime.errors import ImageDecodeError
+        from edgeclf.edge_runtime.records import image_record
 
-        error = results[0].reason if isinstance(results[0], ImageDecodeError) else None
-        records = None if error else [self._model_record(c, r) for c, r in zip(self.classifiers, results)]
-        for counts, rec in zip(self.counts, records or []):
-            counts[rec["label"]] += 1
+        rec = image_record(path, self.classifiers, results, self.threshold, self.top_k)
+        error = rec.get("error")
+        records = None if error else (list(rec["models"].values()) if self.multi else [rec])
+        for counts, r in zip(self.counts, records or []):
+            counts[r["label"]] += 1
         if self.fmt == "jsonl":
-            rec = {"path": path}
-            if error:
-                rec["error"] = error
-            elif self.multi:
-                rec["models"] = {c.name: r for c, r in zip(self.classifiers, records)}
-            else:
-                rec.update(records[0])
             self.write_text(_json.dumps(rec) + "\n")
         elif self.fmt == "csv":
             row = [path]
