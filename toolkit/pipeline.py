@@ -49,7 +49,8 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 def make_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool, seed: int, augmenter=None,
-                 parallel: bool = True, clock: EpochClock | None = None, drop_remainder: bool = False):
+                 parallel: bool = True, clock: EpochClock | None = None, drop_remainder: bool = False,
+                 sharding=None):
     """Batches of (float32 0-255 pixels, int32 labels) for the active Keras backend, prefetched.
 
     Each epoch's order is ``epoch_order(seed, clock.epoch)`` when ``shuffle``, whichever the backend; so is the
@@ -65,12 +66,16 @@ def make_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shu
             the rewrite logs "NodeDef mentions attribute use_unbounded_threadpool" errors at every epoch. The
             PyDataset pipeline (other backends) gives the same batches with any number of threads and always
             uses several.
+        sharding: ``distribute.Sharding`` under ``--distribute`` on JAX: this process's share of every batch, and
+            the multiple of images each batch is padded to (zero-weight images; batches are then
+            ``(x, y, weights)``). TensorFlow's MirroredStrategy splits tf.data batches itself.
     """
     if shuffle and clock is None:
         raise ValueError("make_dataset(shuffle=True) needs the clock that says which epoch to shuffle for.")
     if import_keras().backend.backend() != "tensorflow":
         return array_batches(pixels, labels, batch_size, shuffle=shuffle, seed=seed, augmenter=augmenter,
-                             workers=min(MAX_WORKERS, os.cpu_count() or 1), clock=clock, drop_remainder=drop_remainder)
+                             workers=min(MAX_WORKERS, os.cpu_count() or 1), clock=clock, drop_remainder=drop_remainder,
+                             sharding=sharding)
     tf, _ = import_tf()
     n = len(labels)
     h, w = pixels.shape[1:3]
@@ -112,7 +117,8 @@ def batches_per_epoch(n: int, batch_size: int, drop_remainder: bool) -> int:
 
 
 def array_batches(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool, seed: int,
-                 augmenter=None, workers: int = 1, clock: EpochClock | None = None, drop_remainder: bool = False):
+                 augmenter=None, workers: int = 1, clock: EpochClock | None = None, drop_remainder: bool = False,
+                 sharding=None):
     """A ``keras.utils.PyDataset`` of (float32 0-255 pixels, int32 labels) batches for any Keras backend.
 
     Each epoch visits every image once, in a new order drawn from ``(seed, epoch)`` when ``shuffle`` (Keras calls
@@ -121,7 +127,7 @@ def array_batches(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, sh
     is ``clock.epoch`` at ``on_epoch_begin`` when a clock is given, else the count of ``on_epoch_begin`` calls.
     """
     return _array_batches_class()(pixels, labels, batch_size, shuffle, seed, augmenter, workers, clock,
-                                  drop_remainder)
+                                  drop_remainder, sharding)
 
 
 @lru_cache(maxsize=1)
@@ -129,7 +135,8 @@ def _array_batches_class():
     keras = import_keras()
 
     class _ArrayBatches(keras.utils.PyDataset):
-        def __init__(self, pixels, labels, batch_size, shuffle, seed, augmenter, workers, clock, drop_remainder):
+        def __init__(self, pixels, labels, batch_size, shuffle, seed, augmenter, workers, clock, drop_remainder,
+                     sharding):
             # Keras' own worker threads (its enqueuer, used when workers > 1) start on a new epoch's batches before
             # Keras calls on_epoch_begin, and hand out first in an epoch the batches they had ready when the last
             # one ended: batches came in an earlier epoch's order (at the very first from epoch -1, which the
@@ -147,6 +154,7 @@ def _array_batches_class():
             self.pool = ThreadPoolExecutor(workers, thread_name_prefix="edgeclf-batches") if workers > 1 else None
             self.ahead = 2 * workers  # batches prepared ahead of the one asked for
             self.pending: dict[tuple[int, int], Future] = {}
+            self.sharding = sharding
 
         def __len__(self):
             return self.batches
@@ -175,10 +183,29 @@ def _array_batches_class():
         def _batch(self, epoch, order, i):
             # Sorted: sequential reads of a memory map; order within a batch does not matter.
             idx = np.sort(order[i * self.batch_size:(i + 1) * self.batch_size])
+            if self.sharding is None or (self.sharding.count == 1 and self.sharding.pad_to == 1):
+                x = np.asarray(self.pixels[idx], dtype=np.float32)
+                if self.augment is not None:
+                    x = self.augment(x, epoch * len(self) + i)
+                return x, self.labels[idx]
+            # Under --distribute: pad the batch to a multiple of the devices with zero-weight copies of its last
+            # image (exact: they count for nothing in the loss and metrics), then keep this process's share.
+            weights = np.ones(len(idx), np.float32)
+            short = -len(idx) % self.sharding.pad_to
+            if short:
+                idx = np.concatenate([idx, np.repeat(idx[-1:], short)])
+                weights = np.concatenate([weights, np.zeros(short, np.float32)])
+            # Contiguous shares in process order: Keras concatenates them so, giving the one-process batch back
+            # image for image (dropout masks and augmentation then fall on the same images).
+            share = len(idx) // self.sharding.count
+            mine = slice(self.sharding.index * share, (self.sharding.index + 1) * share)
+            idx, weights = idx[mine], weights[mine]
             x = np.asarray(self.pixels[idx], dtype=np.float32)
             if self.augment is not None:
                 x = self.augment(x, epoch * len(self) + i)
-            return x, self.labels[idx]
+            if self.sharding.pad_to == 1:  # training batches: full (drop_remainder), no weights to give
+                return x, self.labels[idx]
+            return x, self.labels[idx], weights
 
     return _ArrayBatches
 

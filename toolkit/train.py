@@ -7,6 +7,7 @@ checkpoint when the same command is run again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -30,6 +31,8 @@ from ._deps import gpu_names, import_keras, import_tf
 from .augment import AugmentSpec, augment_for, build_augmenter
 from .callbacks import (best_checkpoint, best_so_far, epoch_seeds, epoch_timer, history_logger, history_rows,
                         save_weights, schedule_state)
+from .distribute import DISTRIBUTE, Distribution, global_batch
+from .distribute import setup as setup_distribution
 from .data import (SPLITS, DecodedSplit, SplitSpec, assign_splits, balanced_class_weights, class_counts,
                    decode_samples, discover, fingerprint, imbalance_ratio, stratified_folds)
 from .evaluate import evaluate_splits
@@ -80,6 +83,9 @@ class TrainSpec:
         lr_schedule: ``plateau``: multiplied by 0.3 after ``patience // 2`` epochs without improvement of ``monitor``;
             ``cosine``: a one-epoch linear warm-up (at most a tenth of the phase) then cosine decay to 0 over the
             phase's steps, whatever validation says.
+        distribute: ``none``, or ``data-parallel``: every local device (and every process of a multi-host JAX job)
+            trains one replicated model on its slice of each batch (``distribute.setup``); the batch size is
+            rounded down to a multiple of the device count.
     """
 
     epochs: int = 10
@@ -103,6 +109,7 @@ class TrainSpec:
     early_stopping: bool = True
     reduce_lr: bool = True
     lr_schedule: str = "cosine"
+    distribute: str = "none"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "folds", "patience"):
@@ -120,7 +127,8 @@ class TrainSpec:
                 self.fine_tune_learning_rate is not None and not self.fine_tune_learning_rate > 0):
             raise ConfigError("Received a learning rate <= 0. Expected a positive learning rate.")
         for name, allowed in (("monitor", MONITORS), ("class_weights", CLASS_WEIGHTS),
-                              ("mixed_precision", MIXED_PRECISION), ("lr_schedule", LR_SCHEDULES)):
+                              ("mixed_precision", MIXED_PRECISION), ("lr_schedule", LR_SCHEDULES),
+                              ("distribute", DISTRIBUTE)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"Received: {name}='{getattr(self, name)}'. Supported: {', '.join(allowed)}.")
 
@@ -275,8 +283,17 @@ def _learning_rate(keras, spec: TrainSpec, lr: float, epochs: int, train_split: 
 
 
 def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, model_spec: ModelSpec, spec: TrainSpec,
-              run: Path, state: RunState, class_weight: dict | None, reporter: Reporter, extra_callbacks: Sequence):
+              run: Path, state: RunState, class_weight: dict | None, reporter: Reporter, extra_callbacks: Sequence,
+              dist: Distribution | None = None):
     """Trains one model (one or two phases) and returns it with its best weights loaded."""
+    keras = import_keras()
+    with dist.fitting(keras) if dist is not None else contextlib.nullcontext():
+        return _fit_fold_phases(fold, train_split, val_split, model_spec, spec, run, state, class_weight, reporter,
+                                extra_callbacks, dist)
+
+
+def _fit_fold_phases(fold, train_split, val_split, model_spec, spec, run, state, class_weight, reporter,
+                     extra_callbacks, dist):
     keras = import_keras()
     ckpt = run / "checkpoints"
     ckpt.mkdir(exist_ok=True)
@@ -287,11 +304,12 @@ def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, mod
     augmenter = build_augmenter(spec.augment, spec.seed + fold)
     parallel = not spec.deterministic
     clock = EpochClock()
+    shard = dist.sharding if dist is not None and dist.backend == "jax" else None
     train_ds = make_dataset(train_split.pixels, train_split.labels, spec.batch_size, shuffle=True,
                             seed=spec.seed + fold, augmenter=augmenter, parallel=parallel, clock=clock,
-                            drop_remainder=True)
+                            drop_remainder=True, sharding=None if shard is None else replace(shard, pad_to=1))
     val_ds = make_dataset(val_split.pixels, val_split.labels, spec.batch_size, shuffle=False, seed=spec.seed,
-                          parallel=parallel)
+                          parallel=parallel, sharding=shard)
     phases = [(1, spec.epochs, spec.learning_rate)]
     if model_spec.pretrained and spec.fine_tune_layers and spec.fine_tune_epochs:
         phases.append((2, spec.fine_tune_epochs, spec.fine_tune_lr))
@@ -506,6 +524,14 @@ def _train_in_run(data, run: Path, ds, model_spec: ModelSpec, preprocess: Prepro
     use_weights = _check_class_balance(ds, decoded, spec, reporter)
 
     backend = keras.backend.backend()
+    dist = setup_distribution(keras, spec.distribute)
+    if dist is not None:
+        batch, note = global_batch(spec.batch_size, dist.devices)
+        spec = replace(spec, batch_size=batch)
+        reporter.stage(f"Distributed: {dist.kind}, {dist.devices} device(s) in {dist.processes} process(es)"
+                       + (f"; {note}" if note else ""))
+        if note:
+            ds.notes.append(f"Training: {note}.")
     keras.utils.set_random_seed(spec.seed)
     if spec.deterministic and backend == "tensorflow":  # JAX's flag was set by import_keras, before JAX loaded
         import_tf()[0].config.experimental.enable_op_determinism()
@@ -540,7 +566,7 @@ def _train_in_run(data, run: Path, ds, model_spec: ModelSpec, preprocess: Prepro
             if str(fold) in state.folds:
                 continue
             cw = balanced_class_weights(class_counts(tr.labels, k)) if use_weights else None
-            model = _fit_fold(fold, tr, va, model_spec, spec, run, state, cw, reporter, callbacks)
+            model = _fit_fold(fold, tr, va, model_spec, spec, run, state, cw, reporter, callbacks, dist)
             scores = model.evaluate(make_dataset(va.pixels, va.labels, spec.batch_size, shuffle=False, seed=0,
                                                  parallel=not spec.deterministic),
                                     verbose=0, return_dict=True)
@@ -610,7 +636,8 @@ def _train_in_run(data, run: Path, ds, model_spec: ModelSpec, preprocess: Prepro
             "removed_by_dedup": removed,
             "notes": ds.notes,
         },
-        "hardware": {"gpus": gpus, "mixed_precision": mixed, "keras_backend": backend},
+        "hardware": {"gpus": gpus, "mixed_precision": mixed, "keras_backend": backend,
+                     "distribution": dist.to_dict() if dist is not None else None},
         "epoch_train_s": _epoch_times(state, best_fold),
         "wall_time_s": round(wall, 1),
     }

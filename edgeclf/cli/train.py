@@ -44,6 +44,10 @@ from .core import (ClickReporter, _CROP_HELP, _PAD_HELP, _crop, _csv_ints, _fore
 @click.option("--lr-schedule", type=click.Choice(["plateau", "cosine"]),
               help="plateau: x0.3 after patience/2 epochs without improvement; cosine: one warm-up epoch, then "
                    "cosine decay to 0 over the phase [default: cosine].")
+@click.option("--distribute", type=click.Choice(["none", "data-parallel"]),
+              help="data-parallel: one model on every local device (GPUs, or the host devices XLA_FLAGS forces), "
+                   "each batch split among them; several hosts on JAX through Keras' KERAS_DISTRIBUTION_* "
+                   "variables (docs/scaling.md) [default: none].")
 @click.option("--monitor", type=click.Choice(["val_loss", "val_accuracy"]), help="[default: val_loss]")
 @click.option("--folds", type=int, help="K for stratified K-fold cross-validation [default: 1].")
 @click.option("--seed", type=int, help="[default: 42]")
@@ -89,6 +93,7 @@ def train(ctx, data, out_dir, recipe, backbone, img_size, crop, pad, weights, po
       edgeclf train data/helmets --recipe helmet-vgg16-fixed --epochs 5 --out runs/helmet-vgg
       edgeclf train data/site-cam --backbone mobilenet_v3_small --img-size 160x288 --crop 1 --out runs/cam
       KERAS_BACKEND=jax edgeclf train data/helmets --backbone mobilenet_v2 --out runs/helmet-jax
+      KERAS_BACKEND=jax edgeclf train data/helmets --distribute data-parallel --out runs/helmet-4gpu
     """
 
     def go():
