@@ -196,13 +196,17 @@ def _array_batches_class():
                 idx = np.concatenate([idx, np.repeat(idx[-1:], short)])
                 weights = np.concatenate([weights, np.zeros(short, np.float32)])
             # Contiguous shares in process order: Keras concatenates them so, giving the one-process batch back
-            # image for image (dropout masks and augmentation then fall on the same images).
+            # image for image (dropout masks fall on the same images). Each process augments the whole batch and
+            # keeps its share: the random draws are per position in the batch, so a share augmented alone would
+            # be augmented differently from the one-process run.
             share = len(idx) // self.sharding.count
             mine = slice(self.sharding.index * share, (self.sharding.index + 1) * share)
-            idx, weights = idx[mine], weights[mine]
-            x = np.asarray(self.pixels[idx], dtype=np.float32)
             if self.augment is not None:
-                x = self.augment(x, epoch * len(self) + i)
+                x = np.asarray(self.augment(np.asarray(self.pixels[idx], dtype=np.float32), epoch * len(self) + i))
+                x, idx, weights = x[mine], idx[mine], weights[mine]
+            else:
+                idx, weights = idx[mine], weights[mine]
+                x = np.asarray(self.pixels[idx], dtype=np.float32)
             if self.sharding.pad_to == 1:  # training batches: full (drop_remainder), no weights to give
                 return x, self.labels[idx]
             return x, self.labels[idx], weights
