@@ -112,3 +112,19 @@ def test_a_multi_process_job_without_its_addresses_is_refused(monkeypatch):
     with pytest.raises(ConfigError, match="KERAS_DISTRIBUTION_JOB_ADDRESSES"):
         setup(FakeKeras, "data-parallel")
     assert setup(FakeKeras, "none") is None
+
+
+def test_on_tensorflow_it_trains_under_mirrored_strategy(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from edgeclf.cli import main
+
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        pytest.skip("this process runs Keras on another backend")
+    data = write_class_folders(tmp_path / "data", {"bar_h": 30, "bar_v": 30})
+    result = CliRunner().invoke(main, ["train", str(data), "--out", str(tmp_path / "run"), *ARGS])
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((tmp_path / "run" / "metadata.json").read_text())["hardware"]["distribution"]
+    assert recorded["kind"].endswith("(tf.distribute.MirroredStrategy)") and recorded["devices"] >= 1
