@@ -310,57 +310,62 @@ def run(model_paths: Sequence[str], images: Iterable[str], out: str | os.PathLik
         items = todo
     writer = ShardWriter(target, spec.fmt, parquet_schema(classifiers, top_k) if spec.fmt == "parquet" else None,
                          spec.shard_rows)
-    ray = import_ray()
-    import logging
-
-    for name in ("ray", "ray.data"):  # its progress notices; the errors still show
-        logging.getLogger(name).setLevel(logging.ERROR)
-    t0 = time.monotonic()
-    own = not ray.is_initialized()
-    if own:
-        options = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-        if spec.address is None:
-            options["num_cpus"] = os.cpu_count() or 1
-        ray.init(address=spec.address, **options)
     try:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # ours counts images, not blocks
-        ctx.print_on_execution_start = False
-        result.actors = check_cpus(spec, int(ray.cluster_resources().get("CPU", 0)))
-        result.startup_s = time.monotonic() - t0
-        if items:
-            blocks = max(result.actors * 2, math.ceil(len(items) / (spec.batch_size * 4)))
-            ds = ray.data.from_items([{"path": p} for p in items], override_num_blocks=min(len(items), blocks))
-            import warnings
+        ray = import_ray()
+        import logging
 
-            with warnings.catch_warnings():
-                # Bounded restarts have no named parameter yet; the extra pins Ray below the release that drops this.
-                warnings.filterwarnings("ignore", message=".*ray_remote_args. is deprecated")
-                ds = ds.map_batches(predictor, fn_constructor_args=(list(model_paths), spec.threads_per_actor,
-                                                                    threshold, top_k),
-                                    batch_size=spec.batch_size,
-                                    compute=ray.data.ActorPoolStrategy(size=result.actors),
-                                    num_cpus=spec.threads_per_actor, batch_format="numpy",
-                                    max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)
-            try:
-                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                    for line in batch["record"]:
-                        rec = json.loads(line)
-                        writer.add(rec)
-                        result.done += 1
-                        if "error" in rec:
-                            result.failed += 1
-                        else:
-                            models = list(rec["models"].values()) if "models" in rec else [rec]
-                            for counts, r in zip(result.counts, models):
-                                counts[r["label"]] = counts.get(r["label"], 0) + 1
-                    if progress is not None:
-                        progress(result.done, result.failed, len(items))
-            finally:  # every record received is written, however the job ends
-                writer.flush()
-    finally:
+        for name in ("ray", "ray.data"):  # its progress notices; the errors still show
+            logging.getLogger(name).setLevel(logging.ERROR)
+        t0 = time.monotonic()
+        own = not ray.is_initialized()
         if own:
-            ray.shutdown()
+            options = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            if spec.address is None:
+                options["num_cpus"] = os.cpu_count() or 1
+            ray.init(address=spec.address, **options)
+        try:
+            ctx = ray.data.DataContext.get_current()
+            ctx.enable_progress_bars = False  # ours counts images, not blocks
+            ctx.print_on_execution_start = False
+            result.actors = check_cpus(spec, int(ray.cluster_resources().get("CPU", 0)))
+            result.startup_s = time.monotonic() - t0
+            if items:
+                blocks = max(result.actors * 2, math.ceil(len(items) / (spec.batch_size * 4)))
+                ds = ray.data.from_items([{"path": p} for p in items], override_num_blocks=min(len(items), blocks))
+                import warnings
+
+                with warnings.catch_warnings():
+                    # Bounded restarts have no named parameter yet; the extra pins Ray below the release that drops this.
+                    warnings.filterwarnings("ignore", message=".*ray_remote_args. is deprecated")
+                    ds = ds.map_batches(predictor, fn_constructor_args=(list(model_paths), spec.threads_per_actor,
+                                                                        threshold, top_k),
+                                        batch_size=spec.batch_size,
+                                        compute=ray.data.ActorPoolStrategy(size=result.actors),
+                                        num_cpus=spec.threads_per_actor, batch_format="numpy",
+                                        max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)
+                try:
+                    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                        for line in batch["record"]:
+                            rec = json.loads(line)
+                            writer.add(rec)
+                            result.done += 1
+                            if "error" in rec:
+                                result.failed += 1
+                            else:
+                                models = list(rec["models"].values()) if "models" in rec else [rec]
+                                for counts, r in zip(result.counts, models):
+                                    counts[r["label"]] = counts.get(r["label"], 0) + 1
+                        if progress is not None:
+                            progress(result.done, result.failed, len(items))
+                finally:  # every record received is written, however the job ends
+                    writer.flush()
+        finally:
+            if own:
+                ray.shutdown()
+    except BaseException:
+        if target != out:  # --force that did not finish: the old shards stay as they were
+            shutil.rmtree(target, ignore_errors=True)
+        raise
     if target != out:  # --force: the old shards go only now that the new ones exist
         old = out.with_name(f".{out.name}.edgeclf-replaced-{os.getpid()}")
         os.replace(out, old)

@@ -588,6 +588,7 @@ def _ops(content: bytes) -> list[str]:
     return [op["op_name"] for op in interpreter._get_ops_details()]
 
 
+@pytest.mark.slow  # EfficientNet-B0 converted twice: a minute on 2 cores
 def test_reshape_and_flatten_layers_export_without_batch_dependent_ops(tmp_path):
     """Keras traces Reshape (one per EfficientNet squeeze-excite block) and Flatten with the batch size read at run
     time: SHAPE ops XNNPACK cannot run split the TFLite model into one delegated partition per block. The export

@@ -247,6 +247,7 @@ except ConfigError as exc:
     assert lines[0] == "jax" and lines[1].startswith("refused: This command needs Keras' TensorFlow backend")
 
 
+@pytest.mark.slow  # three JAX runs; the resume logic itself is covered on TensorFlow in the default suite
 def test_a_resumed_jax_run_ends_as_an_uninterrupted_one_does():
     """The resume test of test_train.py on JAX, whose pipeline (a PyDataset) and random state differ from
     TensorFlow's: the epoch comes from the training loop's clock, not from counting on_epoch_begin calls."""

@@ -134,6 +134,14 @@ def test_force_replaces_the_shards_only_once_the_new_ones_exist(cluster, images,
     paths = sorted(str(p) for p in images.rglob("*.png"))
     out = tmp_path / "out"
     _timed(run, [str(MODEL)], paths[:5], out, RaySpec(actors=1))
+
+    def stop(done, failed, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # a replacement that does not finish leaves the old shards as they were
+        _timed(run, [str(MODEL)], paths, out, RaySpec(actors=1, shard_rows=4), force=True, progress=stop)
+    assert sorted(r["path"] for r in _rows(out)) == paths[:5]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     _timed(run, [str(MODEL)], paths, out, RaySpec(actors=1), force=True)
     assert sorted(r["path"] for r in _rows(out)) == paths
     assert [p.name for p in tmp_path.iterdir()] == [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")]
