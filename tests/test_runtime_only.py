@@ -86,3 +86,16 @@ def test_the_command_runs_without_tensorflow(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["label"] in CLASSES
+
+
+def test_predict_reads_a_manifest_of_paths_relative_to_it(tmp_path):
+    folder = write_class_folders(tmp_path / "imgs", {"bar_h": 2, "bar_v": 2})
+    manifest = tmp_path / "list.csv"
+    names = sorted(p.relative_to(tmp_path).as_posix() for p in folder.rglob("*.png"))
+    manifest.write_text("label,path\n" + "".join(f"x,{n}\n" for n in names) + "x,missing.png\n")
+    result = CliRunner().invoke(main, ["predict", str(FIXTURES / "bars_int8.tflite"), "--manifest", str(manifest),
+                                       "--format", "jsonl"])
+    assert result.exit_code == 1  # the missing file is a failed record, the others are classified
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["path"] for r in records] == [str(tmp_path / n) for n in names] + [str(tmp_path / "missing.png")]
+    assert sum("error" in r for r in records) == 1
