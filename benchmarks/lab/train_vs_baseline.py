@@ -125,7 +125,7 @@ def speed(args) -> int:
         out = args.work / f"speed-baseline-{r}.json"
         out.unlink(missing_ok=True)
         base = baseline_row(task, 3, 0, out, args.source)
-        ours = edgeclf_row(data, args.work / f"speed-run-{r}", 3, 0, [])
+        ours = edgeclf_row(data, args.work / f"speed-run-{r}", 3, 0, args.edgeclf_args.split())
         # Per training image: edgeclf's epoch holds fewer images (it carves its validation split out of them).
         rounds.append({"baseline_s": base["steady_epoch_s"], "edgeclf_s": ours["steady_epoch_s"],
                        "baseline_images": base["n_train"], "edgeclf_images": ours["n_train"],
@@ -134,18 +134,32 @@ def speed(args) -> int:
     median = statistics.median(x["ratio"] for x in rounds)
     m = describe()
     record = {"task": task, "rounds": rounds, "median_ratio": median, "machine": m, "date": time.strftime("%Y-%m-%d"),
-              "commit": _commit(), "target": "edgeclf's steady epoch <= 1.1x the baseline's"}
-    (args.results / "train_speed_vs_baseline.json").write_text(json.dumps(record, indent=2) + "\n")
+              "commit": _commit(), "target": "edgeclf's steady epoch <= 1.1x the baseline's",
+              "edgeclf_args": args.edgeclf_args}
+    path = args.results / "train_speed_vs_baseline.json"
+    earlier = json.loads(path.read_text()) if path.exists() else None
+    history = (earlier or {}).get("history") or ([{k: earlier.get(k) for k in ("date", "commit", "median_ratio")}
+                                                  | {"edgeclf_args": earlier.get("edgeclf_args", ""),
+                                                     "ratios": [x["ratio"] for x in earlier["rounds"]]}]
+                                                 if earlier else [])
+    history.append({"date": record["date"], "commit": record["commit"], "median_ratio": median,
+                    "edgeclf_args": args.edgeclf_args, "ratios": [x["ratio"] for x in rounds]})
+    record["history"] = history
+    path.write_text(json.dumps(record, indent=2) + "\n")
     lines = ["# edgeclf train's epoch time vs the plain-Keras script", "",
              f"- {record['date']}, commit {record['commit']}, {m['cpu']}, {m['affinity_cores']} cores, TensorFlow "
              f"{m['versions']['tensorflow']}; `python benchmarks/lab/train_vs_baseline.py --tasks {task} --speed "
-             f"{args.speed}`",
+             f"{args.speed}" + (f" --edgeclf-args '{args.edgeclf_args}'" if args.edgeclf_args else "") + "`",
              f"- {task}: 10,200 / 12,000 training images, both at batch 128 with flip and shift 0.1; each round "
              "trains the baseline then edgeclf for 3 epochs; the steady epoch is the median of epochs 2-3, training "
              "only (validation left out)",
              f"- **median ratio {median:.2f}x** per training image (target <= 1.1x)", "",
              "| round | baseline s/epoch | edgeclf s/epoch | edgeclf / baseline, per image |", "|---:|---:|---:|---:|"]
     lines += [f"| {i + 1} | {x['baseline_s']:.2f} | {x['edgeclf_s']:.2f} | {x['ratio']:.2f} |" for i, x in enumerate(rounds)]
+    lines += ["", "## History", "", "| date | commit | edgeclf options | per-round ratios | median |",
+              "|---|---|---|---|---:|"]
+    lines += [f"| {h['date']} | {h['commit']} | {h['edgeclf_args'] or 'defaults'} | "
+              f"{', '.join(f'{r:.2f}' for r in h['ratios'])} | {h['median_ratio']:.2f}x |" for h in history]
     (args.results / "train_speed_vs_baseline.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
