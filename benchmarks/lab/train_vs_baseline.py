@@ -149,7 +149,7 @@ def speed(args) -> int:
     lines = ["# edgeclf train's epoch time vs the plain-Keras script", "",
              f"- {record['date']}, commit {record['commit']}, {m['cpu']}, {m['affinity_cores']} cores, TensorFlow "
              f"{m['versions']['tensorflow']}; `python benchmarks/lab/train_vs_baseline.py --tasks {task} --speed "
-             f"{args.speed}" + (f" --edgeclf-args '{args.edgeclf_args}'" if args.edgeclf_args else "") + "`",
+             f"{args.speed}" + (f" '--edgeclf-args={args.edgeclf_args}'" if args.edgeclf_args else "") + "`",
              f"- {task}: 10,200 / 12,000 training images, both at batch 128 with flip and shift 0.1; each round "
              "trains the baseline then edgeclf for 3 epochs; the steady epoch is the median of epochs 2-3, training "
              "only (validation left out)",
