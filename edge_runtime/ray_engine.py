@@ -16,10 +16,12 @@ reads their paths and classifies only the images not written yet (filtered befor
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -312,8 +314,6 @@ def run(model_paths: Sequence[str], images: Iterable[str], out: str | os.PathLik
                          spec.shard_rows)
     try:
         ray = import_ray()
-        import logging
-
         for name in ("ray", "ray.data"):  # its progress notices; the errors still show
             logging.getLogger(name).setLevel(logging.ERROR)
         t0 = time.monotonic()
@@ -332,8 +332,6 @@ def run(model_paths: Sequence[str], images: Iterable[str], out: str | os.PathLik
             if items:
                 blocks = max(result.actors * 2, math.ceil(len(items) / (spec.batch_size * 4)))
                 ds = ray.data.from_items([{"path": p} for p in items], override_num_blocks=min(len(items), blocks))
-                import warnings
-
                 with warnings.catch_warnings():
                     # Bounded restarts have no named parameter yet; the extra pins Ray below the release that drops this.
                     warnings.filterwarnings("ignore", message=".*ray_remote_args. is deprecated")
