@@ -152,12 +152,11 @@ def write_tflite_metadata(data: bytes, meta: ArtifactMetadata | dict) -> bytes:
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(strip_packed_files(data)))
-    names = (METADATA_KEY, SUPPORT_METADATA)
-    for old in model.metadata or []:
-        if (old.name.decode() if isinstance(old.name, bytes) else old.name) in names:
-            model.buffers[old.buffer].data = None  # no orphaned copy left in the file
-    model.metadata = [m for m in (model.metadata or [])
-                      if (m.name.decode() if isinstance(m.name, bytes) else m.name) not in names]
+    ours = [m for m in model.metadata or [] if (m.name.decode() if isinstance(m.name, bytes) else m.name)
+            in (METADATA_KEY, SUPPORT_METADATA)]
+    for old in ours:
+        model.buffers[old.buffer].data = None  # no orphaned copy left in the file
+    model.metadata = [m for m in model.metadata or [] if m not in ours]
     support = support_metadata_for(meta)[0] if meta is not None else None
     entries = [(METADATA_KEY, payload)]
     if support is not None:

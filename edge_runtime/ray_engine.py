@@ -28,6 +28,7 @@ from typing import Callable, Iterable, Sequence
 
 from .errors import ConfigError, DataError, ImageDecodeError, missing_dependency
 from .paths import mask_credentials
+from .records import count_labels, image_record, model_records
 
 FORMATS = ("parquet", "jsonl")
 SHARD_PREFIX = "part-"
@@ -141,7 +142,6 @@ class Predictor:
         import numpy as np
 
         from .classifier import stream_many
-        from .records import image_record
 
         paths = [str(p) for p in batch["path"]]
         fetched = [_fetch(p) for p in paths]
@@ -250,9 +250,10 @@ def check_cpus(spec: RaySpec, cluster_cpus: int) -> int:
 
 @dataclass
 class RayRun:
-    """What a Ray job did: images classified (this run), failed, skipped (``--resume``), per-label counts per model,
-    and timings."""
+    """What a Ray job did: images classified (this run), failed, skipped (``--resume``), each model's name and
+    per-label counts, and timings."""
 
+    names: list | None = None
     done: int = 0
     failed: int = 0
     skipped: int = 0
@@ -281,11 +282,12 @@ def run(model_paths: Sequence[str], images: Iterable[str], out: str | os.PathLik
     Raises:
         ConfigError: For settings the cluster cannot run, or an ``out`` that holds shards without --resume/--force.
     """
-    from .classifier import Classifier, distinct_names
+    from .classifier import Classifier, check_threshold, distinct_names
 
     started = time.monotonic()
     classifiers = [Classifier.load(p, 1) for p in model_paths]  # fail fast, here, on a bad model
     distinct_names(classifiers)
+    check_threshold(threshold, [(c.path.name, c.class_names) for c in classifiers])
     out = Path(out)
     if resume and force:
         raise ConfigError("Received --resume and --force. Expected one: --resume continues the job in --out, --force "
@@ -304,7 +306,7 @@ def run(model_paths: Sequence[str], images: Iterable[str], out: str | os.PathLik
     for stale in target.glob(f".{SHARD_PREFIX}*.part"):  # left by a killed job: incomplete by construction
         stale.unlink()
     items = list(dict.fromkeys(images))
-    result = RayRun(counts=[dict.fromkeys(c.class_names, 0) for c in classifiers])
+    result = RayRun(names=[c.name for c in classifiers], counts=[dict.fromkeys(c.class_names, 0) for c in classifiers])
     if resume:
         done = written_paths(target)
         todo = [p for p in items if mask_credentials(p) not in done]
@@ -347,12 +349,8 @@ def run(model_paths: Sequence[str], images: Iterable[str], out: str | os.PathLik
                             rec = json.loads(line)
                             writer.add(rec)
                             result.done += 1
-                            if "error" in rec:
-                                result.failed += 1
-                            else:
-                                models = list(rec["models"].values()) if "models" in rec else [rec]
-                                for counts, r in zip(result.counts, models):
-                                    counts[r["label"]] = counts.get(r["label"], 0) + 1
+                            result.failed += "error" in rec
+                            count_labels(result.counts, model_records(rec))
                         if progress is not None:
                             progress(result.done, result.failed, len(items))
                 finally:  # every record received is written, however the job ends

@@ -29,3 +29,16 @@ def image_record(path: str, classifiers: Sequence, results: Sequence, threshold:
     else:
         rec.update(model_record(results[0], threshold, top_k))
     return rec
+
+
+def model_records(rec: dict) -> list[dict]:
+    """Each model's part of an image record, in model order; none for an image that failed."""
+    if "error" in rec:
+        return []
+    return list(rec["models"].values()) if "models" in rec else [rec]
+
+
+def count_labels(counts: Sequence[dict], records: Sequence[dict]) -> None:
+    """Adds one to each model's tally (``counts``, per model: label -> images) of the label it decided."""
+    for tally, r in zip(counts, records):
+        tally[r["label"]] = tally.get(r["label"], 0) + 1

@@ -109,15 +109,13 @@ def setup(keras, mode: str) -> Distribution | None:
                 raise ConfigError(f"KERAS_DISTRIBUTION_NUM_PROCESSES is {processes} but {', '.join(missing)} "
                                   "is not set. Set all three (docs/scaling.md), as a launcher such as SLURM's "
                                   "srun would.")
-            import jax
-
-            if not jax.distributed.is_initialized():
-                keras.distribution.initialize()
         import jax
 
-        index = jax.process_index()
+        if processes > 1 and not jax.distributed.is_initialized():
+            keras.distribution.initialize()
         devices = len(keras.distribution.list_devices())
-        return Distribution("data-parallel (keras.distribution.DataParallel)", devices, processes, index, backend)
+        return Distribution("data-parallel (keras.distribution.DataParallel)", devices, processes,
+                            jax.process_index(), backend)
     if backend == "tensorflow":
         if os.environ.get("TF_CONFIG"):
             cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})

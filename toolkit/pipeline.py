@@ -183,33 +183,29 @@ def _array_batches_class():
         def _batch(self, epoch, order, i):
             # Sorted: sequential reads of a memory map; order within a batch does not matter.
             idx = np.sort(order[i * self.batch_size:(i + 1) * self.batch_size])
-            if self.sharding is None or (self.sharding.count == 1 and self.sharding.pad_to == 1):
+            share, weights = slice(None), None
+            if self.sharding is not None:  # --distribute on JAX
+                if self.sharding.pad_to > 1:
+                    # Padded to a multiple of the devices with zero-weight copies of the batch's last image: exact,
+                    # they count for nothing in the loss and metrics.
+                    short = -len(idx) % self.sharding.pad_to
+                    weights = np.concatenate([np.ones(len(idx), np.float32), np.zeros(short, np.float32)])
+                    idx = np.concatenate([idx, np.repeat(idx[-1:], short)])
+                # Contiguous shares in process order: Keras concatenates them so, giving the one-process batch back
+                # image for image (dropout masks fall on the same images).
+                n = len(idx) // self.sharding.count
+                share = slice(self.sharding.index * n, (self.sharding.index + 1) * n)
+            if self.augment is None:
+                idx = idx[share]
                 x = np.asarray(self.pixels[idx], dtype=np.float32)
-                if self.augment is not None:
-                    x = self.augment(x, epoch * len(self) + i)
-                return x, self.labels[idx]
-            # Under --distribute: pad the batch to a multiple of the devices with zero-weight copies of its last
-            # image (exact: they count for nothing in the loss and metrics), then keep this process's share.
-            weights = np.ones(len(idx), np.float32)
-            short = -len(idx) % self.sharding.pad_to
-            if short:
-                idx = np.concatenate([idx, np.repeat(idx[-1:], short)])
-                weights = np.concatenate([weights, np.zeros(short, np.float32)])
-            # Contiguous shares in process order: Keras concatenates them so, giving the one-process batch back
-            # image for image (dropout masks fall on the same images). Each process augments the whole batch and
-            # keeps its share: the random draws are per position in the batch, so a share augmented alone would
-            # be augmented differently from the one-process run.
-            share = len(idx) // self.sharding.count
-            mine = slice(self.sharding.index * share, (self.sharding.index + 1) * share)
-            if self.augment is not None:
-                x = np.asarray(self.augment(np.asarray(self.pixels[idx], dtype=np.float32), epoch * len(self) + i))
-                x, idx, weights = x[mine], idx[mine], weights[mine]
             else:
-                idx, weights = idx[mine], weights[mine]
-                x = np.asarray(self.pixels[idx], dtype=np.float32)
-            if self.sharding.pad_to == 1:  # training batches: full (drop_remainder), no weights to give
+                # The whole batch is augmented and this process keeps its share: the random draws are per position
+                # in the batch, so a share augmented alone would differ from the one-process run.
+                x = self.augment(np.asarray(self.pixels[idx], dtype=np.float32), epoch * len(self) + i)[share]
+                idx = idx[share]
+            if weights is None:
                 return x, self.labels[idx]
-            return x, self.labels[idx], weights
+            return x, self.labels[idx], weights[share]
 
     return _ArrayBatches
 

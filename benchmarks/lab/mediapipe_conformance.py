@@ -59,23 +59,31 @@ def compare(model: Path, images: list, mp_images: list) -> dict:
         n, whether MediaPipe named every category as edgeclf does, top-1 agreement, and the max and mean absolute
         score difference.
     """
-    import numpy as np
     from mediapipe.tasks import python as mpt
     from mediapipe.tasks.python import vision
+
+    options = vision.ImageClassifierOptions(base_options=mpt.BaseOptions(model_asset_path=str(model)),
+                                            max_results=-1)
+    with vision.ImageClassifier.create_from_options(options) as mp_clf:
+        return _agreement(model, images, [mp_clf.classify(image).classifications[0].categories
+                                          for image in mp_images])
+
+
+def _agreement(model: Path, images: list, categories: list) -> dict:
+    """edgeclf's Classifier on ``images`` against another runtime's ``categories`` (per image: objects with
+    ``index``, ``score`` and ``category_name``) for the same images."""
+    import numpy as np
 
     from edgeclf.edge_runtime import Classifier
 
     clf = Classifier.load(model, threads=1)
     ours = np.stack([r.probabilities for r in clf.classify(images)])
-    options = vision.ImageClassifierOptions(base_options=mpt.BaseOptions(model_asset_path=str(model)),
-                                            max_results=-1)
     theirs = np.zeros_like(ours)
     names_ok = True
-    with vision.ImageClassifier.create_from_options(options) as mp_clf:
-        for i, image in enumerate(mp_images):
-            for c in mp_clf.classify(image).classifications[0].categories:
-                theirs[i, c.index] = c.score
-                names_ok &= c.category_name == clf.class_names[c.index]
+    for i, found in enumerate(categories):
+        for c in found:
+            theirs[i, c.index] = c.score
+            names_ok &= c.category_name == clf.class_names[c.index]
     diff = np.abs(ours - theirs)
     return {"n": len(images), "names_match": bool(names_ok),
             "top1_agreement": float((ours.argmax(1) == theirs.argmax(1)).mean()),
@@ -87,24 +95,12 @@ def compare_task_library(model: Path, images: list) -> dict:
     import numpy as np
     from tflite_support.task import core, processor, vision
 
-    from edgeclf.edge_runtime import Classifier
-
-    clf = Classifier.load(model, threads=1)
-    ours = np.stack([r.probabilities for r in clf.classify(images)])
     options = vision.ImageClassifierOptions(base_options=core.BaseOptions(file_name=str(model)),
                                             classification_options=processor.ClassificationOptions(max_results=-1))
     tl_clf = vision.ImageClassifier.create_from_options(options)
-    theirs = np.zeros_like(ours)
-    names_ok = True
-    for i, image in enumerate(images):
-        result = tl_clf.classify(vision.TensorImage.create_from_array(np.ascontiguousarray(image)))
-        for c in result.classifications[0].categories:
-            theirs[i, c.index] = c.score
-            names_ok &= c.category_name == clf.class_names[c.index]
-    diff = np.abs(ours - theirs)
-    return {"n": len(images), "names_match": bool(names_ok),
-            "top1_agreement": float((ours.argmax(1) == theirs.argmax(1)).mean()),
-            "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean())}
+    return _agreement(model, images, [
+        tl_clf.classify(vision.TensorImage.create_from_array(np.ascontiguousarray(image))).classifications[0].categories
+        for image in images])
 
 
 def inside_task_library(run: Path) -> dict:
@@ -133,8 +129,9 @@ def inside(run: Path) -> dict:
     rgb = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
     stored = [mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(a)) for a in rgb]
     as_file = mp.Image.create_from_file(str(paths[0]))
-    out = {"mediapipe": mp.__version__, "images": len(paths),
-           "stored_format": f"{Image.open(paths[0]).mode} {Image.open(paths[0]).size[0]}x{Image.open(paths[0]).size[1]}",
+    with Image.open(paths[0]) as first:
+        stored_format = f"{first.mode} {first.size[0]}x{first.size[1]}"
+    out = {"mediapipe": mp.__version__, "images": len(paths), "stored_format": stored_format,
            "mediapipe_reads_stored_as": mp.ImageFormat(as_file.image_format).name, "artefacts": {}}
     with tempfile.TemporaryDirectory() as tmp:
         photos = []
@@ -154,6 +151,12 @@ def inside(run: Path) -> dict:
                 "photo_like": compare(model, photos, mp_photos),
             }
     return out
+
+
+def _agreement_cells(s: dict) -> str:
+    """The names / top-1 / max and mean score difference cells of a comparison's table row."""
+    return (f"{'all right' if s['names_match'] else 'WRONG'} | {100 * s['top1_agreement']:.2f} % | "
+            f"{s['max_abs_diff']:.4f} | {s['mean_abs_diff']:.5f}")
 
 
 def render(result: dict, run: Path) -> list[str]:
@@ -182,8 +185,7 @@ def render(result: dict, run: Path) -> list[str]:
         added = a["support_metadata_bytes"] + a["labels_archive_bytes"]
         lines.append(f"| {name} | {a['size_bytes']:,} B | {added:,} B ({a['support_metadata_bytes']:,} + "
                      f"{a['labels_archive_bytes']:,}; {100 * added / a['size_bytes']:.2f} %) | "
-                     f"{'all right' if s['names_match'] else 'WRONG'} | {100 * s['top1_agreement']:.2f} % | "
-                     f"{s['max_abs_diff']:.4f} | {s['mean_abs_diff']:.5f} |")
+                     f"{_agreement_cells(s)} |")
     lines += [
         "",
         f"**Photo-like** (the same images upscaled to {PHOTO_SIZE} x {PHOTO_SIZE} JPEG, quality 90, each side "
@@ -194,16 +196,14 @@ def render(result: dict, run: Path) -> list[str]:
     ]
     for name, a in result["artefacts"].items():
         s = a["photo_like"]
-        lines.append(f"| {name} | {'all right' if s['names_match'] else 'WRONG'} | "
-                     f"{100 * s['top1_agreement']:.2f} % | {s['max_abs_diff']:.4f} | {s['mean_abs_diff']:.5f} |")
+        lines.append(f"| {name} | {_agreement_cells(s)} |")
     if "task_library" in result:
         tl = result["task_library"]
         lines += ["", f"**TFLite Task Library** (tflite-support {tl['tflite_support']}, `ImageClassifier`, the images "
                   "as stored):", "", "| artefact | names | top-1 agreement | max abs score diff | mean |",
                   "|---|---|---:|---:|---:|"]
         for name, s in tl["artefacts"].items():
-            lines.append(f"| {name} | {'all right' if s['names_match'] else 'WRONG'} | "
-                         f"{100 * s['top1_agreement']:.2f} % | {s['max_abs_diff']:.4f} | {s['mean_abs_diff']:.5f} |")
+            lines.append(f"| {name} | {_agreement_cells(s)} |")
     lines += ["", "What the differences mean for choosing a runtime: [docs/runtime.md](../../docs/runtime.md#mediapipe-"
               "tasks-and-the-tflite-task-library).", "", "## History", "",
               "| date | commit | mediapipe | artefacts | names right | top-1 as stored (min) | top-1 photo-like (min) "
