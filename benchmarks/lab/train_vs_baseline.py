@@ -138,12 +138,13 @@ def speed(args) -> int:
               "edgeclf_args": args.edgeclf_args}
     path = args.results / "train_speed_vs_baseline.json"
     earlier = json.loads(path.read_text()) if path.exists() else None
-    history = (earlier or {}).get("history") or ([{k: earlier.get(k) for k in ("date", "commit", "median_ratio")}
-                                                  | {"edgeclf_args": earlier.get("edgeclf_args", ""),
-                                                     "ratios": [x["ratio"] for x in earlier["rounds"]]}]
-                                                 if earlier else [])
-    history.append({"date": record["date"], "commit": record["commit"], "median_ratio": median,
-                    "edgeclf_args": args.edgeclf_args, "ratios": [x["ratio"] for x in rounds]})
+    def entry(r: dict) -> dict:
+        return {"date": r["date"], "commit": r["commit"], "median_ratio": r["median_ratio"],
+                "edgeclf_args": r.get("edgeclf_args", ""), "ratios": [x["ratio"] for x in r["rounds"]]}
+
+    # a record from before the history was kept becomes its first row
+    history = (earlier.get("history") or [entry(earlier)]) if earlier else []
+    history.append(entry(record))
     record["history"] = history
     path.write_text(json.dumps(record, indent=2) + "\n")
     lines = ["# edgeclf train's epoch time vs the plain-Keras script", "",
