@@ -69,22 +69,28 @@ def list_backbones(pattern: str = "*") -> list[str]:
     return BACKBONES.names(pattern)
 
 
-def _simple_cnn(input_shape, weights):
-    import keras
-    from keras import layers
+def _conv_bn_cnn(name: str, widths: tuple[int, ...]):
+    """Blocks of two Conv(3x3)-BN-ReLU layers, ``widths`` filters a block, each block but a too-small one
+    followed by MaxPool(2)."""
 
-    if weights is not None:
-        raise ConfigError("Received: weights='imagenet' for simple_cnn. It has no pretrained weights: use --weights none.")
-    inputs = keras.Input(input_shape)
-    x = inputs
-    for filters in (32, 64, 128):
-        for _ in range(2):
-            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-            x = layers.BatchNormalization()(x)
-            x = layers.ReLU()(x)
-        if min(x.shape[1], x.shape[2]) >= 2:
-            x = layers.MaxPooling2D(2)(x)
-    return keras.Model(inputs, x, name="simple_cnn")
+    def build(input_shape, weights):
+        import keras
+        from keras import layers
+
+        if weights is not None:
+            raise ConfigError(f"Received: weights='imagenet' for {name}. It has no pretrained weights: use --weights none.")
+        inputs = keras.Input(input_shape)
+        x = inputs
+        for filters in widths:
+            for _ in range(2):
+                x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+                x = layers.BatchNormalization()(x)
+                x = layers.ReLU()(x)
+            if min(x.shape[1], x.shape[2]) >= 2:
+                x = layers.MaxPooling2D(2)(x)
+        return keras.Model(inputs, x, name=name)
+
+    return build
 
 
 def _plain_cnn(name: str, blocks: tuple[tuple[int, int], ...]):
@@ -118,8 +124,12 @@ def _application(factory_name: str, **extra):
 
 
 for _backbone in (
-    Backbone("simple_cnn", 64, "unit", _simple_cnn, pretrained=False, min_size=8,
+    Backbone("simple_cnn", 64, "unit", _conv_bn_cnn("simple_cnn", (32, 64, 128)), pretrained=False, min_size=8,
              description="3 Conv-BN-ReLU blocks (32/64/128 filters) for training from scratch"),
+    # Wider where the image is small: at 14 and 7 px the cost of a filter is a quarter and a sixteenth of its cost at
+    # 28 px, so 4x the filters there cost about twice simple_cnn's time for 3.7x its parameters.
+    Backbone("wide_cnn", 32, "unit", _conv_bn_cnn("wide_cnn", (32, 128, 256)), pretrained=False, min_size=8,
+             description="3 Conv-BN-ReLU blocks (32/128/256 filters) for small images from scratch"),
     Backbone("helmet_cnn", 200, "unit", _plain_cnn("helmet_cnn", ((32, 4), (64, 2), (128, 0))), pretrained=False,
              min_size=34, description="Conv32-Pool4-Conv64-Pool2-Conv128 (the helmet notebook's CNN)"),
     Backbone("aiart_cnn", 128, "unit", _plain_cnn("aiart_cnn", ((32, 2), (64, 2))), pretrained=False, min_size=16,

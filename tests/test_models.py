@@ -13,7 +13,7 @@ from edgeclf.edge_runtime.registry import Registry
 from edgeclf.models import HeadSpec, ModelSpec, create_model, get_backbone, get_backbone_model, list_backbones
 
 HEAVY = {"resnet50", "efficientnet_b0", "vgg19", "mobilenet_v3_large"}
-ALL_BACKBONES = ["simple_cnn", "helmet_cnn", "aiart_cnn", "vgg16", "vgg19", "resnet50", "mobilenet_v2", "mobilenet_v3_small",
+ALL_BACKBONES = ["simple_cnn", "wide_cnn", "helmet_cnn", "aiart_cnn", "vgg16", "vgg19", "resnet50", "mobilenet_v2", "mobilenet_v3_small",
                  "mobilenet_v3_large", "efficientnet_b0"]
 
 
@@ -54,6 +54,20 @@ def test_backbone_builds_outputs_probabilities_and_round_trips(name, tmp_path):
     again = keras.models.load_model(path, safe_mode=True)
     np.testing.assert_allclose(np.asarray(again(x, training=False)), probs, atol=1e-6)
     assert not any(type(l).__name__ == "Lambda" for l in again.layers)
+
+
+def test_wide_cnn_widens_only_the_blocks_after_the_first():
+    """simple_cnn's layout with 4x the filters where the image is already pooled to a half and a quarter."""
+    import keras
+
+    def filters(name):
+        model = get_backbone_model(create_model(ModelSpec(name, 10, 28, "none")))
+        return [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+    assert filters("simple_cnn") == [32, 32, 64, 64, 128, 128]
+    assert filters("wide_cnn") == [32, 32, 128, 128, 256, 256]
+    with pytest.raises(ConfigError, match="no pretrained weights"):
+        create_model(ModelSpec("wide_cnn", 10, 28, "imagenet"))
 
 
 def test_caffe_normalisation_matches_keras_preprocess_input():

@@ -46,6 +46,14 @@ def test_fixed_variants_change_exactly_what_the_authors_named():
     assert spam.train.augment.randaugment and spam.img_size == 256
 
 
+def test_the_small_image_recipe_trains_longer_and_wider_without_early_stopping():
+    r = get_recipe("fmnist-wide-cnn")
+    assert (r.backbone, r.img_size, r.weights) == ("wide_cnn", 28, "none")
+    t = r.train
+    assert (t.epochs, t.early_stopping, t.lr_schedule, t.split.val) == (25, False, "cosine", 0.1)
+    assert (t.augment.flip, t.augment.shift, t.augment.rotation, t.augment.zoom) == ("horizontal", 0.1, 0.0, 0.0)
+
+
 def test_original_head_layout_is_reproduced():
     """Flatten -> Dense256 -> Dropout0.5 -> Dense128 -> output, as the helmet-vgg16 notebook had it."""
     spec = ModelSpec("simple_cnn", 2, 16, "none", HeadSpec("flatten", (256, 128), dropouts=(0.5, 0.0)))
