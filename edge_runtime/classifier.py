@@ -14,7 +14,7 @@ import numpy as np
 from .artifact import NO_METADATA
 from .backends import Backend, default_threads, needs_reduce_range, open_backend
 from .errors import ConfigError, DataError, ImageDecodeError
-from .metadata import check_metadata
+from .metadata import ArtifactMetadata
 from .preprocess import ImageSource, PreprocessSpec, is_one_image, load_image, preprocess_frame
 from .sources import INPUT_IDLE, empty_folder_reason, is_unmatched_pattern
 from .tensor import adapt_backend
@@ -90,11 +90,12 @@ class Classifier:
     """
 
     def __init__(self, backend: Backend, metadata: dict, path: Path):
-        check_metadata(metadata, path, getattr(backend, "output_width", None))
+        # Checked against the model's own output width here, where both are known; ``info`` is the typed form.
+        self.info = ArtifactMetadata.from_dict(metadata, path, getattr(backend, "output_width", None))
         self.metadata = metadata
         self.path = path
         self.name = path.stem  # labels this model's results; see ``distinct_names`` for several models
-        self.class_names = tuple(metadata["class_names"])
+        self.class_names = self.info.class_names
         try:
             self.preprocess = PreprocessSpec.from_dict(metadata["preprocess"])
             # an adopted model's own scaling, layout or logits; edgeclf's exports get ``backend`` itself
@@ -107,8 +108,7 @@ class Classifier:
         self.warnings = deployment_warnings(metadata, path)
 
     def __repr__(self) -> str:
-        mode = (self.metadata.get("quantization") or {}).get("mode")
-        kind = " ".join(str(v) for v in (self.metadata.get("format"), mode) if v)
+        kind = " ".join(str(v) for v in (self.metadata.get("format"), self.info.quantization.get("mode")) if v)
         return (f"Classifier('{self.path}', {kind or 'format unknown'}, input {self.preprocess.height}x"
                 f"{self.preprocess.width}, classes {list(self.class_names)})")
 

@@ -37,6 +37,10 @@ def test_classifier_reads_everything_from_the_file(exported):
     assert c.class_names == ("bar_h", "bar_v")
     assert c.preprocess.size == (16, 16)
     assert c.metadata["quantization"]["mode"] == "int8"
+    # the same metadata, typed
+    assert (c.info.format, c.info.quantization["mode"], c.info.input.dtype) == ("tflite", "int8", "uint8")
+    assert c.info.class_names == c.class_names and c.info.schema_version == 1
+    assert 0.5 <= c.info.fidelity["agreement"] <= 1.0
     assert repr(c) == f"Classifier('{c.path}', tflite int8, input 16x16, classes ['bar_h', 'bar_v'])"
 
 
