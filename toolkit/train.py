@@ -7,14 +7,12 @@ checkpoint when the same command is run again.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -22,145 +20,31 @@ import numpy as np
 
 import edgeclf
 from edgeclf.edge_runtime.artifact import sha256_file
-from edgeclf.edge_runtime.errors import ConfigError, DataError
+from edgeclf.edge_runtime.errors import DataError
 from edgeclf.edge_runtime.preprocess import PreprocessSpec
-from edgeclf.models import HeadSpec, ModelSpec, check_weights, create_model, format_img_size, get_backbone_model
+from edgeclf.models import HeadSpec, ModelSpec, check_weights, create_model, format_img_size
 
 from . import plots
 from ._deps import gpu_names, import_keras, import_tf
-from .augment import AugmentSpec, augment_for, build_augmenter
-from .callbacks import (best_checkpoint, best_so_far, epoch_seeds, epoch_timer, history_logger, history_rows,
-                        save_weights, schedule_state)
-from .distribute import DISTRIBUTE, Distribution, global_batch
+from .augment import augment_for
+from .callbacks import history_rows
+from .distribute import global_batch
 from .distribute import setup as setup_distribution
-from .data import (SPLITS, DecodedSplit, SplitSpec, assign_splits, balanced_class_weights, class_counts,
-                   decode_samples, discover, fingerprint, imbalance_ratio, stratified_folds)
+from .data import (SPLITS, DecodedSplit, assign_splits, balanced_class_weights, class_counts, decode_samples,
+                   discover, fingerprint, imbalance_ratio, stratified_folds)
 from .evaluate import evaluate_splits
+from .fit import fit_fold, steps_per_epoch
 from .io import atomic_path, clean_leftovers, write_csv, write_json
-from .leakage import DEFAULT_THRESHOLD, HASH_BITS, find_leaks
-from .pipeline import EpochClock, batches_per_epoch, make_dataset
-from .precise_bn import recompute_batchnorm
+from .leakage import find_leaks
+from .pipeline import make_dataset
 from .progress import Reporter
 from .report import write_train_report
 from .run_dir import REPLACED, RUN_DIRS, RunState, prepare_run_dir, recover_replaced, restore_replaced
+# TrainSpec and its defaults live in train_spec; imported from here too, as edgeclf.toolkit.train.TrainSpec.
+from .train_spec import (CLASS_WEIGHTS, IMBALANCE_THRESHOLD, LR_SCHEDULES, MIXED_PRECISION, MONITORS,  # noqa: F401
+                         TrainSpec, auto_batch_size, auto_learning_rate)
 
 logger = logging.getLogger(__name__)
-
-MONITORS = ("val_loss", "val_accuracy")
-LR_SCHEDULES = ("plateau", "cosine")
-CLASS_WEIGHTS = ("auto", "on", "off")
-MIXED_PRECISION = ("auto", "on", "off")
-IMBALANCE_THRESHOLD = 1.5  # class weights switch on above this max/min class-count ratio ("auto")
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    """How to train.
-
-    Args:
-        epochs: Epochs of the first phase (the only phase when training from scratch).
-        batch_size: Images per batch; None chooses it from the number of training images (``auto_batch_size``).
-        learning_rate: Adam learning rate of the first phase; None scales it with the batch size
-            (``auto_learning_rate``).
-        fine_tune_layers: Top backbone layers unfrozen in the second phase (pretrained backbones); 0 skips it.
-        fine_tune_epochs: Epochs of the second phase.
-        fine_tune_learning_rate: Learning rate of the second phase; None means ``learning_rate / 10``.
-        patience: Epochs without improvement of ``monitor`` before early stopping (the learning rate is reduced
-            after half as many).
-        monitor: ``val_loss`` or ``val_accuracy``; also chooses the best checkpoint and the best fold.
-        folds: 1 for a single train/val/test split; K >= 2 for stratified K-fold cross-validation of train+val.
-        class_weights: ``auto`` (on when the largest class is more than 1.5x the smallest), ``on`` or ``off``.
-        augment: Training-time augmentation; None chooses it from the input size (``augment.augment_for``).
-        mixed_precision: ``auto`` (on with a GPU), ``on`` or ``off``.
-        deterministic: Enable TensorFlow op determinism (same seed, same result; slower on GPUs).
-        seed: Seed for the split, initialisation, shuffling and augmentation.
-        split: Fractions for data that is not pre-split.
-        dedup: Remove val/test images that duplicate an earlier split's image.
-        leakage_threshold: Hamming distance (of 256 hash bits) counted as a near-duplicate.
-        keep_cache: Keep the decoded-pixel cache and the resume checkpoints after a successful run.
-        early_stopping: Stop a phase after ``patience`` epochs without improvement.
-        reduce_lr: Reduce the learning rate during a phase, as ``lr_schedule`` says; False keeps it constant.
-        lr_schedule: ``plateau``: multiplied by 0.3 after ``patience // 2`` epochs without improvement of ``monitor``;
-            ``cosine``: a one-epoch linear warm-up (at most a tenth of the phase) then cosine decay to 0 over the
-            phase's steps, whatever validation says.
-        distribute: ``none``, or ``data-parallel``: every local device (and every process of a multi-host JAX job)
-            trains one replicated model on its slice of each batch (``distribute.setup``); the batch size is
-            rounded down to a multiple of the device count.
-    """
-
-    epochs: int = 10
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    fine_tune_layers: int = 20
-    fine_tune_epochs: int = 5
-    fine_tune_learning_rate: float | None = None
-    patience: int = 5
-    monitor: str = "val_loss"
-    folds: int = 1
-    class_weights: str = "auto"
-    augment: AugmentSpec | None = None
-    mixed_precision: str = "auto"
-    deterministic: bool = True
-    seed: int = 42
-    split: SplitSpec = field(default_factory=SplitSpec)
-    dedup: bool = False
-    leakage_threshold: int = DEFAULT_THRESHOLD
-    keep_cache: bool = False
-    early_stopping: bool = True
-    reduce_lr: bool = True
-    lr_schedule: str = "cosine"
-    distribute: str = "none"
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "folds", "patience"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"Received: {name}={getattr(self, name)}. Expected at least 1.")
-        for name in ("fine_tune_layers", "fine_tune_epochs", "leakage_threshold"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"Received: {name}={getattr(self, name)}. Expected 0 or more.")
-        if self.leakage_threshold > HASH_BITS // 2:
-            raise ConfigError(f"Received: leakage_threshold={self.leakage_threshold}. Expected at most "
-                              f"{HASH_BITS // 2} of {HASH_BITS} bits: unrelated images already differ in about half.")
-        if not 0 <= self.seed < 2**32:
-            raise ConfigError(f"Received: seed={self.seed}. Expected an integer from 0 to 2**32 - 1.")
-        if (self.learning_rate is not None and not self.learning_rate > 0) or (
-                self.fine_tune_learning_rate is not None and not self.fine_tune_learning_rate > 0):
-            raise ConfigError("Received a learning rate <= 0. Expected a positive learning rate.")
-        for name, allowed in (("monitor", MONITORS), ("class_weights", CLASS_WEIGHTS),
-                              ("mixed_precision", MIXED_PRECISION), ("lr_schedule", LR_SCHEDULES),
-                              ("distribute", DISTRIBUTE)):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"Received: {name}='{getattr(self, name)}'. Supported: {', '.join(allowed)}.")
-
-    def for_data(self, n_train: int) -> tuple["TrainSpec", str | None]:
-        """This spec with ``batch_size`` and ``learning_rate`` chosen for ``n_train`` training images where they are
-        None, and what was chosen (for the run's report), or None when both were set."""
-        if self.batch_size is not None and self.learning_rate is not None:
-            return self, None
-        batch = self.batch_size or auto_batch_size(n_train)
-        lr = self.learning_rate or auto_learning_rate(batch)
-        chosen = [f"batch size {batch}" if self.batch_size is None else "",
-                  f"learning rate {lr:g}" if self.learning_rate is None else ""]
-        return (replace(self, batch_size=batch, learning_rate=lr),
-                f"{' and '.join(c for c in chosen if c)}, chosen for {n_train:,} training images")
-
-    @property
-    def fine_tune_lr(self) -> float:
-        return self.fine_tune_learning_rate if self.fine_tune_learning_rate is not None else self.learning_rate / 10
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def auto_batch_size(n_train: int) -> int:
-    """32 images a batch below 2,000 training images, 64 below 8,000, 128 from there: small datasets keep enough
-    steps an epoch to learn from, large ones train faster on a CPU for the same accuracy."""
-    return 32 if n_train < 2000 else 64 if n_train < 8000 else 128
-
-
-def auto_learning_rate(batch_size: int) -> float:
-    """Adam's 1e-3 at batch 32, scaled with the square root of the batch size (2e-3 at 128)."""
-    return float(f"{1e-3 * math.sqrt(batch_size / 32):.3g}")
 
 
 @dataclass(frozen=True)
@@ -215,27 +99,6 @@ def _decode_all(ds, splits, spec: PreprocessSpec, cache: Path, reporter: Reporte
 
 # --------------------------------------------------------------------------------------------------- training
 
-def _set_trainable(model, phase: int, fine_tune_layers: int, pretrained: bool) -> None:
-    from keras import layers
-
-    base = get_backbone_model(model)
-    if not pretrained:
-        base.trainable = True
-        return
-    if phase == 1:
-        base.trainable = False
-        return
-    base.trainable = True
-    cutoff = max(len(base.layers) - fine_tune_layers, 0)
-    for i, layer in enumerate(base.layers):
-        # BatchNorm stays frozen, i.e. in inference mode: its statistics came from far more data than ours.
-        layer.trainable = i >= cutoff and not isinstance(layer, layers.BatchNormalization)
-
-
-def _steps_per_epoch(split: DecodedSplit, spec: TrainSpec) -> int:
-    return batches_per_epoch(len(split), spec.batch_size, drop_remainder=True)
-
-
 def _fold_leakage(fold: int, tr: DecodedSplit, va: DecodedSplit, spec: TrainSpec, ds
                   ) -> tuple[DecodedSplit, DecodedSplit, dict]:
     """A K-fold split's train and val (with ``--dedup``, its val without duplicates of its train) and what was found.
@@ -266,102 +129,6 @@ def _warn_fold_leakage(folds: list[dict], dedup: bool, reporter) -> None:
         reporter.warn("K-fold leakage: val images that duplicate an image of their own fold's train: "
                       + ", ".join(f"fold {f['fold']} {f['leaked_val_images']}" for f in leaked) + "."
                       + (" Removed from those folds' val (--dedup)." if dedup else " Pass --dedup to remove them."))
-
-
-def _learning_rate(keras, spec: TrainSpec, lr: float, epochs: int, train_split: DecodedSplit):
-    """The optimizer's learning rate for one phase: ``lr``, or a schedule of steps for ``lr_schedule="cosine"``.
-
-    A schedule counts the optimizer's own steps, which a resumed run restores with the optimizer, so it resumes
-    where it stopped.
-    """
-    if not spec.reduce_lr or spec.lr_schedule != "cosine":
-        return lr
-    total = _steps_per_epoch(train_split, spec) * epochs
-    warmup = min(_steps_per_epoch(train_split, spec), total // 10)
-    return keras.optimizers.schedules.CosineDecay(0.0 if warmup else lr, max(total - warmup, 1), alpha=0.0,
-                                                  warmup_target=lr if warmup else None, warmup_steps=warmup)
-
-
-def _fit_fold(fold: int, train_split: DecodedSplit, val_split: DecodedSplit, model_spec: ModelSpec, spec: TrainSpec,
-              run: Path, state: RunState, class_weight: dict | None, reporter: Reporter, extra_callbacks: Sequence,
-              dist: Distribution | None = None):
-    """Trains one model (one or two phases) and returns it with its best weights loaded."""
-    keras = import_keras()
-    with dist.fitting(keras) if dist is not None else contextlib.nullcontext():
-        return _fit_fold_phases(fold, train_split, val_split, model_spec, spec, run, state, class_weight, reporter,
-                                extra_callbacks, dist)
-
-
-def _fit_fold_phases(fold, train_split, val_split, model_spec, spec, run, state, class_weight, reporter,
-                     extra_callbacks, dist):
-    keras = import_keras()
-    ckpt = run / "checkpoints"
-    ckpt.mkdir(exist_ok=True)
-    best_path = ckpt / f"fold{fold}_best.weights.h5"
-    # Seeded per fold: a run resumed at fold 2 creates its model as the uninterrupted run did.
-    keras.utils.set_random_seed(spec.seed + fold)
-    model = create_model(model_spec, steps_per_epoch=_steps_per_epoch(train_split, spec))
-    augmenter = build_augmenter(spec.augment, spec.seed + fold)
-    parallel = not spec.deterministic
-    clock = EpochClock()
-    shard = dist.sharding if dist is not None and dist.backend == "jax" else None
-    train_ds = make_dataset(train_split.pixels, train_split.labels, spec.batch_size, shuffle=True,
-                            seed=spec.seed + fold, augmenter=augmenter, parallel=parallel, clock=clock,
-                            drop_remainder=True, sharding=None if shard is None else replace(shard, pad_to=1))
-    val_ds = make_dataset(val_split.pixels, val_split.labels, spec.batch_size, shuffle=False, seed=spec.seed,
-                          parallel=parallel, sharding=shard)
-    phases = [(1, spec.epochs, spec.learning_rate)]
-    if model_spec.pretrained and spec.fine_tune_layers and spec.fine_tune_epochs:
-        phases.append((2, spec.fine_tune_epochs, spec.fine_tune_lr))
-    mode = "min" if spec.monitor.endswith("loss") else "max"
-    for phase, epochs, lr in phases:
-        first_epoch = sum(n for p, n, _ in phases if p < phase)  # the phase's first, counted over the fold's phases
-        key = f"{fold}/{phase}"
-        done_path = ckpt / f"fold{fold}_phase{phase}.weights.h5"
-        backup = ckpt / f"backup_fold{fold}_phase{phase}"
-        if key in state.done and done_path.exists():
-            model.load_weights(done_path)
-            reporter.stage(f"Fold {fold} phase {phase} already finished: loaded its weights")
-            continue
-        _set_trainable(model, phase, spec.fine_tune_layers, model_spec.pretrained)
-        model.compile(optimizer=keras.optimizers.Adam(_learning_rate(keras, spec, lr, epochs, train_split)),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        what = "frozen backbone" if model_spec.pretrained and phase == 1 else (
-            f"top {spec.fine_tune_layers} backbone layers unfrozen" if phase == 2 else "all layers")
-        reporter.stage(f"Fold {fold} phase {phase}: {epochs} epoch{'s' * (epochs != 1)} at lr {lr:g}, {what}")
-        schedules = [
-            *([keras.callbacks.EarlyStopping(monitor=spec.monitor, mode=mode, patience=spec.patience)]
-              if spec.early_stopping else []),
-            *([keras.callbacks.ReduceLROnPlateau(monitor=spec.monitor, mode=mode, factor=0.3,
-                                                 patience=max(1, spec.patience // 2), min_lr=lr / 100)]
-              if spec.reduce_lr and spec.lr_schedule == "plateau" else []),
-        ]
-        callbacks = [
-            epoch_seeds(keras, clock, first_epoch, [model] if augmenter is None else [model, augmenter]),
-            best_checkpoint(keras, best_path, spec.monitor, mode, best_so_far(run / "history.csv", fold, spec.monitor)),
-            *schedules,
-            history_logger(keras, run / "history.csv", fold, phase),
-            epoch_timer(keras, state, fold, phase),
-            # Two backups: a run killed while writing the latest (SIGKILL, a power cut) resumes from the one before.
-            keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True),
-            schedule_state(keras, backup / "schedules.json", schedules),
-            *extra_callbacks,
-        ]
-        # BackupAndRestore resumes by setting the model's first epoch, which Keras keeps for every later fit:
-        # phase 2 of a run resumed in phase 1 began at phase 1's resumed epoch, its earlier epochs skipped.
-        model._initial_epoch = None
-        model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight, callbacks=callbacks,
-                  shuffle=False,  # the dataset shuffles itself
-                  verbose=reporter.keras_verbose)
-        if best_path.exists():
-            model.load_weights(best_path)
-        if not model_spec.pretrained:  # a pretrained backbone's BatchNorm stays frozen at its own statistics
-            reporter.stage("Recomputing BatchNorm statistics over the training images")
-            recompute_batchnorm(model, train_split.pixels, spec.batch_size, seed=spec.seed + fold)
-        save_weights(model, done_path)
-        state.done[key] = {"epochs": epochs}
-        state.save()
-    return model
 
 
 def train(
@@ -566,7 +333,7 @@ def _train_in_run(data, run: Path, ds, model_spec: ModelSpec, preprocess: Prepro
             if str(fold) in state.folds:
                 continue
             cw = balanced_class_weights(class_counts(tr.labels, k)) if use_weights else None
-            model = _fit_fold(fold, tr, va, model_spec, spec, run, state, cw, reporter, callbacks, dist)
+            model = fit_fold(fold, tr, va, model_spec, spec, run, state, cw, reporter, callbacks, dist)
             scores = model.evaluate(make_dataset(va.pixels, va.labels, spec.batch_size, shuffle=False, seed=0,
                                                  parallel=not spec.deterministic),
                                     verbose=0, return_dict=True)
@@ -585,7 +352,7 @@ def _train_in_run(data, run: Path, ds, model_spec: ModelSpec, preprocess: Prepro
     # Rebuilt after the float32 policy is back: a model trained under mixed precision is saved (and exported)
     # with float32 layers, its float32 master weights loaded from the checkpoint.
     # A from-scratch model keeps the BatchNorm momentum it trained with (its config is saved with it).
-    steps = _steps_per_epoch(fold_splits[best_fold][0], spec) if model_spec.weights == "none" else None
+    steps = steps_per_epoch(fold_splits[best_fold][0], spec) if model_spec.weights == "none" else None
     model = create_model(ModelSpec.from_dict({**model_spec.to_dict(), "weights": "none"}), steps_per_epoch=steps)
     model.load_weights(run / "checkpoints" / f"fold{best_fold}_phase{last_phase}.weights.h5")
     with atomic_path(run / "model.keras", suffix=".keras") as tmp:
