@@ -219,6 +219,7 @@ def _fmnist_wide_cnn() -> Recipe:
         weights="none",
         original="edgeclf's own recipe (no published original): simple_cnn's Conv-BN-ReLU blocks with 32/128/256 "
                  "filters, flip and 10 % shifts, batch 128, Adam 2e-3 with a one-epoch warm-up and cosine decay",
-        reported="Fashion-MNIST-10 test accuracy: see benchmarks/results/fashion_mnist_fmnist-wide-cnn.md",
+        reported="Fashion-MNIST-10 test accuracy 0.9440 in 25 epochs on 2 CPU cores (91 min; "
+                 "benchmarks/results/fashion_mnist_fmnist-wide-cnn.md)",
         assumptions=("images of about 28-32 px (larger ones train much slower: the first block runs at full size)",),
     )
