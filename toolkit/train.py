@@ -309,54 +309,11 @@ def _train_in_run(data, run: Path, ds, model_spec: ModelSpec, preprocess: Prepro
                    + (" with mixed precision" if mixed else "")
                    + ("" if backend == "tensorflow" else f" (Keras backend {backend})"))
 
-    if spec.folds > 1:
-        pool = DecodedSplit(np.concatenate([decoded["train"].pixels, decoded["val"].pixels]),
-                            np.concatenate([decoded["train"].labels, decoded["val"].labels]),
-                            decoded["train"].sources + decoded["val"].sources)
-        fold_idx = stratified_folds(pool.labels, spec.folds, spec.seed)
-        reporter.stage("Checking each fold's val images for duplicates of its train images")
-        fold_splits, leakage["folds"] = [], []
-        for fold, val_idx in enumerate(fold_idx):
-            train_idx = np.setdiff1d(np.arange(len(pool)), val_idx)
-            tr, va, found = _fold_leakage(fold, pool.take(train_idx), pool.take(val_idx), spec, ds)
-            fold_splits.append((tr, va))
-            leakage["folds"].append(found)
-        _warn_fold_leakage(leakage["folds"], spec.dedup, reporter)
-    else:
-        fold_splits = [(decoded["train"], decoded["val"])]
-
-    previous_policy = keras.mixed_precision.global_policy()
-    if mixed:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        for fold, (tr, va) in enumerate(fold_splits):
-            if str(fold) in state.folds:
-                continue
-            cw = balanced_class_weights(class_counts(tr.labels, k)) if use_weights else None
-            model = fit_fold(fold, tr, va, model_spec, spec, run, state, cw, reporter, callbacks, dist)
-            scores = model.evaluate(make_dataset(va.pixels, va.labels, spec.batch_size, shuffle=False, seed=0,
-                                                 parallel=not spec.deterministic),
-                                    verbose=0, return_dict=True)
-            state.folds[str(fold)] = {"val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"]),
-                                      "n_train": len(tr), "n_val": len(va)}
-            state.save()
-            keras.backend.clear_session(free_memory=True)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
-
-    key = "val_loss" if spec.monitor == "val_loss" else "val_accuracy"
-    fold_scores = [state.folds[str(f)] for f in range(len(fold_splits))]
-    values = [s[key] for s in fold_scores]
-    best_fold = int(np.argmin(values) if key == "val_loss" else np.argmax(values))
-    last_phase = max(int(kp.split("/")[1]) for kp in state.done if kp.startswith(f"{best_fold}/"))
-    # Rebuilt after the float32 policy is back: a model trained under mixed precision is saved (and exported)
-    # with float32 layers, its float32 master weights loaded from the checkpoint.
-    # A from-scratch model keeps the BatchNorm momentum it trained with (its config is saved with it).
-    steps = steps_per_epoch(fold_splits[best_fold][0], spec) if model_spec.weights == "none" else None
-    model = create_model(ModelSpec.from_dict({**model_spec.to_dict(), "weights": "none"}), steps_per_epoch=steps)
-    model.load_weights(run / "checkpoints" / f"fold{best_fold}_phase{last_phase}.weights.h5")
-    with atomic_path(run / "model.keras", suffix=".keras") as tmp:
-        model.save(tmp)
+    fold_splits = _fold_splits(decoded, spec, ds, leakage, reporter)
+    fold_scores = _fit_folds(fold_splits, model_spec, spec, run, state, k if use_weights else None, mixed, reporter,
+                             callbacks, dist, keras)
+    best_fold = _best_fold(fold_scores, spec.monitor)
+    model = _save_best_model(run, state, best_fold, fold_splits[best_fold][0], model_spec, spec)
 
     reporter.stage("Evaluating on train, val and test")
     final_splits = {"train": fold_splits[best_fold][0], "val": fold_splits[best_fold][1], "test": decoded["test"]}
@@ -416,6 +373,73 @@ def _train_in_run(data, run: Path, ds, model_spec: ModelSpec, preprocess: Prepro
         for name in RUN_DIRS:
             shutil.rmtree(run / name, ignore_errors=True)
     return TrainResult(run, run / "model.keras", ds.class_names, metrics, folds_out, skipped, leakage, wall, resumed)
+
+
+def _fold_splits(decoded: dict[str, DecodedSplit], spec: TrainSpec, ds, leakage: dict, reporter: Reporter
+                 ) -> list[tuple[DecodedSplit, DecodedSplit]]:
+    """(train, val) of each fold: the run's own train and val, or K folds of the two pooled (each checked for
+    duplicates of its own train, recorded in ``leakage["folds"]``)."""
+    if spec.folds == 1:
+        return [(decoded["train"], decoded["val"])]
+    pool = DecodedSplit(np.concatenate([decoded["train"].pixels, decoded["val"].pixels]),
+                        np.concatenate([decoded["train"].labels, decoded["val"].labels]),
+                        decoded["train"].sources + decoded["val"].sources)
+    fold_idx = stratified_folds(pool.labels, spec.folds, spec.seed)
+    reporter.stage("Checking each fold's val images for duplicates of its train images")
+    fold_splits, leakage["folds"] = [], []
+    for fold, val_idx in enumerate(fold_idx):
+        train_idx = np.setdiff1d(np.arange(len(pool)), val_idx)
+        tr, va, found = _fold_leakage(fold, pool.take(train_idx), pool.take(val_idx), spec, ds)
+        fold_splits.append((tr, va))
+        leakage["folds"].append(found)
+    _warn_fold_leakage(leakage["folds"], spec.dedup, reporter)
+    return fold_splits
+
+
+def _fit_folds(fold_splits, model_spec: ModelSpec, spec: TrainSpec, run: Path, state: RunState,
+               weighted_classes: int | None, mixed: bool, reporter: Reporter, callbacks: Sequence, dist, keras
+               ) -> list[dict]:
+    """Fits every fold not finished yet (a resumed run skips those that are) and returns each fold's val scores.
+    ``weighted_classes``: the class count when class weights are used, else None."""
+    previous_policy = keras.mixed_precision.global_policy()
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        for fold, (tr, va) in enumerate(fold_splits):
+            if str(fold) in state.folds:
+                continue
+            cw = balanced_class_weights(class_counts(tr.labels, weighted_classes)) if weighted_classes else None
+            model = fit_fold(fold, tr, va, model_spec, spec, run, state, cw, reporter, callbacks, dist)
+            scores = model.evaluate(make_dataset(va.pixels, va.labels, spec.batch_size, shuffle=False, seed=0,
+                                                 parallel=not spec.deterministic),
+                                    verbose=0, return_dict=True)
+            state.folds[str(fold)] = {"val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"]),
+                                      "n_train": len(tr), "n_val": len(va)}
+            state.save()
+            keras.backend.clear_session(free_memory=True)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+    return [state.folds[str(f)] for f in range(len(fold_splits))]
+
+
+def _best_fold(fold_scores: list[dict], monitor: str) -> int:
+    values = [s["val_loss" if monitor == "val_loss" else "val_accuracy"] for s in fold_scores]
+    return int(np.argmin(values) if monitor == "val_loss" else np.argmax(values))
+
+
+def _save_best_model(run: Path, state: RunState, best_fold: int, best_train: DecodedSplit, model_spec: ModelSpec,
+                     spec: TrainSpec):
+    """Writes ``model.keras`` from the best fold's last finished phase, and returns that model."""
+    last_phase = max(int(kp.split("/")[1]) for kp in state.done if kp.startswith(f"{best_fold}/"))
+    # Rebuilt after the float32 policy is back: a model trained under mixed precision is saved (and exported)
+    # with float32 layers, its float32 master weights loaded from the checkpoint.
+    # A from-scratch model keeps the BatchNorm momentum it trained with (its config is saved with it).
+    steps = steps_per_epoch(best_train, spec) if model_spec.weights == "none" else None
+    model = create_model(ModelSpec.from_dict({**model_spec.to_dict(), "weights": "none"}), steps_per_epoch=steps)
+    model.load_weights(run / "checkpoints" / f"fold{best_fold}_phase{last_phase}.weights.h5")
+    with atomic_path(run / "model.keras", suffix=".keras") as tmp:
+        model.save(tmp)
+    return model
 
 
 def _epoch_times(state: RunState, fold: int) -> dict:
