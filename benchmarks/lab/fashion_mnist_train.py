@@ -81,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
     }
     if args.export:
-        record["artefacts"] = _export(run)
-        record["export_command"] = shlex.join(_export_cmd(run))
+        record["export_command"], record["artefacts"] = _export(run)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"fashion_mnist_{name}.json").write_text(json.dumps(record, indent=2) + "\n")
     md = [
@@ -109,14 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if record["met"] else 1
 
 
-def _export_cmd(run: Path) -> list[str]:
-    return [*EDGECLF, "export", str(run / "model.keras"), "--format", "tflite,onnx", "--quantize", "int8",
-            "--verify-images", "10000", "--force"]
-
-
-def _export(run: Path) -> list[dict]:
-    """Exports int8 TFLite and ONNX and returns, per artefact, what the gate measured on the test split."""
-    subprocess.run(_export_cmd(run), check=False)  # a rejected artefact exits 1 and is still reported
+def _export(run: Path) -> tuple[str, list[dict]]:
+    """Exports int8 TFLite and ONNX; returns the command and, per artefact, what the gate measured on the test
+    split."""
+    cmd = [*EDGECLF, "export", str(run / "model.keras"), "--format", "tflite,onnx", "--quantize", "int8",
+           "--verify-images", "10000", "--force"]
+    subprocess.run(cmd, check=False)  # a rejected artefact exits 1 and is still reported
     report = json.loads((run / "export" / "export_report.json").read_text())
     rows = []
     for art in report["artifacts"]:
@@ -125,7 +122,7 @@ def _export(run: Path) -> list[dict]:
                      "keras_accuracy": check["accuracy_keras"], "test_accuracy": check["accuracy"],
                      "delta_pp": check["accuracy_change_pp"], "agreement": check["agreement"],
                      "agreement_ci95": check["agreement_ci95"], "gate": "pass" if art["passed"] else "REJECTED"})
-    return rows
+    return shlex.join(cmd), rows
 
 
 if __name__ == "__main__":

@@ -180,6 +180,12 @@ def write_page(results: Path, record: dict, append: bool = True) -> None:
     history_path = results / "train_vs_baseline_history.json"
     history = json.loads(history_path.read_text()) if history_path.exists() else []
     current_path = results / "train_vs_baseline.json"
+    if append:  # only this run's rows: the rows kept from earlier runs are in the history already
+        history.append({k: record[k] for k in ("date", "commit", "label", "edgeclf_args", "epochs")}
+                       | {"cpu": record["machine"]["cpu"], "rows": [
+                           {"task": r["task"], "seed": r["seed"], "baseline": r["baseline"]["test_accuracy"],
+                            "edgeclf": r["edgeclf"]["test_accuracy"]} for r in record["rows"]]})
+        history_path.write_text(json.dumps(history, indent=2) + "\n")
     if append and current_path.exists():
         current = json.loads(current_path.read_text())
         if (current.get("label"), current.get("edgeclf_args"), current.get("epochs")) == (
@@ -187,19 +193,14 @@ def write_page(results: Path, record: dict, append: bool = True) -> None:
             measured = {(r["task"], r["seed"]) for r in record["rows"]}
             record = {**record, "rows": [r for r in current["rows"] if (r["task"], r["seed"]) not in measured]
                       + record["rows"]}
-    if append:
-        history.append({k: record[k] for k in ("date", "commit", "label", "edgeclf_args", "epochs")}
-                       | {"cpu": record["machine"]["cpu"], "rows": [
-                           {"task": r["task"], "seed": r["seed"], "baseline": r["baseline"]["test_accuracy"],
-                            "edgeclf": r["edgeclf"]["test_accuracy"]} for r in record["rows"]]})
-        history_path.write_text(json.dumps(history, indent=2) + "\n")
     current_path.write_text(json.dumps(record, indent=2) + "\n")
     m = record["machine"]
     lines = ["# edgeclf train vs a plain-Keras script", "",
              "Test accuracy on the official Fashion-MNIST test images of each task's classes, both trained for "
              f"{record['epochs']} epochs with the same seed (`benchmarks/lab/train_vs_baseline.py`; the baseline is "
              "`benchmarks/lab/keras_baseline.py`). Target: edgeclf within 0.3 pp of the baseline or ahead.", "",
-             f"Current: {record['date']}, commit {record['commit']}, {m['cpu']}, {m['affinity_cores']} cores, "
+             f"Current (latest run, whose rows join those of earlier runs with the same options; the history below "
+             f"dates each row): {record['date']}, commit {record['commit']}, {m['cpu']}, {m['affinity_cores']} cores, "
              f"TensorFlow {m['versions']['tensorflow']}; edgeclf options beyond the task's: "
              f"`{record['edgeclf_args'] or '(defaults)'}`.", "",
              "| task | seed | baseline | edgeclf | Δ pp | edgeclf val | steady epoch s (baseline / edgeclf) | wall s (baseline / edgeclf) |",
