@@ -69,6 +69,11 @@ def list_backbones(pattern: str = "*") -> list[str]:
     return BACKBONES.names(pattern)
 
 
+def _refuse_pretrained(name: str, weights) -> None:
+    if weights is not None:
+        raise ConfigError(f"Received: weights='imagenet' for {name}. It has no pretrained weights: use --weights none.")
+
+
 def _conv_bn_cnn(name: str, widths: tuple[int, ...]):
     """Blocks of two Conv(3x3)-BN-ReLU layers, ``widths`` filters a block, each block but a too-small one
     followed by MaxPool(2)."""
@@ -77,8 +82,7 @@ def _conv_bn_cnn(name: str, widths: tuple[int, ...]):
         import keras
         from keras import layers
 
-        if weights is not None:
-            raise ConfigError(f"Received: weights='imagenet' for {name}. It has no pretrained weights: use --weights none.")
+        _refuse_pretrained(name, weights)
         inputs = keras.Input(input_shape)
         x = inputs
         for filters in widths:
@@ -100,8 +104,7 @@ def _plain_cnn(name: str, blocks: tuple[tuple[int, int], ...]):
         import keras
         from keras import layers
 
-        if weights is not None:
-            raise ConfigError(f"Received: weights='imagenet' for {name}. It has no pretrained weights: use --weights none.")
+        _refuse_pretrained(name, weights)
         inputs = keras.Input(input_shape)
         x = inputs
         for filters, pool in blocks:
