@@ -106,9 +106,11 @@ def test_recipe_trains_exports_passes_the_gate_and_runs(name, tmp_path):
         data = tmp_path / "cats"
     out = tmp_path / "run"
     lr = TEST_LR.get(r.backbone, "3e-3")
+    # All 25 epochs: from scratch on 48 images (3 steps an epoch), a large backbone stopped early is still
+    # undecided on some test images, and whether its int8 file agrees on those is a coin toss, not the recipe.
     res = CliRunner().invoke(main, ["train", str(data), "--recipe", name, "--weights", "none", "--img-size", str(size),
                                     "--epochs", "25", "--batch-size", "16", "--lr", lr, "--folds", "1",
-                                    "--split", "0.6,0.2,0.2", "--out", str(out)])
+                                    "--split", "0.6,0.2,0.2", "--no-early-stopping", "--out", str(out)])
     assert res.exit_code == 0, res.output
     run = out / "adult" if r.per_category else out
     results = export_model(run / "model.keras", spec=ExportSpec(quant=(QuantSpec.int8(),)))

@@ -429,6 +429,36 @@ def test_same_seed_gives_the_same_model(tiny_folders, tmp_path, capfd):
     assert "use_unbounded_threadpool" not in capfd.readouterr().err
 
 
+def test_an_epochs_augmented_batches_do_not_depend_on_the_epochs_before_it():
+    """Under op determinism the tf.data pipeline gathers and augments batches in parallel: each batch is drawn from
+    the augmenter's seeds, the epoch and the batch's index alone, so a pipeline that starts at epoch 2 (a resumed
+    run) gives the batches of one that went through epochs 0 and 1 first, and each epoch augments anew."""
+    import tensorflow as tf
+
+    from edgeclf.toolkit.augment import build_augmenter
+    from edgeclf.toolkit.pipeline import EpochClock, make_dataset
+
+    tf.config.experimental.enable_op_determinism()
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 12, 12, 3), dtype=np.uint8)
+    labels = np.arange(40) % 2
+
+    def epochs(first, last):
+        clock = EpochClock(first)
+        ds = make_dataset(pixels, labels, 8, shuffle=True, seed=5, augmenter=build_augmenter(AugmentSpec(), 5),
+                          clock=clock)
+        out = {}
+        for clock.epoch in range(first, last + 1):
+            out[clock.epoch] = [(x.numpy(), y.numpy()) for x, y in ds]
+        return out
+
+    straight, resumed = epochs(0, 2), epochs(2, 2)
+    for (xa, ya), (xb, yb) in zip(straight[2], resumed[2], strict=True):
+        np.testing.assert_array_equal(ya, yb)
+        np.testing.assert_array_equal(xa, xb)
+    assert not np.array_equal(straight[0][0][0], straight[1][0][0])  # a new draw (and order) every epoch
+    assert sorted(np.concatenate([y for _, y in straight[1]]).tolist()) == sorted(labels.tolist())
+
+
 def _bright_dark(root: Path, n: int = 24, size: int = 40) -> Path:
     """``n`` noisy bright and ``n`` noisy dark images: a task any classifier must get right."""
     rng = np.random.default_rng(3)

@@ -78,14 +78,13 @@ def _fit_fold_phases(fold, train_split, val_split, model_spec, spec, run, state,
     keras.utils.set_random_seed(spec.seed + fold)
     model = create_model(model_spec, steps_per_epoch=steps_per_epoch(train_split, spec))
     augmenter = build_augmenter(spec.augment, spec.seed + fold)
-    parallel = not spec.deterministic
     clock = EpochClock()
     shard = dist.sharding if dist is not None and dist.backend == "jax" else None
     train_ds = make_dataset(train_split.pixels, train_split.labels, spec.batch_size, shuffle=True,
-                            seed=spec.seed + fold, augmenter=augmenter, parallel=parallel, clock=clock,
+                            seed=spec.seed + fold, augmenter=augmenter, clock=clock,
                             drop_remainder=True, sharding=None if shard is None else replace(shard, pad_to=1))
     val_ds = make_dataset(val_split.pixels, val_split.labels, spec.batch_size, shuffle=False, seed=spec.seed,
-                          parallel=parallel, sharding=shard)
+                          sharding=shard)
     phases = [(1, spec.epochs, spec.learning_rate)]
     if model_spec.pretrained and spec.fine_tune_layers and spec.fine_tune_epochs:
         phases.append((2, spec.fine_tune_epochs, spec.fine_tune_lr))
@@ -113,7 +112,7 @@ def _fit_fold_phases(fold, train_split, val_split, model_spec, spec, run, state,
               if spec.reduce_lr and spec.lr_schedule == "plateau" else []),
         ]
         callbacks = [
-            epoch_seeds(keras, clock, first_epoch, [model] if augmenter is None else [model, augmenter]),
+            epoch_seeds(keras, clock, first_epoch, [model]),
             best_checkpoint(keras, best_path, spec.monitor, mode, best_so_far(run / "history.csv", fold, spec.monitor)),
             *schedules,
             history_logger(keras, run / "history.csv", fold, phase),

@@ -49,29 +49,27 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 def make_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool, seed: int, augmenter=None,
-                 parallel: bool = True, clock: EpochClock | None = None, drop_remainder: bool = False,
-                 sharding=None):
+                 clock: EpochClock | None = None, drop_remainder: bool = False, sharding=None):
     """Batches of (float32 0-255 pixels, int32 labels) for the active Keras backend, prefetched.
 
-    Each epoch's order is ``epoch_order(seed, clock.epoch)`` when ``shuffle``, whichever the backend; so is the
-    augmentation counter of the JAX pipeline (the TensorFlow one's random layers are reseeded by the caller).
+    Each epoch's order is ``epoch_order(seed, clock.epoch)`` when ``shuffle``, whichever the backend, and batch
+    ``i`` of epoch ``e`` is augmented from the random layers' seeds and the counter ``e * batches + i`` alone
+    (``augment_batch``): the same seed gives the same batches however many threads prepare them, so both
+    pipelines gather and augment several batches at once even under TensorFlow op determinism, and a resumed run
+    augments its epochs as the uninterrupted run did.
 
     Args:
-        clock: Required with ``shuffle``: the epoch, set by the caller before each epoch.
+        clock: The epoch, set by the caller before each epoch; required with ``shuffle`` or ``augmenter``.
         drop_remainder: Leave out the images of each epoch's last, short batch (``batches_per_epoch``): a training
             step on a handful of images is a noisy step, and its BatchNorm statistics are those of the handful. The
             order changes every epoch, so every image is still trained on.
-        parallel: Gather and augment several batches at once. Pass False under TensorFlow op determinism: it runs
-            these stateful maps one at a time anyway, by rewriting each parallel map into a sequential one, and
-            the rewrite logs "NodeDef mentions attribute use_unbounded_threadpool" errors at every epoch. The
-            PyDataset pipeline (other backends) gives the same batches with any number of threads and always
-            uses several.
         sharding: ``distribute.Sharding`` under ``--distribute`` on JAX: this process's share of every batch, and
             the multiple of images each batch is padded to (zero-weight images; batches are then
             ``(x, y, weights)``). TensorFlow's MirroredStrategy splits tf.data batches itself.
     """
-    if shuffle and clock is None:
-        raise ValueError("make_dataset(shuffle=True) needs the clock that says which epoch to shuffle for.")
+    if (shuffle or augmenter is not None) and clock is None:
+        raise ValueError("make_dataset(shuffle=True) or with an augmenter needs the clock that says which epoch it "
+                         "is in.")
     if import_keras().backend.backend() != "tensorflow":
         return array_batches(pixels, labels, batch_size, shuffle=shuffle, seed=seed, augmenter=augmenter,
                              workers=min(MAX_WORKERS, os.cpu_count() or 1), clock=clock, drop_remainder=drop_remainder,
@@ -80,32 +78,41 @@ def make_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shu
     n = len(labels)
     h, w = pixels.shape[1:3]
     labels = np.asarray(labels, dtype=np.int32)
+    batches = batches_per_epoch(n, batch_size, drop_remainder)
 
     def gather(idx):
         idx = np.sort(idx)  # sequential reads of a memory map; order within a batch does not matter
         return np.ascontiguousarray(pixels[idx]), labels[idx]
 
-    if shuffle:
-        # Drawn when Keras starts iterating an epoch, which it does after its callbacks' on_epoch_begin.
-        def order(_):
-            return tf.ensure_shape(tf.numpy_function(lambda: epoch_order(seed, clock.epoch, n), [], tf.int64), (n,))
+    # The epoch's order and number, read once an epoch when Keras starts iterating it (after its callbacks'
+    # on_epoch_begin). Declared stateless although it reads the clock: op determinism, finding any stateful op in
+    # a pipeline, makes every map of it sequential and turns its prefetching off, so the model step would wait for
+    # each batch. The declaration is safe: it runs once, before any batch of the epoch, and takes the dataset's
+    # element as input so that no optimisation can fold it into a constant.
+    def epoch_plan(element):
+        def plan(_):
+            epoch = clock.epoch if clock is not None else 0
+            return (epoch_order(seed, epoch, n) if shuffle else np.arange(n, dtype=np.int64)), np.int64(epoch)
 
-        ds = tf.data.Dataset.range(1).map(order).unbatch()
-    else:
-        ds = tf.data.Dataset.range(n)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder and n > batch_size)
+        order, epoch = tf.numpy_function(plan, [element], [tf.int64, tf.int64], stateful=False)
+        return tf.ensure_shape(order, (n,)), tf.ensure_shape(epoch, ())
 
-    def load(idx):
-        x, y = tf.numpy_function(gather, [idx], [tf.uint8, tf.int32])
+    def epoch_batches(order, epoch):
+        ds = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder and n > batch_size)
+        return ds.enumerate().map(lambda i, idx: (epoch * batches + i, idx))
+
+    ds = tf.data.Dataset.range(1).map(epoch_plan).flat_map(epoch_batches)
+
+    def load(counter, idx):
+        # Not stateful: the pixels are only read, so op determinism lets tf.data run it in parallel.
+        x, y = tf.numpy_function(gather, [idx], [tf.uint8, tf.int32], stateful=False)
         x.set_shape((None, h, w, 3))
         y.set_shape((None,))
-        return tf.cast(x, tf.float32), y
+        x = tf.cast(x, tf.float32)
+        return (x if augment is None else augment(x, counter)), y
 
-    calls = tf.data.AUTOTUNE if parallel else None
-    ds = ds.map(load, num_parallel_calls=calls)
-    if augmenter is not None:
-        ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=calls)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    augment = None if augmenter is None else augment_batch(augmenter, (h, w, pixels.shape[3]))
+    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def batches_per_epoch(n: int, batch_size: int, drop_remainder: bool) -> int:
@@ -225,13 +232,11 @@ def _compiled_augmenter(augmenter, example: np.ndarray, batch_size: int):
     seeds being among its inputs.
     """
     if import_keras().backend.backend() != "jax":
-        return lambda x, counter: augmenter(x, training=True)
+        run_tf = augment_batch(augmenter, example.shape[1:])
+        return lambda x, counter: np.asarray(run_tf(x, counter))
     import jax
 
-    augmenter.build((None, *example.shape[1:]))  # creates the layers' seed generators (a call would run it eagerly)
-    variables = augmenter.non_trainable_variables
-    base = [np.asarray(v.value) for v in variables]
-    seeds = [is_seed_state(v) for v in variables]
+    base, seeds = _seed_states(augmenter, example.shape[1:])
     key = json.dumps([{k: v for k, v in layer.get_config().items() if k not in ("seed", "name")}
                       for layer in augmenter.layers], sort_keys=True, default=str)
     run = _JAX_AUGMENTERS.get(key)
@@ -255,6 +260,33 @@ def _compiled_augmenter(augmenter, example: np.ndarray, batch_size: int):
 
 # Compiled JAX augmentation by the layers' configuration less seeds and names (see _compiled_augmenter).
 _JAX_AUGMENTERS: dict[str, object] = {}
+
+
+def _seed_states(augmenter, shape: tuple) -> tuple[list[np.ndarray], list[bool]]:
+    """The values of ``augmenter``'s non-trainable variables, built for images of ``shape``, and which of them are
+    seed states (whose counter the batch's counter replaces)."""
+    augmenter.build((None, *shape))  # creates the layers' seed generators (a call would run it eagerly)
+    variables = augmenter.non_trainable_variables
+    return [np.asarray(v.value) for v in variables], [is_seed_state(v) for v in variables]
+
+
+def augment_batch(augmenter, shape: tuple):
+    """TensorFlow: ``augment(x, counter)``, the random layers of ``augmenter`` as stateless TensorFlow ops whose
+    randomness comes from the layers' seeds and ``counter`` alone (see ``_compiled_augmenter``).
+
+    Called through ``stateless_call``, the layers' seed generators are read, never advanced: a ``tf.data`` map
+    of it holds no stateful op, so TensorFlow op determinism leaves it parallel instead of rewriting it into a
+    sequential one, and the batches are the same whatever order the map's threads run in.
+    """
+    tf, _ = import_tf()
+    base, seeds = _seed_states(augmenter, shape)
+
+    def augment(x, counter):
+        states = [tf.stack([tf.constant(b[0], b.dtype), tf.cast(counter, b.dtype)]) if seed else tf.constant(b)
+                  for b, seed in zip(base, seeds)]
+        return augmenter.stateless_call([], states, x, training=True)[0]
+
+    return augment
 
 
 def predict_probs(model, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:

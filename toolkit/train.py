@@ -410,8 +410,7 @@ def _fit_folds(fold_splits, model_spec: ModelSpec, spec: TrainSpec, run: Path, s
                 continue
             cw = balanced_class_weights(class_counts(tr.labels, weighted_classes)) if weighted_classes else None
             model = fit_fold(fold, tr, va, model_spec, spec, run, state, cw, reporter, callbacks, dist)
-            scores = model.evaluate(make_dataset(va.pixels, va.labels, spec.batch_size, shuffle=False, seed=0,
-                                                 parallel=not spec.deterministic),
+            scores = model.evaluate(make_dataset(va.pixels, va.labels, spec.batch_size, shuffle=False, seed=0),
                                     verbose=0, return_dict=True)
             state.folds[str(fold)] = {"val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"]),
                                       "n_train": len(tr), "n_val": len(va)}

@@ -66,11 +66,11 @@ def epoch_timer(keras):
     return EpochTimer()
 
 
-def pipeline_rate(keras, pixels: np.ndarray, labels: np.ndarray, batch_size: int, augmenter, parallel: bool) -> float:
+def pipeline_rate(keras, pixels: np.ndarray, labels: np.ndarray, batch_size: int, augmenter) -> float:
     """Images per second the training pipeline delivers, model left out (one epoch's batches, after one warm-up)."""
-    from edgeclf.toolkit.pipeline import make_dataset
+    from edgeclf.toolkit.pipeline import EpochClock, make_dataset
 
-    ds = make_dataset(pixels, labels, batch_size, shuffle=True, seed=0, augmenter=augmenter, parallel=parallel)
+    ds = make_dataset(pixels, labels, batch_size, shuffle=True, seed=0, augmenter=augmenter, clock=EpochClock())
 
     def ready(x):
         return x.block_until_ready() if hasattr(x, "block_until_ready") else np.asarray(x)
@@ -129,12 +129,11 @@ def run_config(data: Path, work: Path, backbone: str, size: int, mixed: str, arg
     }
     pixels = np.load(run / "cache" / "train.npy", mmap_mode="r")[:n_train]
     labels = np.zeros(len(pixels), dtype=np.int32)  # the pipeline does not look at label values
-    parallel = not args.deterministic
-    row["pipeline_images_per_s"] = round(pipeline_rate(keras, pixels, labels, args.batch_size, None, parallel), 1)
+    row["pipeline_images_per_s"] = round(pipeline_rate(keras, pixels, labels, args.batch_size, None), 1)
     if args.augment:
         augmenter = build_augmenter(AugmentSpec(), 0)
         row["pipeline_augmented_images_per_s"] = round(
-            pipeline_rate(keras, pixels, labels, args.batch_size, augmenter, parallel), 1)
+            pipeline_rate(keras, pixels, labels, args.batch_size, augmenter), 1)
         if keras.backend.backend() != "tensorflow":  # the alternative: the layers called one by one, uncompiled
             from edgeclf.toolkit import pipeline
 
@@ -142,7 +141,7 @@ def run_config(data: Path, work: Path, backbone: str, size: int, mixed: str, arg
                 lambda x, counter: a(x, training=True))
             try:
                 row["pipeline_augmented_eager_images_per_s"] = round(
-                    pipeline_rate(keras, pixels, labels, args.batch_size, build_augmenter(AugmentSpec(), 0), parallel), 1)
+                    pipeline_rate(keras, pixels, labels, args.batch_size, build_augmenter(AugmentSpec(), 0)), 1)
             finally:
                 pipeline._compiled_augmenter = compiled
     fed = row.get("pipeline_augmented_images_per_s", row["pipeline_images_per_s"])
