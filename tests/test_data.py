@@ -53,6 +53,18 @@ def test_presplit_folders_carve_val_out_of_train(tmp_path):
     assert any("carved val" in n for n in ds.notes)
 
 
+def test_presplit_folders_without_a_split_given_carve_a_tenth_of_train_for_val(tmp_path):
+    write_class_folders(tmp_path / "train", {"a": 20, "b": 20})
+    write_class_folders(tmp_path / "test", {"a": 5, "b": 5}, seed=9)
+    ds = discover(tmp_path)
+    splits = assign_splits(ds, None, seed=1)
+    assert np.bincount(splits["val"].labels).tolist() == [2, 2]
+    assert len(splits["train"]) == 36 and len(splits["test"]) == 10
+    assert any("carved val (10%) out of train" in n for n in ds.notes)
+    unsplit = discover(tmp_path / "train")  # data without its own split keeps 70/15/15
+    assert [len(v) for v in assign_splits(unsplit, None, seed=1).values()] == [28, 6, 6]
+
+
 def test_presplit_class_folder_missing_from_train_is_named_with_its_split(tmp_path):
     write_class_folders(tmp_path / "train", {"a": 4, "b": 4})
     write_class_folders(tmp_path / "valid", {"a": 2, "c": 2})

@@ -403,11 +403,20 @@ def stratified_folds(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
     return stratified_split(labels, [1.0] * k, seed)
 
 
-def assign_splits(ds: Dataset, spec: SplitSpec, seed: int) -> dict[str, Samples]:
+# The share of a pre-split train carved out as val when only val is missing and no split was given: val then only
+# picks the checkpoint and reports, the data's own test split measures, and every image kept for training counts.
+CARVED_VAL = 0.10
+
+
+def assign_splits(ds: Dataset, spec: SplitSpec | None, seed: int) -> dict[str, Samples]:
     """Returns train/val/test samples: the dataset's own split where it has one, else a stratified split.
 
-    The same files, fractions and ``seed`` always give the same split.
+    ``spec`` None chooses from the data: ``SplitSpec()`` for data that is not split, a tenth of train for val
+    (``CARVED_VAL``) when the data has its own test split but no val. The same files, fractions and ``seed``
+    always give the same split.
     """
+    if spec is None:
+        spec = SplitSpec(1 - CARVED_VAL, CARVED_VAL, 0.0) if "test" in ds.splits else SplitSpec()
     if "all" in ds.splits:
         parts = stratified_split(ds.splits["all"].labels, (spec.train, spec.val, spec.test), seed)
         return {name: ds.splits["all"].take(idx) for name, idx in zip(SPLITS, parts)}
@@ -421,7 +430,9 @@ def assign_splits(ds: Dataset, spec: SplitSpec, seed: int) -> dict[str, Samples]
         out["train"] = train.take(parts[0])
         for name, idx in zip(missing, parts[1:]):
             out[name] = train.take(idx)
-        ds.notes.append(f"No {' or '.join(missing)} folder: carved {', '.join(missing)} out of train (stratified).")
+        carved = ", ".join(f"{name} ({fractions[name]:.0%})" for name in missing)
+        ds.notes.append(f"No {' or '.join(missing)} folder: carved {carved} out of train (stratified; --split sets "
+                        "the shares).")
     return {s: out[s] for s in SPLITS}
 
 

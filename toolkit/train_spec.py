@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 from edgeclf.edge_runtime.errors import ConfigError
 
@@ -40,7 +40,8 @@ class TrainSpec:
         mixed_precision: ``auto`` (on with a GPU), ``on`` or ``off``.
         deterministic: Enable TensorFlow op determinism (same seed, same result; slower on GPUs).
         seed: Seed for the split, initialisation, shuffling and augmentation.
-        split: Fractions for data that is not pre-split.
+        split: Fractions of the split; None chooses them from the data: 70/15/15 for data that is not split, a
+            tenth of train for val when the data has its own test split but no val (``data.assign_splits``).
         dedup: Remove val/test images that duplicate an earlier split's image.
         leakage_threshold: Hamming distance (of 256 hash bits) counted as a near-duplicate.
         keep_cache: Keep the decoded-pixel cache and the resume checkpoints after a successful run.
@@ -68,7 +69,7 @@ class TrainSpec:
     mixed_precision: str = "auto"
     deterministic: bool = True
     seed: int = 42
-    split: SplitSpec = field(default_factory=SplitSpec)
+    split: SplitSpec | None = None
     dedup: bool = False
     leakage_threshold: int = DEFAULT_THRESHOLD
     keep_cache: bool = False

@@ -52,7 +52,8 @@ from .core import (ClickReporter, _CROP_HELP, _PAD_HELP, _crop, _csv_ints, _fore
 @click.option("--folds", type=int, help="K for stratified K-fold cross-validation [default: 1].")
 @click.option("--seed", type=int, help="[default: 42]")
 @click.option("--split", "split", callback=_split,
-              help="train,val,test fractions for data that is not pre-split [default: 0.7,0.15,0.15].")
+              help="train,val,test fractions [default: from the data: 0.7,0.15,0.15 for data that is not "
+                   "split; a tenth of train for val when the data has its own test split].")
 @click.option("--pooling", type=click.Choice(["gap", "flatten"]), help="[default: gap]")
 @click.option("--dense", callback=_csv_ints, help="Hidden Dense widths of the head, e.g. 256,128 [default: none].")
 @click.option("--dropout", type=float, help="Dropout before each head Dense layer [default: 0.2].")
