@@ -161,54 +161,15 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     out = Path(out_dir) if out_dir is not None else run_dir / "export"
     # resolve(): `edgeclf export model.keras` run inside the run folder names the artefacts after that folder.
     name = name or (run_dir.resolve().name if model_path.name == "model.keras" else model_path.stem)
-    if not name or name in (".", "..") or "/" in name or "\\" in name or name.strip() != name:
-        raise ConfigError(f"Received: name={name!r}. Expected a file name prefix such as 'helmet', without folders "
-                          "(--out sets the folder).")
-    existing = [p for p in _targets(out, name, spec) if p.exists()]
-    if existing and not force:
-        raise ConfigError(f"{len(existing)} artefact(s) already exist, e.g. {existing[0]}. Pass --force to overwrite.")
-    ensure_writable_dir(out)
-    clean_leftovers(out, reporter)
+    _prepare_output(out, name, spec, force, reporter)
 
     model = load_keras_model(model_path)
     if foreign is not None:
         model, run_meta = adapt_model(model, foreign)
-    pre = PreprocessSpec.from_dict(run_meta["preprocess"])
-    classes = run_meta["class_names"]
-    needs_calib = any(q.needs_calibration for _, q in spec.jobs())
-    for fmt in spec.formats:
-        missing = [q.mode for f, q in spec.skipped() if f is fmt]
-        if missing:
-            others = list(dict.fromkeys(f.value for f, _ in spec.jobs() if f is not fmt))
-            reporter.warn(f"{fmt.value} has no {' or '.join(missing)} mode: "
-                          + (f"written for {', '.join(others)} only." if others else "skipped."))
-
+    _warn_missing_modes(spec, reporter)
     reporter.stage("Loading calibration and verification images")
-    calibration, held_out = _images(run_meta, run_dir, calib, pre, spec, needs_calib, from_run=foreign is None,
-                                    warn=reporter.warn)
-    moved = relocate_hint(run_dir) if foreign is None else ""
-    if needs_calib and calibration is None:
-        raise ConfigError(
-            "int8 quantisation needs calibration images, and " + (
-                f"the training run's validation split cannot be found ({run_split_problem(run_meta, run_dir, 'val')})"
-                if foreign is None else "a model trained outside edgeclf has no run to take them from")
-            + f". Pass {moved}--calib DIR with representative images."
-        )
-    if needs_calib and len(calibration) < min(FEW_CALIBRATION_IMAGES, spec.calibration_images):
-        reporter.warn(f"int8 ranges are fitted to {len(calibration)} calibration images, from {calibration.origin}: "
-                      f"inputs unlike them may be clipped. Pass --calib DIR with {FEW_CALIBRATION_IMAGES} or more "
-                      "representative images.")
-    if held_out is None and spec.verify:
-        raise ConfigError("The fidelity gate needs images and " + (
-            f"the training run's test split cannot be found ({run_split_problem(run_meta, run_dir, 'test')})"
-            if foreign is None else "a model trained outside edgeclf has no run to take them from")
-            + f". Pass {moved}--calib DIR, or --no-verify to skip the gate.")
-    reference = predict_probs(model, held_out.pixels) if held_out is not None and spec.verify else None
-    if foreign is not None:
-        probe = reference if reference is not None else (
-            predict_probs(model, calibration.pixels[:GATE_BATCH]) if calibration is not None else None)
-        if probe is not None:
-            check_outputs(probe, held_out.labels if reference is not None else None, classes, reporter.warn)
+    calibration, held_out = _gate_images(run_meta, run_dir, calib, spec, foreign is not None, reporter)
+    reference = _reference(model, calibration, held_out, run_meta, spec, foreign is not None, reporter)
 
     source_sha = sha256_file(model_path)
     results: list[ExportResult] = []
@@ -216,28 +177,12 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
         tmp = Path(tmp)
         reporter.stage("Writing the inference SavedModel")
         write_saved_model(model, tmp / "saved_model")
-        fp32_onnx = None
         jobs = spec.jobs()
         with reporter.progress(len(jobs), "Exporting") as advance:
             for fmt, quant in jobs:
-                staged = tmp / f"{name}_{quant.mode}.{fmt.value}"
-                cal = calibration.batches() if quant.needs_calibration else None
-                if fmt is Format.TFLITE:
-                    data = tflite_export.convert(tmp / "saved_model", quant, cal)
-                    staged.write_bytes(data)
-                    io = tflite_export.describe_io(data)
-                else:
-                    if fp32_onnx is None:
-                        fp32_onnx = tmp / "fp32_base.onnx"
-                        onnx_export.convert_fp32(model, fp32_onnx, spec.opset)
-                    io = {"input_dtype": "float32", "output_dtype": "float32"}
-                    if quant.mode == "int8":
-                        io["quantization"] = onnx_export.quantize_int8(fp32_onnx, staged, quant, cal)
-                    else:
-                        shutil.copyfile(fp32_onnx, staged)
-                    io["quantization"] = {**io.get("quantization", {}), "opset": spec.opset}
+                staged, io = _convert(model, tmp, name, fmt, quant, calibration, spec)
                 results.append(_gate_and_write(staged, out, name, fmt, quant, io, run_meta, model_path, source_sha,
-                                               spec, held_out, reference, classes))
+                                               spec, held_out, reference, run_meta["class_names"]))
                 if results[-1].passed and results[-1].fidelity.get("measured_where_it_saturates"):
                     reporter.warn(f"{results[-1].path.name}: gate figures {SATURATION_NOTE}.")
                 advance(1)
@@ -248,6 +193,93 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     }
     _write_report(out / "export_report.json", export, [{**r.to_dict(), **export} for r in results])
     return results
+
+
+def _prepare_output(out: Path, name: str, spec: ExportSpec, force: bool, reporter: Reporter) -> None:
+    """Checks the artefact name and that nothing would be overwritten without ``force``, before any work; makes
+    the folder and removes what an interrupted export left in it."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.strip() != name:
+        raise ConfigError(f"Received: name={name!r}. Expected a file name prefix such as 'helmet', without folders "
+                          "(--out sets the folder).")
+    existing = [p for p in _targets(out, name, spec) if p.exists()]
+    if existing and not force:
+        raise ConfigError(f"{len(existing)} artefact(s) already exist, e.g. {existing[0]}. Pass --force to overwrite.")
+    ensure_writable_dir(out)
+    clean_leftovers(out, reporter)
+
+
+def _warn_missing_modes(spec: ExportSpec, reporter: Reporter) -> None:
+    """Says which requested modes a format cannot write (they are skipped for it, not failed)."""
+    for fmt in spec.formats:
+        missing = [q.mode for f, q in spec.skipped() if f is fmt]
+        if missing:
+            others = list(dict.fromkeys(f.value for f, _ in spec.jobs() if f is not fmt))
+            reporter.warn(f"{fmt.value} has no {' or '.join(missing)} mode: "
+                          + (f"written for {', '.join(others)} only." if others else "skipped."))
+
+
+def _gate_images(run_meta: dict, run_dir: Path, calib, spec: ExportSpec, foreign: bool,
+                 reporter: Reporter) -> tuple[ImageSet | None, ImageSet | None]:
+    """The calibration and held-out images (``_images``), refusing an export that needs images it cannot find."""
+    needs_calib = any(q.needs_calibration for _, q in spec.jobs())
+    pre = PreprocessSpec.from_dict(run_meta["preprocess"])
+    calibration, held_out = _images(run_meta, run_dir, calib, pre, spec, needs_calib, from_run=not foreign,
+                                    warn=reporter.warn)
+    moved = relocate_hint(run_dir) if not foreign else ""
+    if needs_calib and calibration is None:
+        raise ConfigError(
+            "int8 quantisation needs calibration images, and " + (
+                f"the training run's validation split cannot be found ({run_split_problem(run_meta, run_dir, 'val')})"
+                if not foreign else "a model trained outside edgeclf has no run to take them from")
+            + f". Pass {moved}--calib DIR with representative images."
+        )
+    if needs_calib and len(calibration) < min(FEW_CALIBRATION_IMAGES, spec.calibration_images):
+        reporter.warn(f"int8 ranges are fitted to {len(calibration)} calibration images, from {calibration.origin}: "
+                      f"inputs unlike them may be clipped. Pass --calib DIR with {FEW_CALIBRATION_IMAGES} or more "
+                      "representative images.")
+    if held_out is None and spec.verify:
+        raise ConfigError("The fidelity gate needs images and " + (
+            f"the training run's test split cannot be found ({run_split_problem(run_meta, run_dir, 'test')})"
+            if not foreign else "a model trained outside edgeclf has no run to take them from")
+            + f". Pass {moved}--calib DIR, or --no-verify to skip the gate.")
+    return calibration, held_out
+
+
+def _reference(model, calibration: ImageSet | None, held_out: ImageSet | None, run_meta: dict, spec: ExportSpec,
+               foreign: bool, reporter: Reporter) -> np.ndarray | None:
+    """The Keras model's probabilities on the held-out images, which every artefact is gated against (None
+    without the gate); for a foreign model, its outputs are first checked to be probabilities over its classes."""
+    reference = predict_probs(model, held_out.pixels) if held_out is not None and spec.verify else None
+    if foreign:
+        probe = reference if reference is not None else (
+            predict_probs(model, calibration.pixels[:GATE_BATCH]) if calibration is not None else None)
+        if probe is not None:
+            check_outputs(probe, held_out.labels if reference is not None else None, run_meta["class_names"],
+                          reporter.warn)
+    return reference
+
+
+def _convert(model, tmp: Path, name: str, fmt: Format, quant: QuantSpec, calibration: ImageSet | None,
+             spec: ExportSpec) -> tuple[Path, dict]:
+    """Converts the model (its SavedModel in ``tmp`` for TFLite) to one format and mode in ``tmp``; returns the
+    staged file and what it says about its input, output and quantisation. The float32 ONNX conversion is done
+    once in ``tmp`` and reused by every ONNX mode."""
+    staged = tmp / f"{name}_{quant.mode}.{fmt.value}"
+    cal = calibration.batches() if quant.needs_calibration else None
+    if fmt is Format.TFLITE:
+        data = tflite_export.convert(tmp / "saved_model", quant, cal)
+        staged.write_bytes(data)
+        return staged, tflite_export.describe_io(data)
+    fp32_onnx = tmp / "fp32_base.onnx"
+    if not fp32_onnx.exists():
+        onnx_export.convert_fp32(model, fp32_onnx, spec.opset)
+    io = {"input_dtype": "float32", "output_dtype": "float32"}
+    if quant.mode == "int8":
+        io["quantization"] = onnx_export.quantize_int8(fp32_onnx, staged, quant, cal)
+    else:
+        shutil.copyfile(fp32_onnx, staged)
+    io["quantization"] = {**io.get("quantization", {}), "opset": spec.opset}
+    return staged, io
 
 
 def _source_metadata(model_path: Path, foreign: ForeignSpec | None, dataset) -> dict:
