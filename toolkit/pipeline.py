@@ -101,7 +101,9 @@ def make_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shu
         ds = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder and n > batch_size)
         return ds.enumerate().map(lambda i, idx: (epoch * batches + i, idx))
 
+    # flat_map hides the number of batches, which Keras needs to end an epoch without a warning.
     ds = tf.data.Dataset.range(1).map(epoch_plan).flat_map(epoch_batches)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
 
     def load(counter, idx):
         # Not stateful: the pixels are only read, so op determinism lets tf.data run it in parallel.
