@@ -257,6 +257,38 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
     fmt = artifact_format(src)
     if not src.is_file():
         raise DataError(f"Model not found: {src}.")
+    out = _target(src, fmt, out_path, force, reporter)
+    model = _read_model(src, fmt)
+    contract, h, w, units = _input_and_output(model, spec, src, fmt, reporter)
+    names = contract.class_names
+    pre = contract.preprocess(h, w)
+    images = None
+    if check is not None:
+        reporter.stage(f"Loading check images from {check}")
+        images = folder_images(check, list(names), pre, CHECK_IMAGES, warn=reporter.warn)
+
+    with atomic_path(out, suffix=out.suffix) as tmp:
+        sha = sha256_file(src)
+        kind = "probabilities" if contract.output == "auto" else contract.output
+        model.write(_metadata(src, sha, model.io, contract, h, w, kind, units, None), tmp)
+        clf = Classifier.load(tmp)  # the runtime reads the copy as predict will
+        pixels = images.pixels if images is not None else _probe_images(h, w)
+        probs = np.concatenate([clf.backend.run(pixels[i : i + 32]) for i in range(0, len(pixels), 32)])
+        if np.isnan(probs).any():
+            raise ConfigError(f"{src} outputs NaN on {'the --check' if images is not None else 'probe'} images: "
+                              "the file is broken (weights lost in conversion?). Convert the model again.")
+        kind, probs = _output_kind(probs, contract, model.io, units, reporter)
+        result = _check_result(probs, images, names, reporter)
+        meta = _metadata(src, sha, model.io, contract, h, w, kind, units, result)
+        model.write(meta, tmp)
+        Classifier.load(tmp)  # the final file loads
+    write_json(Path(f"{out}.json"), meta.to_dict())
+    return AdoptResult(out, meta, result)
+
+
+def _target(src: Path, fmt: str, out_path, force: bool, reporter: Reporter) -> Path:
+    """Where the copy goes (``NAME_edgeclf.EXT`` beside the model by default), refused before any work when it is
+    the model itself, of another format, or already there without ``force``."""
     out = Path(out_path) if out_path is not None else src.with_name(f"{src.stem}_edgeclf{src.suffix}")
     if artifact_format(out) != fmt:
         raise ConfigError(f"Received: --out {out} for a .{fmt} model. Expected a .{fmt} file name.")
@@ -266,13 +298,36 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
         raise ConfigError(f"{out} already exists. Pass --force to overwrite it.")
     ensure_writable_dir(out.parent)
     clean_leftovers(out.parent, reporter)
+    return out
 
-    support = None
+
+@dataclass
+class _ForeignModel:
+    """A foreign model file as read: its input/output description, its TFLite bytes or ONNX graph, and the TFLite
+    Support metadata it carries (Model Maker's labels and normalisation), if any."""
+
+    fmt: str
+    io: _ModelIO
+    data: bytes | None = None
+    onnx_model: object = None
+    support: object = None
+
+    def write(self, meta: ArtifactMetadata, target: Path) -> None:
+        """Writes the model with ``meta`` embedded to ``target``."""
+        if self.fmt == "tflite":
+            target.write_bytes(write_tflite_metadata(self.data, meta))
+        else:
+            import onnx
+
+            onnx.save(self.onnx_model, str(target))
+            write_onnx_metadata(target, meta.to_json(), METADATA_KEY)
+
+
+def _read_model(src: Path, fmt: str) -> _ForeignModel:
+    """Reads the file, refusing one edgeclf already wrote (it carries its metadata: predict with it as it is)."""
     if fmt == "tflite":
         data = src.read_bytes()
-        io = _tflite_io(data, src)
-        onnx_model = None
-        support = read_support_metadata(data)
+        model = _ForeignModel(fmt, _tflite_io(data, src), data=data, support=read_support_metadata(data))
     else:
         import onnx
 
@@ -280,12 +335,21 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
             onnx_model = onnx.load(str(src))
         except Exception as exc:
             raise DataError(f"{src} is not a readable onnx file ({type(exc).__name__}: {str(exc)[:200]}).") from None
-        io = _onnx_io(onnx_model, src)
-    if io.existing:
+        model = _ForeignModel(fmt, _onnx_io(onnx_model, src), onnx_model=onnx_model)
+    if model.io.existing:
         raise ConfigError(f"{src} already carries edgeclf metadata (it was exported or adopted by edgeclf): "
                           "predict with it as it is.")
+    return model
+
+
+def _input_and_output(model: _ForeignModel, spec: ForeignSpec | None, src: Path, fmt: str,
+                      reporter: Reporter) -> tuple[_Contract, int, int, int]:
+    """The input contract (from ``spec`` or the file's own metadata), the input size (an ONNX graph with a free
+    size is fixed to it; a .tflite file is left as it is, the runtime resizes its input to the size the metadata
+    records) and the number of output units, each checked against the file."""
+    io = model.io
     layout, h, w, channels = _layout(io.shape, src)
-    contract = _contract(spec, support, layout, channels, src, reporter)
+    contract = _contract(spec, model.support, layout, channels, src, reporter)
     if fmt == "onnx" and io.dtype == "uint8" and (contract.tensor.mean, contract.tensor.std) != ((0.0,) * 3, (1.0,) * 3):
         raise ConfigError(f"{src} takes uint8 input: pixels 0-255 as they are, which its graph scales itself; "
                           f"the normalisation given was {contract.input_norm}. Pass --input-norm raw.")
@@ -293,65 +357,45 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
     h, w = input_size(h, w, spec.img_size if spec is not None else None,
                       f"{src}'s input size is not fixed ({io.shape})")
     if unfixed and fmt == "onnx":
-        _fix_onnx_size(onnx_model, layout, h, w)
-    # a .tflite file is left as it is: the runtime resizes its input to the size the metadata records
+        _fix_onnx_size(model.onnx_model, layout, h, w)
     if len(io.output_shape) != 2 or not io.output_shape[1]:
         raise ConfigError(f"{src}'s output has shape {io.output_shape}. Expected (batch, classes).")
     units = int(io.output_shape[1])
-    names = contract.class_names
-    check_label_count(names, units)
-    pre = contract.preprocess(h, w)
+    check_label_count(contract.class_names, units)
+    return contract, h, w, units
 
-    images = None
-    if check is not None:
-        reporter.stage(f"Loading check images from {check}")
-        images = folder_images(check, list(names), pre, CHECK_IMAGES, warn=reporter.warn)
 
-    def write(meta: ArtifactMetadata, target: Path) -> None:
-        if fmt == "tflite":
-            target.write_bytes(write_tflite_metadata(data, meta))
-        else:
-            import onnx
-
-            onnx.save(onnx_model, str(target))
-            write_onnx_metadata(target, meta.to_json(), METADATA_KEY)
-
+def _output_kind(probs: np.ndarray, contract: _Contract, io: _ModelIO, units: int,
+                 reporter: Reporter) -> tuple[str, np.ndarray]:
+    """What the outputs are: as given, or with ``--output auto`` probabilities unless the run shows they are not
+    (then logits, and ``probs`` turned into probabilities); given probabilities are checked to be so."""
+    # a uint8 output rounds each probability to its scale
+    q = io.output_quantization
+    tolerance = max(1e-3, probs.shape[1] * q["scale"]) if q else 1e-3
     kind = "probabilities" if contract.output == "auto" else contract.output
-    with atomic_path(out, suffix=out.suffix) as tmp:
-        sha = sha256_file(src)
-        write(_metadata(src, sha, io, contract, h, w, kind, units, None), tmp)
-        clf = Classifier.load(tmp)  # the runtime reads the copy as predict will
-        pixels = images.pixels if images is not None else _probe_images(h, w)
-        probs = np.concatenate([clf.backend.run(pixels[i : i + 32]) for i in range(0, len(pixels), 32)])
-        if np.isnan(probs).any():
-            raise ConfigError(f"{src} outputs NaN on {'the --check' if images is not None else 'probe'} images: "
-                              "the file is broken (weights lost in conversion?). Convert the model again.")
-        # a uint8 output rounds each probability to its scale
-        q = io.output_quantization
-        tolerance = max(1e-3, probs.shape[1] * q["scale"]) if q else 1e-3
-        if kind == "probabilities" and contract.output == "auto":
-            problem = probability_problem(probs, tolerance, tolerance)
-            if problem:
-                # one unit: the runtime turned p into (1 - p, p); the raw output is the second column
-                kind, probs = "logits", to_probabilities(probs[:, 1:] if units == 1 else probs, logits=True)
-                reporter.stage(f"Its outputs are not probabilities ({problem}): recorded as logits, which the "
-                               f"runtime turns into probabilities with a {'sigmoid' if units == 1 else 'softmax'}")
-        elif kind == "probabilities":
-            check_probabilities(probs, tolerance, tolerance)
-        result = None
-        if images is not None and images.labels is not None:
-            predicted = probs.argmax(1)
-            result = {"images": images.origin, "n": int(len(images)),
-                      "accuracy": float((predicted == images.labels).mean())}
-            problem = label_order_problem(probs, images.labels, names, subject="The model")
-            if problem:
-                reporter.warn(problem)
-                result["label_order_problem"] = problem
-        meta = _metadata(src, sha, io, contract, h, w, kind, units, result)
-        write(meta, tmp)
-        Classifier.load(tmp)  # the final file loads
-    write_json(Path(f"{out}.json"), meta.to_dict())
-    return AdoptResult(out, meta, result)
+    if kind == "probabilities" and contract.output == "auto":
+        problem = probability_problem(probs, tolerance, tolerance)
+        if problem:
+            # one unit: the runtime turned p into (1 - p, p); the raw output is the second column
+            kind, probs = "logits", to_probabilities(probs[:, 1:] if units == 1 else probs, logits=True)
+            reporter.stage(f"Its outputs are not probabilities ({problem}): recorded as logits, which the "
+                           f"runtime turns into probabilities with a {'sigmoid' if units == 1 else 'softmax'}")
+    elif kind == "probabilities":
+        check_probabilities(probs, tolerance, tolerance)
+    return kind, probs
+
+
+def _check_result(probs: np.ndarray, images, names, reporter: Reporter) -> dict | None:
+    """Accuracy on labelled check images, and a warning when the labels look like they are in another order."""
+    if images is None or images.labels is None:
+        return None
+    result = {"images": images.origin, "n": int(len(images)),
+              "accuracy": float((probs.argmax(1) == images.labels).mean())}
+    problem = label_order_problem(probs, images.labels, names, subject="The model")
+    if problem:
+        reporter.warn(problem)
+        result["label_order_problem"] = problem
+    return result
 
 
 def _probe_images(h: int, w: int) -> np.ndarray:
