@@ -316,36 +316,14 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
     spec.check_models(classifiers)
     cv2 = _cv2()
     stop = stop or threading.Event()
-    headless = spec.headless
-    if headless is None:
-        no_window = why_no_window()
-        headless = no_window is not None
-        if no_window:  # a warning where a display was named (the user may expect a window), else routine
-            named = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-            logger.log(logging.WARNING if named else logging.INFO, "No window: %s. Running headless.", no_window)
-    # A plain path (not a camera index, URL, image-sequence pattern or GStreamer pipeline) must exist.
-    plain_path = not spec.source.isdigit() and not any(c in spec.source for c in ("://", "%", "!"))
-    if plain_path and not os.path.exists(spec.source):
-        raise DataError(f"Video file not found: {spec.shown_source}. Expected a camera index (0), an existing video "
-                        "file or a stream URL (rtsp://, http://).")
-    if spec.snapshot_dir is not None:
-        try:
-            Path(spec.snapshot_dir).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"Cannot create --snapshot-dir {spec.snapshot_dir}: {exc.strerror or exc}. Choose a "
-                              "writable folder.") from None
-    cap, cause = _open(cv2, spec.source)
-    if cap is None:
-        raise DataError(f"Cannot open video source '{spec.shown_source}'" + (f" ({cause})" if cause else "") +
-                        ". Expected a camera index (0), a video file or a stream URL (rtsp://, http://) that OpenCV "
-                        "can read.")
+    headless = _headless(spec)
+    cap = _open_source(cv2, spec)
     summary = CameraSummary(window=not headless)
     tracks = [_Track() for _ in classifiers]
     started = time.perf_counter()
     last_classified = 0.0
-    backoff, failures = 0.5, 0
+    backoff, failures, cause = 0.5, 0, None
     frame_index, taken = -1, 0
-    window = "edgeclf"
     # A file is read frame by frame (every frame counts); a live source through a reader thread that keeps only
     # the newest frame, so a slow classifier sees the current scene rather than a growing backlog.
     reader = _LatestFrames(cap, 0) if spec.is_live else None
@@ -396,35 +374,12 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
                 continue
             last_classified = now
             summary.frames_classified += 1
-            lines, alert_now = [], False
-            pixels = {c.preprocess: preprocess_frame(frame, c.preprocess, bgr=True) for c in classifiers}
-            for c, track in zip(classifiers, tracks):
-                best = c.classify_pixels(pixels[c.preprocess][None])[0].decide(spec.threshold)
-                summary.last_labels[c.name] = best.label
-                lines.append(f"{c.name if len(classifiers) > 1 else ''} {best.label} {best.score:.2f}".strip())
-                if track.update(best.label, spec.min_frames):
-                    is_alert = best.label in spec.alerts
-                    alert_now |= is_alert
-                    event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "frame": frame_index, "model": c.name,
-                             "label": best.label, "score": round(best.score, 4), "alert": is_alert}
-                    if not spec.is_live:
-                        event["video_time_s"] = round(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000, 3)
-                    if is_alert and spec.snapshot_dir is not None:
-                        snap = _save_snapshot(cv2, frame, Path(spec.snapshot_dir),
-                                              f"{c.name}_{best.label}_{time.strftime('%Y%m%d-%H%M%S')}_f{frame_index}")
-                        if snap is not None:
-                            event["snapshot"] = str(snap)
-                    summary.events += 1
-                    summary.alerts += int(is_alert)
-                    emit(event)
-            if not headless:
-                elapsed = time.perf_counter() - started
-                lines.append(f"{summary.frames_classified / elapsed:.1f} FPS" if elapsed else "")
-                cv2.imshow(window, _overlay(cv2, frame, lines, alert_now))
-                summary.frames_shown += 1
-                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                    summary.stopped_by = "window closed"
-                    break
+            video_time = None if spec.is_live else cap.get(cv2.CAP_PROP_POS_MSEC) / 1000
+            lines, alert_now = _classify_frame(cv2, frame, frame_index, video_time, classifiers, tracks, spec,
+                                               summary, emit)
+            if not headless and _show(cv2, frame, lines, alert_now, summary, time.perf_counter() - started):
+                summary.stopped_by = "window closed"
+                break
         else:
             summary.stopped_by = "stop requested"
     except KeyboardInterrupt:
@@ -438,3 +393,76 @@ def watch(classifiers: Sequence[Classifier], spec: CameraSpec, emit: Callable[[d
             cv2.destroyAllWindows()
         summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _headless(spec: CameraSpec) -> bool:
+    """``spec.headless``, or when it is None, whether no window can be shown (said as a warning where a display
+    was named, since the user may expect a window; else routinely)."""
+    if spec.headless is not None:
+        return spec.headless
+    no_window = why_no_window()
+    if no_window:
+        named = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+        logger.log(logging.WARNING if named else logging.INFO, "No window: %s. Running headless.", no_window)
+    return no_window is not None
+
+
+def _open_source(cv2, spec: CameraSpec):
+    """The opened capture, after the checks that need no camera: a plain path exists, the snapshot folder can be
+    made."""
+    # A plain path (not a camera index, URL, image-sequence pattern or GStreamer pipeline) must exist.
+    plain_path = not spec.source.isdigit() and not any(c in spec.source for c in ("://", "%", "!"))
+    if plain_path and not os.path.exists(spec.source):
+        raise DataError(f"Video file not found: {spec.shown_source}. Expected a camera index (0), an existing video "
+                        "file or a stream URL (rtsp://, http://).")
+    if spec.snapshot_dir is not None:
+        try:
+            Path(spec.snapshot_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"Cannot create --snapshot-dir {spec.snapshot_dir}: {exc.strerror or exc}. Choose a "
+                              "writable folder.") from None
+    cap, cause = _open(cv2, spec.source)
+    if cap is None:
+        raise DataError(f"Cannot open video source '{spec.shown_source}'" + (f" ({cause})" if cause else "") +
+                        ". Expected a camera index (0), a video file or a stream URL (rtsp://, http://) that OpenCV "
+                        "can read.")
+    return cap
+
+
+def _classify_frame(cv2, frame: np.ndarray, frame_index: int, video_time: float | None,
+                    classifiers: Sequence[Classifier], tracks: Sequence[_Track], spec: CameraSpec,
+                    summary: CameraSummary, emit: Callable[[dict], None]) -> tuple[list[str], bool]:
+    """Runs every model on the frame and emits an event for each stable class change (with a snapshot for an
+    alert when asked); returns the overlay's lines and whether an alert began on this frame."""
+    lines, alert_now = [], False
+    pixels = {c.preprocess: preprocess_frame(frame, c.preprocess, bgr=True) for c in classifiers}
+    for c, track in zip(classifiers, tracks):
+        best = c.classify_pixels(pixels[c.preprocess][None])[0].decide(spec.threshold)
+        summary.last_labels[c.name] = best.label
+        lines.append(f"{c.name if len(classifiers) > 1 else ''} {best.label} {best.score:.2f}".strip())
+        if not track.update(best.label, spec.min_frames):
+            continue
+        is_alert = best.label in spec.alerts
+        alert_now |= is_alert
+        event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "frame": frame_index, "model": c.name,
+                 "label": best.label, "score": round(best.score, 4), "alert": is_alert}
+        if video_time is not None:
+            event["video_time_s"] = round(video_time, 3)
+        if is_alert and spec.snapshot_dir is not None:
+            snap = _save_snapshot(cv2, frame, Path(spec.snapshot_dir),
+                                  f"{c.name}_{best.label}_{time.strftime('%Y%m%d-%H%M%S')}_f{frame_index}")
+            if snap is not None:
+                event["snapshot"] = str(snap)
+        summary.events += 1
+        summary.alerts += int(is_alert)
+        emit(event)
+    return lines, alert_now
+
+
+def _show(cv2, frame: np.ndarray, lines: list[str], alert: bool, summary: CameraSummary, elapsed: float) -> bool:
+    """Shows the frame with its overlay and the classification rate; True when the user closed the window
+    (q or Esc)."""
+    lines = [*lines, f"{summary.frames_classified / elapsed:.1f} FPS" if elapsed else ""]
+    cv2.imshow("edgeclf", _overlay(cv2, frame, lines, alert))
+    summary.frames_shown += 1
+    return cv2.waitKey(1) & 0xFF in (ord("q"), 27)
