@@ -271,25 +271,80 @@ def _check_class_balance(ds, decoded: dict[str, DecodedSplit], spec: TrainSpec, 
 def _train_in_run(data, run: Path, ds, model_spec: ModelSpec, preprocess: PreprocessSpec, spec: TrainSpec,
                   state: RunState, resumed: bool, reporter: Reporter, callbacks: Sequence, keras,
                   started: float) -> TrainResult:
-    """Everything ``train`` does once the run directory is ready: decode, check for leakage, fit each fold, save,
-    evaluate and report."""
-    samples = assign_splits(ds, spec.split, spec.seed)
-    decoded = _decode_all(ds, samples, preprocess, run / "cache", reporter)
-    skipped = [s for name in SPLITS for s in decoded[name].skipped]
-    for name, reason in skipped:
-        reporter.warn(f"Skipped {name}: {reason}")
-
-    leakage, removed = _check_split_leakage(ds, decoded, spec, reporter)
-    k = len(ds.class_names)
-    for name in ("train", "val"):
-        if not len(decoded[name]):
-            raise DataError(f"The {name} split has no readable images. Add images or change --split.")
+    """Everything ``train`` does once the run directory is ready: decode and check the data, set up the device,
+    fit each fold, keep the best, evaluate and write the run's record."""
+    decoded, skipped, leakage, removed = _decode_and_check(ds, spec, preprocess, run, reporter)
     spec, chosen = spec.for_data(len(decoded["train"]))
     if chosen:
         reporter.stage(chosen[0].upper() + chosen[1:])
         ds.notes.append(f"Training: {chosen}.")
     use_weights = _check_class_balance(ds, decoded, spec, reporter)
+    spec, device = _setup_device(keras, spec, model_spec, ds, reporter)
 
+    k = len(ds.class_names)
+    fold_splits = _fold_splits(decoded, spec, ds, leakage, reporter)
+    fold_scores = _fit_folds(fold_splits, model_spec, spec, run, state, k if use_weights else None, device.mixed,
+                             reporter, callbacks, device.dist, keras)
+    best_fold = _best_fold(fold_scores, spec.monitor)
+    model = _save_best_model(run, state, best_fold, fold_splits[best_fold][0], model_spec, spec)
+
+    reporter.stage("Evaluating on train, val and test")
+    final_splits = {"train": fold_splits[best_fold][0], "val": fold_splits[best_fold][1], "test": decoded["test"]}
+    metrics = evaluate_splits(model, final_splits, ds.class_names, run, spec.batch_size)
+    history = history_rows(run / "history.csv")
+    if history:
+        plots.plot_history(history, run / "training_curves.png")
+    folds_out = [{"fold": f, **s} for f, s in enumerate(fold_scores)]
+    fold_summary = None
+    if spec.folds > 1:
+        accs = np.array([s["val_accuracy"] for s in fold_scores])
+        fold_summary = {"val_accuracy_mean": float(accs.mean()), "val_accuracy_std": float(accs.std(ddof=0)),
+                        "best_fold": best_fold}
+    metrics_doc = {"splits": metrics, "folds": folds_out, "fold_summary": fold_summary}
+    write_json(run / "metrics.json", metrics_doc)
+    _write_splits_csv(run / "splits.csv", ds, final_splits)
+    wall = time.perf_counter() - started
+    metadata = _run_metadata(data, run, ds, decoded, final_splits, model_spec, preprocess, spec, device,
+                             use_weights, skipped, leakage, removed, _epoch_times(state, best_fold), wall)
+    write_json(run / "metadata.json", metadata)
+    write_train_report(run, metadata, metrics_doc)
+    state.status = "done"
+    state.save()
+    if not spec.keep_cache:  # only needed to resume; VGG checkpoints alone are hundreds of MB
+        for name in RUN_DIRS:
+            shutil.rmtree(run / name, ignore_errors=True)
+    return TrainResult(run, run / "model.keras", ds.class_names, metrics, folds_out, skipped, leakage, wall, resumed)
+
+
+def _decode_and_check(ds, spec: TrainSpec, preprocess: PreprocessSpec, run: Path, reporter: Reporter):
+    """Splits and decodes the data (skipped files reported), checks the splits for leakage (removing copies with
+    ``--dedup``), and refuses an empty train or val split. Returns the decoded splits, what was skipped, the
+    leakage found and what dedup removed."""
+    samples = assign_splits(ds, spec.split, spec.seed)
+    decoded = _decode_all(ds, samples, preprocess, run / "cache", reporter)
+    skipped = [s for name in SPLITS for s in decoded[name].skipped]
+    for name, reason in skipped:
+        reporter.warn(f"Skipped {name}: {reason}")
+    leakage, removed = _check_split_leakage(ds, decoded, spec, reporter)
+    for name in ("train", "val"):
+        if not len(decoded[name]):
+            raise DataError(f"The {name} split has no readable images. Add images or change --split.")
+    return decoded, skipped, leakage, removed
+
+
+@dataclass(frozen=True)
+class _Device:
+    """Where the run trains: the Keras backend, GPU names, mixed precision, and the distribution (or None)."""
+
+    backend: str
+    gpus: list
+    mixed: bool
+    dist: object
+
+
+def _setup_device(keras, spec: TrainSpec, model_spec: ModelSpec, ds, reporter: Reporter) -> tuple[TrainSpec, _Device]:
+    """Sets up distribution (the batch size rounded to the devices), seeds and op determinism, and says where the
+    run trains; returns the spec with the batch size used."""
     backend = keras.backend.backend()
     dist = setup_distribution(keras, spec.distribute)
     if dist is not None:
@@ -304,39 +359,22 @@ def _train_in_run(data, run: Path, ds, model_spec: ModelSpec, preprocess: Prepro
         import_tf()[0].config.experimental.enable_op_determinism()
     gpus = gpu_names(keras)
     mixed = spec.mixed_precision == "on" or (spec.mixed_precision == "auto" and bool(gpus))
-    device = f"GPU ({gpus[0]})" if gpus else "CPU"
-    reporter.stage(f"Training {model_spec.backbone} at {format_img_size(model_spec.img_size)} on {device}"
+    where = f"GPU ({gpus[0]})" if gpus else "CPU"
+    reporter.stage(f"Training {model_spec.backbone} at {format_img_size(model_spec.img_size)} on {where}"
                    + (" with mixed precision" if mixed else "")
                    + ("" if backend == "tensorflow" else f" (Keras backend {backend})"))
+    return spec, _Device(backend, gpus, mixed, dist)
 
-    fold_splits = _fold_splits(decoded, spec, ds, leakage, reporter)
-    fold_scores = _fit_folds(fold_splits, model_spec, spec, run, state, k if use_weights else None, mixed, reporter,
-                             callbacks, dist, keras)
-    best_fold = _best_fold(fold_scores, spec.monitor)
-    model = _save_best_model(run, state, best_fold, fold_splits[best_fold][0], model_spec, spec)
 
-    reporter.stage("Evaluating on train, val and test")
-    final_splits = {"train": fold_splits[best_fold][0], "val": fold_splits[best_fold][1], "test": decoded["test"]}
-    metrics = evaluate_splits(model, final_splits, ds.class_names, run, spec.batch_size)
-    history = history_rows(run / "history.csv")
-    if history:
-        plots.plot_history(history, run / "training_curves.png")
-
+def _run_metadata(data, run: Path, ds, decoded: dict, final_splits: dict, model_spec: ModelSpec,
+                  preprocess: PreprocessSpec, spec: TrainSpec, device: _Device, use_weights: bool, skipped: list,
+                  leakage: dict, removed, epoch_times: dict, wall: float) -> dict:
+    """The run's ``metadata.json``: what export, predict and a reader need to use and reproduce the model."""
     # The record describes the images the saved model trained and was validated on: with K folds, the kept fold's
     # part of train+val (splits.csv is what export calibrates on and what a reader reproduces the run from).
+    k = len(ds.class_names)
     kept_counts = {name: class_counts(final_splits[name].labels, k) for name in SPLITS}
-    class_count_table = {name: {c: int(n) for c, n in zip(ds.class_names, kept_counts[name])} for name in SPLITS}
-    folds_out = [{"fold": f, **s} for f, s in enumerate(fold_scores)]
-    fold_summary = None
-    if spec.folds > 1:
-        accs = np.array([s["val_accuracy"] for s in fold_scores])
-        fold_summary = {"val_accuracy_mean": float(accs.mean()), "val_accuracy_std": float(accs.std(ddof=0)),
-                        "best_fold": best_fold}
-    metrics_doc = {"splits": metrics, "folds": folds_out, "fold_summary": fold_summary}
-    write_json(run / "metrics.json", metrics_doc)
-    _write_splits_csv(run / "splits.csv", ds, final_splits)
-    wall = time.perf_counter() - started
-    metadata = {
+    return {
         "edgeclf_version": edgeclf.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "class_names": ds.class_names,
@@ -352,7 +390,7 @@ def _train_in_run(data, run: Path, ds, model_spec: ModelSpec, preprocess: Prepro
             "path": str(Path(data).resolve()), "form": ds.form,
             "fingerprint": fingerprint(((n, decoded[n]) for n in SPLITS), ds.class_names),
             "split_sizes": {n: len(final_splits[n]) for n in SPLITS},
-            "class_counts": class_count_table,
+            "class_counts": {name: {c: int(n) for c, n in zip(ds.class_names, kept_counts[name])} for name in SPLITS},
             "imbalance_ratio": imbalance_ratio(kept_counts["train"]),
             "class_weights": balanced_class_weights(kept_counts["train"]) if use_weights else None,
             "skipped": [{"path": n, "reason": r} for n, r in skipped],
@@ -360,19 +398,11 @@ def _train_in_run(data, run: Path, ds, model_spec: ModelSpec, preprocess: Prepro
             "removed_by_dedup": removed,
             "notes": ds.notes,
         },
-        "hardware": {"gpus": gpus, "mixed_precision": mixed, "keras_backend": backend,
-                     "distribution": dist.to_dict() if dist is not None else None},
-        "epoch_train_s": _epoch_times(state, best_fold),
+        "hardware": {"gpus": device.gpus, "mixed_precision": device.mixed, "keras_backend": device.backend,
+                     "distribution": device.dist.to_dict() if device.dist is not None else None},
+        "epoch_train_s": epoch_times,
         "wall_time_s": round(wall, 1),
     }
-    write_json(run / "metadata.json", metadata)
-    write_train_report(run, metadata, metrics_doc)
-    state.status = "done"
-    state.save()
-    if not spec.keep_cache:  # only needed to resume; VGG checkpoints alone are hundreds of MB
-        for name in RUN_DIRS:
-            shutil.rmtree(run / name, ignore_errors=True)
-    return TrainResult(run, run / "model.keras", ds.class_names, metrics, folds_out, skipped, leakage, wall, resumed)
 
 
 def _fold_splits(decoded: dict[str, DecodedSplit], spec: TrainSpec, ds, leakage: dict, reporter: Reporter
