@@ -14,14 +14,43 @@ from pathlib import Path
 EDGECLF = [sys.executable, "-m", "edgeclf.cli"]
 
 
-def write_record(results: Path, name: str, record: dict, md: str | list[str]) -> None:
+def write_record(results: Path, name: str, record: dict, md: str | list[str], history: dict | None = None) -> None:
     """Writes a benchmark's ``NAME.json`` (the record) and ``NAME.md`` (its page) into ``results``, and prints the
-    page. ``md`` is the page's text or its lines."""
+    page. ``md`` is the page's text or its lines.
+
+    ``history``: this run's row of the benchmark's history, appended to ``NAME_history.json``; the page then ends
+    with the table of every row (its columns are the rows' keys; a ``record`` key keeps the run's whole record in
+    the JSON and stays out of the table).
+    """
     text = md if isinstance(md, str) else "\n".join(md) + "\n"
     results.mkdir(parents=True, exist_ok=True)
+    if history is not None:
+        path = results / f"{name}_history.json"
+        rows = json.loads(path.read_text()) if path.exists() else []
+        rows.append(history)
+        path.write_text(json.dumps(rows, indent=2) + "\n")
+        text += "\n" + "\n".join(history_table(rows)) + "\n"
     (results / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
     (results / f"{name}.md").write_text(text)
     print(text, end="")
+
+
+def history_table(rows: list[dict]) -> list[str]:
+    """A "History" section: one table row per run, the columns in the order the rows first name them."""
+    columns = list(dict.fromkeys(k for row in rows for k in row if k != "record"))
+    lines = ["## History", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row.get(c, "-")) for c in columns) + " |" for row in rows]
+    return lines
+
+
+def git_commit() -> str:
+    """The short commit of the checkout a benchmark runs from, for its history ("unknown" outside a checkout)."""
+    try:
+        proc = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=False)
+    except OSError:  # no git
+        return "unknown"
+    return proc.stdout.strip() or "unknown"
 
 
 def run_edgeclf(*args: str, ok=(0,)) -> subprocess.CompletedProcess:

@@ -352,3 +352,20 @@ def test_accuracy_vs_latency_names_every_model_in_a_legend_not_over_the_points(b
     models = {r.model for r in result.rows if r.status == "ok" and r.accuracy is not None}
     assert not texts
     assert len(legend) == len(models) and all(any(t.startswith(m + " (") for t in legend) for m in models)
+
+
+def test_a_benchmark_record_keeps_its_history_table(tmp_path):
+    """Each run replaces the current record and adds a row to the benchmark's one history table."""
+    from edgeclf.benchmarks.machine import write_record
+
+    for i, speedup in enumerate((1.25, 2.5)):
+        write_record(tmp_path, "speed", {"speedup": speedup}, [f"# speed {speedup}"],
+                     history={"date": f"2026-01-0{i + 1}", "commit": f"c{i}", "speed-up": f"{speedup}x",
+                              "record": {"speedup": speedup}})
+    assert json.loads((tmp_path / "speed.json").read_text()) == {"speedup": 2.5}
+    rows = json.loads((tmp_path / "speed_history.json").read_text())
+    assert [r["record"]["speedup"] for r in rows] == [1.25, 2.5]
+    page = (tmp_path / "speed.md").read_text().splitlines()
+    assert page[0] == "# speed 2.5"
+    assert page[-4:] == ["| date | commit | speed-up |", "|---|---|---|", "| 2026-01-01 | c0 | 1.25x |",
+                         "| 2026-01-02 | c1 | 2.5x |"]
