@@ -216,11 +216,6 @@ def render(result: dict, run: Path) -> list[str]:
     return lines
 
 
-def _commit() -> str:
-    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return done.stdout.strip() or "?"
-
-
 def make_venv(venv: Path, package: str) -> Path:
     python = venv / "bin" / "python"
     if not python.exists():
@@ -254,10 +249,10 @@ def main() -> None:
     if args.task_library:
         result["task_library"] = run_inside(make_venv(args.task_library_venv, "tflite-support"), run,
                                             "--inside-task-library")
-    from edgeclf.benchmarks.machine import describe, write_record
+    from edgeclf.benchmarks.machine import describe, git_commit, write_record
 
     shown = run.relative_to(ROOT) if run.is_relative_to(ROOT) else run
-    result.update(machine=describe(), date=time.strftime("%Y-%m-%d"), commit=_commit())
+    result.update(machine=describe(), date=time.strftime("%Y-%m-%d"), commit=git_commit())
     earlier = RESULTS / "mediapipe_conformance.json"
     history = json.loads(earlier.read_text()).get("history", []) if earlier.exists() else []
     a = result["artefacts"].values()

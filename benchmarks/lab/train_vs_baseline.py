@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from fashion_mnist import CLASS_NAMES, DEFAULT_SOURCE, load, write_folders
-from edgeclf.benchmarks.machine import EDGECLF, describe
+from edgeclf.benchmarks.machine import EDGECLF, describe, git_commit
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "results"
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                          "delta_pp": round(100 * (ours["test_accuracy"] - base["test_accuracy"]), 2)})
             print(json.dumps(rows[-1]), flush=True)
     record = {"epochs": args.epochs, "label": args.label, "edgeclf_args": args.edgeclf_args, "rows": rows,
-              "machine": describe(), "date": time.strftime("%Y-%m-%d"), "commit": _commit()}
+              "machine": describe(), "date": time.strftime("%Y-%m-%d"), "commit": git_commit()}
     write_page(args.results, record)
     return 0
 
@@ -136,7 +136,7 @@ def speed(args) -> int:
     median = statistics.median(x["ratio"] for x in rounds)
     m = describe()
     record = {"task": task, "rounds": rounds, "median_ratio": median, "machine": m, "date": time.strftime("%Y-%m-%d"),
-              "commit": _commit(), "target": "edgeclf's steady epoch <= 1.1x the baseline's",
+              "commit": git_commit(), "target": "edgeclf's steady epoch <= 1.1x the baseline's",
               "edgeclf_args": args.edgeclf_args}
     path = args.results / "train_speed_vs_baseline.json"
     earlier = json.loads(path.read_text()) if path.exists() else None
@@ -166,11 +166,6 @@ def speed(args) -> int:
     (args.results / "train_speed_vs_baseline.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
-
-
-def _commit() -> str:
-    proc = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return proc.stdout.strip() or "unknown"
 
 
 def write_page(results: Path, record: dict, append: bool = True) -> None:
