@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def speed(args) -> int:
-    """Steady epoch time of ``edgeclf train`` (its defaults: on these 10,200 images batch 128, flip and shift, as
-    the baseline) against the baseline, per training image, both timed in alternating rounds of the same run; the
+    """Steady epoch time of ``edgeclf train`` (its defaults: on these images batch 128, flip and shift, as the
+    baseline) against the baseline, per training image, both timed in alternating rounds of the same run; the
     ratio per round and its median."""
     task = args.tasks.split(",")[0]
     data = prepare(args.work, task, args.source)
@@ -137,11 +137,13 @@ def speed(args) -> int:
     m = describe()
     record = {"task": task, "rounds": rounds, "median_ratio": median, "machine": m, "date": time.strftime("%Y-%m-%d"),
               "commit": git_commit(), "target": "edgeclf's steady epoch <= 1.1x the baseline's",
-              "edgeclf_args": args.edgeclf_args}
+              "edgeclf_args": args.edgeclf_args,
+              "command": f"python benchmarks/lab/train_vs_baseline.py --tasks {task} --speed {args.speed}"
+              + (f" '--edgeclf-args={args.edgeclf_args}'" if args.edgeclf_args else "")}
     path = args.results / "train_speed_vs_baseline.json"
     earlier = json.loads(path.read_text()) if path.exists() else None
     def entry(r: dict) -> dict:
-        return {"date": r["date"], "commit": r["commit"], "median_ratio": r["median_ratio"],
+        return {"date": r["date"], "commit": r["commit"], "cpu": r["machine"]["cpu"], "median_ratio": r["median_ratio"],
                 "edgeclf_args": r.get("edgeclf_args", ""), "ratios": [x["ratio"] for x in r["rounds"]]}
 
     # a record from before the history was kept becomes its first row
@@ -149,23 +151,29 @@ def speed(args) -> int:
     history.append(entry(record))
     record["history"] = history
     path.write_text(json.dumps(record, indent=2) + "\n")
+    write_speed_page(args.results, record)
+    return 0
+
+
+def write_speed_page(results: Path, record: dict) -> None:
+    """``train_speed_vs_baseline.md`` from its record: this run's rounds and the history of every run."""
+    m, rounds, task = record["machine"], record["rounds"], record["task"]
     lines = ["# edgeclf train's epoch time vs the plain-Keras script", "",
              f"- {record['date']}, commit {record['commit']}, {m['cpu']}, {m['affinity_cores']} cores, TensorFlow "
-             f"{m['versions']['tensorflow']}; `python benchmarks/lab/train_vs_baseline.py --tasks {task} --speed "
-             f"{args.speed}" + (f" '--edgeclf-args={args.edgeclf_args}'" if args.edgeclf_args else "") + "`",
-             f"- {task}: 10,200 / 12,000 training images, both at batch 128 with flip and shift 0.1; each round "
-             "trains the baseline then edgeclf for 3 epochs; the steady epoch is the median of epochs 2-3, training "
-             "only (validation left out)",
-             f"- **median ratio {median:.2f}x** per training image (target <= 1.1x)", "",
+             f"{m['versions']['tensorflow']}; `{record['command']}`",
+             f"- {task}: {rounds[0]['edgeclf_images']:,} / {rounds[0]['baseline_images']:,} training images (edgeclf "
+             "carves its val split out of them), both at batch 128 with flip and shift 0.1; each round trains the "
+             "baseline then edgeclf for 3 epochs; the steady epoch is the median of epochs 2-3, training only "
+             "(validation left out)",
+             f"- **median ratio {record['median_ratio']:.2f}x** per training image (target <= 1.1x)", "",
              "| round | baseline s/epoch | edgeclf s/epoch | edgeclf / baseline, per image |", "|---:|---:|---:|---:|"]
     lines += [f"| {i + 1} | {x['baseline_s']:.2f} | {x['edgeclf_s']:.2f} | {x['ratio']:.2f} |" for i, x in enumerate(rounds)]
-    lines += ["", "## History", "", "| date | commit | edgeclf options | per-round ratios | median |",
-              "|---|---|---|---|---:|"]
-    lines += [f"| {h['date']} | {h['commit']} | {h['edgeclf_args'] or 'defaults'} | "
-              f"{', '.join(f'{r:.2f}' for r in h['ratios'])} | {h['median_ratio']:.2f}x |" for h in history]
-    (args.results / "train_speed_vs_baseline.md").write_text("\n".join(lines) + "\n")
+    lines += ["", "## History", "", "| date | commit | cpu | edgeclf options | per-round ratios | median |",
+              "|---|---|---|---|---|---:|"]
+    lines += [f"| {h['date']} | {h['commit']} | {h.get('cpu', '-')} | {h['edgeclf_args'] or 'defaults'} | "
+              f"{', '.join(f'{r:.2f}' for r in h['ratios'])} | {h['median_ratio']:.2f}x |" for h in record["history"]]
+    (results / "train_speed_vs_baseline.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return 0
 
 
 def write_page(results: Path, record: dict, append: bool = True) -> None:
