@@ -424,8 +424,8 @@ def test_same_seed_gives_the_same_model(tiny_folders, tmp_path, capfd):
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(wa, wb)
     assert (runs[0] / "history.csv").read_text() == (runs[1] / "history.csv").read_text()
-    # Op determinism rewrites parallel stateful maps into sequential ones, and TensorFlow logs an error line
-    # for each rewritten map at every epoch; the input pipeline is built sequential instead.
+    # Op determinism rewrites every parallel map of a pipeline holding a stateful op into a sequential one (and
+    # logs an error line for each at every epoch); the input pipeline holds none, so it stays parallel.
     assert "use_unbounded_threadpool" not in capfd.readouterr().err
 
 
