@@ -87,7 +87,7 @@ def list_recipes(pattern: str = "*") -> list[str]:
 
 def _train(**kwargs):
     from edgeclf.toolkit.augment import AugmentSpec
-    from edgeclf.toolkit.data import SplitSpec
+    from edgeclf.toolkit.splits import SplitSpec
     from edgeclf.toolkit.train import TrainSpec
 
     if isinstance(kwargs.get("augment"), dict):

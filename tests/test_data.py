@@ -13,8 +13,8 @@ from PIL import Image
 
 from conftest import write_class_folders
 from edgeclf.edge_runtime import DataError, PreprocessSpec, load_image
-from edgeclf.toolkit.data import (SplitSpec, assign_splits, balanced_class_weights, class_counts, decode_samples,
-                                  discover, imbalance_ratio, stratified_folds, stratified_split)
+from edgeclf.toolkit.data import balanced_class_weights, class_counts, decode_samples, discover, imbalance_ratio
+from edgeclf.toolkit.splits import SplitSpec, assign_splits, stratified_folds, stratified_split
 from edgeclf.toolkit.leakage import find_leaks
 
 

@@ -30,8 +30,8 @@ from .augment import augment_for
 from .callbacks import history_rows
 from .distribute import global_batch
 from .distribute import setup as setup_distribution
-from .data import (SPLITS, DecodedSplit, assign_splits, balanced_class_weights, class_counts, decode_samples,
-                   discover, fingerprint, imbalance_ratio, stratified_folds)
+from .data import (SPLITS, DecodedSplit, balanced_class_weights, class_counts, decode_samples,
+                   discover, fingerprint, imbalance_ratio)
 from .evaluate import evaluate_splits
 from .fit import fit_fold, steps_per_epoch
 from .io import atomic_path, clean_leftovers, write_csv, write_json
@@ -40,6 +40,7 @@ from .pipeline import make_dataset
 from .progress import Reporter
 from .report import write_train_report
 from .run_dir import REPLACED, RUN_DIRS, RunState, prepare_run_dir, recover_replaced, restore_replaced
+from .splits import assign_splits, stratified_folds
 # TrainSpec and its defaults live in train_spec; imported from here too, as edgeclf.toolkit.train.TrainSpec.
 from .train_spec import (CLASS_WEIGHTS, IMBALANCE_THRESHOLD, LR_SCHEDULES, MIXED_PRECISION, MONITORS,  # noqa: F401
                          TrainSpec, auto_batch_size, auto_learning_rate)

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, replace
 from edgeclf.edge_runtime.errors import ConfigError
 
 from .augment import AugmentSpec
-from .data import SplitSpec
+from .splits import SplitSpec
 from .distribute import DISTRIBUTE
 from .leakage import DEFAULT_THRESHOLD, HASH_BITS
 
@@ -41,7 +41,7 @@ class TrainSpec:
         deterministic: Enable TensorFlow op determinism (same seed, same result; slower on GPUs).
         seed: Seed for the split, initialisation, shuffling and augmentation.
         split: Fractions of the split; None chooses them from the data: 70/15/15 for data that is not split, a
-            tenth of train for val when the data has its own test split but no val (``data.assign_splits``).
+            tenth of train for val when the data has its own test split but no val (``splits.assign_splits``).
         dedup: Remove val/test images that duplicate an earlier split's image.
         leakage_threshold: Hamming distance (of 256 hash bits) counted as a near-duplicate.
         keep_cache: Keep the decoded-pixel cache and the resume checkpoints after a successful run.

@@ -102,7 +102,7 @@ def train(ctx, data, out_dir, recipe, backbone, img_size, crop, pad, weights, po
 
         from edgeclf.models import HeadSpec, get_backbone, get_recipe
         from edgeclf.toolkit.augment import AugmentSpec
-        from edgeclf.toolkit.data import SplitSpec
+        from edgeclf.toolkit.splits import SplitSpec
         from edgeclf.toolkit.train import TrainSpec, train as run_train, train_per_category
 
         r = get_recipe(recipe) if recipe else None
