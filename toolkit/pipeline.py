@@ -98,7 +98,7 @@ def make_dataset(pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shu
         return tf.ensure_shape(order, (n,)), tf.ensure_shape(epoch, ())
 
     def epoch_batches(order, epoch):
-        ds = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder and n > batch_size)
+        ds = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=batches * batch_size < n)
         return ds.enumerate().map(lambda i, idx: (epoch * batches + i, idx))
 
     # flat_map hides the number of batches, which Keras needs to end an epoch without a warning.

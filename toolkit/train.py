@@ -453,7 +453,7 @@ def _fit_folds(fold_splits, model_spec: ModelSpec, spec: TrainSpec, run: Path, s
 
 
 def _best_fold(fold_scores: list[dict], monitor: str) -> int:
-    values = [s["val_loss" if monitor == "val_loss" else "val_accuracy"] for s in fold_scores]
+    values = [s[monitor] for s in fold_scores]  # MONITORS are the scores' own keys
     return int(np.argmin(values) if monitor == "val_loss" else np.argmax(values))
 
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from fashion_mnist import CLASS_NAMES, DEFAULT_SOURCE, load, write_folders
-from edgeclf.benchmarks.machine import EDGECLF, describe, git_commit
+from edgeclf.benchmarks.machine import EDGECLF, describe, git_commit, write_record
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "results"
@@ -140,23 +140,21 @@ def speed(args) -> int:
               "edgeclf_args": args.edgeclf_args,
               "command": f"python benchmarks/lab/train_vs_baseline.py --tasks {task} --speed {args.speed}"
               + (f" '--edgeclf-args={args.edgeclf_args}'" if args.edgeclf_args else "")}
-    path = args.results / "train_speed_vs_baseline.json"
-    earlier = json.loads(path.read_text()) if path.exists() else None
-    def entry(r: dict) -> dict:
-        return {"date": r["date"], "commit": r["commit"], "cpu": r["machine"]["cpu"], "median_ratio": r["median_ratio"],
-                "edgeclf_args": r.get("edgeclf_args", ""), "ratios": [x["ratio"] for x in r["rounds"]]}
-
-    # a record from before the history was kept becomes its first row
-    history = (earlier.get("history") or [entry(earlier)]) if earlier else []
-    history.append(entry(record))
-    record["history"] = history
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    write_speed_page(args.results, record)
+    write_record(args.results, "train_speed_vs_baseline", record, speed_page(record),
+                 history=speed_history_row(record))
     return 0
 
 
-def write_speed_page(results: Path, record: dict) -> None:
-    """``train_speed_vs_baseline.md`` from its record: this run's rounds and the history of every run."""
+def speed_history_row(record: dict) -> dict:
+    """The speed run's row of the history table, with the whole record kept beside it."""
+    return {"date": record["date"], "commit": record["commit"], "cpu": record["machine"]["cpu"],
+            "edgeclf options": record["edgeclf_args"] or "defaults",
+            "per-round ratios": ", ".join(f"{x['ratio']:.2f}" for x in record["rounds"]),
+            "median": f"{record['median_ratio']:.2f}x", "record": record}
+
+
+def speed_page(record: dict) -> list[str]:
+    """``train_speed_vs_baseline.md`` from its record (its history table is added by ``write_record``)."""
     m, rounds, task = record["machine"], record["rounds"], record["task"]
     lines = ["# edgeclf train's epoch time vs the plain-Keras script", "",
              f"- {record['date']}, commit {record['commit']}, {m['cpu']}, {m['affinity_cores']} cores, TensorFlow "
@@ -167,13 +165,8 @@ def write_speed_page(results: Path, record: dict) -> None:
              "(validation left out)",
              f"- **median ratio {record['median_ratio']:.2f}x** per training image (target <= 1.1x)", "",
              "| round | baseline s/epoch | edgeclf s/epoch | edgeclf / baseline, per image |", "|---:|---:|---:|---:|"]
-    lines += [f"| {i + 1} | {x['baseline_s']:.2f} | {x['edgeclf_s']:.2f} | {x['ratio']:.2f} |" for i, x in enumerate(rounds)]
-    lines += ["", "## History", "", "| date | commit | cpu | edgeclf options | per-round ratios | median |",
-              "|---|---|---|---|---|---:|"]
-    lines += [f"| {h['date']} | {h['commit']} | {h.get('cpu', '-')} | {h['edgeclf_args'] or 'defaults'} | "
-              f"{', '.join(f'{r:.2f}' for r in h['ratios'])} | {h['median_ratio']:.2f}x |" for h in record["history"]]
-    (results / "train_speed_vs_baseline.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return lines + [f"| {i + 1} | {x['baseline_s']:.2f} | {x['edgeclf_s']:.2f} | {x['ratio']:.2f} |"
+                    for i, x in enumerate(rounds)]
 
 
 def write_page(results: Path, record: dict, append: bool = True) -> None:

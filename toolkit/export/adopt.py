@@ -259,7 +259,7 @@ def adopt(model_path: str | os.PathLike, out_path: str | os.PathLike | None = No
         raise DataError(f"Model not found: {src}.")
     out = _target(src, fmt, out_path, force, reporter)
     model = _read_model(src, fmt)
-    contract, h, w, units = _input_and_output(model, spec, src, fmt, reporter)
+    contract, h, w, units = _input_and_output(model, spec, src, reporter)
     names = contract.class_names
     pre = contract.preprocess(h, w)
     images = None
@@ -342,7 +342,7 @@ def _read_model(src: Path, fmt: str) -> _ForeignModel:
     return model
 
 
-def _input_and_output(model: _ForeignModel, spec: ForeignSpec | None, src: Path, fmt: str,
+def _input_and_output(model: _ForeignModel, spec: ForeignSpec | None, src: Path,
                       reporter: Reporter) -> tuple[_Contract, int, int, int]:
     """The input contract (from ``spec`` or the file's own metadata), the input size (an ONNX graph with a free
     size is fixed to it; a .tflite file is left as it is, the runtime resizes its input to the size the metadata
@@ -350,13 +350,13 @@ def _input_and_output(model: _ForeignModel, spec: ForeignSpec | None, src: Path,
     io = model.io
     layout, h, w, channels = _layout(io.shape, src)
     contract = _contract(spec, model.support, layout, channels, src, reporter)
-    if fmt == "onnx" and io.dtype == "uint8" and (contract.tensor.mean, contract.tensor.std) != ((0.0,) * 3, (1.0,) * 3):
+    if model.fmt == "onnx" and io.dtype == "uint8" and (contract.tensor.mean, contract.tensor.std) != ((0.0,) * 3, (1.0,) * 3):
         raise ConfigError(f"{src} takes uint8 input: pixels 0-255 as they are, which its graph scales itself; "
                           f"the normalisation given was {contract.input_norm}. Pass --input-norm raw.")
     unfixed = h is None or w is None
     h, w = input_size(h, w, spec.img_size if spec is not None else None,
                       f"{src}'s input size is not fixed ({io.shape})")
-    if unfixed and fmt == "onnx":
+    if unfixed and model.fmt == "onnx":
         _fix_onnx_size(model.onnx_model, layout, h, w)
     if len(io.output_shape) != 2 or not io.output_shape[1]:
         raise ConfigError(f"{src}'s output has shape {io.output_shape}. Expected (batch, classes).")
